@@ -1,0 +1,180 @@
+"""The `dsc` command line (typer + rich).
+
+Errors that users cause (a bad spec, bad data past the threshold, a missing model) are printed
+as one message with the exit code of the `DscError` that carries them; never a traceback.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dsc import __version__
+
+app = typer.Typer(
+    name="dsc",
+    help="Compile declarative dataset specs into versioned, rendered, masked fine-tuning datasets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+out_console = Console()
+
+
+def fail(message: str, code: int) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def run_guarded(fn: Callable[[], Any]) -> Any:
+    """Run a command body, turning user-facing errors into a message and an exit code."""
+    from dsc.compiler.errors import DscError
+
+    try:
+        return fn()
+    except DscError as e:
+        fail(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted; nothing was replaced", 130)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        out_console.print(f"dsc {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(None, "--version", callback=_version_callback, is_eager=True,
+                                           help="Print the dsc version and exit."),
+) -> None:
+    pass
+
+
+class RichProgress:
+    """A rich progress bar on stderr for the build's stages (silent when not a terminal)."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.enabled = err_console.is_terminal and not os.environ.get("DSC_NO_PROGRESS")
+        self._progress = Progress(TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(),
+                                  TimeElapsedColumn(), console=err_console, transient=False)
+        self._task = None
+
+    def start(self, stage: str, total: int | None = None) -> None:
+        if not self.enabled:
+            return
+        if self._task is None:
+            self._progress.start()
+        self._task = self._progress.add_task(stage, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        if self.enabled and self._task is not None:
+            self._progress.advance(self._task, n)
+
+    def done(self) -> None:
+        if self.enabled and self._task is not None:
+            task = self._progress.tasks[-1]
+            self._progress.update(self._task, total=task.completed)
+
+    def close(self) -> None:
+        if self.enabled and self._task is not None:
+            self._progress.stop()
+
+
+def _summary_table(result: Any) -> Table:
+    m = result.manifest
+    counts = m["counts"]
+    splits = sorted(counts["written"])
+    table = Table(title=f"{m['name']}  version {m['version']}", title_justify="left")
+    table.add_column("source")
+    table.add_column("read", justify="right")
+    for s in splits:
+        table.add_column(s, justify="right")
+    for name, n in counts["read"].items():
+        per = counts["per_source"].get(name, {})
+        table.add_row(name, str(n), *[str(per.get(s, 0)) for s in splits])
+    table.add_row("[bold]total", str(sum(counts["read"].values())),
+                  *[f"[bold]{counts['written'][s]}" for s in splits])
+    sup = counts["supervised_tokens"] or counts["supervised_chars"]
+    unit = "tokens" if counts["supervised_tokens"] else "chars"
+    table.add_row(f"supervised {unit}", "", *[str(sup.get(s, 0)) for s in splits])
+    table.caption = f"quarantined {counts['quarantined']} rows → {result.out_dir / 'quarantine.jsonl'}"
+    return table
+
+
+@app.command()
+def build(
+    spec: Path = typer.Argument(..., help="The spec YAML file."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Artifact directory (default: build/<name> "
+                                                                 "beside the spec)."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (output is identical)."),
+) -> None:
+    """Compile SPEC into a versioned artifact directory."""
+    from dsc.compiler.build import build as run_build
+
+    progress = RichProgress()
+
+    def body() -> Any:
+        try:
+            return run_build(spec, out, workers=workers, progress=progress)
+        finally:
+            progress.close()
+
+    result = run_guarded(body)
+    for w in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    out_console.print(_summary_table(result))
+    out_console.print(f"artifact: {result.out_dir}", highlight=False)
+
+
+@app.command()
+def validate(spec: Path = typer.Argument(..., help="The spec YAML file.")) -> None:
+    """Check SPEC (keys, types, files, template) without building."""
+    from dsc.compiler.spec import load_spec
+
+    loaded = run_guarded(lambda: load_spec(spec))
+    out_console.print(f"{spec}: ok ({len(loaded.spec.sources)} sources, template {loaded.spec.template})",
+                      highlight=False)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of specs (for editor completion)."""
+    from dsc.compiler.spec import json_schema
+
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+
+
+def _register_optional_commands() -> None:
+    """Command groups that live beside their own modules register themselves here."""
+    import importlib
+
+    for module in ("dsc.runtime_commands", "dsc.artifact_commands"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        mod.register(app)
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Writing the artifact directory: parquet shards, manifest, card, quarantine, template.
+
+The whole directory is written under a temporary sibling and swapped into place at the end,
+so an interrupted build never leaves a half-written artifact where the last good one was.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dsc.compiler.errors import BuildError
+from dsc.compiler.record import canonical_json
+
+ARTIFACT_FORMAT = 1
+MANIFEST = "manifest.json"
+QUARANTINE = "quarantine.jsonl"
+TEMPLATE_FILE = "chat_template.jinja"
+CARD = "README.md"
+DATA_DIR = "data"
+
+TOOL_CALL_TYPE = pa.struct([("id", pa.string()), ("name", pa.string()), ("arguments", pa.string())])
+MESSAGE_TYPE = pa.struct([
+    ("role", pa.string()),
+    ("content", pa.string()),
+    ("tool_calls", pa.list_(TOOL_CALL_TYPE)),
+    ("name", pa.string()),
+    ("tool_call_id", pa.string()),
+    ("loss", pa.bool_()),
+    ("capability", pa.string()),
+])
+PROVENANCE_TYPE = pa.struct([
+    ("file", pa.string()),
+    ("file_sha256", pa.string()),
+    ("row", pa.int64()),
+    ("steps", pa.list_(pa.string())),
+])
+META_TYPE = pa.struct([
+    ("source", pa.string()),
+    ("task", pa.string()),
+    ("method", pa.string()),
+    ("capability", pa.string()),
+    ("success", pa.bool_()),
+    ("score", pa.float64()),
+    ("label", pa.string()),
+    ("extra", pa.string()),
+    ("provenance", PROVENANCE_TYPE),
+])
+
+
+def row_schema(tokenized: bool) -> pa.Schema:
+    fields = [
+        ("id", pa.string()),
+        ("group", pa.string()),
+        ("messages", pa.list_(MESSAGE_TYPE)),
+        ("tools", pa.string()),
+        ("meta", META_TYPE),
+        ("text", pa.string()),
+        ("loss_spans", pa.list_(pa.list_(pa.int64()))),
+    ]
+    if tokenized:
+        fields += [("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32()))]
+    return pa.schema(fields)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def shard_names(split: str, n_rows: int, shard_rows: int) -> list[str]:
+    n = max(1, -(-n_rows // shard_rows))
+    return [f"{DATA_DIR}/{split}-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
+
+
+def write_split(out: Path, split: str, rows: Iterable[dict[str, Any]], n_rows: int, *, tokenized: bool,
+                shard_rows: int, row_group_rows: int) -> list[str]:
+    """Write one split's rows (already in their final order) as parquet shards; returns relative paths."""
+    schema = row_schema(tokenized)
+    names = shard_names(split, n_rows, shard_rows)
+    it: Iterator[dict[str, Any]] = iter(rows)
+    for name in names:
+        path = out / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with pq.ParquetWriter(path, schema, compression="zstd", write_statistics=True) as writer:
+            remaining = shard_rows
+            while remaining > 0:
+                batch = []
+                for row in it:
+                    batch.append(row)
+                    if len(batch) >= min(row_group_rows, remaining):
+                        break
+                if not batch:
+                    break
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema), row_group_size=row_group_rows)
+                remaining -= len(batch)
+    return names
+
+
+def write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(canonical_json(row) + "\n")
+
+
+def content_version(manifest_without_version: dict[str, Any]) -> str:
+    """The artifact version: a hash over everything that determines its bytes (the data files'
+    hashes, the resolved spec, the inputs, the template, the tokenizer, the dsc version)."""
+    return hashlib.sha256(canonical_json(manifest_without_version).encode("utf-8")).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic placement
+# ---------------------------------------------------------------------------------------------
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return False
+    try:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return rc == 0
+
+
+@contextmanager
+def staged_directory(final: Path) -> Iterator[Path]:
+    """Yield a fresh temporary directory beside `final`; on success swap it into place.
+
+    On any failure (or a kill) the temporary directory is all that is touched: the previous
+    artifact at `final` stays as it was. Stale temporaries from killed builds are removed."""
+    final = final.resolve()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        if not (final / MANIFEST).is_file() and any(final.iterdir()):
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise BuildError(f"{final} exists and is not a dsc artifact (no manifest.json); refusing to replace it")
+        if _exchange(tmp, final):
+            shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old artifact
+            return
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, final)

@@ -1,0 +1,51 @@
+"""Errors that the CLI turns into one clear message and an exit code (never a traceback)."""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class DscError(Exception):
+    """A user-facing error. `exit_code` 2: bad spec or usage; 1: the build or check failed."""
+
+    exit_code = 1
+
+
+class SpecError(DscError):
+    """A problem in a spec, located at file:line:col (1-based) when known."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, file: str | None = None, line: int | None = None, col: int | None = None):
+        self.message = message
+        self.file = file
+        self.line = line
+        self.col = col
+        super().__init__(self.located())
+
+    def located(self) -> str:
+        where = ""
+        if self.file:
+            where = self.file
+            if self.line is not None:
+                where += f":{self.line}"
+                if self.col is not None:
+                    where += f":{self.col}"
+            where += ": "
+        return where + self.message
+
+
+class BuildError(DscError):
+    """The build cannot finish (too many bad rows, a tokenizer that cannot load, ...)."""
+
+    exit_code = 1
+
+
+def did_you_mean(word: str, allowed: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' when a close match exists, else ''."""
+    match = difflib.get_close_matches(word, list(allowed), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def allowed_list(allowed: Iterable[str]) -> str:
+    return ", ".join(f"'{a}'" for a in sorted(allowed))
