@@ -99,9 +99,12 @@ class FormatDef:
         or gives a setting a value it does not accept."""
         for key, value in overrides.items():
             if key not in self.fields:
-                raise ValueError(
-                    f"format '{self.name}' has no field '{key}'{did_you_mean(key, self.fields)}; "
-                    f"its fields: {allowed_list(self.fields)}")
+                # A common slip: naming the raw field instead of the canonical one it feeds.
+                feeds = sorted(k for k, v in self.fields.items() if v == key and k not in self.choices)
+                hint = (f" ('{key}' is the raw field that '{feeds[0]}' reads by default: "
+                        f"write `{feeds[0]}: <your field>`)" if feeds else did_you_mean(key, self.fields))
+                raise ValueError(f"format '{self.name}' has no field '{key}'{hint}; "
+                                 f"its fields: {allowed_list(self.fields)}")
             allowed = self.choices.get(key)
             if allowed is not None and value not in allowed:
                 raise ValueError(f"format '{self.name}': field '{key}' must be one of {allowed_list(allowed)}, "
@@ -161,7 +164,10 @@ def _load_entry_points() -> None:
     from importlib.metadata import entry_points
 
     for ep in sorted(entry_points(group="dsc.formats"), key=lambda e: e.name):
-        ep.load()  # importing the module runs its @register_format decorators
+        try:
+            ep.load()  # importing the module runs its @register_format decorators
+        except Exception as e:  # noqa: BLE001 — a broken plugin must surface as a spec error
+            raise ValueError(f"cannot load format plugin '{ep.name}' ({ep.value}): {type(e).__name__}: {e}") from e
 
 
 def format_names() -> list[str]:
