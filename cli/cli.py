@@ -118,15 +118,17 @@ def build(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Artifact directory (default: build/<name> "
                                                                  "beside the spec)."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (output is identical)."),
+    locked: bool = typer.Option(False, "--locked", help="Fail (exit 1) if an input, the template, the tokenizer "
+                                                        "or a version no longer matches dsc.lock."),
 ) -> None:
-    """Compile SPEC into a versioned artifact directory."""
-    from dsc.compiler.build import build as run_build
+    """Compile SPEC into a versioned artifact directory and pin its inputs in dsc.lock beside it."""
+    from dsc.compiler.lock import build_with_lock
 
     progress = RichProgress()
 
     def body() -> Any:
         try:
-            return run_build(spec, out, workers=workers, progress=progress)
+            return build_with_lock(spec, out, workers=workers, progress=progress, locked=locked)
         finally:
             progress.close()
 

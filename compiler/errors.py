@@ -41,6 +41,25 @@ class BuildError(DscError):
     exit_code = 1
 
 
+class LockError(DscError):
+    """`dsc build --locked`: an input, the template, the tokenizer or dsc itself no longer
+    matches `dsc.lock`."""
+
+    exit_code = 1
+
+
+class VerifyError(DscError):
+    """`dsc verify`: the committed artifact (or lock) is not what its spec builds."""
+
+    exit_code = 1
+
+
+class ArtifactError(DscError):
+    """A path given as an artifact is not a readable dsc artifact (usage error)."""
+
+    exit_code = 2
+
+
 def did_you_mean(word: str, allowed: Iterable[str]) -> str:
     """' (did you mean 'x'?)' when a close match exists, else ''."""
     match = difflib.get_close_matches(word, list(allowed), n=1, cutoff=0.6)

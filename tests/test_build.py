@@ -65,7 +65,7 @@ def test_artifact_layout_and_loading(tmp_path):
     result = build(make_spec(tmp_path), tmp_path / "out")
     out = tmp_path / "out"
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["README.md", "chat_template.jinja", "data", "manifest.json", "quarantine.jsonl"]
+    assert names == ["README.md", "assets", "chat_template.jinja", "data", "manifest.json", "quarantine.jsonl"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["version"] == result.manifest["version"] and len(manifest["version"]) == 16
     assert manifest["counts"]["read"] == {"chat": 60}
