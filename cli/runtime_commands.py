@@ -1,0 +1,129 @@
+"""`dsc train` and `dsc eval` (registered on the main typer app by `dsc.cli`).
+
+Imports of torch/transformers happen inside the commands, so `dsc build --help` stays fast.
+Multi-GPU: `accelerate launch -m dsc.cli train ...` or `torchrun --nproc_per_node N -m dsc.cli train ...`.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+
+class _ConsoleWarnings(logging.Handler):
+    """The runtime's warnings as one `warning:` line each on stderr."""
+
+    def __init__(self, console: Any) -> None:
+        super().__init__(level=logging.WARNING)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.console.print(f"[yellow]warning:[/] {record.getMessage()}", highlight=False, soft_wrap=True)
+
+
+def _attach_warnings() -> None:
+    from dsc.cli import err_console
+
+    log = logging.getLogger("dsc.runtime")
+    if not any(isinstance(h, _ConsoleWarnings) for h in log.handlers):
+        log.addHandler(_ConsoleWarnings(err_console))
+        log.propagate = False
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="train")(train_command)
+    app.command(name="eval")(eval_command)
+
+
+def train_command(
+    artifact: Path = typer.Argument(..., help="The artifact directory (from `dsc build`)."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key=value settings, e.g. lora.r=16 epochs=2.",
+                                                    show_default=False),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model: a local directory or a hub id."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="A YAML file of train settings."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: runs/<name>-<version>)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --out."),
+) -> None:
+    """Fine-tune a model on ARTIFACT (LoRA by default; full=true for full fine-tuning).
+
+    Settings: the spec's train: block, then --config, then key=value overrides.
+    Several GPUs: `accelerate launch -m dsc.cli train ...` or `torchrun --nproc_per_node N -m dsc.cli train ...`.
+    """
+    from dsc.cli import out_console, run_guarded
+
+    _attach_warnings()
+
+    def body() -> Any:
+        from dsc.runtime.train import train
+
+        return train(artifact, model=model, config_file=config, overrides=overrides or [], out=out, resume=resume)
+
+    result = run_guarded(body)
+    if result is None:
+        return
+    m = result.metrics
+    parts = [f"steps {m.get('global_step')}"]
+    for key in ("first_loss", "final_loss", "eval_loss"):
+        if isinstance(m.get(key), float):
+            parts.append(f"{key.replace('_', ' ')} {m[key]:.4f}")
+    if m.get("tokens_per_second"):
+        parts.append(f"{m['tokens_per_second']:.0f} tokens/s")
+    out_console.print(", ".join(parts), highlight=False)
+    out_console.print(f"model: {result.out_dir}  (artifact {result.run['artifact']['version']})", highlight=False)
+
+
+def eval_command(
+    models: Optional[List[str]] = typer.Argument(None, help="Model directories (training outputs) or hub ids; "
+                                                            "key=value arguments override task settings.",
+                                                 show_default=False),
+    tasks: Optional[Path] = typer.Option(None, "--tasks", "-t", help="Eval tasks YAML (default: the spec's eval: "
+                                                                     "block of the model's artifact)."),
+    artifact: Optional[Path] = typer.Option(None, "--artifact", "-a", help="Artifact whose template, inference "
+                                                                           "messages and eval: block to use."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", "-p", help="Score this JSONL of {id, "
+                                                                                 "prediction, answer}; no model."),
+    scorers: str = typer.Option("em,f1", "--scorers", help="Scorers for --predictions (comma separated)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: eval_results)."),
+    device: str = typer.Option("auto", "--device", help="auto (GPU when present) or cpu."),
+) -> None:
+    """Evaluate MODELS on eval tasks (direct answers or an agent loop) and print one table."""
+    from dsc.cli import out_console, run_guarded
+
+    _attach_warnings()
+    args = models or []
+    overrides = [a for a in args if "=" in a and not Path(a).exists()]
+    refs = [a for a in args if a not in overrides]
+
+    def body() -> Any:
+        from dsc.compiler.errors import SpecError
+        from dsc.runtime.evaluation import evaluate, score_predictions
+
+        if device not in ("auto", "cpu"):
+            raise SpecError(f"--device must be auto or cpu, not '{device}'")
+        if predictions is not None:
+            if refs:
+                raise SpecError("--predictions scores a file without a model: give no MODEL")
+            names = [s.strip() for s in scorers.split(",") if s.strip()]
+            seed = bootstrap = None
+            for o in overrides:
+                key, _, value = o.partition("=")
+                if key == "seed":
+                    seed = int(value)
+                elif key == "bootstrap":
+                    bootstrap = int(value)
+                else:
+                    raise SpecError(f"--predictions takes only seed= and bootstrap= settings, not '{key}'")
+            return score_predictions(predictions, names, out=out, seed=seed or 0,
+                                     bootstrap=1000 if bootstrap is None else bootstrap)
+        return evaluate(refs, tasks_file=tasks, artifact_dir=artifact, out=out, overrides=overrides, device=device)
+
+    record = run_guarded(body)
+    if record is None:
+        return
+    from dsc.runtime.evaluation import results_table
+
+    out_console.print(results_table(record))
+    if out is not None or predictions is None:
+        out_console.print(f"results: {(out or Path('eval_results')) / 'results.json'}", highlight=False)

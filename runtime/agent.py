@@ -1,0 +1,234 @@
+"""Direct answering and the agent loop (ReAct text or JSON tool calls), batched over items.
+
+Agent loop, per step, for every unfinished episode at once: build the prompt, generate until the
+observation stop string or the end of turn, parse the action, run the tool, append the
+observation, up to `max_steps` model turns; `finish[x]` (or a `finish` tool call, or a reply with
+no tool call in tool-call mode) ends an episode with prediction x. FireAct's loop
+(`generation.py`) is the model: stop at "\\nObservation:", `type[args]` actions, at most 11 turns.
+
+Two ways to give the observation back, matching how the training trajectories were written:
+- `turn`: the model's output is an assistant message and the observation a new user (or tool)
+  message; the prompt is re-rendered with the template (NAT, FireAct's chat format);
+- `inline`: one long assistant turn; "\\nObservation: ...\\n" is appended to the raw text and
+  generation continues (FireAct's alpaca format).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol, Sequence
+
+from .prompting import PromptBuilder
+from .tools import FINISH, Tool
+
+
+class Generator(Protocol):
+    def generate(self, prompts: list[str], *, stop: Sequence[str], max_new_tokens: int) -> list[str]:
+        """One completion per prompt, cut before the first stop string."""
+        ...
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """Text before the earliest stop string (generators may include the stop itself)."""
+    cut = len(text)
+    for s in stop:
+        if s:
+            at = text.find(s)
+            if 0 <= at < cut:
+                cut = at
+    return text[:cut]
+
+
+@dataclass
+class Action:
+    name: str  # lower-cased tool name
+    argument: str
+    call_id: str | None = None
+    raw: dict[str, Any] | None = None  # the JSON tool call as generated
+
+
+_ACTION_LINE = re.compile(r"Action\s*\d*\s*:\s*(.*)")
+_CALL = re.compile(r"^\s*([A-Za-z_][\w\-]*)\s*\[(.*)$", re.DOTALL)
+
+
+def parse_react(text: str) -> Action | None:
+    """`Action: tool[argument]` (the first action line); None when there is none.
+
+    As FireAct's parser, the argument runs to the last ']' on the line (one missing closing
+    bracket, as in a generation cut short, is tolerated)."""
+    m = _ACTION_LINE.search(text)
+    line = m.group(1) if m else text.strip().splitlines()[-1] if text.strip() else ""
+    line = line.split("\n", 1)[0].strip()
+    call = _CALL.match(line)
+    if not call:
+        return None
+    name, rest = call.group(1), call.group(2)
+    argument = rest[: rest.rfind("]")] if "]" in rest else rest
+    return Action(name=name.lower(), argument=argument.strip())
+
+
+_TOOL_CALL_TAG = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+
+
+def parse_tool_call(text: str, tools: dict[str, Tool]) -> Action | None:
+    """A JSON tool call ({"name", "arguments"}), inside <tool_call> tags or bare; None if none."""
+    candidates = [m.group(1) for m in _TOOL_CALL_TAG.finditer(text)]
+    if not candidates:
+        start = text.find("{")
+        if start >= 0:
+            candidates = [text[start: text.rfind("}") + 1]]
+    for candidate in candidates:
+        try:
+            call = json.loads(candidate)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+            continue
+        args = _arguments(call)
+        name = call["name"].lower()
+        tool = tools.get(name)
+        value = args[tool.parameter] if tool is not None and tool.parameter in args else next(iter(args.values()), "")
+        return Action(name=name, argument=str(value), call_id=call.get("id"), raw=call)
+    return None
+
+
+@dataclass
+class Step:
+    output: str  # what the model generated this turn (stop string removed)
+    action: str | None = None
+    argument: str | None = None
+    observation: str | None = None
+
+
+@dataclass
+class Episode:
+    id: str
+    question: str
+    answer: Any
+    messages: list[dict[str, Any]]  # the conversation so far (turn mode)
+    prompt: str = ""  # the first prompt, as rendered
+    transcript: str = ""  # inline mode: the model's turn so far, observations included
+    steps: list[Step] = field(default_factory=list)
+    prediction: str = ""
+    finished: bool = False
+
+    def trajectory(self) -> list[dict[str, Any]]:
+        return [asdict(s) for s in self.steps]
+
+
+@dataclass
+class AgentSettings:
+    max_steps: int = 11
+    max_new_tokens: int = 256
+    observation: Literal["turn", "inline"] = "turn"
+    observation_role: Literal["user", "tool"] = "user"
+    observation_prefix: str = "Observation: "
+    actions: Literal["react", "tool_calls"] = "react"
+    stop: tuple[str, ...] = ("\nObservation:",)
+    step_prefix: str = ""  # text that opens every model turn (FireAct seeds each step with "Thought:")
+
+
+def start_episodes(items: list[dict[str, Any]], builder: PromptBuilder,
+                   tool_schemas: list[dict[str, Any]] | None = None) -> list[Episode]:
+    """items: {"id", "question", "answer", "fields"} → episodes with their first prompt rendered."""
+    episodes = []
+    for it in items:
+        messages = builder.conversation(it["question"], it.get("fields"))
+        episodes.append(Episode(id=it["id"], question=it["question"], answer=it["answer"], messages=messages,
+                                prompt=builder.render(messages, tool_schemas)))
+    return episodes
+
+
+def run_direct(episodes: list[Episode], generator: Generator, *, stop: Sequence[str], max_new_tokens: int,
+               extract: re.Pattern[str] | None = None) -> None:
+    """One generation per episode; the prediction is the output (or the `extract` regex's group 1)."""
+    outputs = generator.generate([ep.prompt for ep in episodes], stop=stop, max_new_tokens=max_new_tokens)
+    for ep, out in zip(episodes, outputs):
+        out = cut_at_stop(out, stop)
+        ep.steps.append(Step(output=out))
+        ep.prediction = extract_prediction(out, extract)
+        ep.finished = True
+
+
+def extract_prediction(text: str, pattern: re.Pattern[str] | None) -> str:
+    if pattern is None:
+        finish = parse_react(text)
+        if finish is not None and finish.name == FINISH:  # a direct ReAct answer: finish[x]
+            return finish.argument
+        return text.strip()
+    m = pattern.search(text)
+    if not m:
+        return ""
+    return (m.group(1) if m.groups() else m.group(0)).strip()
+
+
+def run_agent(episodes: list[Episode], generator: Generator, builder: PromptBuilder, tools: dict[str, Tool],
+              settings: AgentSettings) -> None:
+    """Run every episode to `finish` or `max_steps`, batching the model calls of each step."""
+    schemas = [t.schema() for t in tools.values()] if settings.actions == "tool_calls" else None
+    active = list(episodes)
+    for _ in range(settings.max_steps):
+        if not active:
+            break
+        prefix = settings.step_prefix
+        prompts = [_prompt(ep, builder, settings, schemas) + prefix for ep in active]
+        outputs = generator.generate(prompts, stop=settings.stop, max_new_tokens=settings.max_new_tokens)
+        for ep, out in zip(active, outputs):
+            _advance(ep, prefix + cut_at_stop(out, settings.stop), tools, settings)
+        active = [ep for ep in active if not ep.finished]
+
+
+def _prompt(ep: Episode, builder: PromptBuilder, settings: AgentSettings, schemas: list[dict[str, Any]] | None) -> str:
+    if settings.observation == "inline":
+        return ep.prompt + ep.transcript
+    return builder.render(ep.messages, schemas) if ep.steps else ep.prompt
+
+
+def _advance(ep: Episode, output: str, tools: dict[str, Tool], settings: AgentSettings) -> None:
+    if settings.actions == "tool_calls":
+        action = parse_tool_call(output, tools)
+        if action is None:  # a plain reply ends a tool-calling conversation: it is the answer
+            action = Action(name=FINISH, argument=output.strip())
+    else:
+        action = parse_react(output)
+    step = Step(output=output, action=action.name if action else None, argument=action.argument if action else None)
+    ep.steps.append(step)
+    if action is not None and action.name == FINISH:
+        ep.prediction = action.argument
+        ep.finished = True
+        return
+    if action is None:
+        observation = "Invalid action. Use one of: " + ", ".join(f"{n}[...]" for n in tools) + "."
+    elif action.name not in tools:
+        observation = f"Unknown tool '{action.name}'. Available: {', '.join(tools)}."
+    else:
+        observation = tools[action.name](action.argument)
+    step.observation = observation
+    _append(ep, output, action, observation, settings)
+
+
+def _append(ep: Episode, output: str, action: Action | None, observation: str, settings: AgentSettings) -> None:
+    if settings.observation == "inline":
+        ep.transcript += output.rstrip("\n") + "\n" + settings.observation_prefix + observation + "\n"
+        return
+    if settings.actions == "tool_calls" and action is not None and action.raw is not None:
+        call_id = action.call_id or f"call_{len(ep.steps)}"
+        content = _TOOL_CALL_TAG.sub("", output).strip()
+        ep.messages.append({"role": "assistant", "content": content, "tool_calls": [
+            {"type": "function", "id": call_id,
+             "function": {"name": action.name, "arguments": _arguments(action.raw)}}]})
+        ep.messages.append({"role": "tool", "name": action.name, "tool_call_id": call_id, "content": observation})
+        return
+    ep.messages.append({"role": "assistant", "content": output.strip()})
+    ep.messages.append({"role": settings.observation_role, "content": settings.observation_prefix + observation})
+
+
+def _arguments(call: dict[str, Any]) -> dict[str, Any]:
+    args = call.get("arguments", call.get("parameters", {}))
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError:
+            args = {"input": args}
+    return args if isinstance(args, dict) else {"input": args}
