@@ -23,6 +23,8 @@ from dsc.compiler.render import Rendered, apply_special_token_policy, render
 from dsc.compiler.sources import RawRow, input_fingerprints, iter_raw_rows, normalise_row
 from dsc.compiler.spec import LoadedSpec, Spec, load_spec
 from dsc.compiler.templating import ChatTemplate, load_template
+from dsc.compiler.transforms.pipeline import Transforms, build_transforms, process_row, weight_function
+from dsc.compiler.transforms.pipeline import inference as inference_block
 
 CHUNK_ROWS = 512
 SPLITS = ("train", "validation", "test")
@@ -69,6 +71,7 @@ class BuildContext:
     base_dir: Path
     template: ChatTemplate
     tokenizer: Any = None  # dsc.compiler.tokenize.RowTokenizer when the spec tokenises
+    transforms: Transforms | None = None  # label/assemble/convert/... (None: the spec uses none)
 
 
 @dataclass
@@ -93,17 +96,43 @@ def _init_worker(ctx: BuildContext) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _normalise_chunk(chunk: list[RawRow]) -> list[Conversation | Quarantined]:
+@dataclass(slots=True)
+class Dropped:
+    """A readable row a quality filter or decontamination removed (counted, not quarantined)."""
+
+    source: str
+    reason: str  # "filter: <name>: why" | "decontaminated: exact|ngram"
+
+
+@dataclass(slots=True)
+class Weight:
+    """A row's supervised-token count, for capability ratios measured in tokens."""
+
+    id: str
+    value: float
+
+
+def _normalise_chunk(chunk: list[RawRow]) -> list[Conversation | Quarantined | Dropped | Weight]:
     ctx = _CTX
     assert ctx is not None
-    out: list[Conversation | Quarantined] = []
+    out: list[Conversation | Quarantined | Dropped | Weight] = []
     for raw in chunk:
+        stage = "read" if raw.error else "normalise"
         try:
-            out.append(normalise_row(raw, raw.source, ctx.spec.sources[raw.source]))
+            conv = normalise_row(raw, raw.source, ctx.spec.sources[raw.source])
+            if ctx.transforms is None:
+                out.append(conv)
+                continue
+            stage = "transform"
+            outcome = process_row(conv, ctx.transforms)
         except BadRow as e:
-            stage = "read" if raw.error else "normalise"
             out.append(Quarantined(raw.source, raw.file, raw.row, stage, e.reason, raw.data if raw.data is not None
                                    else raw.error))
+            continue
+        if outcome.dropped is not None:
+            out.append(Dropped(raw.source, outcome.dropped))
+        out.extend(outcome.rows)
+        out.extend(Weight(k, v) for k, v in sorted(outcome.weights.items()))
     return out
 
 
@@ -133,7 +162,15 @@ def _finish_chunk(chunk: list[Conversation]) -> list[FinishedRow | Quarantined]:
         rendered.append((i, conv, r, found))
     encoded: list[Any] = [None] * len(rendered)
     if ctx.tokenizer is not None and rendered:
-        encoded = ctx.tokenizer.encode_batch([r for _, _, r, _ in rendered])
+        from dsc.compiler.tokenize import RowTooLong
+
+        try:
+            encoded = ctx.tokenizer.encode_batch([r for _, _, r, _ in rendered])
+        except RowTooLong as e:
+            prov = rendered[e.index][1].meta.provenance
+            raise BuildError(f"{prov.file}:{prov.row + 1}: {e.n_tokens} tokens is more than tokenize.max_length="
+                             f"{ctx.spec.tokenize.max_length} (tokenize.overflow: error; use drop or truncate "
+                             f"to build anyway)") from None
     for (i, conv, r, found), enc in zip(rendered, encoded):
         prov = conv.meta.provenance
         row = conv.to_dict()
@@ -246,7 +283,8 @@ def library_versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"dsc": __version__}
-    for name in ("pyarrow", "jinja2", "tokenizers", "pydantic", "ruamel.yaml"):
+    # matplotlib draws the dataset card's charts (part of the artifact's bytes).
+    for name in ("pyarrow", "jinja2", "tokenizers", "pydantic", "ruamel.yaml", "matplotlib"):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -259,14 +297,31 @@ def default_out_dir(loaded: LoadedSpec) -> Path:
 
 
 def build(spec_path: str | Path, out_dir: str | Path | None = None, *, workers: int = 1,
-          progress: Progress | None = None) -> BuildResult:
-    """Compile a spec into an artifact directory. Raises SpecError (exit 2) or BuildError (exit 1)."""
+          progress: Progress | None = None,
+          before_place: Callable[[dict[str, Any]], None] | None = None) -> BuildResult:
+    """Compile a spec into an artifact directory. Raises SpecError (exit 2) or BuildError (exit 1).
+
+    `before_place(manifest)` runs when the new artifact is complete but not yet in place; if it
+    raises, the previous artifact stays (`dsc build --locked` checks the version there)."""
     loaded = load_spec(spec_path)
-    return build_loaded(loaded, out_dir, workers=workers, progress=progress)
+    return build_loaded(loaded, out_dir, workers=workers, progress=progress, before_place=before_place)
+
+
+def resolve_inputs(loaded: LoadedSpec) -> list[dict[str, Any]]:
+    """`{source, path, size, sha256}` of every input the spec reads, in a stable order (the
+    manifest's `inputs`; `dsc.lock` pins them)."""
+    spec, base = loaded.spec, loaded.base_dir
+    inputs: list[dict[str, Any]] = []
+    for name in sorted(spec.sources):
+        with loaded.at("sources", name):
+            for fp in input_fingerprints(name, spec.sources[name], base):
+                inputs.append({"source": name, **fp})
+    return inputs
 
 
 def build_loaded(loaded: LoadedSpec, out_dir: str | Path | None = None, *, workers: int = 1,
-                 progress: Progress | None = None) -> BuildResult:
+                 progress: Progress | None = None,
+                 before_place: Callable[[dict[str, Any]], None] | None = None) -> BuildResult:
     spec, base = loaded.spec, loaded.base_dir
     progress = progress or Progress()
     out = Path(out_dir) if out_dir is not None else default_out_dir(loaded)
@@ -278,18 +333,19 @@ def build_loaded(loaded: LoadedSpec, out_dir: str | Path | None = None, *, worke
 
         with loaded.at("tokenize", "tokenizer"):
             tokenizer = RowTokenizer.load(spec.tokenize, base)
-    ctx = BuildContext(spec=spec, base_dir=base, template=template, tokenizer=tokenizer)
+    with loaded.at():  # prompt/tool files are checked by load_spec; this names any left (exit 2)
+        transforms = build_transforms(spec, base, template=template, tokenizer=tokenizer)
+    ctx = BuildContext(spec=spec, base_dir=base, template=template, tokenizer=tokenizer,
+                       transforms=transforms if transforms.active() else None)
 
-    inputs: list[dict[str, Any]] = []
-    for name in sorted(spec.sources):
-        with loaded.at("sources", name):
-            for fp in input_fingerprints(name, spec.sources[name], base):
-                inputs.append({"source": name, **fp})
+    inputs = resolve_inputs(loaded)
 
     quarantine: list[Quarantined] = []
     read_counts: Counter[str] = Counter()
     conversations: dict[str, Conversation] = {}
     duplicates: Counter[str] = Counter()
+    dropped: Counter[str] = Counter()  # filter / decontamination reasons
+    weights: dict[str, float] = {}
 
     def raw_rows() -> Iterator[RawRow]:
         for name in sorted(spec.emitted_sources()):
@@ -305,6 +361,10 @@ def build_loaded(loaded: LoadedSpec, out_dir: str | Path | None = None, *, worke
             for item in results:
                 if isinstance(item, Quarantined):
                     quarantine.append(item)
+                elif isinstance(item, Dropped):
+                    dropped[": ".join(item.reason.split(": ")[:2])] += 1
+                elif isinstance(item, Weight):
+                    weights[item.id] = item.value
                 elif item.id in conversations:
                     # Identical content within a source: keep the first, record the others.
                     first = conversations[item.id].meta.provenance
@@ -321,9 +381,14 @@ def build_loaded(loaded: LoadedSpec, out_dir: str | Path | None = None, *, worke
         bad = [q for q in quarantine if q.counts_as_bad]
         _check_bad_rows(spec, len(bad), rows_read, "while reading", bad)
 
-        # Stage 2: selection — split by group hash, order by seeded id hash.
+        # Stage 2: selection — dedup, mix, capability ratios; then split by group hash, order by
+        # seeded id hash.
+        from dsc.compiler.mix import select
+
+        selection = select(list(conversations.values()), seed=spec.seed, dedup_rows=spec.dedup, mix=spec.mix,
+                           capabilities=spec.capabilities, weight=weight_function(spec, weights))
         by_split: dict[str, list[Conversation]] = defaultdict(list)
-        for conv in conversations.values():
+        for conv in selection.rows:
             by_split[assign_split(spec, conv)].append(conv)
         for rows in by_split.values():
             rows.sort(key=lambda c: order_key(spec, c.id))
@@ -334,6 +399,8 @@ def build_loaded(loaded: LoadedSpec, out_dir: str | Path | None = None, *, worke
         supervised_chars: Counter[str] = Counter()
         supervised_tokens: Counter[str] = Counter()
         per_source: dict[str, Counter[str]] = defaultdict(Counter)
+        per_label: dict[str, Counter[str]] = defaultdict(Counter)
+        per_capability: dict[str, Counter[str]] = defaultdict(Counter)
         special_found: Counter[str] = Counter()
         truncated = 0
         for split in SPLITS:
@@ -351,6 +418,8 @@ def build_loaded(loaded: LoadedSpec, out_dir: str | Path | None = None, *, worke
                     supervised_chars[split] += item.supervised_chars
                     supervised_tokens[split] += item.supervised_tokens
                     per_source[item.row["meta"]["source"]][split] += 1
+                    per_label[str(item.row["meta"]["label"])][split] += 1
+                    per_capability[str(item.row["meta"]["capability"])][split] += 1
                     special_found.update(item.special_tokens)
                     truncated += item.truncated
                 progress.advance(len(results))
@@ -393,7 +462,8 @@ def build_loaded(loaded: LoadedSpec, out_dir: str | Path | None = None, *, worke
                            "max_length": spec.tokenize.max_length, "overflow": spec.tokenize.overflow}
                           if tokenizer is not None else None),
             "libraries": library_versions(),
-            "inference": {"messages": [{"role": "user", "content": "{{ question }}"}], "label": None},
+            "inference": inference_block(spec, transforms),
+            "selection": selection.report,
             "counts": {
                 "read": dict(sorted(read_counts.items())),
                 "quarantined": len(quarantine),
@@ -402,6 +472,10 @@ def build_loaded(loaded: LoadedSpec, out_dir: str | Path | None = None, *, worke
                 "duplicates_removed": dict(sorted(duplicates.items())),
                 "written": {s: len(r) for s, r in finished.items()},
                 "per_source": {s: dict(sorted(c.items())) for s, c in sorted(per_source.items())},
+                "per_label": {s: dict(sorted(c.items())) for s, c in sorted(per_label.items())},
+                "per_capability": {s: dict(sorted(c.items())) for s, c in sorted(per_capability.items())
+                                   if s != "None"},
+                "dropped": dict(sorted(dropped.items())),
                 "supervised_chars": dict(supervised_chars),
                 "supervised_tokens": dict(supervised_tokens) if tokenizer is not None else None,
                 "dropped_too_long": dropped_long,
@@ -415,6 +489,8 @@ def build_loaded(loaded: LoadedSpec, out_dir: str | Path | None = None, *, worke
         from dsc.compiler.card import write_card
 
         write_card(tmp, manifest)
+        if before_place is not None:
+            before_place(manifest)
     return BuildResult(out_dir=out, manifest=manifest, quarantined=len(quarantine),
                        written={s: len(r) for s, r in finished.items()}, warnings=warnings)
 

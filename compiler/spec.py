@@ -22,6 +22,15 @@ from dsc.compiler.errors import SpecError, allowed_list, did_you_mean
 from dsc.compiler.render import LossPolicy, SpecialTokenPolicy
 from dsc.compiler.sources import SourceSpec
 from dsc.compiler.tokenize import TokenizeSpec
+from dsc.compiler.mix import MixBucket
+from dsc.compiler.transforms.assemble import AssembleSpec
+from dsc.compiler.transforms.capabilities import CapabilitiesSpec
+from dsc.compiler.transforms.condition import ConditionSpec
+from dsc.compiler.transforms.convert import ConvertStep
+from dsc.compiler.transforms.decontam import DecontamSpec
+from dsc.compiler.transforms.filters import FilterEntry
+from dsc.compiler.transforms.label import LabelSpec
+from dsc.compiler.transforms.negatives import NegativeRule
 
 SPEC_FORMAT_VERSION = 1
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -87,6 +96,18 @@ class Spec(Strict):
     tokenize: TokenizeSpec | None = None
     split: SplitSpec = SplitSpec()
     output: OutputSpec = OutputSpec()
+    # Agent-data semantics (dsc.compiler.transforms, dsc.compiler.mix), in the order they run.
+    label: LabelSpec | list[LabelSpec] | None = Field(
+        None, description="success label / class from a field, or a list of rules with `where` (docs/recipes.md)")
+    filters: list[FilterEntry] = Field(default_factory=list, description="quality filters; failing rows are dropped")
+    convert: list[ConvertStep] = Field(default_factory=list, description="format conversion steps")
+    decontaminate: DecontamSpec | None = None
+    assemble: AssembleSpec | None = Field(None, description="prompt turns prepended/appended to each row")
+    condition: ConditionSpec | None = Field(None, description="success-conditioning strings by label class")
+    negatives: list[NegativeRule] = Field(default_factory=list, description="rule-generated negatives")
+    capabilities: CapabilitiesSpec | None = None
+    dedup: bool = Field(True, description="drop exact duplicate conversations")
+    mix: dict[str, MixBucket] | None = Field(None, description="counts / rates / ratios / proportions per bucket")
     # Runtime defaults; validated by dsc.runtime when training/evaluating.
     train: dict[str, Any] | None = None
     eval: dict[str, Any] | None = None
@@ -306,6 +327,9 @@ def load_spec(path: str | Path) -> LoadedSpec:
         raise SpecError(f"cannot read spec: {e}", str(p)) from None
     loaded = parse_spec(text, p)
     check_references(loaded)
+    from dsc.compiler.transforms.pipeline import check_semantics
+
+    check_semantics(loaded)
     return loaded
 
 

@@ -1,0 +1,333 @@
+"""Format conversions, as a list of steps applied in order (each optionally to some rows):
+
+    convert:
+      - {step: react_to_tool_calls, tools: data/tools.json}          # lossless ReAct text → tool calls
+      - {step: react_to_chat, where: {source: agentinstruct}, tools: [...], remove: ["(?s)Use the following format:.*"]}
+
+Built-in steps:
+
+- `react_to_tool_calls` / `tool_calls_to_react`: ReAct text ↔ structured tool calls, exact
+  inverses of each other on well-formed data (see `dsc.compiler.transforms.react`).
+- `react_to_chat`: Agent-FLAN's alignment to natural chat — thoughts become plain assistant text,
+  actions tool calls, observations tool messages, the final-answer action (`finish`) a plain
+  answer, and the rigid format instructions (`remove` patterns) leave the system prompt and the
+  first user turn. One way only.
+- `cot_to_react`: FireAct's cast of a chain-of-thought answer (`Thought: …\\nAnswer: X`) into one
+  ReAct step `Thought: …\\nAction: finish[X]` plus the final observation; `meta.method` = cot.
+- `tag`: set `task` / `method` / `capability` on rows whose messages match a pattern (e.g.
+  FireAct's Reflexion rows: `{step: tag, pattern: "let me do a reflection", set: {method: reflexion}}`).
+
+Add your own with `@CONVERTERS.register("name", OptionsModel)` on `fn(conv, options, prepared) -> conv`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SerializeAsAny, field_validator, model_serializer, model_validator
+
+from dsc.compiler.record import BadRow, Conversation, Message, ToolCall, canonical_json
+
+from .common import Registry, Strict, Where, add_step, render_text, split_entry, template_context
+from .react import (
+    OBSERVATION,
+    Syntax,
+    ToolDef,
+    ToolsField,
+    format_action,
+    format_arguments,
+    load_tools,
+    parse_action,
+    parse_arguments,
+    thought_text,
+)
+
+CONVERTERS = Registry("convert step")
+
+
+def _regexes(v: list[str]) -> list[str]:
+    for p in v:
+        try:
+            re.compile(p)
+        except re.error as e:
+            raise ValueError(f"{p!r} is not a valid regular expression: {e}") from None
+    return v
+
+
+class ConvertStep(Strict):
+    step: str
+    where: Where | None = None
+    options: SerializeAsAny[BaseModel]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split(cls, data: Any) -> Any:
+        return split_entry(data, "step", CONVERTERS)
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: Any) -> dict[str, Any]:
+        d = handler(self)
+        return {"step": d["step"], **({"where": d["where"]} if d.get("where") else {}), **d["options"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Tools, resolved once
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Toolbox:
+    tools: dict[str, ToolDef] = field(default_factory=dict)
+    infer: bool = False  # unknown tool names get one string parameter `input`
+
+    def get(self, name: str, where: str) -> ToolDef:
+        tool = self.tools.get(name)
+        if tool is not None:
+            return tool
+        if self.infer:
+            return ToolDef(name=name)
+        raise BadRow(f"{where}: unknown tool '{name}' (declared: {', '.join(sorted(self.tools)) or 'none'})")
+
+    def offered(self, exclude: str | None = None) -> list[dict[str, Any]] | None:
+        specs = [t.openai() for n, t in self.tools.items() if n != exclude]
+        return specs or None
+
+
+def _toolbox(options: Any, base_dir: Path) -> Toolbox:
+    tools = load_tools(options.tools, base_dir)
+    return Toolbox({t.name: t for t in tools}, infer=not tools or options.unknown_tools == "infer")
+
+
+class ReactOptions(Strict):
+    tools: ToolsField = Field(None, description="declared tools (list or a JSON/YAML file); none: inferred")
+    syntax: Syntax = "bracket"
+    unknown_tools: Literal["error", "infer"] = "error"
+    observation_prefix: str = OBSERVATION
+    offer_tools: bool = Field(True, description="set the row's `tools` to the declared tools (when it has none)")
+
+
+class ToReactOptions(Strict):
+    tools: ToolsField = None
+    syntax: Syntax = "bracket"
+    unknown_tools: Literal["error", "infer"] = "infer"
+    observation_prefix: str = OBSERVATION
+    observation_role: Literal["user", "tool"] = "user"
+    drop_tools: bool = Field(False, description="remove the row's `tools` (ReAct text lists them in the prompt)")
+
+
+@CONVERTERS.register("react_to_tool_calls", ReactOptions, prepare=_toolbox)
+def react_to_tool_calls(conv: Conversation, opts: ReactOptions, box: Toolbox) -> Conversation:
+    """ReAct text → assistant tool calls + tool messages (lossless)."""
+    out: list[Message] = []
+    pending: ToolCall | None = None
+    n = 0
+    for i, m in enumerate(conv.messages):
+        if m.role == "assistant" and not m.tool_calls:
+            act = parse_action(m.content, opts.syntax)
+            if act is not None:
+                tool = box.get(act.name, f"message {i}")
+                args = parse_arguments(tool, act.arg, opts.syntax, f"message {i}")
+                n += 1
+                pending = ToolCall(act.name, canonical_json(args), id=f"call_{n}")
+                out.append(Message("assistant", act.pre, tool_calls=[pending], loss=m.loss, capability=m.capability))
+                continue
+        if pending is not None and m.role in ("user", "tool") and m.content.startswith(opts.observation_prefix):
+            out.append(Message("tool", m.content[len(opts.observation_prefix):], name=pending.name,
+                               tool_call_id=pending.id, loss=m.loss))
+            pending = None
+            continue
+        pending = None
+        out.append(m)
+    conv.messages = out
+    if opts.offer_tools and conv.tools is None:
+        conv.tools = box.offered()
+    add_step(conv, "convert:react_to_tool_calls")
+    return conv
+
+
+@CONVERTERS.register("tool_calls_to_react", ToReactOptions, prepare=_toolbox)
+def tool_calls_to_react(conv: Conversation, opts: ToReactOptions, box: Toolbox) -> Conversation:
+    """Assistant tool calls + tool messages → ReAct text (the inverse of react_to_tool_calls)."""
+    import json
+
+    out: list[Message] = []
+    for i, m in enumerate(conv.messages):
+        if m.role == "assistant" and m.tool_calls:
+            if len(m.tool_calls) != 1:
+                raise BadRow(f"message {i}: {len(m.tool_calls)} tool calls in one turn; ReAct has one action per turn")
+            call = m.tool_calls[0]
+            tool = box.tools.get(call.name)
+            text = format_action(m.content, call.name, format_arguments(tool, json.loads(call.arguments), opts.syntax),
+                                 opts.syntax)
+            out.append(Message("assistant", text, loss=m.loss, capability=m.capability))
+        elif m.role == "tool":
+            out.append(Message(opts.observation_role, opts.observation_prefix + m.content, loss=m.loss))
+        else:
+            out.append(m)
+    conv.messages = out
+    if opts.drop_tools:
+        conv.tools = None
+    add_step(conv, "convert:tool_calls_to_react")
+    return conv
+
+
+class ChatOptions(Strict):
+    tools: ToolsField = None
+    syntax: Syntax = "bracket"
+    unknown_tools: Literal["error", "infer"] = "error"
+    observation_prefix: str = OBSERVATION
+    final: str | None = Field("finish", description="the action that gives the final answer (becomes plain text)")
+    answer: str = Field("{% if thought %}{{ thought }}\n\n{% endif %}{{ answer }}",
+                        description="Jinja text of the final answer, over `thought` and `answer`")
+    remove: list[str] = Field(default_factory=list,
+                              description="regexes of format instructions removed from the system prompt "
+                                          "and the first user turn")
+
+    @field_validator("remove")
+    @classmethod
+    def _valid(cls, v: list[str]) -> list[str]:
+        return _regexes(v)
+
+
+def _final_answer(arg: str, syntax: Syntax, tool: ToolDef | None) -> str:
+    """The final-answer action's argument as text: its one parameter's value when it has one
+    (`Action Input: {"answer": "..."}` → the answer), else the argument as written."""
+    import json
+
+    if syntax == "action_input" or (tool is not None and len(tool.params()) > 1):
+        try:
+            args = json.loads(arg)
+        except json.JSONDecodeError:
+            return arg.strip()
+        if isinstance(args, dict) and len(args) == 1:
+            value = next(iter(args.values()))
+            return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return arg.strip()
+
+
+@CONVERTERS.register("react_to_chat", ChatOptions, prepare=_toolbox)
+def react_to_chat(conv: Conversation, opts: ChatOptions, box: Toolbox) -> Conversation:
+    """Agent-FLAN alignment: ReAct text → natural chat with tool calls."""
+    msgs = [Message(m.role, m.content, m.tool_calls, m.name, m.tool_call_id, m.loss, m.capability)
+            for m in conv.messages]
+    first_user = next((i for i, m in enumerate(msgs) if m.role == "user"), None)
+    for i, m in enumerate(msgs):
+        if m.role == "system" or i == first_user:
+            for pattern in opts.remove:
+                m.content = re.sub(pattern, "", m.content, flags=re.MULTILINE)
+            m.content = m.content.strip()
+    out: list[Message] = []
+    pending: ToolCall | None = None
+    finished = False
+    n = 0
+    for i, m in enumerate(msgs):
+        if m.role == "system" and not m.content:
+            continue  # it held only the format instructions
+        if m.role == "assistant" and not m.tool_calls:
+            act = parse_action(m.content, opts.syntax)
+            if act is None:
+                out.append(Message("assistant", thought_text(m.content), loss=m.loss, capability=m.capability))
+                pending = None
+                continue
+            thought = thought_text(act.pre)
+            if act.name == opts.final:
+                answer = _final_answer(act.arg, opts.syntax, box.tools.get(act.name))
+                text = render_text(opts.answer, {"thought": thought, "answer": answer}, "react_to_chat answer")
+                out.append(Message("assistant", text, loss=m.loss, capability=m.capability))
+                pending, finished = None, True
+                continue
+            tool = box.get(act.name, f"message {i}")
+            args = parse_arguments(tool, act.arg, opts.syntax, f"message {i}")
+            n += 1
+            pending = ToolCall(act.name, canonical_json(args), id=f"call_{n}")
+            out.append(Message("assistant", thought, tool_calls=[pending], loss=m.loss, capability=m.capability))
+            finished = False
+            continue
+        if m.role in ("user", "tool") and m.content.startswith(opts.observation_prefix.rstrip()):
+            if finished:
+                finished = False
+                continue  # the environment's "Episode finished" after the final answer
+            if pending is not None:
+                text = m.content[len(opts.observation_prefix.rstrip()):].strip()
+                out.append(Message("tool", text, name=pending.name, tool_call_id=pending.id, loss=m.loss))
+                pending = None
+                continue
+        pending, finished = None, False
+        out.append(m)
+    conv.messages = out
+    conv.tools = box.offered(exclude=opts.final)
+    add_step(conv, "convert:react_to_chat")
+    return conv
+
+
+class CotOptions(Strict):
+    answer: str = Field(r"^Answer: *(.*?)\s*\Z", description="regex of the answer line; group 1 is the answer")
+    action: str = "finish"
+    observation: str | None = Field("Observation: Episode finished, reward = {{ reward }}",
+                                    description="Jinja text of the observation appended after the cast step")
+    method: str | None = "cot"
+
+    @field_validator("answer")
+    @classmethod
+    def _valid(cls, v: str) -> str:
+        return _regexes([v])[0]
+
+
+@CONVERTERS.register("cot_to_react", CotOptions)
+def cot_to_react(conv: Conversation, opts: CotOptions, _: Any = None) -> Conversation:
+    """FireAct's cast: `Thought: …\\nAnswer: X` → `Thought: …\\nAction: finish[X]` + the final observation."""
+    last = max((i for i, m in enumerate(conv.messages) if m.role == "assistant"), default=None)
+    if last is None:
+        raise BadRow("cot_to_react: the row has no assistant turn")
+    m = conv.messages[last]
+    found = re.search(opts.answer, m.content, flags=re.MULTILINE | re.DOTALL)
+    if found is None:
+        raise BadRow(f"cot_to_react: no answer line matching {opts.answer!r} in the last assistant turn")
+    m.content = m.content[:found.start()] + f"Action: {opts.action}[{found.group(1)}]"
+    if opts.observation is not None:
+        text = render_text(opts.observation, template_context(conv), "cot_to_react observation")
+        conv.messages.insert(last + 1, Message("user", text, loss=False))
+    if opts.method is not None:
+        conv.meta.method = opts.method
+    add_step(conv, "convert:cot_to_react")
+    return conv
+
+
+class TagOptions(Strict):
+    pattern: str
+    role: Literal["system", "user", "assistant", "tool", "any"] = "assistant"
+    set: dict[Literal["task", "method", "capability"], str] = Field(min_length=1)
+
+    @field_validator("pattern")
+    @classmethod
+    def _valid(cls, v: str) -> str:
+        return _regexes([v])[0]
+
+
+@CONVERTERS.register("tag", TagOptions)
+def tag(conv: Conversation, opts: TagOptions, _: Any = None) -> Conversation:
+    """Set task/method/capability on rows with a message matching `pattern`."""
+    rx = re.compile(opts.pattern)
+    if any(rx.search(m.content) for m in conv.messages if opts.role in ("any", m.role)):
+        for k, v in opts.set.items():
+            setattr(conv.meta, k, v)
+        add_step(conv, "convert:tag")
+    return conv
+
+
+def prepare_steps(steps: list[ConvertStep], base_dir: Path) -> list[Any]:
+    """What each step needs, read once (ValueError naming a bad file)."""
+    out = []
+    for s in steps:
+        d = CONVERTERS.get(s.step)
+        out.append(d.prepare(s.options, base_dir) if d.prepare is not None else None)
+    return out
+
+
+def apply_steps(conv: Conversation, steps: list[ConvertStep], prepared: list[Any]) -> Conversation:
+    for s, p in zip(steps, prepared):
+        if s.where is None or s.where.matches(conv):
+            conv = CONVERTERS.get(s.step).fn(conv, s.options, p)
+    return conv

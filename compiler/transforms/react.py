@@ -1,0 +1,283 @@
+"""ReAct text ↔ structured tool calls: the action syntax, declared tools, argument parsing and
+a small JSON-schema check.
+
+Two action syntaxes are read and written:
+
+- `bracket` (FireAct, NAT): `Thought: …\\nAction: search[query]` — the text in brackets is the
+  argument. A tool with one declared parameter takes the whole text as that parameter
+  (converted to the parameter's type); a tool with several takes a JSON object.
+- `action_input` (ToolBench, AgentInstruct): `Thought: …\\nAction: name\\nAction Input: {json}`.
+
+The text before `Action:` is kept verbatim as the message content, and an observation turn
+`Observation: X` becomes a tool message with content `X`, so converting back gives the same
+text (the round trip is the identity on well-formed data: one action at the end of each
+assistant turn, arguments spelled as `format_arguments` writes them). Turns that do not match
+(no action, an observation not preceded by an action) are left as they are, which also keeps
+the round trip exact.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from dsc.compiler.record import BadRow, canonical_json
+
+from .common import Strict, one_line
+
+Syntax = Literal["bracket", "action_input"]
+
+_BRACKET = re.compile(r"^(?P<pre>.*?)Action: (?P<name>[A-Za-z_][\w.-]*)\[(?P<arg>.*)\]$", re.DOTALL)
+_ACTION_INPUT = re.compile(r"^(?P<pre>.*?)Action: (?P<name>[A-Za-z_][\w.-]*)\nAction Input: (?P<arg>.*)$", re.DOTALL)
+OBSERVATION = "Observation: "
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    pre: str  # the text before "Action: " (the thought), verbatim
+    name: str
+    arg: str  # the argument text, verbatim
+
+
+def parse_action(text: str, syntax: Syntax) -> Action | None:
+    m = (_BRACKET if syntax == "bracket" else _ACTION_INPUT).match(text)
+    return Action(m.group("pre"), m.group("name"), m.group("arg")) if m else None
+
+
+def format_action(pre: str, name: str, arg: str, syntax: Syntax) -> str:
+    if syntax == "bracket":
+        return f"{pre}Action: {name}[{arg}]"
+    return f"{pre}Action: {name}\nAction Input: {arg}"
+
+
+THOUGHT_PREFIX = re.compile(r"^\s*Thought(?: \d+)?:\s*")
+
+
+def thought_text(pre: str) -> str:
+    """The thought of a ReAct step as plain text (its `Thought:` label and edges removed)."""
+    return THOUGHT_PREFIX.sub("", pre).strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# Declared tools
+# ---------------------------------------------------------------------------------------------
+
+DEFAULT_PARAMETERS: dict[str, Any] = {
+    "type": "object", "properties": {"input": {"type": "string"}}, "required": ["input"]}
+
+
+class ToolDef(Strict):
+    """A tool as OpenAI function specs write it (flat): name, description, JSON-schema parameters."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][\w.-]*$")
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_PARAMETERS))
+
+    @model_validator(mode="after")
+    def _object_schema(self) -> "ToolDef":
+        p = self.parameters
+        if p.get("type", "object") != "object" or not isinstance(p.get("properties", {}), Mapping):
+            raise ValueError(f"tool '{self.name}': `parameters` must be a JSON schema of type object "
+                             "with `properties`")
+        return self
+
+    def openai(self) -> dict[str, Any]:
+        return {"type": "function", "function": {"name": self.name, "description": self.description,
+                                                 "parameters": self.parameters}}
+
+    def params(self) -> list[str]:
+        return list(self.parameters.get("properties", {}))
+
+
+def tool_from_spec(obj: Any, where: str) -> ToolDef:
+    """A flat or OpenAI-shaped (`{type: function, function: {...}}`) tool spec."""
+    if isinstance(obj, Mapping) and isinstance(obj.get("function"), Mapping):
+        obj = obj["function"]
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{where}: a tool is an object with `name` and `parameters`")
+    try:
+        return ToolDef.model_validate({k: obj[k] for k in ("name", "description", "parameters") if k in obj})
+    except ValidationError as e:
+        raise ValueError(f"{where}: {one_line(e)}") from None
+
+
+def load_tools(value: list[Any] | str | None, base_dir: Path) -> list[ToolDef]:
+    """Tools given inline (a list) or as a JSON/YAML file holding a list (relative to the spec)."""
+    if value is None:
+        return []
+    items: Any = value
+    where = "tools"
+    if isinstance(value, str):
+        p = Path(base_dir) / value
+        where = value
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ValueError(f"tools file '{value}' does not exist (relative to {base_dir})") from None
+        if p.suffix.lower() in (".yaml", ".yml"):
+            from ruamel.yaml import YAML
+
+            items = YAML(typ="safe").load(text)
+        else:
+            try:
+                items = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"tools file '{value}' is not valid JSON: {e.msg} at line {e.lineno}") from None
+    if not isinstance(items, list):
+        raise ValueError(f"{where}: expected a list of tool specs")
+    tools = [tool_from_spec(t, f"{where}[{i}]") for i, t in enumerate(items)]
+    names = [t.name for t in tools]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{where}: tool names repeat: {', '.join(dupes)}")
+    return tools
+
+
+ToolsField = list[dict[str, Any]] | str | None
+
+
+# ---------------------------------------------------------------------------------------------
+# Arguments
+# ---------------------------------------------------------------------------------------------
+
+
+def _types(schema: Mapping[str, Any]) -> list[str]:
+    t = schema.get("type")
+    return [t] if isinstance(t, str) else list(t or [])
+
+
+def _coerce(text: str, schema: Mapping[str, Any], where: str) -> Any:
+    types = _types(schema)
+    if not types or "string" in types:
+        return text
+    if "integer" in types and re.fullmatch(r"-?\d+", text.strip()):
+        return int(text)
+    if "number" in types:
+        try:
+            x = float(text)
+        except ValueError:
+            pass
+        else:
+            return int(x) if re.fullmatch(r"-?\d+", text.strip()) else x
+    if "boolean" in types and text.strip().lower() in ("true", "false"):
+        return text.strip().lower() == "true"
+    if "null" in types and text.strip() in ("", "null"):
+        return None
+    if "object" in types or "array" in types:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            pass
+    raise BadRow(f"{where}: {text!r} is not a valid {' or '.join(types)}")
+
+
+def parse_arguments(tool: ToolDef, arg: str, syntax: Syntax, where: str) -> dict[str, Any]:
+    """The argument text of an action → the tool's arguments, checked against its schema."""
+    params = tool.params()
+    if syntax == "action_input" or len(params) > 1:
+        try:
+            args = json.loads(arg) if arg.strip() else {}
+        except json.JSONDecodeError as e:
+            raise BadRow(f"{where}: arguments of '{tool.name}' are not valid JSON: {e.msg}") from None
+        if not isinstance(args, dict):
+            raise BadRow(f"{where}: arguments of '{tool.name}' must be a JSON object")
+    elif not params:
+        if arg.strip():
+            raise BadRow(f"{where}: tool '{tool.name}' takes no arguments, got {arg!r}")
+        args = {}
+    else:
+        p = params[0]
+        args = {p: _coerce(arg, tool.parameters["properties"][p], f"{where}: '{tool.name}' argument '{p}'")}
+    problems = validate_schema(args, tool.parameters)
+    if problems:
+        raise BadRow(f"{where}: arguments of '{tool.name}' do not match its schema: {problems[0]}")
+    return args
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def format_arguments(tool: ToolDef | None, args: dict[str, Any], syntax: Syntax) -> str:
+    """The inverse of `parse_arguments` (one parameter → its value as text; else JSON)."""
+    params = tool.params() if tool is not None else list(args)
+    if syntax == "bracket" and len(params) <= 1 and set(args) <= set(params):
+        if not args:
+            return ""
+        return _scalar_text(args[params[0]])
+    return json.dumps(args, ensure_ascii=False)
+
+
+def arguments_json(args: dict[str, Any]) -> str:
+    return canonical_json(args)
+
+
+# ---------------------------------------------------------------------------------------------
+# A small JSON-schema check (the keywords tool specs use)
+# ---------------------------------------------------------------------------------------------
+
+_TYPE_CHECKS = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "null": lambda v: v is None,
+}
+
+
+def validate_schema(value: Any, schema: Mapping[str, Any], path: str = "") -> list[str]:
+    """Problems of `value` against `schema` (type, enum, const, properties, required,
+    additionalProperties, items, minimum/maximum, minLength/maxLength, pattern, min/maxItems).
+    Other keywords are not checked."""
+    where = path or "arguments"
+    out: list[str] = []
+    types = _types(schema)
+    if types and not any(_TYPE_CHECKS.get(t, lambda v: True)(value) for t in types):
+        return [f"{where} should be {' or '.join(types)}, got {json.dumps(value, ensure_ascii=False)[:60]}"]
+    if "enum" in schema and value not in schema["enum"]:
+        out.append(f"{where} should be one of {schema['enum']}, got {value!r}")
+    if "const" in schema and value != schema["const"]:
+        out.append(f"{where} should be {schema['const']!r}")
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        for req in schema.get("required", []):
+            if req not in value:
+                out.append(f"{where}: missing required '{req}'")
+        for k, v in value.items():
+            sub = f"{path}.{k}" if path else k
+            if k in props:
+                out.extend(validate_schema(v, props[k], sub))
+            elif schema.get("additionalProperties") is False:
+                out.append(f"{where}: unexpected '{k}'")
+            elif isinstance(schema.get("additionalProperties"), Mapping):
+                out.extend(validate_schema(v, schema["additionalProperties"], sub))
+    if isinstance(value, list):
+        if "items" in schema and isinstance(schema["items"], Mapping):
+            for i, v in enumerate(value):
+                out.extend(validate_schema(v, schema["items"], f"{where}[{i}]"))
+        if "minItems" in schema and len(value) < schema["minItems"]:
+            out.append(f"{where}: fewer than {schema['minItems']} items")
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            out.append(f"{where}: more than {schema['maxItems']} items")
+    if isinstance(value, str):
+        if "minLength" in schema and len(value) < schema["minLength"]:
+            out.append(f"{where}: shorter than {schema['minLength']}")
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            out.append(f"{where}: longer than {schema['maxLength']}")
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            out.append(f"{where}: does not match {schema['pattern']!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            out.append(f"{where}: below {schema['minimum']}")
+        if "maximum" in schema and value > schema["maximum"]:
+            out.append(f"{where}: above {schema['maximum']}")
+    return out
