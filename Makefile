@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(VENV)/bin/dsc build specs/fireact-chat.yaml --out build/fireact-chat
-	$(VENV)/bin/dsc inspect build/fireact-chat -n 1 || true
+	$(VENV)/bin/dsc inspect build/fireact-chat -n 1
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider

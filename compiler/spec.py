@@ -330,7 +330,18 @@ def load_spec(path: str | Path) -> LoadedSpec:
     from dsc.compiler.transforms.pipeline import check_semantics
 
     check_semantics(loaded)
+    check_runtime_blocks(loaded)
     return loaded
+
+
+def check_runtime_blocks(loaded: LoadedSpec) -> None:
+    """The `train:` / `eval:` blocks are the runtime's settings; check them now so a typo fails
+    at `dsc validate`, not an hour into training. (dsc.runtime.config imports no torch.)"""
+    from dsc.runtime.config import validate_spec_block
+
+    for name in ("train", "eval"):
+        if name in loaded.tree:
+            validate_spec_block(name, loaded.tree[name], str(loaded.path))
 
 
 def check_references(loaded: LoadedSpec) -> None:
