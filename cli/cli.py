@@ -108,7 +108,6 @@ def _summary_table(result: Any) -> Table:
     sup = counts["supervised_tokens"] or counts["supervised_chars"]
     unit = "tokens" if counts["supervised_tokens"] else "chars"
     table.add_row(f"supervised {unit}", "", *[str(sup.get(s, 0)) for s in splits])
-    table.caption = f"quarantined {counts['quarantined']} rows → {result.out_dir / 'quarantine.jsonl'}"
     return table
 
 
@@ -136,7 +135,11 @@ def build(
     for w in result.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
     out_console.print(_summary_table(result))
-    out_console.print(f"artifact: {result.out_dir}", highlight=False)
+    counts = result.manifest["counts"]
+    out_console.print(f"quarantined {counts['quarantined']} rows ({counts.get('bad_rows', 0)} bad) → "
+                      f"{result.out_dir / 'quarantine.jsonl'}", highlight=False, soft_wrap=True)
+    out_console.print(f"artifact: {result.out_dir}  version {result.manifest['version']}", highlight=False,
+                      soft_wrap=True)
 
 
 @app.command()

@@ -98,7 +98,7 @@ class Spec(Strict):
     output: OutputSpec = OutputSpec()
     # Agent-data semantics (dsc.compiler.transforms, dsc.compiler.mix), in the order they run.
     label: LabelSpec | list[LabelSpec] | None = Field(
-        None, description="success label / class from a field, or a list of rules with `where` (docs/recipes.md)")
+        None, description="success label / class from a field, or a list of rules with `where` (see the README, Recipes)")
     filters: list[FilterEntry] = Field(default_factory=list, description="quality filters; failing rows are dropped")
     convert: list[ConvertStep] = Field(default_factory=list, description="format conversion steps")
     decontaminate: DecontamSpec | None = None
