@@ -6,7 +6,6 @@ tokenises exactly the text the baseline tokenises.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
