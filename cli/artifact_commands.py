@@ -22,12 +22,17 @@ def verify_command(
     artifact: Optional[Path] = typer.Argument(None, help="The committed artifact directory (default: the one "
                                                          "dsc.lock names, else build/<name> beside the spec)."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes for the rebuild."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Rebuild from the inputs alone, not from the build "
+                                                            "cache (a cold rebuild)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="The build cache (default: $DSC_CACHE_DIR, "
+                                                                       "else ~/.cache/dsc)."),
 ) -> None:
     """Rebuild SPEC in a temporary directory; check ARTIFACT (and dsc.lock) match it exactly."""
     from dsc.cli import err_console, fail, out_console, run_guarded
     from dsc.compiler.verify import verify as run_verify
 
-    report = run_guarded(lambda: run_verify(spec, artifact, workers=workers))
+    report = run_guarded(lambda: run_verify(spec, artifact, workers=workers, cache=not no_cache,
+                                            cache_dir=cache_dir))
     if report.ok:
         out_console.print(report.summary(), highlight=False, soft_wrap=True)
         return
@@ -115,6 +120,9 @@ def plan_command(
                                                                  "build/<name> beside the spec)."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither reuse nor keep rows in the build cache."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="The build cache (default: $DSC_CACHE_DIR, "
+                                                                       "else ~/.cache/dsc)."),
 ) -> None:
     """Dry run: rows read, quarantined, filtered, generated, selected and split, per stage.
 
@@ -123,7 +131,7 @@ def plan_command(
     from dsc.compiler.plan import plan as run_plan
     from dsc.compiler.plan import render_plan
 
-    report = run_guarded(lambda: run_plan(spec, out, workers=workers))
+    report = run_guarded(lambda: run_plan(spec, out, workers=workers, cache=not no_cache, cache_dir=cache_dir))
     if as_json:
         _json_out(report.to_dict())
     else:

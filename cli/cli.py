@@ -119,6 +119,10 @@ def build(
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (output is identical)."),
     locked: bool = typer.Option(False, "--locked", help="Fail (exit 1) if an input, the template, the tokenizer "
                                                         "or a version no longer matches dsc.lock."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither reuse nor keep normalised and rendered rows "
+                                                            "in the build cache (the artifact is the same)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="The build cache (default: $DSC_CACHE_DIR, "
+                                                                       "else ~/.cache/dsc)."),
 ) -> None:
     """Compile SPEC into a versioned artifact directory and pin its inputs in dsc.lock beside it."""
     from dsc.compiler.lock import build_with_lock
@@ -127,7 +131,8 @@ def build(
 
     def body() -> Any:
         try:
-            return build_with_lock(spec, out, workers=workers, progress=progress, locked=locked)
+            return build_with_lock(spec, out, workers=workers, progress=progress, locked=locked,
+                                   cache=not no_cache, cache_dir=cache_dir)
         finally:
             progress.close()
 
@@ -138,6 +143,12 @@ def build(
     counts = result.manifest["counts"]
     out_console.print(f"quarantined {counts['quarantined']} rows ({counts.get('bad_rows', 0)} bad) → "
                       f"{result.out_dir / 'quarantine.jsonl'}", highlight=False, soft_wrap=True)
+    if result.cache_dir is not None:
+        hits = sum(1 for c in result.cache.values() if c.normalised == "hit")
+        reused = sum(c.rendered_reused for c in result.cache.values())
+        rendered = reused + sum(c.rendered_new for c in result.cache.values())
+        out_console.print(f"cache: {hits} of {len(result.cache)} sources and {reused} of {rendered} rendered rows "
+                          f"reused ({result.cache_dir})", highlight=False, soft_wrap=True)
     out_console.print(f"artifact: {result.out_dir}  version {result.manifest['version']}", highlight=False,
                       soft_wrap=True)
 

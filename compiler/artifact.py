@@ -87,28 +87,60 @@ def shard_names(split: str, n_rows: int, shard_rows: int) -> list[str]:
     return [f"{DATA_DIR}/{split}-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
 
 
-def write_split(out: Path, split: str, rows: Iterable[dict[str, Any]], n_rows: int, *, tokenized: bool,
-                shard_rows: int, row_group_rows: int) -> list[str]:
-    """Write one split's rows (already in their final order) as parquet shards; returns relative paths."""
+def write_split(out: Path, split: str, rows: Iterable[dict[str, Any]] | Iterable[pa.Table | pa.RecordBatch],
+                n_rows: int, *, tokenized: bool, shard_rows: int, row_group_rows: int) -> list[str]:
+    """Write one split's rows (already in their final order) as parquet shards; returns relative paths.
+
+    `rows`: row dicts, or Arrow tables / record batches of rows in the row schema (the build
+    streams these, a row group at a time)."""
     schema = row_schema(tokenized)
     names = shard_names(split, n_rows, shard_rows)
-    it: Iterator[dict[str, Any]] = iter(rows)
+    take = _row_taker(iter(rows), schema)
     for name in names:
         path = out / name
         path.parent.mkdir(parents=True, exist_ok=True)
         with pq.ParquetWriter(path, schema, compression="zstd", write_statistics=True) as writer:
             remaining = shard_rows
             while remaining > 0:
-                batch = []
-                for row in it:
-                    batch.append(row)
-                    if len(batch) >= min(row_group_rows, remaining):
-                        break
-                if not batch:
+                batch = take(min(row_group_rows, remaining))
+                if batch is None:
                     break
-                writer.write_table(pa.Table.from_pylist(batch, schema=schema), row_group_size=row_group_rows)
-                remaining -= len(batch)
+                writer.write_table(batch, row_group_size=row_group_rows)
+                remaining -= batch.num_rows
     return names
+
+
+def _row_taker(it: Iterator[Any], schema: pa.Schema):
+    """A function giving the next n rows of `it` as one table (fewer at the end; None when done)."""
+    pending: list[pa.Table] = []
+    have = 0
+
+    def take(n: int) -> pa.Table | None:
+        nonlocal have
+        dicts: list[dict[str, Any]] = []
+        while have < n:
+            item = next(it, None)
+            if item is None:
+                break
+            if isinstance(item, dict):
+                dicts.append(item)
+                if len(dicts) >= n:
+                    return pa.Table.from_pylist(dicts, schema=schema)
+                continue
+            table = pa.Table.from_batches([item]) if isinstance(item, pa.RecordBatch) else item
+            pending.append(table)
+            have += table.num_rows
+        if dicts:
+            return pa.Table.from_pylist(dicts, schema=schema)
+        if not have:
+            return None
+        table = pa.concat_tables(pending)
+        head, rest = table.slice(0, n), table.slice(n)
+        pending[:] = [rest] if rest.num_rows else []
+        have = rest.num_rows
+        return head.combine_chunks()
+
+    return take
 
 
 def write_json(path: Path, value: Any) -> None:

@@ -1,33 +1,71 @@
 """The compiler driver: spec → sources → records → selection → render → artifact.
 
-Per-row stages are pure functions of (row, spec, seed) and run in worker processes
-(`workers`); the selection stage runs once over compact keys. Output order is a seeded hash
-of each row's id, so the bytes never depend on the worker count or the order of input files.
+Stages, each over data on disk, never over a whole corpus in memory:
+
+1. **normalise** (per source): read, normalise, row transforms — in worker processes, a chunk of
+   raw rows at a time — into a normalised segment: the rows (Arrow IPC) and their compact
+   selection keys (`dsc.compiler.rowfiles`). In-source exact duplicates are found here.
+2. **select** (main process): dedup, mix, capability ratios over the keys of all sources
+   (`dsc.compiler.mix`), then split by group hash and order by a seeded id hash.
+3. **render + tokenise** (workers): the selected rows, read from the memory-mapped segment by
+   row number, into rendered parts; then the artifact is written row group by row group in
+   final order, gathered from the segments and parts.
+
+Segments and rendered parts live in the build cache (`dsc.compiler.cache`), so a rebuild reads,
+renders and tokenises only what changed; with `cache=False` they live in a temporary directory.
+Every per-row stage is a pure function of (row, spec, seed) and output order is a seeded hash of
+each row's id, so the bytes never depend on the worker count, the cache, or the order of input
+files.
 """
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import multiprocessing
 import os
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from dsc import __version__
 from dsc.compiler import artifact as art
+from dsc.compiler.cache import BuildCache, normalised_key, rendered_key, write_part
 from dsc.compiler.errors import BuildError
+from dsc.compiler import mix as selection_stage
+from dsc.compiler.mix import KeyTable, RowClass, Rows, copy_of, dedup_hash, hash_prefixes, iter_ids, row_groups
 from dsc.compiler.record import BadRow, Conversation, canonical_json
-from dsc.compiler.render import Rendered, apply_special_token_policy, render
+from dsc.compiler.render import apply_special_token_policy, render
+from dsc.compiler.rowfiles import (
+    ArrowFile,
+    NormalisedChunk,
+    QuarantineEntry,
+    RenderStatus,
+    SegmentInfo,
+    SegmentWriter,
+    id_hash,
+    read_conversations,
+    rendered_schema,
+    segment_row,
+    segment_schema,
+)
 from dsc.compiler.sources import RawRow, input_fingerprints, iter_raw_rows, normalise_row
 from dsc.compiler.spec import LoadedSpec, Spec, load_spec
 from dsc.compiler.templating import ChatTemplate, load_template
-from dsc.compiler.transforms.pipeline import Transforms, build_transforms, process_row, weight_function
+from dsc.compiler.transforms.capabilities import supervised_chars
+from dsc.compiler.transforms.pipeline import Transforms, build_transforms, process_row
 from dsc.compiler.transforms.pipeline import inference as inference_block
 
-CHUNK_ROWS = 512
+CHUNK_ROWS = 512  # raw rows per normalise task; rows per render batch
+RENDER_TASK_ROWS = 4096  # rows per render task (one rendered part file)
 SPLITS = ("train", "validation", "test")
+_STAGE3_SEQ = 1 << 50  # rendering quarantines come after every reading one of their source
 
 
 # ---------------------------------------------------------------------------------------------
@@ -48,21 +86,6 @@ class Progress:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class Quarantined:
-    source: str
-    file: str
-    row: int
-    stage: str  # read | normalise | render | tokenize
-    reason: str
-    raw: Any = None  # the raw row (or the broken line) so nothing is lost
-    counts_as_bad: bool = True  # length drops are recorded but do not count against max_bad_rows
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "file": self.file, "row": self.row, "stage": self.stage,
-                "reason": self.reason, "raw": self.raw}
-
-
 @dataclass
 class BuildContext:
     """Everything a worker needs; inherited by forked workers, never mutated."""
@@ -75,12 +98,27 @@ class BuildContext:
 
 
 @dataclass
+class SourceCacheReport:
+    """What a build took from the cache for one source."""
+
+    normalised: str  # "hit": read from the cache; "miss": read and normalised now
+    rendered_reused: int = 0  # selected rows whose render + tokenise results came from the cache
+    rendered_new: int = 0  # selected rows rendered (and tokenised) now
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"normalised": self.normalised, "rendered_reused": self.rendered_reused,
+                "rendered_new": self.rendered_new}
+
+
+@dataclass
 class BuildResult:
     out_dir: Path
     manifest: dict[str, Any]
     quarantined: int
     written: dict[str, int]
     warnings: list[str] = field(default_factory=list)
+    cache: dict[str, SourceCacheReport] = field(default_factory=dict)  # per emitted source
+    cache_dir: Path | None = None  # None: built without the cache
 
 
 _CTX: BuildContext | None = None
@@ -92,112 +130,133 @@ def _init_worker(ctx: BuildContext) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Per-row stages (pure; run in workers)
+# Stage 1 (workers): raw rows → normalised rows and their keys
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class Dropped:
-    """A readable row a quality filter or decontamination removed (counted, not quarantined)."""
-
-    source: str
-    reason: str  # "filter: <name>: why" | "decontaminated: exact|ngram"
-
-
-@dataclass(slots=True)
-class Weight:
-    """A row's supervised-token count, for capability ratios measured in tokens."""
-
-    id: str
-    value: float
-
-
-def _normalise_chunk(chunk: list[RawRow]) -> list[Conversation | Quarantined | Dropped | Weight]:
+def _normalise_chunk(chunk: list[RawRow]) -> NormalisedChunk:
     ctx = _CTX
     assert ctx is not None
-    out: list[Conversation | Quarantined | Dropped | Weight] = []
+    rows: list[Conversation] = []
+    tokens: list[float] = []
+    quarantined: list[tuple[int, QuarantineEntry]] = []
+    dropped: Counter[str] = Counter()
     for raw in chunk:
         stage = "read" if raw.error else "normalise"
         try:
             conv = normalise_row(raw, raw.source, ctx.spec.sources[raw.source])
             if ctx.transforms is None:
-                out.append(conv)
+                rows.append(conv)
+                tokens.append(math.nan)
                 continue
             stage = "transform"
             outcome = process_row(conv, ctx.transforms)
         except BadRow as e:
-            out.append(Quarantined(raw.source, raw.file, raw.row, stage, e.reason, raw.data if raw.data is not None
-                                   else raw.error))
+            quarantined.append((len(rows), QuarantineEntry.make(
+                raw.source, raw.file, raw.row, stage, e.reason, raw.data if raw.data is not None else raw.error)))
             continue
         if outcome.dropped is not None:
-            out.append(Dropped(raw.source, outcome.dropped))
-        out.extend(outcome.rows)
-        out.extend(Weight(k, v) for k, v in sorted(outcome.weights.items()))
-    return out
-
-
-@dataclass(slots=True)
-class FinishedRow:
-    row: dict[str, Any]
-    supervised_chars: int
-    supervised_tokens: int
-    special_tokens: list[str]
-    truncated: bool = False
-
-
-def _finish_chunk(chunk: list[Conversation]) -> list[FinishedRow | Quarantined]:
-    """Special-token policy, rendering with loss spans, then (optionally) tokenisation."""
-    ctx = _CTX
-    assert ctx is not None
-    results: list[FinishedRow | Quarantined | None] = [None] * len(chunk)
-    rendered: list[tuple[int, Conversation, Rendered, list[str]]] = []
-    for i, conv in enumerate(chunk):
-        prov = conv.meta.provenance
-        try:
-            conv, found = apply_special_token_policy(conv, ctx.template, ctx.spec.special_tokens)
-            r = render(conv, ctx.template, ctx.spec.loss)
-        except BadRow as e:
-            results[i] = Quarantined(conv.meta.source, prov.file, prov.row, "render", e.reason, conv.to_dict())
-            continue
-        rendered.append((i, conv, r, found))
-    encoded: list[Any] = [None] * len(rendered)
-    if ctx.tokenizer is not None and rendered:
-        from dsc.compiler.tokenize import RowTooLong
-
-        try:
-            encoded = ctx.tokenizer.encode_batch([r for _, _, r, _ in rendered])
-        except RowTooLong as e:
-            prov = rendered[e.index][1].meta.provenance
-            raise BuildError(f"{prov.file}:{prov.row + 1}: {e.n_tokens} tokens is more than tokenize.max_length="
-                             f"{ctx.spec.tokenize.max_length} (tokenize.overflow: error; use drop or truncate "
-                             f"to build anyway)") from None
-    for (i, conv, r, found), enc in zip(rendered, encoded):
-        prov = conv.meta.provenance
-        row = conv.to_dict()
-        row["text"] = r.text
-        row["loss_spans"] = [[a, b] for a, b in r.spans]
-        sup_tokens = 0
-        truncated = False
-        if ctx.tokenizer is not None:
-            if enc is None:
-                results[i] = Quarantined(conv.meta.source, prov.file, prov.row, "tokenize",
-                                         f"longer than tokenize.max_length={ctx.spec.tokenize.max_length} tokens "
-                                         f"(overflow: drop)", {"id": conv.id}, counts_as_bad=False)
-                continue
-            row["input_ids"] = enc.input_ids
-            row["labels"] = enc.labels
-            sup_tokens = sum(1 for t in enc.labels if t != -100)
-            truncated = bool(getattr(enc, "truncated", False))
-            if sup_tokens == 0:
-                results[i] = Quarantined(conv.meta.source, prov.file, prov.row, "tokenize",
-                                         "nothing supervised after truncation", {"id": conv.id})
-                continue
-        results[i] = FinishedRow(row, sum(b - a for a, b in r.spans), sup_tokens, found, truncated)
-    return [r for r in results if r is not None]
+            dropped[": ".join(outcome.dropped.split(": ")[:2])] += 1
+        for r in outcome.rows:
+            rows.append(r)
+            tokens.append(outcome.weights.get(r.id, math.nan))
+    batch = pa.RecordBatch.from_pylist([segment_row(c) for c in rows], schema=segment_schema())
+    return NormalisedChunk(
+        rows=batch, classes=[RowClass.of(c) for c in rows], dedup=[dedup_hash(c) for c in rows],
+        chars=[supervised_chars(c) for c in rows], tokens=tokens, prov_rows=[c.meta.provenance.row for c in rows],
+        id_hashes=[id_hash(c.id) for c in rows], quarantined=quarantined, dropped=dropped, read=len(chunk))
 
 
 # ---------------------------------------------------------------------------------------------
-# Selection (main process, over compact keys)
+# Stage 3 (workers): normalised rows → rendered parts
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RenderTask:
+    segment: str  # rows.arrow of a normalised segment
+    batch_rows: list[int]  # its record batches' sizes
+    rows: np.ndarray  # row numbers in it, ascending
+    parts_dir: str  # the rendered store to add a part to
+
+
+def _encode(tokenizer: Any, rendered: list[Any]) -> tuple[list[Any], dict[int, int]]:
+    """encode_batch over all rows; overflow: error marks a too-long row (index → tokens) and
+    encodes the others, so that the build can name the first such row in output order."""
+    from dsc.compiler.tokenize import RowTooLong
+
+    out: list[Any] = [None] * len(rendered)
+    too_long: dict[int, int] = {}
+    queue = list(range(len(rendered)))
+    while queue:
+        try:
+            for i, enc in zip(queue, tokenizer.encode_batch([rendered[i] for i in queue])):
+                out[i] = enc
+            break
+        except RowTooLong as e:
+            too_long[queue[e.index]] = e.n_tokens
+            del queue[e.index]
+    return out, too_long
+
+
+def _render_batch(rows: np.ndarray, convs: list[Conversation]) -> pa.RecordBatch:
+    """Special-token policy, rendering with loss spans, then (optionally) tokenisation."""
+    ctx = _CTX
+    assert ctx is not None
+    n = len(convs)
+    col: dict[str, list[Any]] = {k: [None] * n for k in ("reason", "n_tokens", "text", "loss_spans", "messages",
+                                                          "input_ids", "labels")}
+    status = [RenderStatus.OK] * n
+    span_chars, sup_tokens, truncated = [0] * n, [0] * n, [False] * n
+    special: list[list[str]] = [[] for _ in range(n)]
+    rendered: list[tuple[int, Any]] = []
+    for i, conv in enumerate(convs):
+        try:
+            shown, found = apply_special_token_policy(conv, ctx.template, ctx.spec.special_tokens)
+            r = render(shown, ctx.template, ctx.spec.loss)
+        except BadRow as e:
+            status[i], col["reason"][i] = RenderStatus.RENDER_FAILED, e.reason
+            continue
+        if shown is not conv:  # contents escaped: the artifact shows them so
+            col["messages"][i] = [m.to_dict() for m in shown.messages]
+        col["text"][i] = r.text
+        col["loss_spans"][i] = [[a, b] for a, b in r.spans]
+        span_chars[i] = sum(b - a for a, b in r.spans)
+        special[i] = found
+        rendered.append((i, r))
+    if ctx.tokenizer is not None and rendered:
+        encoded, too_long = _encode(ctx.tokenizer, [r for _, r in rendered])
+        for k, ((i, _), enc) in enumerate(zip(rendered, encoded)):
+            if k in too_long:
+                status[i], col["n_tokens"][i] = RenderStatus.TOO_LONG_ERROR, too_long[k]
+            elif enc is None:
+                status[i] = RenderStatus.TOO_LONG
+            else:
+                col["input_ids"][i], col["labels"][i] = enc.input_ids, enc.labels
+                sup_tokens[i] = enc.n_supervised
+                truncated[i] = bool(getattr(enc, "truncated", False))
+                if sup_tokens[i] == 0:
+                    status[i] = RenderStatus.UNSUPERVISED
+    schema = rendered_schema(ctx.tokenizer is not None)
+    data = {"row": rows.tolist(), "status": status, "span_chars": span_chars, "sup_tokens": sup_tokens,
+            "truncated": truncated, "special": special, **col}
+    return pa.RecordBatch.from_pydict({f.name: data[f.name] for f in schema}, schema=schema)
+
+
+def _finish_chunk(task: RenderTask) -> str:
+    """Render (and tokenise) rows of a segment into a new rendered part; returns its path."""
+    def batches() -> Iterator[pa.RecordBatch]:
+        for start in range(0, len(task.rows), CHUNK_ROWS):
+            rows = task.rows[start:start + CHUNK_ROWS]
+            yield _render_batch(rows, read_conversations(segment, rows))
+
+    assert _CTX is not None
+    with ArrowFile(task.segment, batch_rows=task.batch_rows) as segment:
+        return str(write_part(Path(task.parts_dir), rendered_schema(_CTX.tokenizer is not None), batches()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Selection helpers (main process, over compact keys)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -209,16 +268,56 @@ def _unit_hash(*parts: Any) -> float:
 
 def assign_split(spec: Spec, conv: Conversation) -> str:
     key = conv.group if spec.split.by == "group" else conv.id
-    u = _unit_hash(spec.seed, "split", key)
-    if u < spec.split.validation:
-        return "validation"
-    if u < spec.split.validation + spec.split.test:
-        return "test"
-    return "train"
+    return SPLITS[_split_code(spec, np.array([_unit_hash(spec.seed, "split", key)]))[0]]
+
+
+def _split_code(spec: Spec, u: np.ndarray) -> np.ndarray:
+    """0 train, 1 validation, 2 test for uniform numbers u."""
+    code = np.zeros(len(u), np.int8)
+    code[u < spec.split.validation + spec.split.test] = 2
+    code[u < spec.split.validation] = 1
+    return code
 
 
 def order_key(spec: Spec, conv_id: str) -> str:
     return hashlib.sha256(f"{spec.seed}\x1forder\x1f{conv_id}".encode("utf-8")).hexdigest()
+
+
+def _final_order(spec: Spec, table: KeyTable, sel: Rows) -> tuple[np.ndarray, np.ndarray]:
+    """(split code per selected row, the selected rows' positions in output order: split by
+    split, each by `order_key`; equal keys keep selection order)."""
+    n = len(sel)
+    split_keys = row_groups(table, sel) if spec.split.by == "group" else iter_ids(table, sel)
+    u = hash_prefixes(split_keys, f"{spec.seed}\x1fsplit\x1f", n).astype(np.float64) / 2.0**64
+    split = _split_code(spec, u)
+    prefix = hash_prefixes(iter_ids(table, sel), f"{spec.seed}\x1forder\x1f", n)
+    order = np.lexsort((prefix, split))  # stable; split codes are in SPLITS order
+    sp, sr = prefix[order], split[order]
+    tied = np.flatnonzero((sp[1:] == sp[:-1]) & (sr[1:] == sr[:-1]))
+    if tied.size:  # equal 64-bit prefixes: order these runs by the whole key (stable)
+        i = 0
+        while i < len(tied):
+            s = e = tied[i]
+            while i < len(tied) and tied[i] == e:
+                e += 1
+                i += 1
+            run = order[s:e + 1]
+            ids = next(iter_ids(table, sel[run]))
+            keys = [order_key(spec, x) for x in ids]
+            order[s:e + 1] = run[sorted(range(len(run)), key=keys.__getitem__)]
+    return split, order
+
+
+def _selection_weight(spec: Spec, table: KeyTable) -> np.ndarray | None:
+    """The measure capability ratios count in, per row (None: rows; copies weigh what their
+    original does)."""
+    caps = spec.capabilities
+    measure = caps.measure if caps is not None else "rows"
+    if measure == "chars":
+        return table.chars.astype(np.float64)
+    if measure == "tokens":
+        return np.nan_to_num(table.tokens, nan=0.0)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,7 +337,8 @@ def _chunks(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 
 class _Executor:
-    """Runs a per-row stage over chunks, inline or in a forked pool, preserving chunk order."""
+    """Runs a per-row stage over tasks, inline or in a forked pool, preserving task order, with
+    a bounded number of tasks in flight (results never pile up in memory)."""
 
     def __init__(self, ctx: BuildContext, workers: int):
         self.ctx = ctx
@@ -256,11 +356,34 @@ class _Executor:
         if self.pool is not None:
             self.pool.terminate()
             self.pool.join()
+            self.pool = None
 
-    def map(self, fn: Callable[[list[Any]], list[Any]], chunks: Iterable[list[Any]]) -> Iterator[list[Any]]:
+    def map(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:
         if self.pool is None:
-            return map(fn, chunks)
-        return self.pool.imap(fn, chunks)
+            for t in tasks:
+                yield fn(t)
+            return
+        pending: deque[Any] = deque()
+        for t in tasks:
+            pending.append(self.pool.apply_async(fn, (t,)))
+            if len(pending) > 2 * self.workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def release_memory() -> None:
+    """Hand memory freed by a finished stage back to the system (Arrow's pool and the C heap keep
+    it otherwise), so that the next stage's peak does not stack on the last one's."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _bad_row_limit(spec: Spec, rows_read: int) -> int:
@@ -270,10 +393,10 @@ def _bad_row_limit(spec: Spec, rows_read: int) -> int:
     return int(limit)
 
 
-def _check_bad_rows(spec: Spec, bad: int, rows_read: int, where: str, sample: list[Quarantined]) -> None:
+def _check_bad_rows(spec: Spec, bad: int, rows_read: int, where: str, sample: list[QuarantineEntry]) -> None:
     limit = _bad_row_limit(spec, rows_read)
     if bad > limit:
-        examples = "; ".join(f"{q.file}:{q.row + 1}: {q.reason}" for q in sample[:3])
+        examples = "; ".join(q.example() for q in sample[:3])
         raise BuildError(
             f"{bad} of {rows_read} rows were quarantined {where}, more than max_bad_rows allows ({limit}); "
             f"e.g. {examples}. Fix the data, or raise max_bad_rows in the spec.")
@@ -298,13 +421,17 @@ def default_out_dir(loaded: LoadedSpec) -> Path:
 
 def build(spec_path: str | Path, out_dir: str | Path | None = None, *, workers: int = 1,
           progress: Progress | None = None,
-          before_place: Callable[[dict[str, Any]], None] | None = None) -> BuildResult:
+          before_place: Callable[[dict[str, Any]], None] | None = None,
+          cache: bool = True, cache_dir: str | Path | None = None) -> BuildResult:
     """Compile a spec into an artifact directory. Raises SpecError (exit 2) or BuildError (exit 1).
 
     `before_place(manifest)` runs when the new artifact is complete but not yet in place; if it
-    raises, the previous artifact stays (`dsc build --locked` checks the version there)."""
+    raises, the previous artifact stays (`dsc build --locked` checks the version there).
+    `cache`: reuse and keep normalised and rendered rows in `cache_dir` (default `$DSC_CACHE_DIR`,
+    else ~/.cache/dsc); the artifact's bytes are the same either way."""
     loaded = load_spec(spec_path)
-    return build_loaded(loaded, out_dir, workers=workers, progress=progress, before_place=before_place)
+    return build_loaded(loaded, out_dir, workers=workers, progress=progress, before_place=before_place,
+                        cache=cache, cache_dir=cache_dir)
 
 
 def resolve_inputs(loaded: LoadedSpec) -> list[dict[str, Any]]:
@@ -319,9 +446,304 @@ def resolve_inputs(loaded: LoadedSpec) -> list[dict[str, Any]]:
     return inputs
 
 
+@dataclass
+class _Rendered:
+    """Render results of one source's segment rows, gathered from its rendered parts."""
+
+    parts: list[str]
+    part: np.ndarray  # int32 per segment row: index into `parts`, -1 not rendered
+    pos: np.ndarray  # int64 row within that part
+    status: np.ndarray  # int8
+    span_chars: np.ndarray
+    sup_tokens: np.ndarray
+    truncated: np.ndarray
+    special: dict[int, list[str]] = field(default_factory=dict)  # segment row → control tokens found
+    reason: dict[int, str] = field(default_factory=dict)
+    n_tokens: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, n: int) -> "_Rendered":
+        return cls([], np.full(n, -1, np.int32), np.zeros(n, np.int64), np.zeros(n, np.int8),
+                   np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, bool))
+
+    INDEX_COLUMNS = ["row", "status", "span_chars", "sup_tokens", "truncated", "special", "reason", "n_tokens"]
+
+    def add(self, path: str) -> None:
+        with ArrowFile(path, self.INDEX_COLUMNS) as f:
+            t = f.read_all()
+        rows = t.column("row").to_numpy()
+        new = self.part[rows] < 0  # a row two parts hold is the same row: keep the first
+        if not new.any():
+            return
+        index = len(self.parts)
+        self.parts.append(path)
+        at = np.flatnonzero(new)
+        r = rows[at]
+        self.part[r], self.pos[r] = index, at
+        self.status[r] = t.column("status").to_numpy()[at]
+        self.span_chars[r] = t.column("span_chars").to_numpy()[at]
+        self.sup_tokens[r] = t.column("sup_tokens").to_numpy()[at]
+        self.truncated[r] = t.column("truncated").to_numpy(zero_copy_only=False)[at]
+        lengths = pc.list_value_length(t.column("special")).to_numpy(zero_copy_only=False)
+        for i in np.flatnonzero(new & (lengths > 0)).tolist():
+            self.special[int(rows[i])] = t.column("special")[i].as_py()
+        for name, target in (("reason", self.reason), ("n_tokens", self.n_tokens)):
+            c = t.column(name)
+            if c.null_count < len(c):
+                valid = c.is_valid().to_numpy(zero_copy_only=False)
+                for i in np.flatnonzero(new & valid).tolist():
+                    target[int(rows[i])] = c[i].as_py()
+
+
+@dataclass
+class _Sources:
+    """The emitted sources' segments and the global key table over them."""
+
+    names: list[str]
+    segments: list[SegmentInfo]
+    table: KeyTable
+    source: np.ndarray  # per key: index into names
+    seg_row: np.ndarray  # per key: row number in its source's rows.arrow
+
+
+def _normalise_source(loaded: LoadedSpec, name: str, key: str, store: BuildCache, ex: _Executor,
+                      progress: Progress) -> SegmentInfo:
+    spec, base = loaded.spec, loaded.base_dir
+
+    def raw_rows() -> Iterator[RawRow]:
+        with loaded.at("sources", name):
+            yield from iter_raw_rows(name, spec.sources[name], base)
+
+    with store.new_normalised() as tmp:
+        writer = SegmentWriter(tmp, name)
+        for chunk in ex.map(_normalise_chunk, _chunks(raw_rows(), CHUNK_ROWS)):
+            writer.add(chunk)
+            progress.advance(chunk.read)
+        _, files = writer.close()
+        return store.commit_normalised(tmp, key, files)
+
+
+def _conversations(sources: _Sources, src: np.ndarray, seg_row: np.ndarray, suffix: np.ndarray
+                   ) -> list[Conversation]:
+    """Selected rows as Conversations (copies included), in the order given."""
+    out: list[Conversation | None] = [None] * len(src)
+    for s in np.unique(src).tolist():
+        at = np.flatnonzero(src == s)
+        with sources.segments[s].open_rows() as f:
+            convs = read_conversations(f, seg_row[at])
+        for i, conv in zip(at.tolist(), convs):
+            for k in suffix[i].split("#")[1:]:
+                conv = copy_of(conv, int(k))
+            out[i] = conv
+    return out  # type: ignore[return-value]
+
+
+@dataclass
+class _Read:
+    """Stage 1 of every emitted source: its segment, and what reading it reported."""
+
+    names: list[str]
+    segments: list[SegmentInfo]
+    keys: list[str]  # each segment's cache key
+    quarantine: list[QuarantineEntry] = field(default_factory=list)
+    read_counts: dict[str, int] = field(default_factory=dict)
+    duplicates: dict[str, int] = field(default_factory=dict)
+    dropped: Counter[str] = field(default_factory=Counter)  # filter / decontamination reasons
+
+    @property
+    def rows_read(self) -> int:
+        return sum(self.read_counts.values())
+
+
+def _read(loaded: LoadedSpec, inputs: list[dict[str, Any]], store: BuildCache, ex: _Executor, progress: Progress,
+          template: ChatTemplate, tokenizer: Any, report: dict[str, SourceCacheReport]) -> _Read:
+    """Stage 1: read + normalise each source, unless the cache has its segment."""
+    spec, base = loaded.spec, loaded.base_dir
+    read = _Read(sorted(spec.emitted_sources()), [], [])
+    progress.start("read + normalise")
+    for name in read.names:
+        key = normalised_key(spec, name, inputs, base, template=template, tokenizer=tokenizer)
+        seg = store.normalised(key)
+        report[name] = SourceCacheReport("hit" if seg is not None else "miss")
+        if seg is None:
+            seg = _normalise_source(loaded, name, key, store, ex, progress)
+        else:
+            progress.advance(seg.rows_read)
+        read.segments.append(seg)
+        read.keys.append(key)
+        if seg.rows_read:
+            read.read_counts[name] = seg.rows_read
+        if seg.duplicates:
+            read.duplicates[name] = seg.duplicates
+        read.dropped.update(seg.dropped)
+        read.quarantine.extend(seg.quarantine())
+    progress.done()
+    return read
+
+
+@dataclass
+class _Chosen:
+    """Stage 2: the selected rows (`rows`: keys and copy suffixes), where each is, its split and
+    the output order."""
+
+    sources: _Sources
+    selection: Any  # mix.SelectionResult (its report goes to the manifest)
+    rows: Rows
+    split: np.ndarray  # split code per selected row
+    order: np.ndarray  # selected rows in output order
+    src: np.ndarray  # per selected row: source index
+    seg: np.ndarray  # per selected row: row number in the source's segment
+
+
+def _choose(spec: Spec, read: _Read) -> _Chosen:
+    """Stage 2: dedup, mix, capability ratios over keys; split by group hash, order by id hash."""
+    keys = [seg.keys() for seg in read.segments]
+    sources = _Sources(read.names, read.segments, KeyTable.concat([k for k, _ in keys]),
+                       np.repeat(np.arange(len(read.names), dtype=np.int32), [len(k) for k, _ in keys]),
+                       np.concatenate([r for _, r in keys]) if keys else np.zeros(0, np.int64))
+    del keys
+    table = sources.table
+    selection = selection_stage.select(table, seed=spec.seed, dedup_rows=spec.dedup, mix=spec.mix,
+                                       capabilities=spec.capabilities, weight=_selection_weight(spec, table))
+    rows: Rows = selection.rows
+    split, order = _final_order(spec, table, rows)
+    return _Chosen(sources, selection, rows, split, order, sources.source[rows.base], sources.seg_row[rows.base])
+
+
+def _render(spec: Spec, read: _Read, chosen: _Chosen, store: BuildCache, ex: _Executor, progress: Progress,
+            template: ChatTemplate, tokenizer: Any, report: dict[str, SourceCacheReport]) -> list[_Rendered]:
+    """Stage 3: render + tokenise the selected rows the cache does not have."""
+    rendered: list[_Rendered] = []
+    tasks: list[RenderTask] = []
+    task_source: list[int] = []
+    for s, (name, seg) in enumerate(zip(read.names, read.segments)):
+        rstore = store.rendered(rendered_key(spec, read.keys[s], template=template, tokenizer=tokenizer))
+        r = _Rendered.empty(seg.rows)
+        for p in rstore.parts():
+            r.add(str(p))
+        rendered.append(r)
+        need = np.unique(chosen.seg[chosen.src == s])
+        missing = need[r.part[need] < 0]
+        report[name].rendered_reused = int(len(need) - len(missing))
+        report[name].rendered_new = int(len(missing))
+        for start in range(0, len(missing), RENDER_TASK_ROWS):
+            tasks.append(RenderTask(str(seg.rows_path), seg.batch_rows, missing[start:start + RENDER_TASK_ROWS],
+                                    str(rstore.dir)))
+            task_source.append(s)
+    progress.start("render + tokenise", sum(len(t.rows) for t in tasks))
+    for t, s, part in zip(tasks, task_source, ex.map(_finish_chunk, tasks)):
+        rendered[s].add(part)
+        progress.advance(len(t.rows))
+    progress.done()
+    return rendered
+
+
+@dataclass
+class _Tally:
+    """What rendering did to the selected rows, counted per split for the manifest."""
+
+    written: dict[str, int] = field(default_factory=dict)
+    split_rows: dict[str, np.ndarray] = field(default_factory=dict)  # split → selected rows written, in order
+    supervised_chars: Counter[str] = field(default_factory=Counter)
+    supervised_tokens: Counter[str] = field(default_factory=Counter)
+    per_source: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    per_label: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    per_capability: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    special_found: Counter[str] = field(default_factory=Counter)
+    truncated: int = 0
+    failed: list[int] = field(default_factory=list)  # selected rows rendering rejected, in output order
+
+
+def _tally(spec: Spec, chosen: _Chosen, rendered: list[_Rendered]) -> tuple[_Tally, np.ndarray]:
+    """(the tally, each selected row's RenderStatus); overflow: error fails here, naming the
+    first too-long row in output order."""
+    offsets = np.cumsum([0] + [len(r.part) for r in rendered])
+    flat = offsets[chosen.src] + chosen.seg  # index into the sources' rows laid end to end
+
+    def per_row(attr: str) -> np.ndarray:
+        return np.concatenate([getattr(r, attr) for r in rendered])[flat] if rendered else np.zeros(0)
+
+    status = per_row("status")
+    order = chosen.order
+    error_rows = np.flatnonzero(status[order] == RenderStatus.TOO_LONG_ERROR)
+    if error_rows.size:
+        i = int(order[error_rows[0]])
+        conv = _conversations(chosen.sources, chosen.src[[i]], chosen.seg[[i]], chosen.rows.suffix[[i]])[0]
+        prov = conv.meta.provenance
+        n_tokens = rendered[int(chosen.src[i])].n_tokens[int(chosen.seg[i])]
+        raise BuildError(f"{prov.file}:{prov.row + 1}: {n_tokens} tokens is more than tokenize.max_length="
+                         f"{spec.tokenize.max_length} (tokenize.overflow: error; use drop or truncate "
+                         f"to build anyway)")
+    span_chars, sup_tokens, truncated = per_row("span_chars"), per_row("sup_tokens"), per_row("truncated")
+    table = chosen.sources.table
+    any_special = any(r.special for r in rendered)
+    t = _Tally()
+    ordered_split = chosen.split[order]
+    for code, name in enumerate(SPLITS):
+        rows = order[ordered_split == code]
+        if not len(rows):
+            continue
+        ok = status[rows] == RenderStatus.OK
+        good = rows[ok]
+        t.failed.extend(rows[~ok].tolist())
+        t.split_rows[name] = good
+        t.written[name] = int(len(good))
+        if not len(good):
+            continue
+        t.supervised_chars[name] += int(span_chars[good].sum())
+        t.supervised_tokens[name] += int(sup_tokens[good].sum())
+        t.truncated += int(truncated[good].sum())
+        classes, counts = np.unique(table.cls[chosen.rows.base[good]], return_counts=True)
+        for c, k in zip(classes.tolist(), counts.tolist()):
+            rc = table.classes[c]
+            t.per_source[rc.source][name] += k
+            t.per_label[str(rc.label)][name] += k
+            t.per_capability[str(rc.capability)][name] += k
+        if any_special:
+            for i in good.tolist():
+                found = rendered[int(chosen.src[i])].special.get(int(chosen.seg[i]))
+                if found:
+                    t.special_found.update(found)
+    return t, status
+
+
+def _rendering_quarantine(spec: Spec, template: ChatTemplate, chosen: _Chosen, rendered: list[_Rendered],
+                          tally: _Tally, status: np.ndarray) -> list[QuarantineEntry]:
+    """The rows rendering or tokenising rejected, as the quarantine reports them."""
+    if not tally.failed:
+        return []
+    at = np.array(tally.failed, np.int64)
+    convs = _conversations(chosen.sources, chosen.src[at], chosen.seg[at], chosen.rows.suffix[at])
+    position = np.empty(len(chosen.order), np.int64)
+    position[chosen.order] = np.arange(len(chosen.order))
+    out = []
+    for i, conv in zip(tally.failed, convs):
+        st = int(status[i])
+        prov = conv.meta.provenance
+        seq = _STAGE3_SEQ + int(position[i])
+        if st == RenderStatus.RENDER_FAILED:
+            try:
+                conv, _ = apply_special_token_policy(conv, template, spec.special_tokens)
+            except BadRow:
+                pass  # the policy itself rejected the row: the row as read is reported
+            reason = rendered[int(chosen.src[i])].reason[int(chosen.seg[i])]
+            out.append(QuarantineEntry.make(conv.meta.source, prov.file, prov.row, "render", reason, conv.to_dict(),
+                                            seq=seq))
+        elif st == RenderStatus.TOO_LONG:
+            out.append(QuarantineEntry.make(
+                conv.meta.source, prov.file, prov.row, "tokenize",
+                f"longer than tokenize.max_length={spec.tokenize.max_length} tokens (overflow: drop)",
+                {"id": conv.id}, bad=False, seq=seq))
+        else:
+            out.append(QuarantineEntry.make(conv.meta.source, prov.file, prov.row, "tokenize",
+                                            "nothing supervised after truncation", {"id": conv.id}, seq=seq))
+    return out
+
+
 def build_loaded(loaded: LoadedSpec, out_dir: str | Path | None = None, *, workers: int = 1,
                  progress: Progress | None = None,
-                 before_place: Callable[[dict[str, Any]], None] | None = None) -> BuildResult:
+                 before_place: Callable[[dict[str, Any]], None] | None = None,
+                 cache: bool = True, cache_dir: str | Path | None = None) -> BuildResult:
     spec, base = loaded.spec, loaded.base_dir
     progress = progress or Progress()
     out = Path(out_dir) if out_dir is not None else default_out_dir(loaded)
@@ -337,162 +759,240 @@ def build_loaded(loaded: LoadedSpec, out_dir: str | Path | None = None, *, worke
         transforms = build_transforms(spec, base, template=template, tokenizer=tokenizer)
     ctx = BuildContext(spec=spec, base_dir=base, template=template, tokenizer=tokenizer,
                        transforms=transforms if transforms.active() else None)
-
     inputs = resolve_inputs(loaded)
+    cache_report: dict[str, SourceCacheReport] = {}
 
-    quarantine: list[Quarantined] = []
-    read_counts: Counter[str] = Counter()
-    conversations: dict[str, Conversation] = {}
-    duplicates: Counter[str] = Counter()
-    dropped: Counter[str] = Counter()  # filter / decontamination reasons
-    weights: dict[str, float] = {}
+    with BuildCache.open(cache, cache_dir) as store:
+        with _Executor(ctx, workers) as ex:
+            read = _read(loaded, inputs, store, ex, progress, template, tokenizer, cache_report)
+            bad = [q for q in read.quarantine if q.bad]
+            _check_bad_rows(spec, len(bad), read.rows_read, "while reading", bad)
+            release_memory()
+            chosen = _choose(spec, read)
+            release_memory()
+            rendered = _render(spec, read, chosen, store, ex, progress, template, tokenizer, cache_report)
+        release_memory()
+        tally, status = _tally(spec, chosen, rendered)
+        quarantine = read.quarantine + _rendering_quarantine(spec, template, chosen, rendered, tally, status)
+        del status
+        bad = [q for q in quarantine if q.bad]
+        _check_bad_rows(spec, len(bad), read.rows_read, "in total", bad)
+        if not tally.written.get("train"):
+            raise BuildError("the build produced no train rows (see quarantine reasons with --out and the summary)")
 
-    def raw_rows() -> Iterator[RawRow]:
-        for name in sorted(spec.emitted_sources()):
-            with loaded.at("sources", name):
-                for raw in iter_raw_rows(name, spec.sources[name], base):
-                    read_counts[name] += 1
-                    yield raw
+        quarantine.sort(key=QuarantineEntry.sort_key)
+        reasons: Counter[str] = Counter(f"{q.stage}: {q.reason.split(':')[0]}" for q in quarantine)
+        dropped_long = sum(1 for q in quarantine if q.stage == "tokenize" and not q.bad)
+        bad_rows = sum(1 for q in quarantine if q.bad)
+        warnings = []
+        if tally.special_found:
+            warnings.append("special-token strings found inside message content: "
+                            + ", ".join(f"{t!r} ×{n}" for t, n in sorted(tally.special_found.items()))
+                            + f" (special_tokens: {spec.special_tokens.value})")
 
-    with _Executor(ctx, workers) as ex:
-        # Stage 1: read + normalise (parallel over chunks, order preserved).
-        progress.start("read + normalise")
-        for results in ex.map(_normalise_chunk, _chunks(raw_rows(), CHUNK_ROWS)):
-            for item in results:
-                if isinstance(item, Quarantined):
-                    quarantine.append(item)
-                elif isinstance(item, Dropped):
-                    dropped[": ".join(item.reason.split(": ")[:2])] += 1
-                elif isinstance(item, Weight):
-                    weights[item.id] = item.value
-                elif item.id in conversations:
-                    # Identical content within a source: keep the first, record the others.
-                    first = conversations[item.id].meta.provenance
-                    prov = item.meta.provenance
-                    duplicates[item.meta.source] += 1
-                    quarantine.append(Quarantined(item.meta.source, prov.file, prov.row, "dedup",
-                                                  f"exact duplicate of {first.file} row {first.row}",
-                                                  {"id": item.id}, counts_as_bad=False))
-                else:
-                    conversations[item.id] = item
-            progress.advance(len(results))
-        progress.done()
-        rows_read = sum(read_counts.values())
-        bad = [q for q in quarantine if q.counts_as_bad]
-        _check_bad_rows(spec, len(bad), rows_read, "while reading", bad)
+        layout = _Layout(tally.split_rows, spec.output.shard_rows, spec.output.row_group_rows)
+        with art.staged_directory(out) as tmp, _Spill(store.tmp, layout, tokenizer is not None) as spill:
+            _distribute(spill, layout, chosen, rendered)
+            # Past this point only counts are needed: the keys and per-row arrays go.
+            selection_report = chosen.selection.report
+            del chosen, rendered
+            tally.split_rows.clear()
+            release_memory()
+            files: dict[str, str] = {}
+            for name, n_rows in tally.written.items():
+                names_ = art.write_split(tmp, name, spill.tables(name), n_rows, tokenized=tokenizer is not None,
+                                         shard_rows=spec.output.shard_rows, row_group_rows=spec.output.row_group_rows)
+                for n in names_:
+                    files[n] = art.sha256_file(tmp / n)
+            art.write_jsonl(tmp / art.QUARANTINE, (json.loads(q.line) for q in quarantine))
+            (tmp / art.TEMPLATE_FILE).write_text(template.source, encoding="utf-8")
+            manifest: dict[str, Any] = {
+                "format": art.ARTIFACT_FORMAT,
+                "name": spec.name,
+                "dsc_version": __version__,
+                "spec": spec.model_dump(mode="json"),
+                "spec_sha256": hashlib.sha256(loaded.text.encode("utf-8")).hexdigest(),
+                "inputs": inputs,
+                "template": {"ref": spec.template, "sha256": template.sha256, "end_of_turn": template.end_of_turn},
+                "tokenizer": ({"ref": spec.tokenize.tokenizer, "sha256": tokenizer.sha256,
+                               "max_length": spec.tokenize.max_length, "overflow": spec.tokenize.overflow}
+                              if tokenizer is not None else None),
+                "libraries": library_versions(),
+                "inference": inference_block(spec, transforms),
+                "selection": selection_report,
+                "counts": {
+                    "read": dict(sorted(read.read_counts.items())),
+                    "quarantined": len(quarantine),
+                    "bad_rows": bad_rows,
+                    "quarantine_reasons": dict(sorted(reasons.items())),
+                    "duplicates_removed": dict(sorted(read.duplicates.items())),
+                    "written": dict(tally.written),
+                    "per_source": {s: dict(sorted(c.items())) for s, c in sorted(tally.per_source.items())},
+                    "per_label": {s: dict(sorted(c.items())) for s, c in sorted(tally.per_label.items())},
+                    "per_capability": {s: dict(sorted(c.items())) for s, c in sorted(tally.per_capability.items())
+                                       if s != "None"},
+                    "dropped": dict(sorted(read.dropped.items())),
+                    "supervised_chars": dict(tally.supervised_chars),
+                    "supervised_tokens": dict(tally.supervised_tokens) if tokenizer is not None else None,
+                    "dropped_too_long": dropped_long,
+                    "truncated": tally.truncated,
+                    "special_tokens_in_content": dict(sorted(tally.special_found.items())),
+                },
+                "files": dict(sorted(files.items())),
+            }
+            manifest["version"] = art.content_version(manifest)
+            art.write_json(tmp / art.MANIFEST, manifest)
+            from dsc.compiler.card import write_card
 
-        # Stage 2: selection — dedup, mix, capability ratios; then split by group hash, order by
-        # seeded id hash.
-        from dsc.compiler.mix import select
+            write_card(tmp, manifest)
+            if before_place is not None:
+                before_place(manifest)
+    return BuildResult(out_dir=out, manifest=manifest, quarantined=len(quarantine), written=dict(tally.written),
+                       warnings=warnings, cache=cache_report, cache_dir=store.root if store.persistent else None)
 
-        selection = select(list(conversations.values()), seed=spec.seed, dedup_rows=spec.dedup, mix=spec.mix,
-                           capabilities=spec.capabilities, weight=weight_function(spec, weights))
-        by_split: dict[str, list[Conversation]] = defaultdict(list)
-        for conv in selection.rows:
-            by_split[assign_split(spec, conv)].append(conv)
-        for rows in by_split.values():
-            rows.sort(key=lambda c: order_key(spec, c.id))
-        conversations.clear()
 
-        # Stage 3: render + tokenise (parallel), then write.
-        finished: dict[str, list[dict[str, Any]]] = {}
-        supervised_chars: Counter[str] = Counter()
-        supervised_tokens: Counter[str] = Counter()
-        per_source: dict[str, Counter[str]] = defaultdict(Counter)
-        per_label: dict[str, Counter[str]] = defaultdict(Counter)
-        per_capability: dict[str, Counter[str]] = defaultdict(Counter)
-        special_found: Counter[str] = Counter()
-        truncated = 0
-        for split in SPLITS:
-            rows = by_split.get(split, [])
-            if not rows:
+BUCKET_ROWS = 4096  # rows per spill bucket (a few row groups; tens of MB)
+_POS = "__pos"
+
+
+class _Layout:
+    """Where each written row goes: its position in the output (splits one after another), the
+    row groups (shards cut row groups as write_split does) and the spill buckets over them."""
+
+    def __init__(self, split_rows: dict[str, np.ndarray], shard_rows: int, row_group_rows: int):
+        self.split_rows = split_rows  # split → selected rows written, in output order
+        self.row_groups: dict[str, list[tuple[int, int]]] = {}  # split → [(start, end)] output positions
+        self.buckets: list[tuple[str, int, int]] = []  # (split, start, end)
+        start = 0
+        for name, rows in split_rows.items():
+            groups, at = [], 0
+            while at < len(rows):
+                end = min(len(rows), at + min(row_group_rows, shard_rows - at % shard_rows))
+                groups.append((start + at, start + end))
+                at = end
+            self.row_groups[name] = groups
+            b0 = None
+            for a, b in groups:
+                if b0 is None:
+                    b0 = a
+                elif b - b0 > BUCKET_ROWS:
+                    self.buckets.append((name, b0, a))
+                    b0 = a
+            if b0 is not None:
+                self.buckets.append((name, b0, start + len(rows)))
+            start += len(rows)
+        self.starts = np.array([b[1] for b in self.buckets], np.int64)
+
+
+class _Spill:
+    """Output rows distributed into files by output position (each file a range of positions),
+    then read back a file at a time in order: an external distribution sort, so that writing in
+    output order never reads the segments out of order."""
+
+    def __init__(self, tmp_root: Path, layout: _Layout, tokenized: bool):
+        import tempfile
+
+        self.layout = layout
+        self.schema = art.row_schema(tokenized)
+        self.dir = Path(tempfile.mkdtemp(prefix="spill-", dir=tmp_root))
+        self._writers: dict[int, tuple[Any, Any]] = {}
+
+    def __enter__(self) -> "_Spill":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import shutil
+
+        self._close_writers()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _close_writers(self) -> None:
+        for w, f in self._writers.values():
+            w.close()
+            f.close()
+        self._writers.clear()
+
+    def add(self, table: pa.Table, positions: np.ndarray) -> None:
+        table = table.append_column(_POS, pa.array(positions, pa.int64()))
+        bucket = np.searchsorted(self.layout.starts, positions, side="right") - 1
+        for b in np.unique(bucket).tolist():
+            if b not in self._writers:
+                f = pa.OSFile(str(self.dir / f"{b:06d}.arrows"), "wb")
+                self._writers[b] = (pa.ipc.new_stream(f, table.schema), f)
+            self._writers[b][0].write_table(table.filter(pa.array(bucket == b)))
+
+    def tables(self, split: str) -> Iterator[pa.Table]:
+        """The split's rows in output order, a row group per table."""
+        self._close_writers()
+        groups = self.layout.row_groups.get(split, [])
+        g = 0
+        for b, (name, start, end) in enumerate(self.layout.buckets):
+            if name != split:
                 continue
-            progress.start(f"render {split}", len(rows))
-            out_rows: list[dict[str, Any]] = []
-            for results in ex.map(_finish_chunk, _chunks(rows, CHUNK_ROWS)):
-                for item in results:
-                    if isinstance(item, Quarantined):
-                        quarantine.append(item)
-                        continue
-                    out_rows.append(item.row)
-                    supervised_chars[split] += item.supervised_chars
-                    supervised_tokens[split] += item.supervised_tokens
-                    per_source[item.row["meta"]["source"]][split] += 1
-                    per_label[str(item.row["meta"]["label"])][split] += 1
-                    per_capability[str(item.row["meta"]["capability"])][split] += 1
-                    special_found.update(item.special_tokens)
-                    truncated += item.truncated
-                progress.advance(len(results))
-            progress.done()
-            finished[split] = out_rows
-        bad = [q for q in quarantine if q.counts_as_bad]
-        _check_bad_rows(spec, len(bad), rows_read, "in total", bad)
+            path = self.dir / f"{b:06d}.arrows"
+            with pa.OSFile(str(path)) as f:
+                table = pa.ipc.open_stream(f).read_all().combine_chunks()
+            path.unlink()
+            order = np.argsort(table.column(_POS).to_numpy(), kind="stable")
+            table = table.drop_columns([_POS])
+            assert table.num_rows == end - start, "every row of a bucket is written once"
+            while g < len(groups) and groups[g][1] <= end:
+                a, z = groups[g]
+                yield table.take(pa.array(order[a - start:z - start]))
+                g += 1
+            del table
 
-    if not finished.get("train"):
-        raise BuildError("the build produced no train rows (see quarantine reasons with --out and the summary)")
 
-    quarantine.sort(key=lambda q: (q.source, q.file, q.row, q.stage, q.reason))
-    reasons: Counter[str] = Counter(f"{q.stage}: {q.reason.split(':')[0]}" for q in quarantine)
-    dropped_long = sum(1 for q in quarantine if q.stage == "tokenize" and not q.counts_as_bad)
-    bad_rows = sum(1 for q in quarantine if q.counts_as_bad)
-    warnings = []
-    if special_found:
-        warnings.append("special-token strings found inside message content: "
-                        + ", ".join(f"{t!r} ×{n}" for t, n in sorted(special_found.items()))
-                        + f" (special_tokens: {spec.special_tokens.value})")
+def _distribute(spill: _Spill, layout: _Layout, chosen: _Chosen, rendered: list[_Rendered]) -> None:
+    """Every written row, assembled from its segment and its rendered part, into the spill.
 
-    with art.staged_directory(out) as tmp:
-        files: dict[str, str] = {}
-        for split, rows in finished.items():
-            names = art.write_split(tmp, split, rows, len(rows), tokenized=tokenizer is not None,
-                                    shard_rows=spec.output.shard_rows, row_group_rows=spec.output.row_group_rows)
-            for n in names:
-                files[n] = art.sha256_file(tmp / n)
-        art.write_jsonl(tmp / art.QUARANTINE, (q.to_dict() for q in quarantine))
-        (tmp / art.TEMPLATE_FILE).write_text(template.source, encoding="utf-8")
-        manifest: dict[str, Any] = {
-            "format": art.ARTIFACT_FORMAT,
-            "name": spec.name,
-            "dsc_version": __version__,
-            "spec": spec.model_dump(mode="json"),
-            "spec_sha256": hashlib.sha256(loaded.text.encode("utf-8")).hexdigest(),
-            "inputs": inputs,
-            "template": {"ref": spec.template, "sha256": template.sha256, "end_of_turn": template.end_of_turn},
-            "tokenizer": ({"ref": spec.tokenize.tokenizer, "sha256": tokenizer.sha256,
-                           "max_length": spec.tokenize.max_length, "overflow": spec.tokenize.overflow}
-                          if tokenizer is not None else None),
-            "libraries": library_versions(),
-            "inference": inference_block(spec, transforms),
-            "selection": selection.report,
-            "counts": {
-                "read": dict(sorted(read_counts.items())),
-                "quarantined": len(quarantine),
-                "bad_rows": bad_rows,
-                "quarantine_reasons": dict(sorted(reasons.items())),
-                "duplicates_removed": dict(sorted(duplicates.items())),
-                "written": {s: len(r) for s, r in finished.items()},
-                "per_source": {s: dict(sorted(c.items())) for s, c in sorted(per_source.items())},
-                "per_label": {s: dict(sorted(c.items())) for s, c in sorted(per_label.items())},
-                "per_capability": {s: dict(sorted(c.items())) for s, c in sorted(per_capability.items())
-                                   if s != "None"},
-                "dropped": dict(sorted(dropped.items())),
-                "supervised_chars": dict(supervised_chars),
-                "supervised_tokens": dict(supervised_tokens) if tokenizer is not None else None,
-                "dropped_too_long": dropped_long,
-                "truncated": truncated,
-                "special_tokens_in_content": dict(sorted(special_found.items())),
-            },
-            "files": dict(sorted(files.items())),
-        }
-        manifest["version"] = art.content_version(manifest)
-        art.write_json(tmp / art.MANIFEST, manifest)
-        from dsc.compiler.card import write_card
+    Reads go part by part, each part's rows in order, so segments and parts are read in order."""
+    position = np.full(len(chosen.rows), -1, np.int64)
+    at = 0
+    for rows in layout.split_rows.values():
+        position[rows] = np.arange(at, at + len(rows))
+        at += len(rows)
+    written = np.flatnonzero(position >= 0)
+    seg_columns = ["id", "group", "messages", "tools", "meta"]
+    ren_columns = [f.name for f in spill.schema if f.name not in seg_columns] + ["messages"]
+    src, seg_row, suffix = chosen.src, chosen.seg, chosen.rows.suffix
+    for s in np.unique(src[written]).tolist():
+        mine = written[src[written] == s]
+        r = rendered[s]
+        part = r.part[seg_row[mine]]
+        with chosen.sources.segments[s].open_rows(seg_columns) as segment:
+            for p in np.unique(part).tolist():
+                rows = mine[part == p]
+                rows = rows[np.argsort(r.pos[seg_row[rows]], kind="stable")]
+                with ArrowFile(r.parts[p], ren_columns) as f:
+                    ren = f.take(r.pos[seg_row[rows]])
+                seg = segment.take(seg_row[rows])
+                spill.add(_output_table(spill.schema, seg, ren, suffix[rows]), position[rows])
 
-        write_card(tmp, manifest)
-        if before_place is not None:
-            before_place(manifest)
-    return BuildResult(out_dir=out, manifest=manifest, quarantined=len(quarantine),
-                       written={s: len(r) for s, r in finished.items()}, warnings=warnings)
+
+def _output_table(schema: pa.Schema, seg: pa.Table, ren: pa.Table, suffix: np.ndarray) -> pa.Table:
+    """Artifact rows from segment columns and rendered columns (copies and escaped contents applied)."""
+    ids, meta, messages = seg.column("id"), seg.column("meta"), seg.column("messages")
+    if any(suffix):  # copies: `<id>#k` and a `copy:k` provenance step each
+        ids = pa.array([i + s for i, s in zip(ids.to_pylist(), suffix)], pa.string())
+        metas = meta.to_pylist()
+        for m, s in zip(metas, suffix):
+            m["provenance"]["steps"] = list(m["provenance"]["steps"]) + [f"copy:{k}" for k in s.split("#")[1:]]
+        meta = pa.array(metas, art.META_TYPE)
+    escaped = ren.column("messages")
+    if escaped.null_count < len(escaped):
+        messages = pa.array([e if e is not None else m for e, m in zip(escaped.to_pylist(), messages.to_pylist())],
+                            schema.field("messages").type)
+    columns = {"id": ids, "group": seg.column("group"), "messages": messages, "tools": seg.column("tools"),
+               "meta": meta}
+    columns.update({n: ren.column(n) for n in ren.column_names if n != "messages"})
+    return pa.Table.from_arrays([_one_chunk(columns[f.name]) for f in schema], schema=schema)
+
+
+def _one_chunk(col: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(col, pa.ChunkedArray):
+        return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    return col
 
 
 def cpu_count() -> int:
@@ -502,4 +1002,5 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-__all__ = ["build", "build_loaded", "BuildResult", "Progress", "assign_split", "order_key", "canonical_json"]
+__all__ = ["build", "build_loaded", "BuildResult", "Progress", "SourceCacheReport", "assign_split", "order_key",
+           "canonical_json"]

@@ -133,12 +133,13 @@ def _existing_version(path: Path) -> str | None:
 
 
 def plan(spec_path: str | Path, out_dir: str | Path | None = None, *, workers: int = 1,
-         progress: Any = None) -> PlanReport:
+         progress: Any = None, cache: bool = True, cache_dir: str | Path | None = None) -> PlanReport:
     from dsc.compiler.build import build_loaded, default_out_dir
 
     loaded = load_spec(spec_path)
     with tempfile.TemporaryDirectory(prefix="dsc-plan-") as tmp:
-        result = build_loaded(loaded, Path(tmp) / "plan", workers=workers, progress=progress)
+        result = build_loaded(loaded, Path(tmp) / "plan", workers=workers, progress=progress, cache=cache,
+                              cache_dir=cache_dir)
         negatives = negative_rows(Artifact(result.out_dir, result.manifest))
     counts = result.manifest["counts"]
     existing = Path(out_dir) if out_dir is not None else default_out_dir(loaded)

@@ -11,13 +11,22 @@ supervised span — i.e. a token straddling a span edge is supervised. This is w
 the token holding its last one) whenever the tokens tile the text, which byte-level and
 SentencePiece-style tokenizers do; the test suite compares the two on the tiny tokenizer.
 Labels are not shifted (causal-LM models shift internally).
+
+Speed (see `dsc.compiler.segments`): rows are tokenised a batch at a time, piece by piece between
+the tokenizer's added tokens, with a bounded per-process cache of pieces seen before (system
+prompts, tool schemas, instruction turns), which gives exactly the ids and offsets of whole-text
+tokenisation, or whole-text when that cannot be guaranteed for the tokenizer (`reuse_reason`
+says why). Labels come from one vectorised pass over the batch's offsets, and
+`encode_arrays` hands the result over as flat arrays (for Arrow) without a Python list per row.
 """
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from dsc.compiler.errors import BuildError, SpecError
 from dsc.compiler.record import BadRow
 from dsc.compiler.render import Rendered
+from dsc.compiler.segments import SegmentCache, Splitter, TokenBatch, encode_segmented, encode_whole, plan_segments
 from dsc.compiler.templating import ChatTemplate, resolve_tokenizer_file
 
 IGNORE_INDEX = -100
@@ -44,10 +54,76 @@ class Encoded:
     input_ids: list[int]
     labels: list[int]
     truncated: bool = False
+    supervised: int | None = None  # labels != IGNORE_INDEX, when the encoder counted them
 
     @property
     def n_supervised(self) -> int:
+        if self.supervised is not None:
+            return self.supervised
         return sum(1 for t in self.labels if t != IGNORE_INDEX)
+
+
+@dataclass
+class EncodedBatch:
+    """A batch of rows as flat arrays: row i is `input_ids[splits[i]:splits[i + 1]]` (after
+    truncation; a row without tokens in the output, `dropped`, has none)."""
+
+    input_ids: np.ndarray  # int32
+    labels: np.ndarray  # int32, IGNORE_INDEX where not supervised
+    splits: np.ndarray  # int64, rows + 1
+    dropped: np.ndarray  # bool per row: too long and not truncated (overflow: drop, or error unraised)
+    truncated: np.ndarray  # bool per row
+    n_supervised: np.ndarray  # int64 per row (0 for a dropped row)
+    too_long: np.ndarray  # bool per row: more than max_length tokens (whatever overflow says)
+    n_tokens: np.ndarray  # int64 per row: its length before any truncation
+
+    def __len__(self) -> int:
+        return len(self.dropped)
+
+    def row(self, i: int) -> Encoded | None:
+        if self.dropped[i]:
+            return None
+        a, b = int(self.splits[i]), int(self.splits[i + 1])
+        return Encoded(self.input_ids[a:b].tolist(), self.labels[a:b].tolist(), bool(self.truncated[i]),
+                       int(self.n_supervised[i]))
+
+    def rows(self) -> list[Encoded | None]:
+        return [self.row(i) for i in range(len(self))]
+
+    def arrow_columns(self, at: np.ndarray | None = None, length: int | None = None) -> tuple[Any, Any]:
+        """(input_ids, labels) as Arrow list<int32> arrays (the artifact's column type), built
+        from the flat buffers without a Python list per row.
+
+        Without `at`: the rows that were not dropped, in order. With `at` (strictly increasing
+        positions, one per row of this batch) and `length`: arrays of `length` entries where
+        entry at[i] holds row i, and every other entry, and a dropped row's, is null — e.g. a
+        render batch where some rows failed before tokenisation."""
+        import pyarrow as pa
+
+        lengths = np.diff(self.splits)
+        if at is None:
+            valid = ~self.dropped
+            lengths = lengths[valid]
+            mask = None
+        else:
+            at = np.asarray(at, dtype=np.int64)
+            if len(at) != len(self) or (len(at) and (np.any(np.diff(at) <= 0) or at[0] < 0
+                                                     or length is None or at[-1] >= length)):
+                raise ValueError("`at` must hold one strictly increasing position below `length` per row")
+            n = int(length if length is not None else 0)
+            full = np.zeros(n, dtype=np.int64)
+            full[at] = lengths
+            valid = np.zeros(n, dtype=bool)
+            valid[at[~self.dropped]] = True
+            lengths, mask = full, pa.array(~valid)
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        if offsets[-1] >= 2**31:
+            raise ValueError("more than 2**31 tokens in one batch: split it")
+        offsets_a = pa.array(offsets.astype(np.int32))
+        ids = pa.ListArray.from_arrays(offsets_a, pa.array(self.input_ids, type=pa.int32()), mask=mask)
+        labels = pa.ListArray.from_arrays(offsets_a, pa.array(self.labels, type=pa.int32()), mask=mask)
+        return ids, labels
 
 
 @dataclass
@@ -76,11 +152,20 @@ class RowTokenizer:
     overflow: Literal["drop", "truncate", "error"] = "drop"
     stats: TokenizeStats = field(default_factory=TokenizeStats)
     _tok: object = field(default=None, repr=False)
+    # Segment reuse (dsc.compiler.segments): the splitter when it is exact for this tokenizer,
+    # else None and `reuse_reason` says why; the cache is per process (forked workers start
+    # from the parent's copy and fill their own).
+    _splitter: Splitter | None = field(default=None, repr=False)
+    reuse_reason: str = ""
+    cache: SegmentCache = field(default_factory=SegmentCache, repr=False)
+    _pid: int = field(default_factory=os.getpid, repr=False)
 
     @classmethod
     def load(cls, ref: "str | TokenizeSpec", base_dir: Path, max_length: int | None = None,
-             overflow: Literal["drop", "truncate", "error"] = "drop") -> "RowTokenizer":
-        """`ref`: a TokenizeSpec, or a tokenizer directory (relative to base_dir) / hub id."""
+             overflow: Literal["drop", "truncate", "error"] = "drop", *,
+             segment_reuse: bool = True) -> "RowTokenizer":
+        """`ref`: a TokenizeSpec, or a tokenizer directory (relative to base_dir) / hub id.
+        `segment_reuse=False` always tokenises whole texts (the results are the same)."""
         if isinstance(ref, TokenizeSpec):
             ref, max_length, overflow = ref.tokenizer, ref.max_length, ref.overflow
         from tokenizers import Tokenizer
@@ -93,7 +178,8 @@ class RowTokenizer:
         assert tok_json is not None
         try:
             data = tok_json.read_bytes()
-            tok = Tokenizer.from_str(data.decode("utf-8"))
+            text = data.decode("utf-8")
+            tok = Tokenizer.from_str(text)
         except Exception as e:  # noqa: BLE001 - a corrupt or incompatible tokenizer.json
             raise BuildError(f"cannot load tokenizer {ref!r} from {tok_json}: {type(e).__name__}: {e}") from None
         tok.no_truncation()
@@ -103,37 +189,90 @@ class RowTokenizer:
                                                          config.read_bytes() if config is not None else b"")):
             h.update(f"{name}\0{len(content)}\0".encode())
             h.update(content)
-        return cls(ref=ref, path=tok_json, sha256=h.hexdigest(), max_length=max_length, overflow=overflow, _tok=tok)
+        splitter, reason = None, "segment reuse switched off"
+        if segment_reuse:
+            splitter, reason = plan_segments(tok, json.loads(text))
+        return cls(ref=ref, path=tok_json, sha256=h.hexdigest(), max_length=max_length, overflow=overflow, _tok=tok,
+                   _splitter=splitter, reuse_reason=reason)
+
+    @property
+    def segment_reuse(self) -> bool:
+        return self._splitter is not None
+
+    def _encode_texts(self, texts: list[str]) -> TokenBatch:
+        if os.getpid() != self._pid:
+            # A forked build worker: the workers already use every core, so the Rust side runs
+            # each batch on this process's thread (as it does by itself when the parent used
+            # its thread pool before forking), unless the user chose otherwise.
+            self._pid = os.getpid()
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        tok = self._tok
+
+        def encode(batch: list[str]) -> list[Any]:
+            return tok.encode_batch(batch, add_special_tokens=False)  # type: ignore[attr-defined]
+
+        if self._splitter is None:
+            return encode_whole(encode, texts)
+        return encode_segmented(encode, texts, self._splitter, self.cache)
+
+    def encode_arrays(self, rows: list[Rendered], *, raise_too_long: bool = True) -> EncodedBatch:
+        """The batch as flat arrays. overflow: drop marks overlong rows `dropped`; overflow: error
+        raises RowTooLong for the first overlong row of the batch, or with `raise_too_long=False`
+        marks every overlong row `dropped` (and `too_long`, with its `n_tokens`) and encodes the
+        others, so a caller can report the first offender in its own order in one pass."""
+        n_rows = len(rows)
+        batch = self._encode_texts([r.text for r in rows])
+        ids, splits = batch.ids, batch.splits
+        lengths = np.diff(splits)
+        # One pass over the whole batch: rows are laid end to end with a one-character gap (so a
+        # zero-width token at a row's end cannot reach the next row's first span).
+        bases = np.zeros(n_rows, dtype=np.int64)
+        if n_rows > 1:
+            np.cumsum(np.fromiter((len(r.text) + 1 for r in rows[:-1]), dtype=np.int64, count=n_rows - 1),
+                      out=bases[1:])
+        span_counts = [len(r.spans) for r in rows]
+        if sum(span_counts):
+            spans = np.fromiter((x for r in rows for s in r.spans for x in s), dtype=np.int64,
+                                count=2 * sum(span_counts)).reshape(-1, 2)
+            spans = spans + np.repeat(bases, span_counts)[:, None]
+        else:
+            spans = np.zeros((0, 2), dtype=np.int64)
+        offsets = batch.offsets + np.repeat(bases, lengths)[:, None]
+        mask = supervised_mask(offsets, spans)
+        labels = np.where(mask, ids, IGNORE_INDEX).astype(np.int32)
+
+        too_long = (lengths > self.max_length) if self.max_length is not None else np.zeros(n_rows, dtype=bool)
+        if self.overflow == "error" and too_long.any() and raise_too_long:
+            index = int(np.argmax(too_long))
+            self.stats.rows += index
+            n = int(lengths[index])
+            raise RowTooLong(f"row is {n} tokens long, more than tokenize.max_length={self.max_length} "
+                             f"(overflow: error)", index, n)
+        dropped = too_long if self.overflow != "truncate" else np.zeros(n_rows, dtype=bool)
+        truncated = too_long if self.overflow == "truncate" else np.zeros(n_rows, dtype=bool)
+        kept_lengths = np.where(dropped, 0, lengths)
+        if truncated.any():
+            kept_lengths = np.where(truncated, self.max_length, kept_lengths)
+        if dropped.any() or truncated.any():
+            position = np.arange(len(ids), dtype=np.int64) - np.repeat(splits[:-1], lengths)
+            keep = position < np.repeat(kept_lengths, lengths)
+            ids, labels, mask = ids[keep], labels[keep], mask[keep]
+        out_splits = np.zeros(n_rows + 1, dtype=np.int64)
+        np.cumsum(kept_lengths, out=out_splits[1:])
+        cum = np.zeros(len(mask) + 1, dtype=np.int64)
+        np.cumsum(mask, out=cum[1:])
+        n_supervised = cum[out_splits[1:]] - cum[out_splits[:-1]]
+
+        self.stats.rows += n_rows
+        self.stats.dropped_too_long += int(dropped.sum()) if self.overflow == "drop" else 0
+        self.stats.truncated += int(truncated.sum())
+        self.stats.unsupervised_after_truncation += int((truncated & (n_supervised == 0)).sum())
+        return EncodedBatch(ids, labels, out_splits, dropped, truncated, n_supervised, too_long, lengths)
 
     def encode_batch(self, rows: list[Rendered]) -> list[Encoded | None]:
         """One Encoded per row; None for a row dropped as too long (overflow: drop).
         overflow: error raises RowTooLong for the first overlong row of the batch."""
-        encodings = self._tok.encode_batch([r.text for r in rows], add_special_tokens=False)
-        out: list[Encoded | None] = []
-        for index, (row, enc) in enumerate(zip(rows, encodings)):
-            ids = np.asarray(enc.ids, dtype=np.int64)
-            n = len(ids)
-            truncated = False
-            if self.max_length is not None and n > self.max_length:
-                if self.overflow == "drop":
-                    self.stats.rows += 1
-                    self.stats.dropped_too_long += 1
-                    out.append(None)
-                    continue
-                if self.overflow == "error":
-                    raise RowTooLong(f"row is {n} tokens long, more than tokenize.max_length={self.max_length} "
-                                     f"(overflow: error)", index, n)
-                truncated = True
-            offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
-            labels = np.where(supervised_mask(offsets, row.spans), ids, IGNORE_INDEX)
-            if truncated:
-                ids, labels = ids[: self.max_length], labels[: self.max_length]
-                self.stats.truncated += 1
-                if not (labels != IGNORE_INDEX).any():
-                    self.stats.unsupervised_after_truncation += 1
-            self.stats.rows += 1
-            out.append(Encoded(ids.tolist(), labels.tolist(), truncated))
-        return out
+        return self.encode_arrays(rows).rows()
 
     def encode(self, row: Rendered) -> Encoded | None:
         return self.encode_batch([row])[0]
@@ -152,15 +291,15 @@ class RowTokenizer:
         return out
 
 
-def supervised_mask(offsets: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+def supervised_mask(offsets: np.ndarray, spans: "list[tuple[int, int]] | np.ndarray") -> np.ndarray:
     """Per token: does its character span [start, end) overlap a supervised span?
 
-    `spans` are sorted and non-overlapping. A zero-width token counts as covering the character
-    at its position."""
+    `spans` (a list of pairs or an (n, 2) array) are sorted and non-overlapping. A zero-width
+    token counts as covering the character at its position."""
     n = len(offsets)
-    if n == 0 or not spans:
-        return np.zeros(n, dtype=bool)
     sp = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+    if n == 0 or len(sp) == 0:
+        return np.zeros(n, dtype=bool)
     starts, ends = offsets[:, 0], np.maximum(offsets[:, 1], offsets[:, 0] + 1)
     # The first span ending after the token starts is the only candidate for an overlap.
     k = np.searchsorted(sp[:, 1], starts, side="right")

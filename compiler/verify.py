@@ -116,7 +116,9 @@ def _locked(loaded: LoadedSpec) -> tuple[Path, LockEntry | None]:
 
 
 def verify(spec_path: str | Path, artifact: str | Path | None = None, *, workers: int = 1,
-           progress: Any = None) -> VerifyReport:
+           progress: Any = None, cache: bool = True, cache_dir: str | Path | None = None) -> VerifyReport:
+    """`cache=False` rebuilds from the inputs alone (a cache hit gives the same bytes, but CI
+    may want the proof that does not rest on the cache)."""
     from dsc.compiler.build import build_loaded, default_out_dir
 
     loaded = load_spec(spec_path)
@@ -134,7 +136,8 @@ def verify(spec_path: str | Path, artifact: str | Path | None = None, *, workers
         raise VerifyError(f"nothing to verify {loaded.path} against: no artifact at {default_out_dir(loaded)} "
                           f"and no entry for it in {lpath}; build it first, or give the artifact directory")
     with tempfile.TemporaryDirectory(prefix="dsc-verify-") as tmp:
-        result = build_loaded(loaded, Path(tmp) / "artifact", workers=workers, progress=progress)
+        result = build_loaded(loaded, Path(tmp) / "artifact", workers=workers, progress=progress, cache=cache,
+                              cache_dir=cache_dir)
         report = VerifyReport(loaded.path, target, lpath if entry is not None else None, result.manifest["version"])
         if target is not None:
             report.differences += compare_trees(target, result.out_dir)
