@@ -43,6 +43,7 @@ from dsc.compiler.mix import KeyTable, RowClass, Rows, copy_of, dedup_hash, hash
 from dsc.compiler.record import BadRow, Conversation, canonical_json
 from dsc.compiler.render import apply_special_token_policy, render
 from dsc.compiler.rowfiles import (
+    IPC_OPTIONS,
     ArrowFile,
     NormalisedChunk,
     QuarantineEntry,
@@ -918,7 +919,7 @@ class _Spill:
         for b in np.unique(bucket).tolist():
             if b not in self._writers:
                 f = pa.OSFile(str(self.dir / f"{b:06d}.arrows"), "wb")
-                self._writers[b] = (pa.ipc.new_stream(f, table.schema), f)
+                self._writers[b] = (pa.ipc.new_stream(f, table.schema, options=IPC_OPTIONS), f)
             self._writers[b][0].write_table(table.filter(pa.array(bucket == b)))
 
     def tables(self, split: str) -> Iterator[pa.Table]:
@@ -965,9 +966,11 @@ def _distribute(spill: _Spill, layout: _Layout, chosen: _Chosen, rendered: list[
                 rows = mine[part == p]
                 rows = rows[np.argsort(r.pos[seg_row[rows]], kind="stable")]
                 with ArrowFile(r.parts[p], ren_columns) as f:
-                    ren = f.take(r.pos[seg_row[rows]])
-                seg = segment.take(seg_row[rows])
-                spill.add(_output_table(spill.schema, seg, ren, suffix[rows]), position[rows])
+                    for start in range(0, len(rows), CHUNK_ROWS):  # a few MB at a time
+                        some = rows[start:start + CHUNK_ROWS]
+                        out = _output_table(spill.schema, segment.take(seg_row[some]), f.take(r.pos[seg_row[some]]),
+                                            suffix[some])
+                        spill.add(out, position[some])
 
 
 def _output_table(schema: pa.Schema, seg: pa.Table, ren: pa.Table, suffix: np.ndarray) -> pa.Table:

@@ -49,7 +49,7 @@ _MODELS = frozenset({"BPE", "WordPiece", "WordLevel", "Unigram"})
 # would join with a neighbour, multi-byte characters.
 _PROBE_PIECES = ("", " ", "\n", "  \n\n ", "a", " hello", "world ", "Thought: x\nAction: y[z]", "héllo wörld ✓ 日本 😀",
                  "\t", "1234", "'s", " ")
-_PROBE_TOKENS = 24  # added tokens probed (all of them when fewer)
+_PROBE_TOKENS = 24  # added tokens probed (all of them when fewer; else the longest and shortest)
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ class SegmentCache:
         h = hash(piece)
         if repeated or h in self._seen:
             return True
-        if len(self._seen) >= 4 * self.max_entries:
+        if len(self._seen) >= 2 * self.max_entries:  # (a set of ints: ~50 bytes each)
             self._seen.clear()
         self._seen.add(h)
         return False
@@ -292,8 +292,7 @@ def plan_segments(tokenizer: Any, spec: dict[str, Any]) -> tuple[Splitter | None
     reason = _structural_reason(spec, bool(getattr(tokenizer, "encode_special_tokens", False)))
     if reason:
         return None, reason
-    added = [t for t in spec.get("added_tokens") or [] if isinstance(t, dict) and t.get("content")]
-    cut = [t for t in added if not t.get("normalized")]
+    cut = [t for t in _added_tokens(tokenizer, spec) if not t["normalized"]]
     bad = [t["content"] for t in cut if t.get("lstrip") or t.get("rstrip") or t.get("single_word")]
     if bad:
         return None, f"added token(s) {', '.join(map(repr, bad[:3]))} have lstrip/rstrip/single_word"
@@ -303,6 +302,9 @@ def plan_segments(tokenizer: Any, spec: dict[str, Any]) -> tuple[Splitter | None
     pattern = re.compile("(" + token_pattern(contents) + ")")
     ids: dict[str, np.ndarray] = {}
     offsets: dict[str, np.ndarray] = {}
+    # Single `encode` calls here and in the probe, never `encode_batch`: once a process has used
+    # the library's thread pool, processes forked from it (the build's workers) tokenise on one
+    # thread only.
     for token in contents:
         enc = tokenizer.encode(token, add_special_tokens=False)
         if len(enc.ids) != 1:
@@ -314,6 +316,18 @@ def plan_segments(tokenizer: Any, spec: dict[str, Any]) -> tuple[Splitter | None
     if mismatch:
         return None, mismatch
     return splitter, ""
+
+
+def _added_tokens(tokenizer: Any, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tokenizer's added tokens with their flags, as the loaded tokenizer has them (the file's
+    entries where the library cannot say)."""
+    keys = ("content", "normalized", "special", "lstrip", "rstrip", "single_word")
+    decoder = getattr(tokenizer, "get_added_tokens_decoder", None)
+    if decoder is not None:
+        tokens = [{k: getattr(t, k) for k in keys} for _, t in sorted(decoder().items())]
+    else:
+        tokens = [{k: t.get(k, False) for k in keys} for t in spec.get("added_tokens") or [] if isinstance(t, dict)]
+    return [t for t in tokens if t["content"]]
 
 
 def token_pattern(tokens: Sequence[str]) -> str:
@@ -342,7 +356,10 @@ def token_pattern(tokens: Sequence[str]) -> str:
 
 def probe_texts(tokens: Sequence[str]) -> list[str]:
     """Texts that put every probe piece before, between and after added tokens (adjacent ones too)."""
-    tokens = list(tokens)[:_PROBE_TOKENS]
+    tokens = list(tokens)
+    if len(tokens) > _PROBE_TOKENS:  # the longest and the shortest (sorted longest first by the caller)
+        half = _PROBE_TOKENS // 2
+        tokens = tokens[:half] + tokens[-half:]
     texts = []
     for i, tok in enumerate(tokens):
         other = tokens[(i + 1) % len(tokens)]
@@ -356,7 +373,7 @@ def probe_texts(tokens: Sequence[str]) -> list[str]:
 
 def _probe(tokenizer: Any, splitter: Splitter, tokens: Sequence[str]) -> str | None:
     def encode(batch: list[str]) -> list[Any]:
-        return tokenizer.encode_batch(batch, add_special_tokens=False)
+        return [tokenizer.encode(text, add_special_tokens=False) for text in batch]  # (see plan_segments)
 
     texts = probe_texts(tokens)
     whole = encode_whole(encode, texts)

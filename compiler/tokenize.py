@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -158,7 +157,6 @@ class RowTokenizer:
     _splitter: Splitter | None = field(default=None, repr=False)
     reuse_reason: str = ""
     cache: SegmentCache = field(default_factory=SegmentCache, repr=False)
-    _pid: int = field(default_factory=os.getpid, repr=False)
 
     @classmethod
     def load(cls, ref: "str | TokenizeSpec", base_dir: Path, max_length: int | None = None,
@@ -200,12 +198,6 @@ class RowTokenizer:
         return self._splitter is not None
 
     def _encode_texts(self, texts: list[str]) -> TokenBatch:
-        if os.getpid() != self._pid:
-            # A forked build worker: the workers already use every core, so the Rust side runs
-            # each batch on this process's thread (as it does by itself when the parent used
-            # its thread pool before forking), unless the user chose otherwise.
-            self._pid = os.getpid()
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         tok = self._tok
 
         def encode(batch: list[str]) -> list[Any]:

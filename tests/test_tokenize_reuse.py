@@ -440,3 +440,30 @@ def test_arrow_columns_scattered_and_overflow_error_marked(tok_dirs):
     with pytest.raises(Exception) as e:
         rt.encode_arrays(rows)
     assert type(e.value).__name__ == "RowTooLong" and e.value.index == 1
+
+
+def test_loading_leaves_forked_workers_their_thread_pool(tok_dirs):
+    """Loading (the probe) must not use the library's thread pool: processes forked after it
+    (the build's workers) would then tokenise on one thread only."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import os\n"
+        "from pathlib import Path\n"
+        "from dsc.compiler.tokenize import RowTokenizer\n"
+        f"rt = RowTokenizer.load({str(tok_dirs['byte-level'])!r}, Path('/'))\n"
+        "assert rt.segment_reuse\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    rt._tok.encode_batch(['hello world ' * 50] * 500, add_special_tokens=False)\n"
+        "    os._exit(0 if len(os.listdir('/proc/self/task')) > 1 else 3)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "raise SystemExit(os.waitstatus_to_exitcode(status))\n"
+    )
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("needs /proc")
+    env = {k: v for k, v in os.environ.items() if k not in ("TOKENIZERS_PARALLELISM", "RAYON_NUM_THREADS")}
+    r = subprocess.run([sys.executable, "-c", code], env=env, timeout=120, capture_output=True, text=True)
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
