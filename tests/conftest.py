@@ -19,6 +19,14 @@ BUNDLED_DATA = REPO / "specs" / "data"
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _isolated_build_cache(tmp_path_factory):
+    """Builds in tests never read or fill the user's ~/.cache/dsc."""
+    if "DSC_CACHE_DIR" not in os.environ:
+        os.environ["DSC_CACHE_DIR"] = str(tmp_path_factory.mktemp("dsc-cache"))
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _quiet_and_single_threaded():
     try:
         import torch
