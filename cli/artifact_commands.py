@@ -12,6 +12,8 @@ from typing import Any, List, Optional
 
 import typer
 
+from dsc.options import cache_dir_option, resolve_workers, workers_option
+
 
 def _json_out(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
@@ -21,18 +23,17 @@ def verify_command(
     spec: Path = typer.Argument(..., help="The spec YAML file."),
     artifact: Optional[Path] = typer.Argument(None, help="The committed artifact directory (default: the one "
                                                          "dsc.lock names, else build/<name> beside the spec)."),
-    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes for the rebuild."),
+    workers: Optional[int] = workers_option(),
     no_cache: bool = typer.Option(False, "--no-cache", help="Rebuild from the inputs alone, not from the build "
                                                             "cache (a cold rebuild)."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="The build cache (default: $DSC_CACHE_DIR, "
-                                                                       "else ~/.cache/dsc)."),
+    cache_dir: Optional[Path] = cache_dir_option(),
 ) -> None:
     """Rebuild SPEC in a temporary directory; check ARTIFACT (and dsc.lock) match it exactly."""
     from dsc.cli import err_console, fail, out_console, run_guarded
     from dsc.compiler.verify import verify as run_verify
 
-    report = run_guarded(lambda: run_verify(spec, artifact, workers=workers, cache=not no_cache,
-                                            cache_dir=cache_dir))
+    report = run_guarded(lambda: run_verify(spec, artifact, workers=resolve_workers(workers),
+                                            cache=not no_cache, cache_dir=cache_dir))
     if report.ok:
         out_console.print(report.summary(), highlight=False, soft_wrap=True)
         return
@@ -118,11 +119,10 @@ def plan_command(
     spec: Path = typer.Argument(..., help="The spec YAML file."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="The artifact a build would replace (default: "
                                                                  "build/<name> beside the spec)."),
-    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes."),
+    workers: Optional[int] = workers_option(),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither reuse nor keep rows in the build cache."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="The build cache (default: $DSC_CACHE_DIR, "
-                                                                       "else ~/.cache/dsc)."),
+    cache_dir: Optional[Path] = cache_dir_option(),
 ) -> None:
     """Dry run: rows read, quarantined, filtered, generated, selected and split, per stage.
 
@@ -131,7 +131,8 @@ def plan_command(
     from dsc.compiler.plan import plan as run_plan
     from dsc.compiler.plan import render_plan
 
-    report = run_guarded(lambda: run_plan(spec, out, workers=workers, cache=not no_cache, cache_dir=cache_dir))
+    report = run_guarded(lambda: run_plan(spec, out, workers=resolve_workers(workers), cache=not no_cache,
+                                          cache_dir=cache_dir))
     if as_json:
         _json_out(report.to_dict())
     else:

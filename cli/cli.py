@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dsc import __version__
+from dsc.options import cache_dir_option, resolve_workers, workers_option
 
 app = typer.Typer(
     name="dsc",
@@ -60,7 +61,8 @@ def _root(
 
 
 class RichProgress:
-    """A rich progress bar on stderr for the build's stages (silent when not a terminal)."""
+    """A rich progress bar on stderr for the build's stages and eval's tasks (silent when not a terminal
+    or with DSC_NO_PROGRESS set)."""
 
     def __init__(self) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -116,13 +118,12 @@ def build(
     spec: Path = typer.Argument(..., help="The spec YAML file."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Artifact directory (default: build/<name> "
                                                                  "beside the spec)."),
-    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (output is identical)."),
+    workers: Optional[int] = workers_option(),
     locked: bool = typer.Option(False, "--locked", help="Fail (exit 1) if an input, the template, the tokenizer "
                                                         "or a version no longer matches dsc.lock."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither reuse nor keep normalised and rendered rows "
                                                             "in the build cache (the artifact is the same)."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="The build cache (default: $DSC_CACHE_DIR, "
-                                                                       "else ~/.cache/dsc)."),
+    cache_dir: Optional[Path] = cache_dir_option(),
 ) -> None:
     """Compile SPEC into a versioned artifact directory and pin its inputs in dsc.lock beside it."""
     from dsc.compiler.lock import build_with_lock
@@ -131,8 +132,8 @@ def build(
 
     def body() -> Any:
         try:
-            return build_with_lock(spec, out, workers=workers, progress=progress, locked=locked,
-                                   cache=not no_cache, cache_dir=cache_dir)
+            return build_with_lock(spec, out, workers=resolve_workers(workers), progress=progress,
+                                   locked=locked, cache=not no_cache, cache_dir=cache_dir)
         finally:
             progress.close()
 

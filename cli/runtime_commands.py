@@ -89,9 +89,10 @@ def eval_command(
     device: str = typer.Option("auto", "--device", help="auto (GPU when present) or cpu."),
 ) -> None:
     """Evaluate MODELS on eval tasks (direct answers or an agent loop) and print one table."""
-    from dsc.cli import out_console, run_guarded
+    from dsc.cli import RichProgress, out_console, run_guarded
 
     _attach_warnings()
+    progress = RichProgress()  # off when stderr is not a terminal or DSC_NO_PROGRESS is set
     args = models or []
     overrides = [a for a in args if "=" in a and not Path(a).exists()]
     refs = [a for a in args if a not in overrides]
@@ -117,7 +118,11 @@ def eval_command(
                     raise SpecError(f"--predictions takes only seed= and bootstrap= settings, not '{key}'")
             return score_predictions(predictions, names, out=out, seed=seed or 0,
                                      bootstrap=1000 if bootstrap is None else bootstrap)
-        return evaluate(refs, tasks_file=tasks, artifact_dir=artifact, out=out, overrides=overrides, device=device)
+        try:
+            return evaluate(refs, tasks_file=tasks, artifact_dir=artifact, out=out, overrides=overrides,
+                            device=device, progress=progress)
+        finally:
+            progress.close()
 
     record = run_guarded(body)
     if record is None:

@@ -19,6 +19,8 @@ files.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import math
@@ -64,7 +66,7 @@ from dsc.compiler.transforms.pipeline import Transforms, build_transforms, proce
 from dsc.compiler.transforms.pipeline import inference as inference_block
 
 CHUNK_ROWS = 512  # raw rows per normalise task; rows per render batch
-RENDER_TASK_ROWS = 4096  # rows per render task (one rendered part file)
+RENDER_TASK_ROWS = 4096  # most rows per render task (one rendered part file)
 SPLITS = ("train", "validation", "test")
 _STAGE3_SEQ = 1 << 50  # rendering quarantines come after every reading one of their source
 
@@ -142,7 +144,12 @@ def _normalise_chunk(chunk: list[RawRow]) -> NormalisedChunk:
     tokens: list[float] = []
     quarantined: list[tuple[int, QuarantineEntry]] = []
     dropped: Counter[str] = Counter()
-    for raw in chunk:
+    read = 0
+    for deferred in chunk:
+        raw = deferred.parsed()
+        if raw is None:  # a line of Unicode whitespace only: no row
+            continue
+        read += 1
         stage = "read" if raw.error else "normalise"
         try:
             conv = normalise_row(raw, raw.source, ctx.spec.sources[raw.source])
@@ -165,7 +172,7 @@ def _normalise_chunk(chunk: list[RawRow]) -> NormalisedChunk:
     return NormalisedChunk(
         rows=batch, classes=[RowClass.of(c) for c in rows], dedup=[dedup_hash(c) for c in rows],
         chars=[supervised_chars(c) for c in rows], tokens=tokens, prov_rows=[c.meta.provenance.row for c in rows],
-        id_hashes=[id_hash(c.id) for c in rows], quarantined=quarantined, dropped=dropped, read=len(chunk))
+        id_hashes=[id_hash(c.id) for c in rows], quarantined=quarantined, dropped=dropped, read=read)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,36 +188,19 @@ class RenderTask:
     parts_dir: str  # the rendered store to add a part to
 
 
-def _encode(tokenizer: Any, rendered: list[Any]) -> tuple[list[Any], dict[int, int]]:
-    """encode_batch over all rows; overflow: error marks a too-long row (index → tokens) and
-    encodes the others, so that the build can name the first such row in output order."""
-    from dsc.compiler.tokenize import RowTooLong
-
-    out: list[Any] = [None] * len(rendered)
-    too_long: dict[int, int] = {}
-    queue = list(range(len(rendered)))
-    while queue:
-        try:
-            for i, enc in zip(queue, tokenizer.encode_batch([rendered[i] for i in queue])):
-                out[i] = enc
-            break
-        except RowTooLong as e:
-            too_long[queue[e.index]] = e.n_tokens
-            del queue[e.index]
-    return out, too_long
-
-
 def _render_batch(rows: np.ndarray, convs: list[Conversation]) -> pa.RecordBatch:
-    """Special-token policy, rendering with loss spans, then (optionally) tokenisation."""
+    """Special-token policy, rendering with loss spans, then (optionally) tokenisation; token
+    arrays go to Arrow as flat buffers, never as a Python list per row."""
     ctx = _CTX
     assert ctx is not None
     n = len(convs)
-    col: dict[str, list[Any]] = {k: [None] * n for k in ("reason", "n_tokens", "text", "loss_spans", "messages",
-                                                          "input_ids", "labels")}
-    status = [RenderStatus.OK] * n
-    span_chars, sup_tokens, truncated = [0] * n, [0] * n, [False] * n
+    col: dict[str, Any] = {k: [None] * n for k in ("reason", "n_tokens", "text", "loss_spans", "messages",
+                                                     "input_ids", "labels")}
+    status = np.full(n, RenderStatus.OK, np.int8)
+    span_chars, sup_tokens, truncated = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, bool)
     special: list[list[str]] = [[] for _ in range(n)]
-    rendered: list[tuple[int, Any]] = []
+    rendered: list[Any] = []
+    at: list[int] = []  # batch position of each rendered row
     for i, conv in enumerate(convs):
         try:
             shown, found = apply_special_token_policy(conv, ctx.template, ctx.spec.special_tokens)
@@ -224,24 +214,28 @@ def _render_batch(rows: np.ndarray, convs: list[Conversation]) -> pa.RecordBatch
         col["loss_spans"][i] = [[a, b] for a, b in r.spans]
         span_chars[i] = sum(b - a for a, b in r.spans)
         special[i] = found
-        rendered.append((i, r))
+        rendered.append(r)
+        at.append(i)
     if ctx.tokenizer is not None and rendered:
-        encoded, too_long = _encode(ctx.tokenizer, [r for _, r in rendered])
-        for k, ((i, _), enc) in enumerate(zip(rendered, encoded)):
-            if k in too_long:
-                status[i], col["n_tokens"][i] = RenderStatus.TOO_LONG_ERROR, too_long[k]
-            elif enc is None:
-                status[i] = RenderStatus.TOO_LONG
-            else:
-                col["input_ids"][i], col["labels"][i] = enc.input_ids, enc.labels
-                sup_tokens[i] = enc.n_supervised
-                truncated[i] = bool(getattr(enc, "truncated", False))
-                if sup_tokens[i] == 0:
-                    status[i] = RenderStatus.UNSUPERVISED
+        # overflow: error marks every too-long row instead of raising, so that the build can
+        # name the first such row in output order.
+        enc = ctx.tokenizer.encode_arrays(rendered, raise_too_long=False)
+        pos = np.asarray(at, np.int64)
+        status[pos[enc.dropped]] = (RenderStatus.TOO_LONG_ERROR if ctx.tokenizer.overflow == "error"
+                                    else RenderStatus.TOO_LONG)
+        kept = pos[~enc.dropped]
+        sup_tokens[pos] = enc.n_supervised
+        truncated[pos] = enc.truncated
+        status[kept[enc.n_supervised[~enc.dropped] == 0]] = RenderStatus.UNSUPERVISED
+        if ctx.tokenizer.overflow == "error":
+            for k in np.flatnonzero(enc.too_long).tolist():
+                col["n_tokens"][at[k]] = int(enc.n_tokens[k])
+        col["input_ids"], col["labels"] = enc.arrow_columns(at=pos, length=n)
     schema = rendered_schema(ctx.tokenizer is not None)
-    data = {"row": rows.tolist(), "status": status, "span_chars": span_chars, "sup_tokens": sup_tokens,
+    data = {"row": rows, "status": status, "span_chars": span_chars, "sup_tokens": sup_tokens,
             "truncated": truncated, "special": special, **col}
-    return pa.RecordBatch.from_pydict({f.name: data[f.name] for f in schema}, schema=schema)
+    return pa.RecordBatch.from_arrays([pa.array(data[f.name], f.type) if not isinstance(data[f.name], pa.Array)
+                                       else data[f.name] for f in schema], schema=schema)
 
 
 def _finish_chunk(task: RenderTask) -> str:
@@ -377,7 +371,6 @@ def release_memory() -> None:
     """Hand memory freed by a finished stage back to the system (Arrow's pool and the C heap keep
     it otherwise), so that the next stage's peak does not stack on the last one's."""
     import ctypes
-    import gc
 
     gc.collect()
     pa.default_memory_pool().release_unused()
@@ -513,7 +506,7 @@ def _normalise_source(loaded: LoadedSpec, name: str, key: str, store: BuildCache
 
     def raw_rows() -> Iterator[RawRow]:
         with loaded.at("sources", name):
-            yield from iter_raw_rows(name, spec.sources[name], base)
+            yield from iter_raw_rows(name, spec.sources[name], base, defer_parsing=True)
 
     with store.new_normalised() as tmp:
         writer = SegmentWriter(tmp, name)
@@ -611,6 +604,12 @@ def _choose(spec: Spec, read: _Read) -> _Chosen:
     return _Chosen(sources, selection, rows, split, order, sources.source[rows.base], sources.seg_row[rows.base])
 
 
+def _render_task_rows(rows: int, workers: int) -> int:
+    """Rows per render task: about four tasks per worker, so that workers finish together
+    (one task more or less is a quarter of a worker's share), within [CHUNK_ROWS, RENDER_TASK_ROWS]."""
+    return int(min(RENDER_TASK_ROWS, max(CHUNK_ROWS, math.ceil(rows / (4 * workers)))))
+
+
 def _render(spec: Spec, read: _Read, chosen: _Chosen, store: BuildCache, ex: _Executor, progress: Progress,
             template: ChatTemplate, tokenizer: Any, report: dict[str, SourceCacheReport]) -> list[_Rendered]:
     """Stage 3: render + tokenise the selected rows the cache does not have."""
@@ -627,10 +626,14 @@ def _render(spec: Spec, read: _Read, chosen: _Chosen, store: BuildCache, ex: _Ex
         missing = need[r.part[need] < 0]
         report[name].rendered_reused = int(len(need) - len(missing))
         report[name].rendered_new = int(len(missing))
-        for start in range(0, len(missing), RENDER_TASK_ROWS):
-            tasks.append(RenderTask(str(seg.rows_path), seg.batch_rows, missing[start:start + RENDER_TASK_ROWS],
-                                    str(rstore.dir)))
+        size = _render_task_rows(len(missing), ex.workers)
+        for start in range(0, len(missing), size):
+            tasks.append(RenderTask(str(seg.rows_path), seg.batch_rows, missing[start:start + size], str(rstore.dir)))
             task_source.append(s)
+    if ex.pool is not None and tasks:  # this process only waits while workers render
+        from dsc.compiler.card import preload_in_background
+
+        preload_in_background()
     progress.start("render + tokenise", sum(len(t.rows) for t in tasks))
     for t, s, part in zip(tasks, task_source, ex.map(_finish_chunk, tasks)):
         rendered[s].add(part)
@@ -741,10 +744,31 @@ def _rendering_quarantine(spec: Spec, template: ChatTemplate, chosen: _Chosen, r
     return out
 
 
+@contextlib.contextmanager
+def _rare_cycle_collection() -> Iterator[None]:
+    """The build allocates millions of short-lived containers (rows, messages, token lists) that
+    reference counting frees; at the default thresholds the cyclic collector would walk the
+    growing heap again and again (≈6% of a build's time). Forked workers inherit the setting."""
+    old = gc.get_threshold()
+    gc.set_threshold(50_000, 50, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+
+
 def build_loaded(loaded: LoadedSpec, out_dir: str | Path | None = None, *, workers: int = 1,
                  progress: Progress | None = None,
                  before_place: Callable[[dict[str, Any]], None] | None = None,
                  cache: bool = True, cache_dir: str | Path | None = None) -> BuildResult:
+    with _rare_cycle_collection():
+        return _build_loaded(loaded, out_dir, workers=workers, progress=progress, before_place=before_place,
+                             cache=cache, cache_dir=cache_dir)
+
+
+def _build_loaded(loaded: LoadedSpec, out_dir: str | Path | None, *, workers: int, progress: Progress | None,
+                  before_place: Callable[[dict[str, Any]], None] | None, cache: bool,
+                  cache_dir: str | Path | None) -> BuildResult:
     spec, base = loaded.spec, loaded.base_dir
     progress = progress or Progress()
     out = Path(out_dir) if out_dir is not None else default_out_dir(loaded)

@@ -173,6 +173,13 @@ class RawRow:
     data: dict[str, Any] | None
     error: str | None = None  # why the row could not be parsed (data is None then)
     key: str | None = None  # the row's key in a JSON object-of-rows (field path `__key__`)
+    line: bytes | None = None  # a JSONL line not parsed yet (`iter_raw_rows(defer_parsing=True)`)
+
+    def parsed(self) -> "RawRow | None":
+        """The row with its deferred line parsed (None: the line is blank, so it is no row)."""
+        if self.line is None:
+            return self
+        return _parse_jsonl_line(self.source, self.file, self.file_sha256, self.row, self.line)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,30 +281,37 @@ def input_fingerprints(name: str, spec: SourceSpec, base_dir: Path | str) -> lis
 # ---------------------------------------------------------------------------------------------
 
 
-def _read_jsonl(name: str, f: InputFile, sha: str) -> Iterator[RawRow]:
+def _read_jsonl(name: str, f: InputFile, sha: str, defer_parsing: bool = False) -> Iterator[RawRow]:
+    """Rows of a JSONL file; with `defer_parsing`, each non-blank line as a RawRow holding its
+    bytes (`RawRow.parsed()` does the rest), so that the parsing can happen in a worker."""
     with open(f.path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[len(codecs.BOM_UTF8):]
-            row = lineno - 1
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield RawRow(name, f.display, sha, row, None, f"line {lineno} is not valid UTF-8 (byte {e.start})")
+            if defer_parsing:
+                if raw.strip():
+                    yield RawRow(name, f.display, sha, lineno - 1, None, line=raw)
                 continue
-            if not text.strip():
-                continue
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as e:
-                yield RawRow(name, f.display, sha, row, None,
-                             f"broken JSON on line {lineno}: {e.msg}: column {e.colno}")
-                continue
-            if not isinstance(value, dict):
-                yield RawRow(name, f.display, sha, row, None,
-                             f"line {lineno} is {kind(value)}, expected a JSON object")
-                continue
-            yield RawRow(name, f.display, sha, row, value)
+            row = _parse_jsonl_line(name, f.display, sha, lineno - 1, raw)
+            if row is not None:
+                yield row
+
+
+def _parse_jsonl_line(name: str, display: str, sha: str, row: int, raw: bytes) -> RawRow | None:
+    lineno = row + 1
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return RawRow(name, display, sha, row, None, f"line {lineno} is not valid UTF-8 (byte {e.start})")
+    if not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        return RawRow(name, display, sha, row, None, f"broken JSON on line {lineno}: {e.msg}: column {e.colno}")
+    if not isinstance(value, dict):
+        return RawRow(name, display, sha, row, None, f"line {lineno} is {kind(value)}, expected a JSON object")
+    return RawRow(name, display, sha, row, value)
 
 
 def _read_json(name: str, f: InputFile, sha: str) -> Iterator[RawRow]:
@@ -444,20 +458,27 @@ def _read_hub(name: str, hub: HubSource) -> Iterator[RawRow]:
         row += 1
 
 
-def _all_rows(name: str, spec: SourceSpec, base: Path) -> Iterator[RawRow]:
+def _all_rows(name: str, spec: SourceSpec, base: Path, defer_parsing: bool) -> Iterator[RawRow]:
     if spec.hub is not None:
         yield from _read_hub(name, spec.hub)
         return
     for f in resolve_files(spec, base, name):
-        yield from _READERS[f.type](name, f, _sha256(f.path))
+        if f.type == "jsonl":
+            yield from _read_jsonl(name, f, _sha256(f.path), defer_parsing)
+        else:
+            yield from _READERS[f.type](name, f, _sha256(f.path))
 
 
-def iter_raw_rows(name: str, spec: SourceSpec, base_dir: Path | str) -> Iterator[RawRow]:
+def iter_raw_rows(name: str, spec: SourceSpec, base_dir: Path | str, *,
+                  defer_parsing: bool = False) -> Iterator[RawRow]:
     """The source's rows, streamed, files in sorted order; at most `spec.limit` of them (the
-    first ones, unparseable rows included, so a limit always reads the same rows)."""
+    first ones, unparseable rows included, so a limit always reads the same rows).
+
+    `defer_parsing`: JSONL lines come unparsed (`RawRow.parsed()`), for a caller that parses in
+    worker processes; not with a `limit` (which counts parsed rows)."""
     if spec.limit == 0:
         return
-    rows = _all_rows(name, spec, Path(base_dir))
+    rows = _all_rows(name, spec, Path(base_dir), defer_parsing and spec.limit is None)
     try:
         for n, raw in enumerate(rows, 1):
             yield raw

@@ -17,13 +17,16 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol, Sequence
+from typing import Any, Callable, Literal, Protocol, Sequence
 
 from .prompting import PromptBuilder
 from .tools import FINISH, Tool
 
 
 class Generator(Protocol):
+    """Optionally also an `on_batch` attribute: a callable told how many prompts each batch of
+    `generate` completed (`run_direct` sets it to report progress)."""
+
     def generate(self, prompts: list[str], *, stop: Sequence[str], max_new_tokens: int) -> list[str]:
         """One completion per prompt, cut before the first stop string."""
         ...
@@ -141,9 +144,21 @@ def start_episodes(items: list[dict[str, Any]], builder: PromptBuilder,
 
 
 def run_direct(episodes: list[Episode], generator: Generator, *, stop: Sequence[str], max_new_tokens: int,
-               extract: re.Pattern[str] | None = None) -> None:
-    """One generation per episode; the prediction is the output (or the `extract` regex's group 1)."""
-    outputs = generator.generate([ep.prompt for ep in episodes], stop=stop, max_new_tokens=max_new_tokens)
+               extract: re.Pattern[str] | None = None, on_done: Callable[[int], None] | None = None) -> None:
+    """One generation per episode; the prediction is the output (or the `extract` regex's group 1).
+
+    `on_done(n)`: n more episodes are generated (per batch when the generator has an `on_batch`
+    hook, else all at the end)."""
+    per_batch = on_done is not None and hasattr(generator, "on_batch")
+    if per_batch:
+        generator.on_batch = on_done  # type: ignore[attr-defined]
+    try:
+        outputs = generator.generate([ep.prompt for ep in episodes], stop=stop, max_new_tokens=max_new_tokens)
+    finally:
+        if per_batch:
+            generator.on_batch = None  # type: ignore[attr-defined]
+    if on_done is not None and not per_batch:
+        on_done(len(episodes))
     for ep, out in zip(episodes, outputs):
         out = cut_at_stop(out, stop)
         ep.steps.append(Step(output=out))
@@ -164,8 +179,10 @@ def extract_prediction(text: str, pattern: re.Pattern[str] | None) -> str:
 
 
 def run_agent(episodes: list[Episode], generator: Generator, builder: PromptBuilder, tools: dict[str, Tool],
-              settings: AgentSettings) -> None:
-    """Run every episode to `finish` or `max_steps`, batching the model calls of each step."""
+              settings: AgentSettings, on_done: Callable[[int], None] | None = None) -> None:
+    """Run every episode to `finish` or `max_steps`, batching the model calls of each step.
+
+    `on_done(n)`: n more episodes are over (finished, or out of steps at the end)."""
     schemas = [t.schema() for t in tools.values()] if settings.actions == "tool_calls" else None
     active = list(episodes)
     for _ in range(settings.max_steps):
@@ -176,7 +193,12 @@ def run_agent(episodes: list[Episode], generator: Generator, builder: PromptBuil
         outputs = generator.generate(prompts, stop=settings.stop, max_new_tokens=settings.max_new_tokens)
         for ep, out in zip(active, outputs):
             _advance(ep, prefix + cut_at_stop(out, settings.stop), tools, settings)
-        active = [ep for ep in active if not ep.finished]
+        still = [ep for ep in active if not ep.finished]
+        if on_done is not None and len(still) < len(active):
+            on_done(len(active) - len(still))
+        active = still
+    if on_done is not None and active:
+        on_done(len(active))
 
 
 def _prompt(ep: Episode, builder: PromptBuilder, settings: AgentSettings, schemas: list[dict[str, Any]] | None) -> str:

@@ -18,7 +18,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from dsc.compiler.errors import SpecError
 
@@ -201,17 +201,34 @@ def observation_style(task: EvalTask, artifact: Artifact | None) -> str:
 
 
 def run_task(name: str, task: EvalTask, *, generator: Generator, builder: PromptBuilder, base_dir: Path,
-             artifact: Artifact | None = None) -> list[Episode]:
-    """Generate (direct or agent loop) for every item of one task."""
+             artifact: Artifact | None = None, progress: Any = None, stage: str | None = None) -> list[Episode]:
+    """Generate (direct or agent loop) for every item of one task.
+
+    `progress` (the build's interface: start / advance / done) is told the items done, under
+    `stage` (default: the task's name)."""
     items = load_items(task, base_dir, name)
     for s in task.scorers:
         get_scorer(s)  # unknown scorer names fail before any generation
     if task.prompt is not None:
         builder = PromptBuilder(builder.template, [m.model_dump() for m in task.prompt])
+    on_done = None
+    if progress is not None:
+        progress.start(stage or name, len(items))
+        on_done = progress.advance
+    episodes = _run_items(items, task, generator, builder, base_dir, artifact, on_done)
+    if progress is not None:
+        progress.done()
+    return episodes
+
+
+def _run_items(items: list[dict[str, Any]], task: EvalTask, generator: Generator, builder: PromptBuilder,
+               base_dir: Path, artifact: Artifact | None,
+               on_done: Callable[[int], None] | None) -> list[Episode]:
     if task.mode == "direct":
         episodes = start_episodes(items, builder)
         extract = re.compile(task.extract, re.DOTALL) if task.extract else None
-        run_direct(episodes, generator, stop=task.stop or [], max_new_tokens=task.max_new_tokens, extract=extract)
+        run_direct(episodes, generator, stop=task.stop or [], max_new_tokens=task.max_new_tokens, extract=extract,
+                   on_done=on_done)
         return episodes
     tools = build_tools(task.tools, base_dir)
     style = observation_style(task, artifact)
@@ -222,7 +239,7 @@ def run_task(name: str, task: EvalTask, *, generator: Generator, builder: Prompt
                              step_prefix=task.step_prefix)
     schemas = [t.schema() for t in tools.values()] if task.actions == "tool_calls" else None
     episodes = start_episodes(items, builder, schemas)
-    run_agent(episodes, generator, builder, tools, settings)
+    run_agent(episodes, generator, builder, tools, settings, on_done=on_done)
     return episodes
 
 
@@ -240,15 +257,15 @@ def task_result(name: str, task: EvalTask, episodes: list[Episode], config: Eval
             "items_file": str(out_file) if out_file else None}
 
 
-def evaluate_model(model: Any, plan: EvalPlan, out_dir: Path | None) -> dict[str, Any]:
-    """All tasks for one loaded model (`generation.EvalModel`)."""
+def evaluate_model(model: Any, plan: EvalPlan, out_dir: Path | None, progress: Any = None) -> dict[str, Any]:
+    """All tasks for one loaded model (`generation.EvalModel`); `progress` as for `run_task`."""
     builder = PromptBuilder.from_source(model.template_source, model.inference["messages"], ref=model.template_ref)
     tasks: dict[str, Any] = {}
     for name, task in plan.config.tasks.items():
         model.generator.batch_size = task.batch_size
         model.generator.temperature = task.temperature
         episodes = run_task(name, task, generator=model.generator, builder=builder, base_dir=plan.base_dir,
-                            artifact=model.artifact)
+                            artifact=model.artifact, progress=progress, stage=f"{model.label}: {name}")
         tasks[name] = task_result(name, task, episodes, plan.config,
                                   out_dir / model.label / f"{name}.jsonl" if out_dir else None)
     return {"model": model.ref, "label": model.label, "base_model": model.base_model,
@@ -258,8 +275,12 @@ def evaluate_model(model: Any, plan: EvalPlan, out_dir: Path | None) -> dict[str
 
 
 def evaluate(models: Sequence[str], *, tasks_file: str | Path | None = None, artifact_dir: str | Path | None = None,
-             out: str | Path | None = None, overrides: Sequence[str] = (), device: str = "auto") -> dict[str, Any]:
-    """Evaluate each model on the tasks; writes per-item JSONL and results.json under `out`."""
+             out: str | Path | None = None, overrides: Sequence[str] = (), device: str = "auto",
+             progress: Any = None) -> dict[str, Any]:
+    """Evaluate each model on the tasks; writes per-item JSONL and results.json under `out`.
+
+    `progress` (the CLI plugs a rich bar in; the library stays silent) is told the items done,
+    one stage per model and task."""
     from .generation import load_for_eval
 
     if not models:
@@ -282,7 +303,7 @@ def evaluate(models: Sequence[str], *, tasks_file: str | Path | None = None, art
         while model.label in labels:  # two models with the same directory name
             model.label = f"{model.label}-{i}"
         labels.add(model.label)
-        results.append(evaluate_model(model, plan, out_dir))
+        results.append(evaluate_model(model, plan, out_dir, progress))
         model = None
     record = {"dsc_eval": 1, "models": results,
               "config": plan.config.model_dump(mode="json"), "base_dir": str(plan.base_dir)}

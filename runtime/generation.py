@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .artifact import Artifact, load_artifact
 from .modeling import (ModelError, eos_ids_for, end_of_turn_ids, load_tokenizer, peft_compat, pick_device,
@@ -31,6 +31,7 @@ class HFGenerator:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.tokens_generated = 0
+        self.on_batch: Callable[[int], None] | None = None  # told the size of each batch generated (progress)
 
     @property
     def device(self):
@@ -65,6 +66,8 @@ class HFGenerator:
             texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
             for i, text in zip(idx, texts):
                 results[i] = cut_at_stop(text, stops)
+            if self.on_batch is not None:
+                self.on_batch(len(idx))
         return results
 
 

@@ -222,3 +222,54 @@ def test_step_prefix_seeds_every_model_turn(builder, tmp_path):
     assert all(p.endswith("Thought:") for p in model.prompts)
     assert model.prompts[1] == episodes[0].prompt + "Thought: easy.\nAction: calculate[1 + 1]\nObservation: 2\nThought:"
     assert episodes[0].steps[1].output == "Thought: done.\nAction: finish[2]" and episodes[0].prediction == "2"
+
+
+class RecordingProgress:
+    def __init__(self):
+        self.calls = []
+
+    def start(self, stage, total=None):
+        self.calls.append(("start", stage, total))
+
+    def advance(self, n=1):
+        self.calls.append(("advance", n))
+
+    def done(self):
+        self.calls.append(("done",))
+
+
+def test_run_task_reports_items_done_and_changes_nothing(corpus, tmp_path, builder):
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"qid": f"q{i}", "q": q, "a": a}) + "\n" for i, (q, a) in
+                            enumerate(ANSWERS.items())))
+    agent = EvalTask(data=data.name, id_field="qid", question_field="q", answer_field="a", mode="agent",
+                     max_steps=3, tools={"search": {"corpus": corpus.name}, "calculate": {}})
+    quiet = run_task("qa", agent, generator=ScriptedModel(SCRIPT), builder=builder, base_dir=tmp_path)
+    progress = RecordingProgress()
+    shown = run_task("qa", agent, generator=ScriptedModel(SCRIPT), builder=builder, base_dir=tmp_path,
+                     progress=progress, stage="m: qa")
+    assert shown == quiet
+    # step 2: Hamlet and the sum finish; step 3: Paris; the endless loop is over when steps run out
+    assert progress.calls == [("start", "m: qa", 4), ("advance", 2), ("advance", 1), ("advance", 1), ("done",)]
+
+    class Batched(ScriptedModel):
+        """A generator with the `on_batch` hook: told each batch of two it completes."""
+        on_batch = None
+
+        def generate(self, prompts, *, stop, max_new_tokens):
+            outs = []
+            for start in range(0, len(prompts), 2):
+                outs += super().generate(prompts[start:start + 2], stop=stop, max_new_tokens=max_new_tokens)
+                if self.on_batch is not None:
+                    self.on_batch(len(prompts[start:start + 2]))
+            return outs
+
+    direct = EvalTask(data=data.name, question_field="q", answer_field="a", extract=r"finish\[(.*?)\]")
+    last_turns = {q: t[-1:] for q, t in SCRIPT.items()}
+    quiet = run_task("qa", direct, generator=ScriptedModel(last_turns), builder=builder, base_dir=tmp_path)
+    for model, advances in ((ScriptedModel(last_turns), [("advance", 4)]),
+                            (Batched(last_turns), [("advance", 2), ("advance", 2)])):
+        progress = RecordingProgress()
+        assert run_task("qa", direct, generator=model, builder=builder, base_dir=tmp_path, progress=progress) == quiet
+        assert progress.calls == [("start", "qa", 4), *advances, ("done",)]
+    assert model.on_batch is None  # the hook is unset afterwards

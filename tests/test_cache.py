@@ -81,19 +81,19 @@ class Counting:
     def __init__(self, monkeypatch):
         self.read = 0
         self.encoded = 0
-        real_rows, real_encode = build_module.iter_raw_rows, RowTokenizer.encode_batch
+        real_rows, real_encode = build_module.iter_raw_rows, RowTokenizer.encode_arrays
 
         def rows(*a, **k):
             for r in real_rows(*a, **k):
                 self.read += 1
                 yield r
 
-        def encode(tok, batch):
+        def encode(tok, batch, **kw):
             self.encoded += len(batch)
-            return real_encode(tok, batch)
+            return real_encode(tok, batch, **kw)
 
         monkeypatch.setattr(build_module, "iter_raw_rows", rows)
-        monkeypatch.setattr(RowTokenizer, "encode_batch", encode)
+        monkeypatch.setattr(RowTokenizer, "encode_arrays", encode)
 
 
 def forbid_reading_and_rendering(monkeypatch):
@@ -102,7 +102,7 @@ def forbid_reading_and_rendering(monkeypatch):
 
     monkeypatch.setattr(build_module, "iter_raw_rows", fail)
     monkeypatch.setattr(build_module, "render", fail)
-    monkeypatch.setattr(RowTokenizer, "encode_batch", fail)
+    monkeypatch.setattr(RowTokenizer, "encode_arrays", fail)
 
 
 def test_cached_and_uncached_builds_are_byte_identical_and_a_noop_rebuild_reads_nothing(project, monkeypatch):
@@ -239,10 +239,10 @@ def test_verify_uses_the_cache_unless_told_not_to(project, monkeypatch):
     spec = make_project(root, tok)
     build(spec, root / "art")
     counting = Counting(monkeypatch)
-    r = CliRunner().invoke(app, ["verify", str(spec), str(root / "art")])
+    r = CliRunner().invoke(app, ["verify", str(spec), str(root / "art"), "--workers", "1"])  # counted in-process
     assert r.exit_code == 0, r.output
     assert counting.read == 0
-    r = CliRunner().invoke(app, ["verify", str(spec), str(root / "art"), "--no-cache"])
+    r = CliRunner().invoke(app, ["verify", str(spec), str(root / "art"), "--no-cache", "--workers", "1"])
     assert r.exit_code == 0, r.output
     assert counting.read > 0 and counting.encoded > 0
 

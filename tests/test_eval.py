@@ -150,6 +150,31 @@ def test_cli_eval_and_predictions(workspace, tmp_path):
     assert r.exit_code == 2 and "bad.jsonl:1" in r.output
 
 
+def test_cli_eval_progress_over_items(workspace, tmp_path, monkeypatch):
+    """On a terminal, `dsc eval` draws a bar per model and task over its items (stderr); results
+    and item files are the same as with the bar off (DSC_NO_PROGRESS, or not a terminal)."""
+    import io
+
+    from rich.console import Console
+
+    import dsc.cli
+
+    runner = CliRunner()
+    args = ["eval", str(workspace["lora"]), "--tasks", str(workspace["tasks"]), "max_new_tokens=3", "--out"]
+    r = runner.invoke(app, [*args, str(tmp_path / "quiet")])
+    assert r.exit_code == 0, r.output
+    drawn = io.StringIO()
+    monkeypatch.setattr(dsc.cli, "err_console", Console(file=drawn, force_terminal=True, width=120))
+    monkeypatch.delenv("DSC_NO_PROGRESS", raising=False)
+    r = runner.invoke(app, [*args, str(tmp_path / "shown")])
+    assert r.exit_code == 0, r.output
+    bars = drawn.getvalue()
+    assert "lora: direct" in bars and "lora: agent" in bars and "3/3" in bars
+    for f in ("results.json", "lora/direct.jsonl", "lora/agent.jsonl"):
+        quiet, shown = (tmp_path / "quiet" / f).read_text(), (tmp_path / "shown" / f).read_text()
+        assert shown == quiet.replace(str(tmp_path / "quiet"), str(tmp_path / "shown")), f
+
+
 def test_eval_config_errors(workspace, tmp_path):
     runner = CliRunner()
     bad = tmp_path / "bad.yaml"

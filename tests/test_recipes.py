@@ -337,6 +337,33 @@ def test_more_bad_specs_are_located(tmp_path, name, old, new, msg):
     assert err.line is not None and abs(err.line - line) <= 1, (err.line, line, err.message)
 
 
+@pytest.mark.parametrize("name,old,new,msg,at", [
+    # Each block of registered names (convert steps, negative rules, filters): an unknown name,
+    # an unknown option or a missing key is one error at the entry, with a did-you-mean.
+    ("agent-flan", "  - step: react_to_chat", "  - step: react_to_chats",
+     "'convert.0': unknown convert step 'react_to_chats' (did you mean 'react_to_chat'?); registered: 'cot_to_react', "
+     "'react_to_chat', 'react_to_tool_calls', 'tag', 'tool_calls_to_react'", "step: react_to_chats"),
+    ("agent-flan", "  - rule: no_tools ", "  - rule: no_toolz ",
+     "'negatives.1': unknown negative rule 'no_toolz' (did you mean 'no_tools'?); registered: 'irrelevant_tools', "
+     "'no_tools'", "rule: no_toolz"),
+    ("nat", "  - non_empty", "  - nonempty",
+     "'filters.0': unknown filter 'nonempty' (did you mean 'non_empty'?); registered: 'finished', ", "- nonempty"),
+    ("agent-flan", "    final: finish ", "    finl: finish ",
+     "'convert.0': convert step 'react_to_chat': unknown key 'finl' (did you mean 'final'?); allowed: 'answer', "
+     "'final', 'observation_prefix', 'remove', 'syntax', 'tools', 'unknown_tools', 'where'", "step: react_to_chat"),
+    ("agent-flan", "    k: 2", "    kk: 2",
+     "'negatives.0': negative rule 'irrelevant_tools': unknown key 'kk' (did you mean 'k'?); allowed: 'k', 'pool', "
+     "'rate', 'where'", "rule: irrelevant_tools"),
+    ("agent-flan", "  - rule: no_tools ", "  - rul: no_tools ",
+     "'negatives.1': missing `rule` (one of 'irrelevant_tools', 'no_tools')", "rul: no_tools"),
+])
+def test_registered_names_are_checked_in_every_block(tmp_path, name, old, new, msg, at):
+    p, _ = variant(tmp_path, name, old, new)
+    err = spec_error(p)
+    assert msg in err.message
+    assert at in p.read_text().splitlines()[err.line - 1], (err.line, err.message)
+
+
 def test_cli_validate_exits_2_with_one_located_line(tmp_path):
     p, line = variant(tmp_path, "agent-flan", "understanding: 0.75}", "planning: 0.75}")
     result = CliRunner().invoke(app, ["validate", str(p)])

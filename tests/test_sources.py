@@ -349,3 +349,25 @@ def test_values_that_json_cannot_hold_are_made_serialisable(tmp_path):
     conv = normalise_row(next(iter_raw_rows("s", spec, tmp_path)), "s", spec)
     assert conv.meta.extra["when"] == "2024-01-02" and conv.meta.extra["blob"].startswith("<2 bytes, sha256 ")
     json.loads(conv.meta.to_dict()["extra"])
+
+
+def test_deferred_jsonl_lines_parse_to_exactly_the_rows_read_directly(tmp_path):
+    """Workers parse JSONL lines the main process only splits: the same rows, errors and row
+    numbers, blank and Unicode-whitespace-only lines skipped, the BOM stripped."""
+    lines = ["\ufeff" + json.dumps({"messages": [], "n": 1}), "", "   ", "\u00a0\u2028",
+             "{broken", "[1, 2]", json.dumps({"n": "é 日本"}, ensure_ascii=False)]
+    data = "\n".join(lines).encode("utf-8") + b"\n\xff\xfe not utf-8\n" + json.dumps({"last": True}).encode()
+    (tmp_path / "d.jsonl").write_bytes(data)
+    spec = SourceSpec(path="d.jsonl", format="openai")
+    direct = list(iter_raw_rows("s", spec, tmp_path))
+    deferred = list(iter_raw_rows("s", spec, tmp_path, defer_parsing=True))
+    assert all(r.line is not None and r.data is None for r in deferred)
+    parsed = [p for p in (r.parsed() for r in deferred) if p is not None]
+    assert parsed == direct
+    assert [r.row for r in direct] == [0, 4, 5, 6, 7, 8]
+    assert direct[0].data == {"messages": [], "n": 1}
+    assert "broken JSON on line 5" in direct[1].error and "not valid UTF-8" in direct[4].error
+    # a limit counts parsed rows, so it is read in the main process
+    limited = list(iter_raw_rows("s", SourceSpec(path="d.jsonl", format="openai", limit=2), tmp_path,
+                                 defer_parsing=True))
+    assert [r.line for r in limited] == [None, None] and limited == direct[:2]

@@ -9,10 +9,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -20,7 +18,6 @@ import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_serializer
 
-from dsc.compiler.errors import allowed_list, did_you_mean
 from dsc.compiler.record import BadRow, Conversation, Message
 
 NAME_RE = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
@@ -255,66 +252,3 @@ def add_step(conv: Conversation, step: str) -> None:
 
 def first_index(messages: list[Message], role: str) -> int | None:
     return next((i for i, m in enumerate(messages) if m.role == role), None)
-
-
-
-# ---------------------------------------------------------------------------------------------
-# Registries of named steps (converters, negative rules) and their spec entries
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StepDef:
-    name: str
-    options: type[BaseModel]  # the step's options (a Strict model)
-    fn: Callable[..., Any]
-    prepare: Callable[[Any, Path], Any] | None  # (options, base_dir) → what fn needs (files read once)
-    doc: str
-
-
-class Registry:
-    """Named steps users can add to: `@REGISTRY.register("name", OptionsModel)` on a function."""
-
-    def __init__(self, kind: str):
-        self.kind = kind
-        self.defs: dict[str, StepDef] = {}
-
-    def register(self, name: str, options: type[BaseModel], *, prepare: Callable[[Any, Path], Any] | None = None,
-                 replace: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-            if name in self.defs and not replace and self.defs[name].fn is not fn:
-                raise ValueError(f"{self.kind} '{name}' is already registered (pass replace=True to override it)")
-            self.defs[name] = StepDef(name, options, fn, prepare, (fn.__doc__ or "").strip())
-            return fn
-
-        return decorate
-
-    def get(self, name: str) -> StepDef:
-        try:
-            return self.defs[name]
-        except KeyError:
-            raise ValueError(f"unknown {self.kind} '{name}'{did_you_mean(name, self.defs)}; "
-                             f"registered: {allowed_list(self.defs)}") from None
-
-
-def split_entry(data: Any, key: str, registry: Registry) -> Any:
-    """`{<key>: name, where: ..., **options}` → `{<key>, where, options: <validated model>}`."""
-    if not isinstance(data, Mapping) or isinstance(data.get("options"), BaseModel):
-        return data
-    rest = dict(data)
-    if key not in rest:
-        raise ValueError(f"missing `{key}` (one of {allowed_list(registry.defs)})")
-    name = rest.pop(key)
-    where = rest.pop("where", None)
-    d = registry.get(str(name))
-    try:
-        options = d.options.model_validate(rest)
-    except ValidationError as e:
-        err = e.errors(include_url=False)[0]
-        if err["type"] == "extra_forbidden":
-            bad = str(err["loc"][-1])
-            allowed = ["where", *d.options.model_fields]
-            raise ValueError(f"{registry.kind} '{name}': unknown key '{bad}'{did_you_mean(bad, allowed)}; "
-                             f"allowed: {allowed_list(allowed)}") from None
-        raise ValueError(f"{registry.kind} '{name}': {one_line(e)}") from None
-    return {key: name, "where": where, "options": options}

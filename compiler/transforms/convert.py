@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SerializeAsAny, field_validator, model_serializer, model_validator
+from pydantic import Field, field_validator
 
 from dsc.compiler.record import BadRow, Conversation, Message, ToolCall, canonical_json
 
-from .common import Registry, Strict, Where, add_step, render_text, split_entry, template_context
+from .common import Strict, add_step, render_text, template_context
 from .react import (
     OBSERVATION,
     Syntax,
@@ -43,6 +43,7 @@ from .react import (
     parse_arguments,
     thought_text,
 )
+from .registry import Registry, prepare_entries, registry_entry
 
 CONVERTERS = Registry("convert step")
 
@@ -56,20 +57,8 @@ def _regexes(v: list[str]) -> list[str]:
     return v
 
 
-class ConvertStep(Strict):
-    step: str
-    where: Where | None = None
-    options: SerializeAsAny[BaseModel]
-
-    @model_validator(mode="before")
-    @classmethod
-    def _split(cls, data: Any) -> Any:
-        return split_entry(data, "step", CONVERTERS)
-
-    @model_serializer(mode="wrap")
-    def _flat(self, handler: Any) -> dict[str, Any]:
-        d = handler(self)
-        return {"step": d["step"], **({"where": d["where"]} if d.get("where") else {}), **d["options"]}
+# One `convert:` entry: `{step: <name>, where: ..., **options}` (see `registry_entry`).
+ConvertStep = registry_entry("ConvertStep", key="step", registry=CONVERTERS, module=__name__)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,17 +306,11 @@ def tag(conv: Conversation, opts: TagOptions, _: Any = None) -> Conversation:
     return conv
 
 
-def prepare_steps(steps: list[ConvertStep], base_dir: Path) -> list[Any]:
-    """What each step needs, read once (ValueError naming a bad file)."""
-    out = []
-    for s in steps:
-        d = CONVERTERS.get(s.step)
-        out.append(d.prepare(s.options, base_dir) if d.prepare is not None else None)
-    return out
+prepare_steps = prepare_entries  # what each step needs, read once (ValueError naming a bad file)
 
 
 def apply_steps(conv: Conversation, steps: list[ConvertStep], prepared: list[Any]) -> Conversation:
     for s, p in zip(steps, prepared):
-        if s.where is None or s.where.matches(conv):
-            conv = CONVERTERS.get(s.step).fn(conv, s.options, p)
+        if s.applies_to(conv):
+            conv = s.definition.fn(conv, s.options, p)
     return conv

@@ -23,11 +23,11 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError, model_serializer, model_validator
 
-from dsc.compiler.errors import allowed_list, did_you_mean
 from dsc.compiler.record import Conversation, Message
 
 from .common import Strict, Where
 from .react import OBSERVATION, parse_action
+from .registry import NamedRegistry
 
 
 @dataclass(frozen=True)
@@ -37,24 +37,14 @@ class FilterDef:
     fn: Callable[[Conversation, Any], str | None]
 
 
-class FilterRegistry:
-    def __init__(self) -> None:
-        self.defs: dict[str, FilterDef] = {}
+class FilterRegistry(NamedRegistry[FilterDef]):
+    """Quality filters by name: `@FILTERS.register("name", ArgType)` on `fn(conv, arg) -> reason | None`."""
+
+    def __init__(self, kind: str = "filter") -> None:
+        super().__init__(kind)
 
     def register(self, name: str, arg: Any = None, *, replace: bool = False):
-        def decorate(fn: Callable[[Conversation, Any], str | None]):
-            if name in self.defs and not replace and self.defs[name].fn is not fn:
-                raise ValueError(f"filter '{name}' is already registered (pass replace=True to override it)")
-            self.defs[name] = FilterDef(name, arg, fn)
-            return fn
-
-        return decorate
-
-    def get(self, name: str) -> FilterDef:
-        if name not in self.defs:
-            raise ValueError(f"unknown filter '{name}'{did_you_mean(name, self.defs)}; "
-                             f"registered: {allowed_list(self.defs)}")
-        return self.defs[name]
+        return self._registering(name, lambda fn: FilterDef(name, arg, fn), replace)
 
 
 FILTERS = FilterRegistry()

@@ -25,30 +25,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SerializeAsAny, model_serializer, model_validator
+from pydantic import Field
 
 from dsc.compiler.record import Conversation, Message
 
-from .common import RULE_STEP, Registry, Strict, Where, copy_conv, rank_key, render_text, split_entry, template_context, unit_hash
+from .common import RULE_STEP, Strict, copy_conv, rank_key, render_text, template_context, unit_hash
 from .react import ToolDef, ToolsField, load_tools
+from .registry import Registry, prepare_entries, registry_entry
 
 RULES = Registry("negative rule")
 
 
-class NegativeRule(Strict):
-    rule: str
-    where: Where | None = None
-    options: SerializeAsAny[BaseModel]
-
-    @model_validator(mode="before")
-    @classmethod
-    def _split(cls, data: Any) -> Any:
-        return split_entry(data, "rule", RULES)
-
-    @model_serializer(mode="wrap")
-    def _flat(self, handler: Any) -> dict[str, Any]:
-        d = handler(self)
-        return {"rule": d["rule"], **({"where": d["where"]} if d.get("where") else {}), **d["options"]}
+# One `negatives:` entry: `{rule: <name>, where: ..., **options}` (see `registry_entry`).
+NegativeRule = registry_entry("NegativeRule", key="rule", registry=RULES, module=__name__)
 
 
 class RateOption(Strict):
@@ -127,24 +116,19 @@ def no_tools(conv: Conversation, opts: NoToolsOptions, _: Any, seed: int) -> Con
     return new
 
 
-def prepare_rules(rules: list[NegativeRule], base_dir: Path) -> list[Any]:
-    out = []
-    for r in rules:
-        d = RULES.get(r.rule)
-        out.append(d.prepare(r.options, base_dir) if d.prepare is not None else None)
-    return out
+prepare_rules = prepare_entries  # what each rule needs, read once (ValueError naming a bad file)
 
 
 def apply_rules(conv: Conversation, rules: list[NegativeRule], prepared: list[Any], seed: int) -> list[Conversation]:
     """The negatives the rules make from this row (the row itself is not included)."""
     out = []
     for r, p in zip(rules, prepared):
-        if r.where is not None and not r.where.matches(conv):
+        if not r.applies_to(conv):
             continue
         rate = getattr(r.options, "rate", 1.0)
-        if rate < 1.0 and unit_hash(seed, "rule", r.rule, conv.id) >= rate:
+        if rate < 1.0 and unit_hash(seed, "rule", r.name, conv.id) >= rate:
             continue
-        new = RULES.get(r.rule).fn(conv, r.options, p, seed)
+        new = r.definition.fn(conv, r.options, p, seed)
         if new is not None:
             out.append(new)
     return out
