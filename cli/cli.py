@@ -124,11 +124,16 @@ def build(
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither reuse nor keep normalised and rendered rows "
                                                             "in the build cache (the artifact is the same)."),
     cache_dir: Optional[Path] = cache_dir_option(),
+    timings: bool = typer.Option(False, "--timings", help="Print when each stage started, produced its first "
+                                                          "rows and finished (seconds since dsc started) to stderr."),
 ) -> None:
     """Compile SPEC into a versioned artifact directory and pin its inputs in dsc.lock beside it."""
     from dsc.compiler.lock import build_with_lock
+    from dsc.compiler.timings import TimedProgress
 
-    progress = RichProgress()
+    progress: Any = RichProgress()
+    if timings:
+        progress = TimedProgress(progress)
 
     def body() -> Any:
         try:
@@ -138,6 +143,9 @@ def build(
             progress.close()
 
     result = run_guarded(body)
+    if timings:
+        progress.mark("artifact in place")
+        err_console.print(progress.report(), highlight=False, soft_wrap=True)
     for w in result.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
     out_console.print(_summary_table(result))

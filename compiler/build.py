@@ -815,6 +815,7 @@ def _build_loaded(loaded: LoadedSpec, out_dir: str | Path | None, *, workers: in
                             + ", ".join(f"{t!r} ×{n}" for t, n in sorted(tally.special_found.items()))
                             + f" (special_tokens: {spec.special_tokens.value})")
 
+        progress.start("write artifact")
         layout = _Layout(tally.split_rows, spec.output.shard_rows, spec.output.row_group_rows)
         with art.staged_directory(out) as tmp, _Spill(store.tmp, layout, tokenizer is not None) as spill:
             _distribute(spill, layout, chosen, rendered)
@@ -870,6 +871,7 @@ def _build_loaded(loaded: LoadedSpec, out_dir: str | Path | None, *, workers: in
             from dsc.compiler.card import write_card
 
             write_card(tmp, manifest)
+            progress.done()
             if before_place is not None:
                 before_place(manifest)
     return BuildResult(out_dir=out, manifest=manifest, quarantined=len(quarantine), written=dict(tally.written),

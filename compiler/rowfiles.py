@@ -135,9 +135,11 @@ def file_crc(path: Path) -> int:
     return crc
 
 
-# Intermediate files are written once and read once or twice, a whole batch at a time: zstd
-# makes them ~3× smaller for about the cost of writing them uncompressed.
-IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
+# Intermediate files (segments, rendered parts, the output spill) are written once and read once
+# or twice, a whole batch at a time. LZ4 makes them ~2× smaller at a fraction of zstd's cost
+# (measured on 20k output rows, 200 MiB: zstd writes in 5.1 s and reads in 3.3 s, LZ4 in 1.35 s
+# and 0.4 s, for 95 MiB against zstd's 62 MiB); the artifact itself is zstd parquet.
+IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
 
 
 class ArrowFileWriter:

@@ -161,6 +161,38 @@ def test_cli_build_prints_summary(tmp_path):
     assert "version" in result.output and "train" in result.output and "supervised" in result.output
 
 
+def test_cli_build_timings_name_every_stage_in_order(tmp_path):
+    split_excerpt(tmp_path)
+    # --no-cache: rows served by the cache would report no "first rows" for reading and rendering
+    result = CliRunner().invoke(app, ["build", str(make_spec(tmp_path)), "--out", str(tmp_path / "out"), "--timings",
+                                      "--no-cache"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    at = lines.index("timings (seconds since the process started):")
+    events = []
+    for line in lines[at + 1:]:
+        parts = line.split(None, 1)
+        if len(parts) != 2 or not parts[0].replace(".", "").isdigit():
+            break
+        events.append((float(parts[0]), parts[1]))
+    stages = ["read + normalise", "render + tokenise", "write artifact"]
+    expected = [f"{s}: {e}" for s in stages for e in ("started", "first rows", "done")]
+    expected.remove("write artifact: first rows")  # writing reports no rows
+    assert [what for _, what in events] == expected + ["artifact in place"]
+    times = [t for t, _ in events]
+    assert times == sorted(times) and times[0] > 0
+
+
+def test_process_age_counts_from_process_start():
+    import time
+
+    from dsc.compiler.timings import process_age
+
+    a = process_age()
+    time.sleep(0.05)
+    assert 0.04 <= process_age() - a < 1.0 and a > 0
+
+
 def test_failed_build_leaves_previous_artifact_untouched(tmp_path, monkeypatch):
     split_excerpt(tmp_path)
     out = tmp_path / "out"
