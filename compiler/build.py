@@ -879,6 +879,9 @@ def _build_loaded(loaded: LoadedSpec, out_dir: str | Path | None, *, workers: in
 
 
 BUCKET_ROWS = 4096  # rows per spill bucket (a few row groups; tens of MB)
+# Output rows gathered before they are distributed to the buckets (whichever limit comes first).
+SPILL_FLUSH_ROWS = 8192
+SPILL_FLUSH_BYTES = 48 << 20
 _POS = "__pos"
 
 
@@ -923,6 +926,8 @@ class _Spill:
         self.schema = art.row_schema(tokenized)
         self.dir = Path(tempfile.mkdtemp(prefix="spill-", dir=tmp_root))
         self._writers: dict[int, tuple[Any, Any]] = {}
+        self._pending: list[pa.Table] = []  # rows added but not yet distributed
+        self._pending_rows = self._pending_bytes = 0
 
     def __enter__(self) -> "_Spill":
         return self
@@ -930,23 +935,43 @@ class _Spill:
     def __exit__(self, *exc: Any) -> None:
         import shutil
 
+        if exc[0] is not None:
+            self._pending = []  # failed: nothing more to write
         self._close_writers()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _close_writers(self) -> None:
+        self._flush()
         for w, f in self._writers.values():
             w.close()
             f.close()
         self._writers.clear()
 
     def add(self, table: pa.Table, positions: np.ndarray) -> None:
-        table = table.append_column(_POS, pa.array(positions, pa.int64()))
-        bucket = np.searchsorted(self.layout.starts, positions, side="right") - 1
-        for b in np.unique(bucket).tolist():
+        self._pending.append(table.append_column(_POS, pa.array(positions, pa.int64())))
+        self._pending_rows += table.num_rows
+        self._pending_bytes += table.nbytes
+        if self._pending_rows >= SPILL_FLUSH_ROWS or self._pending_bytes >= SPILL_FLUSH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Distribute the pending rows: one sorted pass, one slice per bucket. Rows arrive in
+        seeded-hash order, so a small batch would touch every bucket with a row or two each:
+        writes (and batches to read back) would grow with rows × buckets."""
+        if not self._pending:
+            return
+        table = pa.concat_tables(self._pending)
+        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+        bucket = np.searchsorted(self.layout.starts, table.column(_POS).to_numpy(), side="right") - 1
+        order = np.argsort(bucket, kind="stable")
+        table, bucket = table.take(pa.array(order)), bucket[order]
+        cuts = np.flatnonzero(np.diff(bucket)) + 1
+        for a, z in zip([0, *cuts.tolist()], [*cuts.tolist(), len(bucket)]):
+            b = int(bucket[a])
             if b not in self._writers:
                 f = pa.OSFile(str(self.dir / f"{b:06d}.arrows"), "wb")
                 self._writers[b] = (pa.ipc.new_stream(f, table.schema, options=IPC_OPTIONS), f)
-            self._writers[b][0].write_table(table.filter(pa.array(bucket == b)))
+            self._writers[b][0].write_table(table.slice(a, z - a))
 
     def tables(self, split: str) -> Iterator[pa.Table]:
         """The split's rows in output order, a row group per table."""
