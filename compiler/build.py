@@ -501,12 +501,13 @@ class _Sources:
 
 
 def _normalise_source(loaded: LoadedSpec, name: str, key: str, store: BuildCache, ex: _Executor,
-                      progress: Progress) -> SegmentInfo:
+                      progress: Progress, inputs: list[dict[str, Any]]) -> SegmentInfo:
     spec, base = loaded.spec, loaded.base_dir
+    hashed = {i["path"]: i["sha256"] for i in inputs if i["source"] == name}
 
     def raw_rows() -> Iterator[RawRow]:
         with loaded.at("sources", name):
-            yield from iter_raw_rows(name, spec.sources[name], base, defer_parsing=True)
+            yield from iter_raw_rows(name, spec.sources[name], base, defer_parsing=True, known_sha256=hashed)
 
     with store.new_normalised() as tmp:
         writer = SegmentWriter(tmp, name)
@@ -560,7 +561,7 @@ def _read(loaded: LoadedSpec, inputs: list[dict[str, Any]], store: BuildCache, e
         seg = store.normalised(key)
         report[name] = SourceCacheReport("hit" if seg is not None else "miss")
         if seg is None:
-            seg = _normalise_source(loaded, name, key, store, ex, progress)
+            seg = _normalise_source(loaded, name, key, store, ex, progress, inputs)
         else:
             progress.advance(seg.rows_read)
         read.segments.append(seg)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import glob
 import hashlib
 import json
@@ -458,27 +459,30 @@ def _read_hub(name: str, hub: HubSource) -> Iterator[RawRow]:
         row += 1
 
 
-def _all_rows(name: str, spec: SourceSpec, base: Path, defer_parsing: bool) -> Iterator[RawRow]:
+def _all_rows(name: str, spec: SourceSpec, base: Path, defer_parsing: bool,
+              known_sha256: Mapping[str, str]) -> Iterator[RawRow]:
     if spec.hub is not None:
         yield from _read_hub(name, spec.hub)
         return
     for f in resolve_files(spec, base, name):
-        if f.type == "jsonl":
-            yield from _read_jsonl(name, f, _sha256(f.path), defer_parsing)
-        else:
-            yield from _READERS[f.type](name, f, _sha256(f.path))
+        read = _READERS[f.type]
+        if defer_parsing and f.type == "jsonl":
+            read = functools.partial(_read_jsonl, defer_parsing=True)
+        yield from read(name, f, known_sha256.get(f.display) or _sha256(f.path))
 
 
-def iter_raw_rows(name: str, spec: SourceSpec, base_dir: Path | str, *,
-                  defer_parsing: bool = False) -> Iterator[RawRow]:
+def iter_raw_rows(name: str, spec: SourceSpec, base_dir: Path | str, *, defer_parsing: bool = False,
+                  known_sha256: Mapping[str, str] | None = None) -> Iterator[RawRow]:
     """The source's rows, streamed, files in sorted order; at most `spec.limit` of them (the
     first ones, unparseable rows included, so a limit always reads the same rows).
 
     `defer_parsing`: JSONL lines come unparsed (`RawRow.parsed()`), for a caller that parses in
-    worker processes; not with a `limit` (which counts parsed rows)."""
+    worker processes; not with a `limit` (which counts parsed rows).
+    `known_sha256`: file (as `input_fingerprints` names it) → its sha256, already computed by
+    the caller (the build hashes every input for the manifest): the file is not read twice."""
     if spec.limit == 0:
         return
-    rows = _all_rows(name, spec, Path(base_dir), defer_parsing and spec.limit is None)
+    rows = _all_rows(name, spec, Path(base_dir), defer_parsing and spec.limit is None, known_sha256 or {})
     try:
         for n, raw in enumerate(rows, 1):
             yield raw

@@ -271,3 +271,25 @@ def test_full_fireact_multitask_file(tmp_path, fireact_dir):
     q = [json.loads(l) for l in (tmp_path / "out" / "quarantine.jsonl").read_text().splitlines()]
     assert len(q) == result.quarantined and all(e["reason"] for e in q)
     assert sum(m["duplicates_removed"].values()) == sum(1 for e in q if e["stage"] == "dedup")
+
+
+def test_a_build_reads_each_input_file_once_for_its_hash(tmp_path, monkeypatch):
+    """The manifest's input hashes serve the rows' provenance: a multi-GB input is not hashed twice."""
+    from collections import Counter
+
+    from dsc.compiler import sources
+
+    split_excerpt(tmp_path)
+    hashed: Counter[str] = Counter()
+    real = sources._file_sha256
+
+    def counting(path):
+        hashed[str(path)] += 1
+        return real(path)
+
+    monkeypatch.setattr(sources, "_file_sha256", counting)
+    result = build(make_spec(tmp_path), tmp_path / "out", cache=False)
+    assert hashed and set(hashed.values()) == {1}, hashed
+    shas = {i["sha256"] for i in result.manifest["inputs"]}
+    rows = pq.read_table(next((tmp_path / "out" / "data").glob("train-*.parquet"))).column("meta").to_pylist()
+    assert {m["provenance"]["file_sha256"] for m in rows} <= shas
