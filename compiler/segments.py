@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from dsc.compiler.token_bytes import byte_offsets
+
 # Component types whose processing is known to be per piece and position-independent.
 _PER_PIECE_PRE_TOKENIZERS = frozenset({
     "ByteLevel", "Whitespace", "WhitespaceSplit", "BertPreTokenizer", "Punctuation", "Digits", "Split",
@@ -80,8 +82,9 @@ class TokenBatch:
     """Token ids and offsets of a batch of texts, concatenated."""
 
     ids: np.ndarray  # int32 (N,)
-    offsets: np.ndarray  # int64 (N, 2), character offsets relative to each row's text
+    offsets: np.ndarray  # int64 (N, 2), offsets relative to each row's text, in `unit`s
     splits: np.ndarray  # int64 (rows + 1,): row i is ids[splits[i]:splits[i + 1]]
+    unit: str = "char"  # "char": the library's character offsets; "byte": UTF-8 byte offsets (token_bytes)
 
 
 @dataclass
@@ -96,7 +99,7 @@ class CacheStats:
 
 @dataclass
 class SegmentCache:
-    """A bounded LRU of piece → (ids, relative offsets), per process.
+    """A bounded LRU of piece → (ids, relative offsets or None), per process.
 
     Bounded by the tokens it holds and by its number of entries, so memory stays flat however
     many rows pass. A piece is admitted when it occurs twice in one batch or is tokenised a
@@ -118,7 +121,7 @@ class SegmentCache:
     def tokens(self) -> int:
         return self._tokens
 
-    def get(self, piece: str) -> tuple[np.ndarray, np.ndarray] | None:
+    def get(self, piece: str) -> tuple[np.ndarray, np.ndarray | None] | None:
         hit = self._entries.get(piece)
         if hit is not None:
             self._entries.move_to_end(piece)
@@ -137,8 +140,9 @@ class SegmentCache:
         self._seen.add(h)
         return False
 
-    def put(self, piece: str, ids: np.ndarray, offsets: np.ndarray) -> None:
-        """Keep a piece (own copies of the arrays, not views of a batch's buffers)."""
+    def put(self, piece: str, ids: np.ndarray, offsets: np.ndarray | None) -> None:
+        """Keep a piece (own copies of the arrays, not views of a batch's buffers; no offsets
+        when the caller computes them from ids)."""
         n = len(ids)
         old = self._entries.pop(piece, None)
         if old is not None:
@@ -160,30 +164,40 @@ class SegmentCache:
 EncodeFn = Callable[[list[str]], list[Any]]  # texts → tokenizers Encodings (add_special_tokens=False)
 
 
-def _flatten(encodings: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ids int32, offsets int64 (N, 2), splits int64) of a list of Encodings, without a
-    Python-level loop per token."""
+def _flatten(encodings: Sequence[Any], with_offsets: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """(ids int32, offsets int32 (N, 2) or None, splits int64) of a list of Encodings, without
+    a Python-level loop per token."""
     splits = np.zeros(len(encodings) + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings)), out=splits[1:])
     total = int(splits[-1])
     ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=total)
+    if not with_offsets:
+        return ids, None, splits
     flat = itertools.chain.from_iterable(itertools.chain.from_iterable(e.offsets for e in encodings))
     offsets = np.fromiter(flat, dtype=np.int32, count=2 * total).reshape(total, 2)
     return ids, offsets, splits
 
 
-def encode_whole(encode: EncodeFn, texts: list[str]) -> TokenBatch:
-    ids, offsets, splits = _flatten(encode(texts))
+def encode_whole(encode: EncodeFn, texts: list[str], byte_lengths: np.ndarray | None = None) -> TokenBatch:
+    """`byte_lengths` (token_bytes.plan_byte_lengths): offsets in bytes from the ids, and
+    `encode` need not compute offsets."""
+    ids, offsets, splits = _flatten(encode(texts), with_offsets=byte_lengths is None)
+    if byte_lengths is not None:
+        return TokenBatch(ids, byte_offsets(ids, splits, byte_lengths), splits, unit="byte")
+    assert offsets is not None
     return TokenBatch(ids, offsets.astype(np.int64), splits)
 
 
-def encode_segmented(encode: EncodeFn, texts: list[str], splitter: Splitter, cache: SegmentCache) -> TokenBatch:
+def encode_segmented(encode: EncodeFn, texts: list[str], splitter: Splitter, cache: SegmentCache,
+                     byte_lengths: np.ndarray | None = None) -> TokenBatch:
     """Tokenise `texts` piece by piece: each distinct piece not in `cache` is tokenised once, in
     one batched call, and every row is stitched from pieces and added tokens.
 
     The stitching is one gather: the batch's token arrays (added tokens, cache hits, newly
     tokenised pieces) are laid end to end in a pool, every part of every row is a (start,
-    count) range of it, and the output is the pool indexed by those ranges expanded."""
+    count) range of it, and the output is the pool indexed by those ranges expanded.
+    `byte_lengths`: as for encode_whole (the cache then holds ids only)."""
+    with_offsets = byte_lengths is None
     n_rows = len(texts)
     rows = [splitter.split(t) for t in texts]
     parts_per_row = np.fromiter(map(len, rows), dtype=np.int64, count=n_rows)
@@ -200,13 +214,14 @@ def encode_segmented(encode: EncodeFn, texts: list[str], splitter: Splitter, cac
         if part in index:
             continue
         hit = cache.get(part)
-        if hit is None:
+        if hit is None or (with_offsets and hit[1] is None):  # (kept by a caller that needed no offsets)
             missing.append(part)
             continue
         n = len(hit[0])
         index[part] = (at, n)
         pool_ids.append(hit[0])
-        pool_offsets.append(hit[1])
+        if with_offsets:
+            pool_offsets.append(hit[1])
         at += n
         hits += 1
     stats = cache.stats
@@ -214,36 +229,40 @@ def encode_segmented(encode: EncodeFn, texts: list[str], splitter: Splitter, cac
     stats.distinct += hits + len(missing)
     stats.hits += hits
     if missing:
-        ids, offsets, splits = _flatten(encode(missing))
+        ids, offsets, splits = _flatten(encode(missing), with_offsets)
         stats.encoded += len(missing)
         bounds = splits.tolist()
         for k, piece in enumerate(missing):
             a, b = bounds[k], bounds[k + 1]
             index[piece] = (at + a, b - a)
             if cache.wants(piece, b - a, occurrences[piece] > 1):
-                cache.put(piece, ids[a:b].copy(), offsets[a:b].copy())
+                cache.put(piece, ids[a:b].copy(), offsets[a:b].copy() if offsets is not None else None)
         pool_ids.append(ids)
-        pool_offsets.append(offsets)
+        if offsets is not None:
+            pool_offsets.append(offsets)
 
     ranges = np.fromiter(itertools.chain.from_iterable(map(index.__getitem__, parts)), dtype=np.int64,
                          count=2 * len(parts)).reshape(-1, 2)
     counts = ranges[:, 1]
-    # Where each part starts in its row: an exclusive running sum of part lengths, restarted per row.
-    char_lens = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
-    char_starts = np.cumsum(char_lens) - char_lens
     first_part = np.zeros(n_rows, dtype=np.int64)
     np.cumsum(parts_per_row[:-1], out=first_part[1:])
-    char_starts -= np.repeat(char_starts[first_part], parts_per_row)
     splits = np.zeros(n_rows + 1, dtype=np.int64)
     if len(parts):
         np.cumsum(np.add.reduceat(counts, first_part), out=splits[1:])
     total = int(splits[-1])
+    unit = "char" if with_offsets else "byte"
     if total == 0:
-        return TokenBatch(np.zeros(0, np.int32), np.zeros((0, 2), np.int64), splits)
+        return TokenBatch(np.zeros(0, np.int32), np.zeros((0, 2), np.int64), splits, unit)
     # token t of the output comes from pool[start of its part + its rank within the part]
     token_starts = np.cumsum(counts) - counts
     gather = np.arange(total, dtype=np.int64) + np.repeat(ranges[:, 0] - token_starts, counts)
     ids = np.concatenate(pool_ids)[gather]
+    if not with_offsets:
+        return TokenBatch(ids, byte_offsets(ids, splits, byte_lengths), splits, unit)
+    # Where each part starts in its row: an exclusive running sum of part lengths, restarted per row.
+    char_lens = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+    char_starts = np.cumsum(char_lens) - char_lens
+    char_starts -= np.repeat(char_starts[first_part], parts_per_row)
     offsets = np.concatenate(pool_offsets)[gather].astype(np.int64) + np.repeat(char_starts, counts)[:, None]
     return TokenBatch(ids, offsets, splits)
 

@@ -16,7 +16,10 @@ Speed (see `dsc.compiler.segments`): rows are tokenised a batch at a time, piece
 the tokenizer's added tokens, with a bounded per-process cache of pieces seen before (system
 prompts, tool schemas, instruction turns), which gives exactly the ids and offsets of whole-text
 tokenisation, or whole-text when that cannot be guaranteed for the tokenizer (`reuse_reason`
-says why). Labels come from one vectorised pass over the batch's offsets, and
+says why). For byte-level BPE tokenizers the offsets come from the ids (`dsc.compiler.token_bytes`:
+each id spells a fixed number of bytes), so the library is asked for ids only and labels are
+computed on byte offsets against byte spans — the same labels (`byte_offsets_reason` says why a
+tokenizer does not qualify). Labels come from one vectorised pass over the batch's offsets, and
 `encode_arrays` hands the result over as flat arrays (for Arrow) without a Python list per row.
 """
 from __future__ import annotations
@@ -35,6 +38,7 @@ from dsc.compiler.record import BadRow
 from dsc.compiler.render import Rendered
 from dsc.compiler.segments import SegmentCache, Splitter, TokenBatch, encode_segmented, encode_whole, plan_segments
 from dsc.compiler.templating import ChatTemplate, resolve_tokenizer_file
+from dsc.compiler.token_bytes import plan_byte_lengths, row_byte_lengths, spans_to_bytes, utf8_lengths
 
 IGNORE_INDEX = -100
 
@@ -131,6 +135,7 @@ class TokenizeStats:
     dropped_too_long: int = 0  # overflow: drop
     truncated: int = 0  # overflow: truncate
     unsupervised_after_truncation: int = 0  # truncated rows whose supervised tokens were all cut
+    byte_offset_fallbacks: int = 0  # batches re-encoded with the library's offsets (tokens did not spell the text)
 
 
 class RowTooLong(BadRow):
@@ -157,13 +162,18 @@ class RowTokenizer:
     _splitter: Splitter | None = field(default=None, repr=False)
     reuse_reason: str = ""
     cache: SegmentCache = field(default_factory=SegmentCache, repr=False)
+    # Offsets from ids (dsc.compiler.token_bytes): per-id byte lengths when exact for this
+    # tokenizer, else None and `byte_offsets_reason` says why.
+    _byte_lengths: np.ndarray | None = field(default=None, repr=False)
+    byte_offsets_reason: str = ""
 
     @classmethod
     def load(cls, ref: "str | TokenizeSpec", base_dir: Path, max_length: int | None = None,
              overflow: Literal["drop", "truncate", "error"] = "drop", *,
-             segment_reuse: bool = True) -> "RowTokenizer":
+             segment_reuse: bool = True, byte_offsets: bool = True) -> "RowTokenizer":
         """`ref`: a TokenizeSpec, or a tokenizer directory (relative to base_dir) / hub id.
-        `segment_reuse=False` always tokenises whole texts (the results are the same)."""
+        `segment_reuse=False` always tokenises whole texts, `byte_offsets=False` always asks the
+        library for offsets (the results are the same)."""
         if isinstance(ref, TokenizeSpec):
             ref, max_length, overflow = ref.tokenizer, ref.max_length, ref.overflow
         from tokenizers import Tokenizer
@@ -187,22 +197,42 @@ class RowTokenizer:
                                                          config.read_bytes() if config is not None else b"")):
             h.update(f"{name}\0{len(content)}\0".encode())
             h.update(content)
+        spec = json.loads(text)
         splitter, reason = None, "segment reuse switched off"
         if segment_reuse:
-            splitter, reason = plan_segments(tok, json.loads(text))
+            splitter, reason = plan_segments(tok, spec)
+        byte_lengths, byte_reason = None, "offsets from ids switched off"
+        if byte_offsets:
+            byte_lengths, byte_reason = plan_byte_lengths(tok, spec)
         return cls(ref=ref, path=tok_json, sha256=h.hexdigest(), max_length=max_length, overflow=overflow, _tok=tok,
-                   _splitter=splitter, reuse_reason=reason)
+                   _splitter=splitter, reuse_reason=reason, _byte_lengths=byte_lengths,
+                   byte_offsets_reason=byte_reason)
 
     @property
     def segment_reuse(self) -> bool:
         return self._splitter is not None
 
     def _encode_texts(self, texts: list[str]) -> TokenBatch:
+        """Ids and offsets of `texts`: in bytes when the tokenizer allows offsets from ids and
+        every row's tokens spell exactly its text's bytes, else the library's character offsets."""
         tok = self._tok
+        lengths = self._byte_lengths
 
         def encode(batch: list[str]) -> list[Any]:
             return tok.encode_batch(batch, add_special_tokens=False)  # type: ignore[attr-defined]
 
+        # ids only: the offsets follow from the ids
+        encode_ids = getattr(tok, "encode_batch_fast", None)
+        encode_fast = (lambda batch: encode_ids(batch, add_special_tokens=False)) if encode_ids else encode
+        if lengths is not None:
+            if self._splitter is None:
+                batch = encode_whole(encode_fast, texts, lengths)
+            else:
+                batch = encode_segmented(encode_fast, texts, self._splitter, self.cache, lengths)
+            if np.array_equal(row_byte_lengths(batch.ids, batch.splits, lengths), utf8_lengths(texts)):
+                return batch
+            self.stats.byte_offset_fallbacks += 1  # cannot happen for a tokenizer that passed the plan
+            return encode_whole(encode, texts)
         if self._splitter is None:
             return encode_whole(encode, texts)
         return encode_segmented(encode, texts, self._splitter, self.cache)
@@ -213,18 +243,22 @@ class RowTokenizer:
         marks every overlong row `dropped` (and `too_long`, with its `n_tokens`) and encodes the
         others, so a caller can report the first offender in its own order in one pass."""
         n_rows = len(rows)
-        batch = self._encode_texts([r.text for r in rows])
+        texts = [r.text for r in rows]
+        batch = self._encode_texts(texts)
         ids, splits = batch.ids, batch.splits
         lengths = np.diff(splits)
-        # One pass over the whole batch: rows are laid end to end with a one-character gap (so a
+        in_bytes = batch.unit == "byte"
+        # One pass over the whole batch: rows are laid end to end with a one-unit gap (so a
         # zero-width token at a row's end cannot reach the next row's first span).
         bases = np.zeros(n_rows, dtype=np.int64)
         if n_rows > 1:
-            np.cumsum(np.fromiter((len(r.text) + 1 for r in rows[:-1]), dtype=np.int64, count=n_rows - 1),
-                      out=bases[1:])
+            row_sizes = utf8_lengths(texts[:-1]) if in_bytes else np.fromiter(map(len, texts[:-1]), dtype=np.int64,
+                                                                               count=n_rows - 1)
+            np.cumsum(row_sizes + 1, out=bases[1:])
         span_counts = [len(r.spans) for r in rows]
         if sum(span_counts):
-            spans = np.fromiter((x for r in rows for s in r.spans for x in s), dtype=np.int64,
+            row_spans = [spans_to_bytes(r.text, r.spans) for r in rows] if in_bytes else [r.spans for r in rows]
+            spans = np.fromiter((x for sp in row_spans for s in sp for x in s), dtype=np.int64,
                                 count=2 * sum(span_counts)).reshape(-1, 2)
             spans = spans + np.repeat(bases, span_counts)[:, None]
         else:

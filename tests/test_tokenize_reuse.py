@@ -119,6 +119,14 @@ def reusing(tok_dirs) -> dict[str, RowTokenizer]:
 
 @pytest.fixture(scope="module")
 def whole(tok_dirs) -> dict[str, RowTokenizer]:
+    """The reference: whole texts, the library's own offsets."""
+    return {k: RowTokenizer.load(str(d), Path("/"), segment_reuse=False, byte_offsets=False)
+            for k, d in tok_dirs.items()}
+
+
+@pytest.fixture(scope="module")
+def whole_bytes(tok_dirs) -> dict[str, RowTokenizer]:
+    """Whole texts, offsets from ids where the tokenizer allows it (dsc.compiler.token_bytes)."""
     return {k: RowTokenizer.load(str(d), Path("/"), segment_reuse=False) for k, d in tok_dirs.items()}
 
 
@@ -156,10 +164,11 @@ def _fireact_rows(fireact_gpt, template_name: str) -> list[Rendered]:
 
 
 @pytest.mark.parametrize("template_name", BUILTIN_TEMPLATES)
-def test_builtin_templates_reuse_is_exact(template_name, fireact_gpt, reusing, whole):
-    a, b = reusing["byte-level"], whole["byte-level"]
+def test_builtin_templates_reuse_is_exact(template_name, fireact_gpt, reusing, whole, whole_bytes):
+    a, b, c = reusing["byte-level"], whole["byte-level"], whole_bytes["byte-level"]
     assert a.segment_reuse, a.reuse_reason
-    assert not b.segment_reuse
+    assert a._byte_lengths is not None and c._byte_lengths is not None, a.byte_offsets_reason
+    assert not b.segment_reuse and b._byte_lengths is None
     rows = _fireact_rows(fireact_gpt, template_name)
     tpl = load_template(template_name, HERE)
     assert a.split_special_tokens(tpl) == []  # the template's control tokens are the tokenizer's
@@ -167,7 +176,9 @@ def test_builtin_templates_reuse_is_exact(template_name, fireact_gpt, reusing, w
     for _ in range(2):  # the second pass runs on a warm cache
         for i in range(0, len(rows), 64):
             _assert_same(a, b, rows[i:i + 64])
-    assert a.cache.stats.hits > before  # pieces were reused, not just re-tokenised
+            _assert_same(c, b, rows[i:i + 64])
+    assert a.cache.stats.hits > before
+    assert a.stats.byte_offset_fallbacks == c.stats.byte_offset_fallbacks == 0  # pieces were reused, not just re-tokenised
     assert sum(e.n_supervised for e in a.encode_batch(rows[:20])) > 0
 
 
@@ -212,9 +223,11 @@ def _rows(draw) -> list[Rendered]:
 @pytest.mark.parametrize("kind", ["byte-level", "metaspace", "prepend", "wordpiece"])
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=_rows())
-def test_texts_around_special_tokens(kind, rows, reusing, whole):
+def test_texts_around_special_tokens(kind, rows, reusing, whole, whole_bytes):
     a, b = reusing[kind], whole[kind]
     assert a.segment_reuse, a.reuse_reason
+    assert (a._byte_lengths is not None) == (kind == "byte-level"), a.byte_offsets_reason
+    _assert_same(whole_bytes[kind], b, rows)
     _assert_same(a, b, rows + rows)  # every piece twice in one batch: kept in the cache
     hits = a.cache.stats.hits
     _assert_same(a, b, rows)  # ... so this batch is stitched from the cache
