@@ -343,6 +343,7 @@ class _Executor:
     def __enter__(self) -> "_Executor":
         _init_worker(self.ctx)
         if self.workers > 1:
+            _settle_lazy_imports()
             mp = multiprocessing.get_context("fork")
             self.pool = mp.Pool(self.workers, initializer=_init_worker, initargs=(self.ctx,))
         return self
@@ -365,6 +366,13 @@ class _Executor:
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+
+
+def _settle_lazy_imports() -> None:
+    """Do before forking what every worker would otherwise do on its own at its first Arrow
+    array: pyarrow's first `pa.array` of a Python sequence imports pandas (≈0.4 s) to check
+    whether it was handed a pandas object. Imported once here, the forked workers inherit it."""
+    pa.array([0])
 
 
 def release_memory() -> None:
