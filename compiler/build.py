@@ -40,6 +40,7 @@ from dsc import __version__
 from dsc.compiler import artifact as art
 from dsc.compiler.cache import BuildCache, normalised_key, rendered_key, write_part
 from dsc.compiler.errors import BuildError
+from dsc.compiler.inspection import ArtifactStats, split_sort_key
 from dsc.compiler import mix as selection_stage
 from dsc.compiler.mix import KeyTable, RowClass, Rows, copy_of, dedup_hash, hash_prefixes, iter_ids, row_groups
 from dsc.compiler.record import BadRow, Conversation, canonical_json
@@ -834,9 +835,14 @@ def _build_loaded(loaded: LoadedSpec, out_dir: str | Path | None, *, workers: in
             tally.split_rows.clear()
             release_memory()
             files: dict[str, str] = {}
+            # The card's counts, taken from the rows as they are written (not read back).
+            stats = ArtifactStats(tokenised=tokenizer is not None)
+            for name in sorted(tally.written, key=split_sort_key):
+                stats.start_split(name)
             for name, n_rows in tally.written.items():
-                names_ = art.write_split(tmp, name, spill.tables(name), n_rows, tokenized=tokenizer is not None,
-                                         shard_rows=spec.output.shard_rows, row_group_rows=spec.output.row_group_rows)
+                names_ = art.write_split(tmp, name, _counted(spill.tables(name), stats, name), n_rows,
+                                         tokenized=tokenizer is not None, shard_rows=spec.output.shard_rows,
+                                         row_group_rows=spec.output.row_group_rows)
                 for n in names_:
                     files[n] = art.sha256_file(tmp / n)
             art.write_jsonl(tmp / art.QUARANTINE, (json.loads(q.line) for q in quarantine))
@@ -879,7 +885,7 @@ def _build_loaded(loaded: LoadedSpec, out_dir: str | Path | None, *, workers: in
             art.write_json(tmp / art.MANIFEST, manifest)
             from dsc.compiler.card import write_card
 
-            write_card(tmp, manifest)
+            write_card(tmp, manifest, stats)
             progress.done()
             if before_place is not None:
                 before_place(manifest)
@@ -1031,6 +1037,13 @@ def _distribute(spill: _Spill, layout: _Layout, chosen: _Chosen, rendered: list[
                         out = _output_table(spill.schema, segment.take(seg_row[some]), f.take(r.pos[seg_row[some]]),
                                             suffix[some])
                         spill.add(out, position[some])
+
+
+def _counted(tables: Iterator[pa.Table], stats: ArtifactStats, split: str) -> Iterator[pa.Table]:
+    for table in tables:
+        for batch in table.to_batches():
+            stats.add_batch(split, batch)
+        yield table
 
 
 def _output_table(schema: pa.Schema, seg: pa.Table, ren: pa.Table, suffix: np.ndarray) -> pa.Table:

@@ -212,9 +212,11 @@ def length_chart(stats: ArtifactStats) -> bytes:
     return _png(draw)
 
 
-def write_card(out: Path, manifest: dict[str, Any]) -> None:
-    """Write README.md and its charts into a freshly written artifact directory."""
-    stats = artifact_stats(Artifact(out, manifest))
+def write_card(out: Path, manifest: dict[str, Any], stats: ArtifactStats | None = None) -> None:
+    """Write README.md and its charts into a freshly written artifact directory; `stats`: its
+    rows' counts when the caller took them while writing (else they are read back)."""
+    if stats is None:
+        stats = artifact_stats(Artifact(out, manifest))
     (out / ASSETS_DIR).mkdir(exist_ok=True)
     split = "train" if "train" in stats.splits else sorted(stats.splits, key=split_sort_key)[0]
     (out / MIX_CHART).write_bytes(mix_chart(stats, split))

@@ -147,6 +147,29 @@ class ArtifactStats:
     def supervised(self, tally: Tally) -> int:
         return tally.supervised_tokens if self.tokenised else tally.supervised_chars
 
+    def start_split(self, split: str) -> None:
+        """A split with no rows counted yet (splits appear in the order they are started)."""
+        self.splits.setdefault(split, Tally())
+        self.lengths.setdefault(split, [])
+
+    def add_batch(self, split: str, batch: pa.RecordBatch) -> None:
+        """Count a batch of a split's rows; batches must come in artifact order (row lengths are
+        kept in order, and keys appear in the order of their first row)."""
+        self.start_split(split)
+        m = batch_measures(batch)
+        chars, tokens = m["supervised_chars"], m["supervised_tokens"]
+        self.splits[split].add(batch.num_rows, int(chars.sum()), int(tokens.sum()))
+        self.lengths[split].extend((m["tokens"] if self.tokenised else m["chars"]).tolist())
+        for dim in DIMENSIONS:
+            per = self.by.setdefault(dim, {}).setdefault(split, {})
+            keys, first, which = np.unique(np.asarray(meta_keys(batch, dim), dtype=object), return_index=True,
+                                           return_inverse=True)
+            rows = np.bincount(which, minlength=len(keys))
+            key_chars = np.bincount(which, weights=chars, minlength=len(keys))
+            key_tokens = np.bincount(which, weights=tokens, minlength=len(keys))
+            for k in np.argsort(first, kind="stable").tolist():
+                per.setdefault(str(keys[k]), Tally()).add(int(rows[k]), int(key_chars[k]), int(key_tokens[k]))
+
     def has_values(self, dim: str) -> bool:
         """Whether any row carries this attribute (labels and capabilities are optional)."""
         return any(k != NONE_KEY for split in self.by.get(dim, {}).values() for k in split)
@@ -205,20 +228,12 @@ STAT_COLUMNS = ["id", "meta", "text", "loss_spans", "labels"]
 
 
 def artifact_stats(art: Artifact) -> ArtifactStats:
+    """Counts read back from a written artifact (the build counts the same rows as it writes them)."""
     stats = ArtifactStats(tokenised=art.tokenised)
     for split in art.splits:
-        total = stats.splits.setdefault(split, Tally())
-        lengths: list[int] = []
+        stats.start_split(split)
         for batch in art.batches(split, STAT_COLUMNS):
-            m = batch_measures(batch)
-            total.add(batch.num_rows, int(m["supervised_chars"].sum()), int(m["supervised_tokens"].sum()))
-            lengths.extend((m["tokens"] if art.tokenised else m["chars"]).tolist())
-            for dim in DIMENSIONS:
-                per = stats.by.setdefault(dim, {}).setdefault(split, {})
-                for i, key in enumerate(meta_keys(batch, dim)):
-                    per.setdefault(key, Tally()).add(1, int(m["supervised_chars"][i]),
-                                                     int(m["supervised_tokens"][i]))
-        stats.lengths[split] = lengths
+            stats.add_batch(split, batch)
     return stats
 
 

@@ -88,3 +88,41 @@ def test_label_and_capability_mixes_appear_when_rows_carry_them():
     assert mix_chart(stats) != mix_chart(ArtifactStats(tokenised=True, splits=stats.splits,
                                                        by={"source": stats.by["source"]}, lengths=stats.lengths))
     assert length_chart(stats)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_counts_taken_while_writing_equal_the_artifact_read_back(tmp_path):
+    """The build counts rows for the card as it writes them; the card must be the one the
+    written artifact gives when read back (several shards and row groups, two splits, tokens)."""
+    import json
+    import shutil
+    from collections import defaultdict
+
+    from tiny import make_tokenizer
+
+    from dsc.compiler.card import write_card
+    from dsc.compiler.inspection import Artifact, artifact_stats
+
+    tok = make_tokenizer(tmp_path / "tok")
+    spec = make_project(tmp_path, rows=60, extra=f"tokenize: {{tokenizer: {tok}}}\n"
+                                                 "output: {row_group_rows: 7, shard_rows: 15}\n")
+    build(spec, tmp_path / "a", workers=2)
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert len(manifest["files"]) > 3  # several shards
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    write_card(tmp_path / "b", manifest)  # counts read back from the written shards
+    for name in ("README.md", MIX_CHART, LENGTH_CHART):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+    # and those counts are right: a plain per-row count over the written rows
+    stats = artifact_stats(Artifact(tmp_path / "a", manifest))
+    for split in ("train", "validation"):
+        table = pq.read_table(sorted((tmp_path / "a" / "data").glob(f"{split}-*"))).to_pylist()
+        per_source: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+        for row in table:
+            t = per_source[row["meta"]["source"]]
+            t[0] += 1
+            t[1] += sum(b - a for a, b in row["loss_spans"])
+            t[2] += sum(1 for x in row["labels"] if x != -100)
+        assert {k: [v.rows, v.supervised_chars, v.supervised_tokens] for k, v in stats.by["source"][split].items()} \
+            == dict(per_source)
+        assert stats.lengths[split] == [len(row["input_ids"]) for row in table]
