@@ -146,6 +146,8 @@ def build(
     if timings:
         progress.mark("artifact in place")
         err_console.print(progress.report(), highlight=False, soft_wrap=True)
+        if result.tokenizer_paths is not None:
+            err_console.print(f"tokenizer: {result.tokenizer_paths}", highlight=False, soft_wrap=True)
     for w in result.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
     out_console.print(_summary_table(result))

@@ -123,6 +123,7 @@ class BuildResult:
     warnings: list[str] = field(default_factory=list)
     cache: dict[str, SourceCacheReport] = field(default_factory=dict)  # per emitted source
     cache_dir: Path | None = None  # None: built without the cache
+    tokenizer_paths: str | None = None  # RowTokenizer.fast_paths() when tokenised
 
 
 _CTX: BuildContext | None = None
@@ -890,7 +891,8 @@ def _build_loaded(loaded: LoadedSpec, out_dir: str | Path | None, *, workers: in
             if before_place is not None:
                 before_place(manifest)
     return BuildResult(out_dir=out, manifest=manifest, quarantined=len(quarantine), written=dict(tally.written),
-                       warnings=warnings, cache=cache_report, cache_dir=store.root if store.persistent else None)
+                       warnings=warnings, cache=cache_report, cache_dir=store.root if store.persistent else None,
+                       tokenizer_paths=tokenizer.fast_paths() if tokenizer is not None else None)
 
 
 BUCKET_ROWS = 4096  # rows per spill bucket (a few row groups; tens of MB)

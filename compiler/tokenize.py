@@ -212,6 +212,14 @@ class RowTokenizer:
     def segment_reuse(self) -> bool:
         return self._splitter is not None
 
+    def fast_paths(self) -> str:
+        """Which speed-ups this tokenizer allows, and why not where it does not (results never
+        depend on them): for `dsc build --timings`."""
+        reuse = "segment reuse on" if self.segment_reuse else f"segment reuse off ({self.reuse_reason})"
+        offsets = ("offsets from ids" if self._byte_lengths is not None
+                   else f"offsets from the library ({self.byte_offsets_reason})")
+        return f"{reuse}; {offsets}"
+
     def _encode_texts(self, texts: list[str]) -> TokenBatch:
         """Ids and offsets of `texts`: in bytes when the tokenizer allows offsets from ids and
         every row's tokens spell exactly its text's bytes, else the library's character offsets."""

@@ -293,3 +293,14 @@ def test_a_build_reads_each_input_file_once_for_its_hash(tmp_path, monkeypatch):
     shas = {i["sha256"] for i in result.manifest["inputs"]}
     rows = pq.read_table(next((tmp_path / "out" / "data").glob("train-*.parquet"))).column("meta").to_pylist()
     assert {m["provenance"]["file_sha256"] for m in rows} <= shas
+
+
+def test_cli_build_timings_say_which_tokenizer_fast_paths_ran(tmp_path):
+    from artifact_helpers import make_project
+    from tiny import make_tokenizer
+
+    tok = make_tokenizer(tmp_path / "tok")
+    spec = make_project(tmp_path / "p", rows=10, extra=f"tokenize: {{tokenizer: {tok}}}\n")
+    result = CliRunner().invoke(app, ["build", str(spec), "--out", str(tmp_path / "out"), "--timings"])
+    assert result.exit_code == 0, result.output
+    assert "tokenizer: segment reuse on; offsets from ids" in result.output

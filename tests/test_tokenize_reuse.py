@@ -480,3 +480,11 @@ def test_loading_leaves_forked_workers_their_thread_pool(tok_dirs):
     env = {k: v for k, v in os.environ.items() if k not in ("TOKENIZERS_PARALLELISM", "RAYON_NUM_THREADS")}
     r = subprocess.run([sys.executable, "-c", code], env=env, timeout=120, capture_output=True, text=True)
     assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+
+
+def test_fast_paths_name_what_runs_and_why_not(reusing, whole):
+    assert reusing["byte-level"].fast_paths() == "segment reuse on; offsets from ids"
+    ms = reusing["metaspace"].fast_paths()
+    assert ms.startswith("segment reuse on; offsets from the library (") and "byte-level" in ms
+    assert whole["byte-level"].fast_paths() == ("segment reuse off (segment reuse switched off); "
+                                                "offsets from the library (offsets from ids switched off)")
