@@ -35,8 +35,6 @@ from typing import Any
 
 import numpy as np
 
-from dsc.compiler.token_bytes import byte_offsets
-
 # Component types whose processing is known to be per piece and position-independent.
 _PER_PIECE_PRE_TOKENIZERS = frozenset({
     "ByteLevel", "Whitespace", "WhitespaceSplit", "BertPreTokenizer", "Punctuation", "Digits", "Split",
@@ -82,7 +80,7 @@ class TokenBatch:
     """Token ids and offsets of a batch of texts, concatenated."""
 
     ids: np.ndarray  # int32 (N,)
-    offsets: np.ndarray  # int64 (N, 2), offsets relative to each row's text, in `unit`s
+    offsets: np.ndarray | None  # int64 (N, 2), relative to each row's text, in `unit`s; None: not asked for
     splits: np.ndarray  # int64 (rows + 1,): row i is ids[splits[i]:splits[i + 1]]
     unit: str = "char"  # "char": the library's character offsets; "byte": UTF-8 byte offsets (token_bytes)
 
@@ -178,26 +176,21 @@ def _flatten(encodings: Sequence[Any], with_offsets: bool = True) -> tuple[np.nd
     return ids, offsets, splits
 
 
-def encode_whole(encode: EncodeFn, texts: list[str], byte_lengths: np.ndarray | None = None) -> TokenBatch:
-    """`byte_lengths` (token_bytes.plan_byte_lengths): offsets in bytes from the ids, and
-    `encode` need not compute offsets."""
-    ids, offsets, splits = _flatten(encode(texts), with_offsets=byte_lengths is None)
-    if byte_lengths is not None:
-        return TokenBatch(ids, byte_offsets(ids, splits, byte_lengths), splits, unit="byte")
-    assert offsets is not None
-    return TokenBatch(ids, offsets.astype(np.int64), splits)
+def encode_whole(encode: EncodeFn, texts: list[str], with_offsets: bool = True) -> TokenBatch:
+    """`with_offsets=False`: ids only (`encode` need not compute offsets; the caller derives them)."""
+    ids, offsets, splits = _flatten(encode(texts), with_offsets)
+    return TokenBatch(ids, offsets.astype(np.int64) if offsets is not None else None, splits)
 
 
 def encode_segmented(encode: EncodeFn, texts: list[str], splitter: Splitter, cache: SegmentCache,
-                     byte_lengths: np.ndarray | None = None) -> TokenBatch:
+                     with_offsets: bool = True) -> TokenBatch:
     """Tokenise `texts` piece by piece: each distinct piece not in `cache` is tokenised once, in
     one batched call, and every row is stitched from pieces and added tokens.
 
     The stitching is one gather: the batch's token arrays (added tokens, cache hits, newly
     tokenised pieces) are laid end to end in a pool, every part of every row is a (start,
     count) range of it, and the output is the pool indexed by those ranges expanded.
-    `byte_lengths`: as for encode_whole (the cache then holds ids only)."""
-    with_offsets = byte_lengths is None
+    `with_offsets`: as for encode_whole (pieces then go into the cache without offsets)."""
     n_rows = len(texts)
     rows = [splitter.split(t) for t in texts]
     parts_per_row = np.fromiter(map(len, rows), dtype=np.int64, count=n_rows)
@@ -250,15 +243,14 @@ def encode_segmented(encode: EncodeFn, texts: list[str], splitter: Splitter, cac
     if len(parts):
         np.cumsum(np.add.reduceat(counts, first_part), out=splits[1:])
     total = int(splits[-1])
-    unit = "char" if with_offsets else "byte"
     if total == 0:
-        return TokenBatch(np.zeros(0, np.int32), np.zeros((0, 2), np.int64), splits, unit)
+        return TokenBatch(np.zeros(0, np.int32), np.zeros((0, 2), np.int64) if with_offsets else None, splits)
     # token t of the output comes from pool[start of its part + its rank within the part]
     token_starts = np.cumsum(counts) - counts
     gather = np.arange(total, dtype=np.int64) + np.repeat(ranges[:, 0] - token_starts, counts)
     ids = np.concatenate(pool_ids)[gather]
     if not with_offsets:
-        return TokenBatch(ids, byte_offsets(ids, splits, byte_lengths), splits, unit)
+        return TokenBatch(ids, None, splits)
     # Where each part starts in its row: an exclusive running sum of part lengths, restarted per row.
     char_lens = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
     char_starts = np.cumsum(char_lens) - char_lens
@@ -272,14 +264,14 @@ def encode_segmented(encode: EncodeFn, texts: list[str], splitter: Splitter, cac
 # ---------------------------------------------------------------------------------------------
 
 
-def _types(component: Any) -> list[dict[str, Any]]:
+def components(component: Any) -> list[dict[str, Any]]:
     """A component of tokenizer.json and, for Sequences, its parts (recursively)."""
     if not isinstance(component, dict):
         return []
     out = [component]
     for key in ("pretokenizers", "normalizers", "processors"):
         for sub in component.get(key) or []:
-            out += _types(sub)
+            out += components(sub)
     return out
 
 
@@ -289,7 +281,7 @@ def _structural_reason(spec: dict[str, Any], encode_special_tokens: bool) -> str
         return "the tokenizer encodes special tokens as text (encode_special_tokens)"
     for name, allowed in (("pre_tokenizer", _PER_PIECE_PRE_TOKENIZERS), ("normalizer", _PER_PIECE_NORMALIZERS),
                           ("post_processor", _POST_PROCESSORS)):
-        for part in _types(spec.get(name)):
+        for part in components(spec.get(name)):
             kind = part.get("type")
             if kind not in allowed:
                 return f"{name} type {kind!r} is not known to work piece by piece"

@@ -21,26 +21,18 @@ from typing import Any
 
 import numpy as np
 
+from dsc.compiler.segments import components
+
 # Pre-tokenizers that split the text (or map it byte for byte) and drop nothing.
 _TILING_PRE_TOKENIZERS = frozenset({"ByteLevel", "Split", "Digits", "Punctuation", "Sequence"})
 # Post-processors that leave offsets as the model made them (with add_special_tokens=False they add nothing).
 _UNTRIMMED_POST_PROCESSORS = frozenset({"TemplateProcessing", "BertProcessing", "Sequence"})
 
 
-def _parts(component: Any) -> list[dict[str, Any]]:
-    if not isinstance(component, dict):
-        return []
-    out = [component]
-    for key in ("pretokenizers", "processors"):
-        for sub in component.get(key) or []:
-            out += _parts(sub)
-    return out
-
-
 def _structural_reason(spec: dict[str, Any]) -> str | None:
     if spec.get("normalizer"):
         return "the tokenizer has a normaliser (its tokens need not spell the text's bytes)"
-    pre = _parts(spec.get("pre_tokenizer"))
+    pre = components(spec.get("pre_tokenizer"))
     if not any(p.get("type") == "ByteLevel" for p in pre):
         return "the pre-tokenizer is not byte-level"
     for part in pre:
@@ -51,7 +43,7 @@ def _structural_reason(spec: dict[str, Any]) -> str | None:
             return "pre_tokenizer ByteLevel(add_prefix_space=true) adds a space the text does not have"
         if kind == "Split" and str(part.get("behavior", "")).lower() == "removed":
             return "pre_tokenizer Split(behavior=Removed) drops text"
-    for part in _parts(spec.get("post_processor")):
+    for part in components(spec.get("post_processor")):
         kind = part.get("type")
         if kind in ("ByteLevel", "RobertaProcessing"):
             if part.get("trim_offsets"):

@@ -38,7 +38,8 @@ from dsc.compiler.record import BadRow
 from dsc.compiler.render import Rendered
 from dsc.compiler.segments import SegmentCache, Splitter, TokenBatch, encode_segmented, encode_whole, plan_segments
 from dsc.compiler.templating import ChatTemplate, resolve_tokenizer_file
-from dsc.compiler.token_bytes import plan_byte_lengths, row_byte_lengths, spans_to_bytes, utf8_lengths
+from dsc.compiler.token_bytes import (byte_offsets, plan_byte_lengths, row_byte_lengths, spans_to_bytes,
+                                      utf8_lengths)
 
 IGNORE_INDEX = -100
 
@@ -234,11 +235,11 @@ class RowTokenizer:
         encode_fast = (lambda batch: encode_ids(batch, add_special_tokens=False)) if encode_ids else encode
         if lengths is not None:
             if self._splitter is None:
-                batch = encode_whole(encode_fast, texts, lengths)
+                batch = encode_whole(encode_fast, texts, with_offsets=False)
             else:
-                batch = encode_segmented(encode_fast, texts, self._splitter, self.cache, lengths)
+                batch = encode_segmented(encode_fast, texts, self._splitter, self.cache, with_offsets=False)
             if np.array_equal(row_byte_lengths(batch.ids, batch.splits, lengths), utf8_lengths(texts)):
-                return batch
+                return TokenBatch(batch.ids, byte_offsets(batch.ids, batch.splits, lengths), batch.splits, unit="byte")
             self.stats.byte_offset_fallbacks += 1  # cannot happen for a tokenizer that passed the plan
             return encode_whole(encode, texts)
         if self._splitter is None:
