@@ -159,7 +159,14 @@ class SegmentCache:
         self._tokens = 0
 
 
-EncodeFn = Callable[[list[str]], list[Any]]  # texts → tokenizers Encodings (add_special_tokens=False)
+# texts → (ids int32, offsets int32 (N, 2) or None when not asked for, splits int64 (texts + 1))
+FlatEncodeFn = Callable[[list[str]], tuple[np.ndarray, np.ndarray | None, np.ndarray]]
+
+
+def library_encoder(encode_batch: Callable[[list[str]], list[Any]], with_offsets: bool = True) -> FlatEncodeFn:
+    """A FlatEncodeFn from a function returning the library's Encodings (add_special_tokens=False);
+    `with_offsets=False`: ids only (the caller derives offsets, `encode_batch` need not compute them)."""
+    return lambda texts: _flatten(encode_batch(texts), with_offsets)
 
 
 def _flatten(encodings: Sequence[Any], with_offsets: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
@@ -176,13 +183,12 @@ def _flatten(encodings: Sequence[Any], with_offsets: bool = True) -> tuple[np.nd
     return ids, offsets, splits
 
 
-def encode_whole(encode: EncodeFn, texts: list[str], with_offsets: bool = True) -> TokenBatch:
-    """`with_offsets=False`: ids only (`encode` need not compute offsets; the caller derives them)."""
-    ids, offsets, splits = _flatten(encode(texts), with_offsets)
+def encode_whole(encode: FlatEncodeFn, texts: list[str]) -> TokenBatch:
+    ids, offsets, splits = encode(texts)
     return TokenBatch(ids, offsets.astype(np.int64) if offsets is not None else None, splits)
 
 
-def encode_segmented(encode: EncodeFn, texts: list[str], splitter: Splitter, cache: SegmentCache,
+def encode_segmented(encode: FlatEncodeFn, texts: list[str], splitter: Splitter, cache: SegmentCache,
                      with_offsets: bool = True) -> TokenBatch:
     """Tokenise `texts` piece by piece: each distinct piece not in `cache` is tokenised once, in
     one batched call, and every row is stitched from pieces and added tokens.
@@ -190,7 +196,7 @@ def encode_segmented(encode: EncodeFn, texts: list[str], splitter: Splitter, cac
     The stitching is one gather: the batch's token arrays (added tokens, cache hits, newly
     tokenised pieces) are laid end to end in a pool, every part of every row is a (start,
     count) range of it, and the output is the pool indexed by those ranges expanded.
-    `with_offsets`: as for encode_whole (pieces then go into the cache without offsets)."""
+    `with_offsets=False`: ids only (`encode` returns no offsets; pieces go into the cache without them)."""
     n_rows = len(texts)
     rows = [splitter.split(t) for t in texts]
     parts_per_row = np.fromiter(map(len, rows), dtype=np.int64, count=n_rows)
@@ -222,7 +228,7 @@ def encode_segmented(encode: EncodeFn, texts: list[str], splitter: Splitter, cac
     stats.distinct += hits + len(missing)
     stats.hits += hits
     if missing:
-        ids, offsets, splits = _flatten(encode(missing), with_offsets)
+        ids, offsets, splits = encode(missing)
         stats.encoded += len(missing)
         bounds = splits.tolist()
         for k, piece in enumerate(missing):
@@ -387,8 +393,8 @@ def _probe(tokenizer: Any, splitter: Splitter, tokens: Sequence[str]) -> str | N
         return [tokenizer.encode(text, add_special_tokens=False) for text in batch]  # (see plan_segments)
 
     texts = probe_texts(tokens)
-    whole = encode_whole(encode, texts)
-    pieces = encode_segmented(encode, texts, splitter, SegmentCache())
+    whole = encode_whole(library_encoder(encode), texts)
+    pieces = encode_segmented(library_encoder(encode), texts, splitter, SegmentCache())
     if not (np.array_equal(whole.splits, pieces.splits) and np.array_equal(whole.ids, pieces.ids)
             and np.array_equal(whole.offsets, pieces.offsets)):
         for i, text in enumerate(texts):

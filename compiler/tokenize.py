@@ -36,10 +36,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from dsc.compiler.errors import BuildError, SpecError
 from dsc.compiler.record import BadRow
 from dsc.compiler.render import Rendered
-from dsc.compiler.segments import SegmentCache, Splitter, TokenBatch, encode_segmented, encode_whole, plan_segments
+from dsc.compiler.segments import (SegmentCache, Splitter, TokenBatch, encode_segmented, encode_whole, library_encoder,
+                                   plan_segments)
 from dsc.compiler.templating import ChatTemplate, resolve_tokenizer_file
 from dsc.compiler.token_bytes import (byte_offsets, plan_byte_lengths, row_byte_lengths, spans_to_bytes,
                                       utf8_lengths)
+from dsc.compiler.words import WordEncoder, plan_words
 
 IGNORE_INDEX = -100
 
@@ -167,14 +169,19 @@ class RowTokenizer:
     # tokenizer, else None and `byte_offsets_reason` says why.
     _byte_lengths: np.ndarray | None = field(default=None, repr=False)
     byte_offsets_reason: str = ""
+    # Word cache (dsc.compiler.words): ASCII text tokenised word by word, when exact for this
+    # tokenizer and offsets come from ids; else None and `words_reason` says why.
+    _words: WordEncoder | None = field(default=None, repr=False)
+    words_reason: str = ""
 
     @classmethod
     def load(cls, ref: "str | TokenizeSpec", base_dir: Path, max_length: int | None = None,
              overflow: Literal["drop", "truncate", "error"] = "drop", *,
-             segment_reuse: bool = True, byte_offsets: bool = True) -> "RowTokenizer":
+             segment_reuse: bool = True, byte_offsets: bool = True, word_cache: bool = True) -> "RowTokenizer":
         """`ref`: a TokenizeSpec, or a tokenizer directory (relative to base_dir) / hub id.
         `segment_reuse=False` always tokenises whole texts, `byte_offsets=False` always asks the
-        library for offsets (the results are the same)."""
+        library for offsets, `word_cache=False` always asks the library for ids (the results are
+        the same)."""
         if isinstance(ref, TokenizeSpec):
             ref, max_length, overflow = ref.tokenizer, ref.max_length, ref.overflow
         from tokenizers import Tokenizer
@@ -205,9 +212,14 @@ class RowTokenizer:
         byte_lengths, byte_reason = None, "offsets from ids switched off"
         if byte_offsets:
             byte_lengths, byte_reason = plan_byte_lengths(tok, spec)
+        words, words_reason = None, "word cache switched off"
+        if word_cache and byte_lengths is None:
+            words_reason = "needs offsets from ids"
+        elif word_cache:
+            words, words_reason = plan_words(tok, spec, cut_elsewhere=splitter is not None)
         return cls(ref=ref, path=tok_json, sha256=h.hexdigest(), max_length=max_length, overflow=overflow, _tok=tok,
                    _splitter=splitter, reuse_reason=reason, _byte_lengths=byte_lengths,
-                   byte_offsets_reason=byte_reason)
+                   byte_offsets_reason=byte_reason, _words=words, words_reason=words_reason)
 
     @property
     def segment_reuse(self) -> bool:
@@ -219,7 +231,8 @@ class RowTokenizer:
         reuse = "segment reuse on" if self.segment_reuse else f"segment reuse off ({self.reuse_reason})"
         offsets = ("offsets from ids" if self._byte_lengths is not None
                    else f"offsets from the library ({self.byte_offsets_reason})")
-        return f"{reuse}; {offsets}"
+        words = "word cache on" if self._words is not None else f"word cache off ({self.words_reason})"
+        return f"{reuse}; {offsets}; {words}"
 
     def _encode_texts(self, texts: list[str]) -> TokenBatch:
         """Ids and offsets of `texts`: in bytes when the tokenizer allows offsets from ids and
@@ -230,21 +243,22 @@ class RowTokenizer:
         def encode(batch: list[str]) -> list[Any]:
             return tok.encode_batch(batch, add_special_tokens=False)  # type: ignore[attr-defined]
 
-        # ids only: the offsets follow from the ids
-        encode_ids = getattr(tok, "encode_batch_fast", None)
-        encode_fast = (lambda batch: encode_ids(batch, add_special_tokens=False)) if encode_ids else encode
-        if lengths is not None:
+        if lengths is not None:  # ids only: the offsets follow from the ids
+            encode_ids = getattr(tok, "encode_batch_fast", None)
+            library = library_encoder((lambda batch: encode_ids(batch, add_special_tokens=False)) if encode_ids else encode,
+                                      with_offsets=False)
+            words = self._words
+            ids_only = library if words is None else (lambda batch: words.encode(batch, library))
             if self._splitter is None:
-                batch = encode_whole(encode_fast, texts, with_offsets=False)
+                batch = encode_whole(ids_only, texts)
             else:
-                batch = encode_segmented(encode_fast, texts, self._splitter, self.cache, with_offsets=False)
+                batch = encode_segmented(ids_only, texts, self._splitter, self.cache, with_offsets=False)
             if np.array_equal(row_byte_lengths(batch.ids, batch.splits, lengths), utf8_lengths(texts)):
                 return TokenBatch(batch.ids, byte_offsets(batch.ids, batch.splits, lengths), batch.splits, unit="byte")
             self.stats.byte_offset_fallbacks += 1  # cannot happen for a tokenizer that passed the plan
-            return encode_whole(encode, texts)
         if self._splitter is None:
-            return encode_whole(encode, texts)
-        return encode_segmented(encode, texts, self._splitter, self.cache)
+            return encode_whole(library_encoder(encode), texts)
+        return encode_segmented(library_encoder(encode), texts, self._splitter, self.cache)
 
     def encode_arrays(self, rows: list[Rendered], *, raise_too_long: bool = True) -> EncodedBatch:
         """The batch as flat arrays. overflow: drop marks overlong rows `dropped`; overflow: error

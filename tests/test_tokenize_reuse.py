@@ -17,7 +17,7 @@ from test_templates import fireact_gpt, make_conv  # noqa: F401 (a fixture)
 
 from dsc.compiler.record import BadRow
 from dsc.compiler.render import LossPolicy, Rendered, render
-from dsc.compiler.segments import SegmentCache, encode_segmented, encode_whole, plan_segments
+from dsc.compiler.segments import SegmentCache, encode_segmented, encode_whole, library_encoder, plan_segments
 from dsc.compiler.templating import BUILTIN_TEMPLATES, load_template
 from dsc.compiler.tokenize import IGNORE_INDEX, RowTokenizer, TokenizeSpec
 
@@ -118,6 +118,12 @@ def reusing(tok_dirs) -> dict[str, RowTokenizer]:
 
 
 @pytest.fixture(scope="module")
+def reusing_library_ids(tok_dirs) -> dict[str, RowTokenizer]:
+    """Segment reuse with the library's ids for every piece (no word cache)."""
+    return {k: RowTokenizer.load(str(d), Path("/"), word_cache=False) for k, d in tok_dirs.items()}
+
+
+@pytest.fixture(scope="module")
 def whole(tok_dirs) -> dict[str, RowTokenizer]:
     """The reference: whole texts, the library's own offsets."""
     return {k: RowTokenizer.load(str(d), Path("/"), segment_reuse=False, byte_offsets=False)
@@ -164,8 +170,11 @@ def _fireact_rows(fireact_gpt, template_name: str) -> list[Rendered]:
 
 
 @pytest.mark.parametrize("template_name", BUILTIN_TEMPLATES)
-def test_builtin_templates_reuse_is_exact(template_name, fireact_gpt, reusing, whole, whole_bytes):
+def test_builtin_templates_reuse_is_exact(template_name, fireact_gpt, reusing, reusing_library_ids, whole,
+                                         whole_bytes):
     a, b, c = reusing["byte-level"], whole["byte-level"], whole_bytes["byte-level"]
+    d = reusing_library_ids["byte-level"]
+    assert a._words is not None and d._words is None
     assert a.segment_reuse, a.reuse_reason
     assert a._byte_lengths is not None and c._byte_lengths is not None, a.byte_offsets_reason
     assert not b.segment_reuse and b._byte_lengths is None
@@ -177,7 +186,9 @@ def test_builtin_templates_reuse_is_exact(template_name, fireact_gpt, reusing, w
         for i in range(0, len(rows), 64):
             _assert_same(a, b, rows[i:i + 64])
             _assert_same(c, b, rows[i:i + 64])
+            _assert_same(d, b, rows[i:i + 64])
     assert a.cache.stats.hits > before
+    assert a._words.stats.words > a._words.stats.misses > 0  # words were looked up, not just merged
     assert a.stats.byte_offset_fallbacks == c.stats.byte_offset_fallbacks == 0  # pieces were reused, not just re-tokenised
     assert sum(e.n_supervised for e in a.encode_batch(rows[:20])) > 0
 
@@ -238,8 +249,8 @@ def test_texts_around_special_tokens(kind, rows, reusing, whole, whole_bytes):
     def enc(batch):
         return b._tok.encode_batch(batch, add_special_tokens=False)
 
-    w = encode_whole(enc, texts)
-    s = encode_segmented(enc, texts, a._splitter, a.cache)
+    w = encode_whole(library_encoder(enc), texts)
+    s = encode_segmented(library_encoder(enc), texts, a._splitter, a.cache)
     assert np.array_equal(w.offsets, s.offsets) and np.array_equal(w.ids, s.ids)
 
 
@@ -346,7 +357,8 @@ def test_normalisers_run_per_piece(tok_dirs):
     def enc(batch):
         return tok.encode_batch(batch, add_special_tokens=False)
 
-    w, s = encode_whole(enc, texts), encode_segmented(enc, texts, splitter, SegmentCache())
+    w, s = encode_whole(library_encoder(enc), texts), encode_segmented(library_encoder(enc), texts, splitter,
+                                                                       SegmentCache())
     assert np.array_equal(w.ids, s.ids) and np.array_equal(w.offsets, s.offsets)
 
 
@@ -483,8 +495,9 @@ def test_loading_leaves_forked_workers_their_thread_pool(tok_dirs):
 
 
 def test_fast_paths_name_what_runs_and_why_not(reusing, whole):
-    assert reusing["byte-level"].fast_paths() == "segment reuse on; offsets from ids"
+    assert reusing["byte-level"].fast_paths() == "segment reuse on; offsets from ids; word cache on"
     ms = reusing["metaspace"].fast_paths()
     assert ms.startswith("segment reuse on; offsets from the library (") and "byte-level" in ms
     assert whole["byte-level"].fast_paths() == ("segment reuse off (segment reuse switched off); "
-                                                "offsets from the library (offsets from ids switched off)")
+                                                "offsets from the library (offsets from ids switched off); "
+                                                "word cache off (needs offsets from ids)")
