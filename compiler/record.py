@@ -19,9 +19,79 @@ from typing import Any
 ROLES = ("system", "user", "assistant", "tool")
 
 
-def canonical_json(value: Any) -> str:
-    """One spelling per value: sorted keys, no spaces, UTF-8 kept."""
+def _json_dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def canonical_json(value: Any) -> str:
+    """One spelling per value: sorted keys, no spaces, UTF-8 kept — exactly `json.dumps(value,
+    sort_keys=True, ensure_ascii=False, separators=(",", ":"))`.
+
+    Built here rather than by `json.dumps` because rows hash the same long strings over and over
+    (system prompts carrying tool schemas, in every row's id and dedup key): their escaped form
+    is remembered (`_escape`), and the walk over plain dicts, lists, strings and ints costs less
+    than the library's sorting encoder. Any other value (floats, str subclasses, dicts with
+    non-string keys) is spelt by `json.dumps` itself."""
+    out: list[str] = []
+    _spell(value, out.append)
+    return "".join(out)
+
+
+_escape_plain = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_LONG = 256  # strings at least this long have their escaped form remembered
+_escaped_long: dict[str, str] = {}
+_escaped_chars = 0
+_ESCAPED_MAX_CHARS = 4_000_000  # (cleared when full: memory stays bounded, only speed depends on it)
+
+
+def _escape(text: str) -> str:
+    global _escaped_chars
+    if len(text) < _LONG:
+        return _escape_plain(text)
+    hit = _escaped_long.get(text)
+    if hit is None:
+        hit = _escape_plain(text)
+        if _escaped_chars + len(text) > _ESCAPED_MAX_CHARS:
+            _escaped_long.clear()
+            _escaped_chars = 0
+        _escaped_long[text] = hit
+        _escaped_chars += len(text)
+    return hit
+
+
+def _spell(value: Any, emit: Any) -> None:
+    kind = type(value)
+    if kind is str:
+        emit(_escape(value))
+    elif kind is dict:
+        if not all(type(k) is str for k in value):
+            emit(_json_dumps(value))  # json.dumps' own rules for non-string keys
+            return
+        emit("{")
+        for n, key in enumerate(sorted(value)):
+            if n:
+                emit(",")
+            emit(_escape(key))
+            emit(":")
+            _spell(value[key], emit)
+        emit("}")
+    elif kind is list or kind is tuple:
+        emit("[")
+        for n, item in enumerate(value):
+            if n:
+                emit(",")
+            _spell(item, emit)
+        emit("]")
+    elif value is None:
+        emit("null")
+    elif value is True:
+        emit("true")
+    elif value is False:
+        emit("false")
+    elif kind is int:
+        emit(int.__repr__(value))
+    else:
+        emit(_json_dumps(value))
 
 
 def content_hash(value: Any, length: int = 16) -> str:

@@ -1,0 +1,69 @@
+"""canonical_json spells every value exactly as json.dumps(sort_keys, ensure_ascii=False, compact)
+does: row ids and dedup keys are hashes of it, so one character of difference would change
+every artifact."""
+from __future__ import annotations
+
+import json
+import math
+from enum import IntEnum
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dsc.compiler import record
+from dsc.compiler.record import canonical_json, content_hash
+
+
+def reference(value) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+_TEXT = st.one_of(st.text(max_size=20), st.text(min_size=record._LONG, max_size=record._LONG + 40),
+                  st.sampled_from(["", "\"", "\\", "\n\t\x00\x1f\x7f", "é ✓ 😀 \u2028 \ud800", "a" * 300]))
+_SCALAR = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(min_value=2**63, max_value=2**80),
+                    st.floats(allow_nan=True, allow_infinity=True), _TEXT)
+_KEY = st.one_of(_TEXT, st.sampled_from(["role", "content", "tool_calls", "a", "B", "é", "😀"]))
+_VALUE = st.recursive(_SCALAR, lambda inner: st.one_of(
+    st.lists(inner, max_size=5), st.dictionaries(_KEY, inner, max_size=5), st.tuples(inner, inner)), max_leaves=30)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_VALUE)
+def test_equals_json_dumps(value):
+    assert canonical_json(value) == reference(value)
+    assert canonical_json(value) == reference(value)  # a remembered long string spells the same
+
+
+class Level(IntEnum):
+    low = 1
+
+
+class Tag(str):
+    pass
+
+
+@pytest.mark.parametrize("value", [
+    {1: "a", 2: "b"}, {"x": {True: 1, False: 2}}, [Level.low, {"k": Level.low}], Tag("tagged"), {"k": Tag("v")},
+    [1.0, -0.0, 1e16, 1e-7, float("nan"), math.inf, -math.inf], {"b": 1, "a": [{"d": None, "c": False}]},
+    {"é": 1, "e": 2, "E": 3, "😀": 4, "\u00ff": 5}])
+def test_values_outside_the_walk_are_spelt_by_json(value):
+    assert canonical_json(value) == reference(value)
+
+
+def test_unserialisable_values_still_raise_as_json_does():
+    with pytest.raises(TypeError):
+        canonical_json({"a": object()})
+    with pytest.raises(TypeError):
+        canonical_json({("tuple", "key"): 1})
+
+
+def test_remembered_escapes_stay_bounded(monkeypatch):
+    monkeypatch.setattr(record, "_ESCAPED_MAX_CHARS", 1000)
+    monkeypatch.setattr(record, "_escaped_long", {})
+    monkeypatch.setattr(record, "_escaped_chars", 0)
+    texts = [f"{i:04d}" + "\"x\"\n" * 100 for i in range(20)]
+    for t in texts * 2:
+        assert canonical_json({"content": t}) == reference({"content": t})
+    assert sum(map(len, record._escaped_long)) <= 1000
+    assert content_hash(["same", texts[0]]) == content_hash(["same", texts[0]])
