@@ -19,7 +19,10 @@ tokenisation, or whole-text when that cannot be guaranteed for the tokenizer (`r
 says why). For byte-level BPE tokenizers the offsets come from the ids (`dsc.compiler.token_bytes`:
 each id spells a fixed number of bytes), so the library is asked for ids only and labels are
 computed on byte offsets against byte spans — the same labels (`byte_offsets_reason` says why a
-tokenizer does not qualify). Labels come from one vectorised pass over the batch's offsets, and
+tokenizer does not qualify). With offsets from ids, ASCII text is tokenised word by word through
+a word cache (`dsc.compiler.words`: the pre-tokenizer's regex in Python, each distinct word merged
+once by the tokenizer's own model; `words_reason` says why a tokenizer does not qualify), the
+rest by the library. Labels come from one vectorised pass over the batch's offsets, and
 `encode_arrays` hands the result over as flat arrays (for Arrow) without a Python list per row.
 """
 from __future__ import annotations
