@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,7 +60,7 @@ def _escape(text: str) -> str:
     return hit
 
 
-def _spell(value: Any, emit: Any) -> None:
+def _spell(value: Any, emit: Callable[[str], None]) -> None:
     kind = type(value)
     if kind is str:
         emit(_escape(value))

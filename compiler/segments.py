@@ -183,6 +183,14 @@ def _flatten(encodings: Sequence[Any], with_offsets: bool = True) -> tuple[np.nd
     return ids, offsets, splits
 
 
+def ranges_index(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The positions of ranges (start, count) of a pool laid end to end: pool[ranges_index(...)]
+    is the ranges concatenated. Output position t comes from its range's start plus t's rank
+    within the range."""
+    ends = np.cumsum(counts)
+    return np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64) + np.repeat(starts - (ends - counts), counts)
+
+
 def encode_whole(encode: FlatEncodeFn, texts: list[str]) -> TokenBatch:
     ids, offsets, splits = encode(texts)
     return TokenBatch(ids, offsets.astype(np.int64) if offsets is not None else None, splits)
@@ -251,9 +259,7 @@ def encode_segmented(encode: FlatEncodeFn, texts: list[str], splitter: Splitter,
     total = int(splits[-1])
     if total == 0:
         return TokenBatch(np.zeros(0, np.int32), np.zeros((0, 2), np.int64) if with_offsets else None, splits)
-    # token t of the output comes from pool[start of its part + its rank within the part]
-    token_starts = np.cumsum(counts) - counts
-    gather = np.arange(total, dtype=np.int64) + np.repeat(ranges[:, 0] - token_starts, counts)
+    gather = ranges_index(ranges[:, 0], counts)
     ids = np.concatenate(pool_ids)[gather]
     if not with_offsets:
         return TokenBatch(ids, None, splits)

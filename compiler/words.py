@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from dsc.compiler.segments import FlatEncodeFn, components, library_encoder, token_pattern
+from dsc.compiler.segments import FlatEncodeFn, components, library_encoder, ranges_index, token_pattern
 
 # The regex of `pre_tokenizers.ByteLevel(use_regex=True)` (tokenizers' byte_level.rs).
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -157,16 +157,11 @@ def _structural_reason(spec: dict[str, Any]) -> str | None:
 
 
 def _byte_level_table() -> dict[int, str]:
-    """ASCII code point → its character in the byte-level alphabet (GPT-2's bytes_to_unicode)."""
-    printable = set(range(ord("!"), ord("~") + 1))
-    table, shifted = {}, 0
-    for b in range(128):
-        if b in printable:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + shifted)
-            shifted += 1
-    return table
+    """ASCII code point → its character in the byte-level alphabet, as the library maps it."""
+    from tokenizers import pre_tokenizers
+
+    mapping = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    return {b: mapping.pre_tokenize_str(chr(b))[0][0] for b in range(128)}
 
 
 @dataclass
@@ -226,19 +221,23 @@ class WordEncoder:
             ids = list(map(get, words))
             if None in ids:
                 for k, v in enumerate(ids):
-                    if v is None:
-                        ids[k] = get(words[k]) or self._merge(words[k])
+                    if v is None:  # (looked up again: the word may be earlier in this text)
+                        v = get(words[k])
+                        ids[k] = v if v is not None else self._merge(words[k])
             n_words += len(words)
             chunks.append(ids)  # type: ignore[arg-type]
-        if to_library:
+        counts = np.fromiter((sum(map(len, c)) for c in chunks), dtype=np.int64, count=len(texts))
+        ids_out = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(chunks)), dtype=np.int32,
+                              count=int(counts.sum()))
+        if to_library:  # stitched in as arrays: the library's ids never become Python ints
             lib_ids, _, lib_splits = library([texts[i] for i in to_library])
-            bounds = lib_splits.tolist()
-            for k, i in enumerate(to_library):
-                chunks[i] = [tuple(lib_ids[bounds[k]:bounds[k + 1]].tolist())]
+            at = np.asarray(to_library, dtype=np.int64)
+            starts = np.cumsum(counts) - counts  # in the word ids (library texts hold none there)
+            starts[at] = len(ids_out) + lib_splits[:-1]
+            counts[at] = np.diff(lib_splits)
+            ids_out = np.concatenate([ids_out, lib_ids.astype(np.int32)])[ranges_index(starts, counts)]
         splits = np.zeros(len(texts) + 1, dtype=np.int64)
-        np.cumsum(np.fromiter((sum(map(len, c)) for c in chunks), dtype=np.int64, count=len(texts)), out=splits[1:])
-        flat = itertools.chain.from_iterable(itertools.chain.from_iterable(chunks))
-        ids_out = np.fromiter(flat, dtype=np.int32, count=int(splits[-1]))
+        np.cumsum(counts, out=splits[1:])
         self.stats.texts += len(texts)
         self.stats.library_texts += len(to_library)
         self.stats.words += n_words

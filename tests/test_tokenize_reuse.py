@@ -51,16 +51,23 @@ def _save(tok, d: Path) -> Path:
     return d
 
 
-def byte_level_bpe(d: Path, specials: list[str] = SPECIALS) -> Path:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def train_byte_level(tok, d: Path, specials: list[str] = SPECIALS) -> Path:
+    """Train `tok` (a BPE whose pre-tokenizer ends in ByteLevel) on the test text, save it in `d`."""
+    from tokenizers import decoders, pre_tokenizers, trainers
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(_training_text(), trainer=trainer)
     return _save(tok, d)
+
+
+def byte_level_bpe(d: Path, specials: list[str] = SPECIALS) -> Path:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    return train_byte_level(tok, d, specials)
 
 
 def sentencepiece_like(d: Path, scheme: str = "always") -> Path:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from test_tokenize_reuse import SPECIALS, _edit_tokenizer, _save, _training_text, byte_level_bpe
+from test_tokenize_reuse import _edit_tokenizer, byte_level_bpe, train_byte_level
 
 from dsc.compiler import words as words_mod
 from dsc.compiler.segments import library_encoder
@@ -31,17 +31,13 @@ QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| 
 
 def split_then_byte_level(d: Path, pattern: str) -> Path:
     """Llama-3 / Qwen2 shape: Split(regex, isolated) then ByteLevel(use_regex=false)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 
     tok = Tokenizer(models.BPE(ignore_merges=True))
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=SPECIALS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(_training_text(), trainer=trainer)
-    return _save(tok, d)
+    return train_byte_level(tok, d)
 
 
 @pytest.fixture(scope="module")
