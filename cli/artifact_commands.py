@@ -139,8 +139,32 @@ def plan_command(
         render_plan(report, out_console)
 
 
+def report_command(
+    artifact: Path = typer.Argument(..., help="The artifact directory."),
+    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML file to write."),
+    sample: int = typer.Option(2000, "--sample", min=1, help="Rows in the page's row browser (a seeded sample, "
+                                                             "shared evenly across sources)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the sample (default: the spec's seed)."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Tokenizer directory, when the one the "
+                                                                       "manifest names is not reachable."),
+) -> None:
+    """Write one self-contained HTML page about ARTIFACT: mix, lengths, quarantine, a row browser.
+
+    No network is needed to view it (CSS, script and SVG charts are inline); rows show what they
+    train on (supervised spans, conditioning strings, token ids on hover when tokenised)."""
+    from dsc.cli import out_console, run_guarded
+    from dsc.compiler.report import write_report
+
+    path, data = run_guarded(lambda: write_report(artifact, out, sample=sample, seed=seed, tokenizer=tokenizer))
+    size = path.stat().st_size
+    out_console.print(f"report: {path} ({size / 1024:.0f} KiB; {len(data.rows)} of {data.total_rows} rows in the "
+                      f"browser, {sum(n for _, n, _ in data.quarantine)} quarantined)", highlight=False,
+                      soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     app.command("verify")(verify_command)
     app.command("diff")(diff_command)
     app.command("inspect")(inspect_command)
     app.command("plan")(plan_command)
+    app.command("report")(report_command)
