@@ -162,9 +162,29 @@ def report_command(
                       soft_wrap=True)
 
 
+def init_command(
+    files: List[Path] = typer.Argument(..., help="Data files (jsonl, json, csv, parquet)."),
+    out: Path = typer.Option(Path("spec.yaml"), "--out", "-o", help="The spec to write."),
+    force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
+) -> None:
+    """Write a first spec for FILES: formats, field names, labels and tool use sniffed from their rows.
+
+    The spec builds as it is; the usual next steps (conditioning, negatives, mix) are in it,
+    commented out."""
+    from dsc.cli import out_console, run_guarded
+    from dsc.compiler.init_spec import write_init
+
+    path, sniffed = run_guarded(lambda: write_init(list(files), out, force=force))
+    for s in sniffed:
+        extra = f", label {s.label}" if s.label else ""
+        out_console.print(f"{s.path}: {s.format}{extra} ({s.why})", highlight=False, soft_wrap=True)
+    out_console.print(f"spec: {path}  (next: dsc build {path})", highlight=False, soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     app.command("verify")(verify_command)
     app.command("diff")(diff_command)
     app.command("inspect")(inspect_command)
     app.command("plan")(plan_command)
     app.command("report")(report_command)
+    app.command("init")(init_command)
