@@ -29,11 +29,19 @@ def verify_command(
     cache_dir: Optional[Path] = cache_dir_option(),
 ) -> None:
     """Rebuild SPEC in a temporary directory; check ARTIFACT (and dsc.lock) match it exactly."""
-    from dsc.cli import err_console, fail, out_console, run_guarded
+    from dsc.cli import RichProgress, err_console, fail, out_console, run_guarded
     from dsc.compiler.verify import verify as run_verify
 
-    report = run_guarded(lambda: run_verify(spec, artifact, workers=resolve_workers(workers),
-                                            cache=not no_cache, cache_dir=cache_dir))
+    progress = RichProgress()
+
+    def body() -> Any:
+        try:
+            return run_verify(spec, artifact, workers=resolve_workers(workers), cache=not no_cache,
+                              cache_dir=cache_dir, progress=progress)
+        finally:
+            progress.close()
+
+    report = run_guarded(body)
     if report.ok:
         out_console.print(report.summary(), highlight=False, soft_wrap=True)
         return
@@ -54,9 +62,11 @@ def diff_command(
 
     Rows added, removed and changed by id; count deltas per split, source, label and capability;
     supervised token (or character) deltas; and a few changed rows side by side."""
-    from dsc.cli import fail, out_console, run_guarded
+    from dsc.cli import RichProgress, fail, out_console, run_guarded
     from dsc.compiler.diff import diff_artifacts, example_pairs, render_diff, revision_artifacts
     from dsc.compiler.inspection import open_artifact
+
+    progress = RichProgress()
 
     def body() -> None:
         if rev:
@@ -71,7 +81,10 @@ def diff_command(
 
     def show(pa: Path, pb: Path, la: str, lb: str) -> None:
         art_a, art_b = open_artifact(pa), open_artifact(pb)
-        d = diff_artifacts(art_a, art_b, label_a=la, label_b=lb)
+        try:
+            d = diff_artifacts(art_a, art_b, label_a=la, label_b=lb, progress=progress)
+        finally:
+            progress.close()
         if as_json:
             _json_out(d.to_dict())
             return
@@ -127,12 +140,20 @@ def plan_command(
     """Dry run: rows read, quarantined, filtered, generated, selected and split, per stage.
 
     Also the version a build would produce. Writes nothing (no artifact, no lock)."""
-    from dsc.cli import out_console, run_guarded
+    from dsc.cli import RichProgress, out_console, run_guarded
     from dsc.compiler.plan import plan as run_plan
     from dsc.compiler.plan import render_plan
 
-    report = run_guarded(lambda: run_plan(spec, out, workers=resolve_workers(workers), cache=not no_cache,
-                                          cache_dir=cache_dir))
+    progress = RichProgress()
+
+    def body() -> Any:
+        try:
+            return run_plan(spec, out, workers=resolve_workers(workers), cache=not no_cache, cache_dir=cache_dir,
+                            progress=progress)
+        finally:
+            progress.close()
+
+    report = run_guarded(body)
     if as_json:
         _json_out(report.to_dict())
     else:

@@ -93,14 +93,20 @@ def train_command(
     Settings: the spec's train: block, then --config, then key=value overrides.
     Several GPUs: `accelerate launch -m dsc.cli train ...` or `torchrun --nproc_per_node N -m dsc.cli train ...`.
     """
-    from dsc.cli import out_console, run_guarded
+    from dsc.cli import RichProgress, out_console, run_guarded
 
     _attach_warnings()
+    progress = RichProgress()  # steps, loss, tokens/s, ETA; off when stderr is not a terminal
 
     def body() -> Any:
-        from dsc.runtime.train import train
+        from dsc.runtime.train import progress_callback, train
 
-        return train(artifact, model=model, config_file=config, overrides=overrides or [], out=out, resume=resume)
+        callbacks = [progress_callback(progress)] if progress.enabled else []
+        try:
+            return train(artifact, model=model, config_file=config, overrides=overrides or [], out=out,
+                         resume=resume, callbacks=callbacks)
+        finally:
+            progress.close()
 
     result = run_guarded(body)
     if result is None:

@@ -247,20 +247,46 @@ def run_task(name: str, task: EvalTask, *, generator: Generator, builder: Prompt
     if task.prompt is not None:
         builder = PromptBuilder(builder.template, [m.model_dump() for m in task.prompt])
     on_done = None
+    live: list[Episode] = []
     if progress is not None:
         progress.start(stage or name, len(items))
-        on_done = progress.advance
-    episodes = _run_items(items, task, generator, builder, base_dir, artifact, on_done)
+
+        def on_done(n: int) -> None:
+            progress.advance(n)
+            _note_score(progress, live, task.scorers[0])
+    episodes = _run_items(items, task, generator, builder, base_dir, artifact, on_done, live.extend)
     if progress is not None:
+        _note_score(progress, live, task.scorers[0])
         progress.done()
     return episodes
 
 
+def running_score(episodes: Sequence[Episode], scorer: str) -> str | None:
+    """`em 0.412 (17/40)`: the first scorer's mean over the episodes finished so far."""
+    done = [e for e in episodes if e.finished]
+    if not done:
+        return None
+    fn = get_scorer(scorer)
+    mean = sum(float(fn(e.prediction or "", e.answer)) for e in done) / len(done)
+    return f"{scorer} {mean:.3f} ({len(done)}/{len(episodes)})"
+
+
+def _note_score(progress: Any, episodes: Sequence[Episode], scorer: str) -> None:
+    note = getattr(progress, "note", None)
+    text = running_score(episodes, scorer)
+    if note is not None and text is not None:
+        note(text)
+
+
 def _run_items(items: list[dict[str, Any]], task: EvalTask, generator: Generator, builder: PromptBuilder,
                base_dir: Path, artifact: Artifact | None,
-               on_done: Callable[[int], None] | None) -> list[Episode]:
+               on_done: Callable[[int], None] | None,
+               on_start: Callable[[list[Episode]], None] | None = None) -> list[Episode]:
+    """`on_start(episodes)`: the episodes, before any generation (for a running score)."""
     if task.mode == "direct":
         episodes = start_episodes(items, builder)
+        if on_start is not None:
+            on_start(episodes)
         extract = re.compile(task.extract, re.DOTALL) if task.extract else None
         run_direct(episodes, generator, stop=task.stop or [], max_new_tokens=task.max_new_tokens, extract=extract,
                    on_done=on_done)
@@ -274,6 +300,8 @@ def _run_items(items: list[dict[str, Any]], task: EvalTask, generator: Generator
                              step_prefix=task.step_prefix)
     schemas = [t.schema() for t in tools.values()] if task.actions == "tool_calls" else None
     episodes = start_episodes(items, builder, schemas)
+    if on_start is not None:
+        on_start(episodes)
     run_agent(episodes, generator, builder, tools, settings, on_done=on_done)
     return episodes
 
