@@ -586,7 +586,7 @@ def browser_section(d: ReportData) -> str:
     if sampled < d.total_rows:
         note = (f"The browser shows a seeded sample of {sampled} of {d.total_rows} rows (at most "
                 f"{d.sample_size}, shared evenly across sources, chosen by a hash of their ids with seed {d.seed}; "
-                f"`dsc report --sample N --seed S` changes it). Charts and tables above count every row.")
+                f"dsc report --sample N --seed S changes it). Charts and tables above count every row.")
     else:
         note = f"The browser shows all {sampled} rows."
     if d.art.tokenised:
