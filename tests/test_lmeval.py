@@ -82,7 +82,8 @@ def test_lm_eval_loads_the_task_and_scores_a_tiny_model(nat_with_test, tmp_path,
     name = "nat_strategyqa_test"
     n_items = len((out / f"{name}.jsonl").read_text().splitlines())
     manager = TaskManager(include_path=str(out), include_defaults=False)
-    task = manager.load_task_or_group([name])[name]
+    task = (manager.load([name])["tasks"][name] if hasattr(manager, "load")  # lm_eval >= 0.4.10
+            else manager.load_task_or_group([name])[name])
     docs = list(task.test_docs())
     assert len(docs) == n_items and task.doc_to_text(docs[0]) == docs[0]["prompt"]
     res = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={tiny_model_dir},device=cpu", tasks=[name],
