@@ -29,11 +29,19 @@ def verify_command(
     cache_dir: Optional[Path] = cache_dir_option(),
 ) -> None:
     """Rebuild SPEC in a temporary directory; check ARTIFACT (and dsc.lock) match it exactly."""
-    from dsc.cli import err_console, fail, out_console, run_guarded
+    from dsc.cli import RichProgress, err_console, fail, out_console, run_guarded
     from dsc.compiler.verify import verify as run_verify
 
-    report = run_guarded(lambda: run_verify(spec, artifact, workers=resolve_workers(workers),
-                                            cache=not no_cache, cache_dir=cache_dir))
+    progress = RichProgress()
+
+    def body() -> Any:
+        try:
+            return run_verify(spec, artifact, workers=resolve_workers(workers), cache=not no_cache,
+                              cache_dir=cache_dir, progress=progress)
+        finally:
+            progress.close()
+
+    report = run_guarded(body)
     if report.ok:
         out_console.print(report.summary(), highlight=False, soft_wrap=True)
         return
@@ -54,9 +62,11 @@ def diff_command(
 
     Rows added, removed and changed by id; count deltas per split, source, label and capability;
     supervised token (or character) deltas; and a few changed rows side by side."""
-    from dsc.cli import fail, out_console, run_guarded
+    from dsc.cli import RichProgress, fail, out_console, run_guarded
     from dsc.compiler.diff import diff_artifacts, example_pairs, render_diff, revision_artifacts
     from dsc.compiler.inspection import open_artifact
+
+    progress = RichProgress()
 
     def body() -> None:
         if rev:
@@ -71,7 +81,10 @@ def diff_command(
 
     def show(pa: Path, pb: Path, la: str, lb: str) -> None:
         art_a, art_b = open_artifact(pa), open_artifact(pb)
-        d = diff_artifacts(art_a, art_b, label_a=la, label_b=lb)
+        try:
+            d = diff_artifacts(art_a, art_b, label_a=la, label_b=lb, progress=progress)
+        finally:
+            progress.close()
         if as_json:
             _json_out(d.to_dict())
             return
@@ -127,16 +140,66 @@ def plan_command(
     """Dry run: rows read, quarantined, filtered, generated, selected and split, per stage.
 
     Also the version a build would produce. Writes nothing (no artifact, no lock)."""
-    from dsc.cli import out_console, run_guarded
+    from dsc.cli import RichProgress, out_console, run_guarded
     from dsc.compiler.plan import plan as run_plan
     from dsc.compiler.plan import render_plan
 
-    report = run_guarded(lambda: run_plan(spec, out, workers=resolve_workers(workers), cache=not no_cache,
-                                          cache_dir=cache_dir))
+    progress = RichProgress()
+
+    def body() -> Any:
+        try:
+            return run_plan(spec, out, workers=resolve_workers(workers), cache=not no_cache, cache_dir=cache_dir,
+                            progress=progress)
+        finally:
+            progress.close()
+
+    report = run_guarded(body)
     if as_json:
         _json_out(report.to_dict())
     else:
         render_plan(report, out_console)
+
+
+def report_command(
+    artifact: Path = typer.Argument(..., help="The artifact directory."),
+    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML file to write."),
+    sample: int = typer.Option(2000, "--sample", min=1, help="Rows in the page's row browser (a seeded sample, "
+                                                             "shared evenly across sources)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the sample (default: the spec's seed)."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Tokenizer directory, when the one the "
+                                                                       "manifest names is not reachable."),
+) -> None:
+    """Write one self-contained HTML page about ARTIFACT: mix, lengths, quarantine, a row browser.
+
+    No network is needed to view it (CSS, script and SVG charts are inline); rows show what they
+    train on (supervised spans, conditioning strings, token ids on hover when tokenised)."""
+    from dsc.cli import out_console, run_guarded
+    from dsc.compiler.report import write_report
+
+    path, data = run_guarded(lambda: write_report(artifact, out, sample=sample, seed=seed, tokenizer=tokenizer))
+    size = path.stat().st_size
+    out_console.print(f"report: {path} ({size / 1024:.0f} KiB; {len(data.rows)} of {data.total_rows} rows in the "
+                      f"browser, {sum(n for _, n, _ in data.quarantine)} quarantined)", highlight=False,
+                      soft_wrap=True)
+
+
+def init_command(
+    files: List[Path] = typer.Argument(..., help="Data files (jsonl, json, csv, parquet)."),
+    out: Path = typer.Option(Path("spec.yaml"), "--out", "-o", help="The spec to write."),
+    force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
+) -> None:
+    """Write a first spec for FILES: formats, field names, labels and tool use sniffed from their rows.
+
+    The spec builds as it is; the usual next steps (conditioning, negatives, mix) are in it,
+    commented out."""
+    from dsc.cli import out_console, run_guarded
+    from dsc.compiler.init_spec import write_init
+
+    path, sniffed = run_guarded(lambda: write_init(list(files), out, force=force))
+    for s in sniffed:
+        extra = f", label {s.label}" if s.label else ""
+        out_console.print(f"{s.path}: {s.format}{extra} ({s.why})", highlight=False, soft_wrap=True)
+    out_console.print(f"spec: {path}  (next: dsc build {path})", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -144,3 +207,5 @@ def register(app: typer.Typer) -> None:
     app.command("diff")(diff_command)
     app.command("inspect")(inspect_command)
     app.command("plan")(plan_command)
+    app.command("report")(report_command)
+    app.command("init")(init_command)

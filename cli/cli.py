@@ -61,15 +61,18 @@ def _root(
 
 
 class RichProgress:
-    """A rich progress bar on stderr for the build's stages and eval's tasks (silent when not a terminal
-    or with DSC_NO_PROGRESS set)."""
+    """A rich progress bar on stderr for the long commands' stages (build, plan, verify, diff, train,
+    eval): done / total, elapsed, time left, and a note (a running loss or score). Silent when
+    stderr is not a terminal or with DSC_NO_PROGRESS set."""
 
     def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
 
         self.enabled = err_console.is_terminal and not os.environ.get("DSC_NO_PROGRESS")
         self._progress = Progress(TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeElapsedColumn(), console=err_console, transient=False)
+                                  TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                                  TextColumn("{task.fields[note]}"), console=err_console, transient=False)
         self._task = None
 
     def start(self, stage: str, total: int | None = None) -> None:
@@ -77,7 +80,12 @@ class RichProgress:
             return
         if self._task is None:
             self._progress.start()
-        self._task = self._progress.add_task(stage, total=total)
+        self._task = self._progress.add_task(stage, total=total, note="")
+
+    def note(self, text: str) -> None:
+        """A short running summary beside the bar (e.g. `loss 1.23 · 4100 tokens/s`)."""
+        if self.enabled and self._task is not None:
+            self._progress.update(self._task, note=text)
 
     def advance(self, n: int = 1) -> None:
         if self.enabled and self._task is not None:

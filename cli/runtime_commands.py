@@ -35,6 +35,48 @@ def _attach_warnings() -> None:
 def register(app: typer.Typer) -> None:
     app.command(name="train")(train_command)
     app.command(name="eval")(eval_command)
+    export_app = typer.Typer(name="export", help="Write an artifact's eval items for other tools (lm-eval).",
+                             no_args_is_help=True)
+    export_app.command(name="lm-eval")(export_lm_eval_command)
+    app.add_typer(export_app, name="export")
+
+
+def export_lm_eval_command(
+    artifact: Path = typer.Argument(..., help="The artifact directory."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for the task YAML, its data and its module."),
+    split: Optional[str] = typer.Option(None, "--split", "-s", help="Items from this split's rows (default when "
+                                                                    "there are no eval tasks: test)."),
+    tasks: Optional[Path] = typer.Option(None, "--tasks", "-t", help="Items from this eval tasks YAML (default: "
+                                                                     "the spec's eval: block)."),
+    task: Optional[str] = typer.Option(None, "--task", help="Which task of the eval config (when it has several)."),
+    name: Optional[str] = typer.Option(None, "--name", help="The lm-eval task name (default: from the artifact "
+                                                            "and split, or the eval task)."),
+    scorers: Optional[str] = typer.Option(None, "--scorers", help="Metrics, comma separated (em, f1, yesno, "
+                                                                  "choice, gsm8k; default: the task's, else em,f1)."),
+    answer: Optional[str] = typer.Option(None, "--answer", help="With --split: the row field holding the gold "
+                                                                "answer, e.g. meta.extra.answer (default: the "
+                                                                "finish[...] answer of successful rows)."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="Generation limit."),
+) -> None:
+    """Write an lm-evaluation-harness task (YAML + data) that prompts as `dsc eval` does.
+
+    Run it with `lm_eval --model hf --model_args pretrained=MODEL --include_path DIR --tasks NAME`
+    (without --apply_chat_template: the prompts carry the artifact's chat template already)."""
+    from dsc.cli import out_console, run_guarded
+
+    def body() -> Any:
+        from dsc.runtime.lmeval_export import export_lm_eval
+
+        names = [s.strip() for s in scorers.split(",") if s.strip()] if scorers else None
+        return export_lm_eval(artifact, out, split=split, tasks_file=tasks, task=task, name=name, scorers=names,
+                              answer=answer, max_new_tokens=max_new_tokens)
+
+    ex = run_guarded(body)
+    skipped = f" ({ex.skipped} rows without an answer left out)" if ex.skipped else ""
+    out_console.print(f"lm-eval task '{ex.name}': {ex.items} items{skipped}, metrics "
+                      f"{', '.join(ex.scorers)} → {ex.yaml_path}", highlight=False, soft_wrap=True)
+    out_console.print(f"run: lm_eval --model hf --model_args pretrained=MODEL --include_path {ex.out_dir} "
+                      f"--tasks {ex.name}", highlight=False, soft_wrap=True)
 
 
 def train_command(
@@ -51,14 +93,20 @@ def train_command(
     Settings: the spec's train: block, then --config, then key=value overrides.
     Several GPUs: `accelerate launch -m dsc.cli train ...` or `torchrun --nproc_per_node N -m dsc.cli train ...`.
     """
-    from dsc.cli import out_console, run_guarded
+    from dsc.cli import RichProgress, out_console, run_guarded
 
     _attach_warnings()
+    progress = RichProgress()  # steps, loss, tokens/s, ETA; off when stderr is not a terminal
 
     def body() -> Any:
-        from dsc.runtime.train import train
+        from dsc.runtime.train import progress_callback, train
 
-        return train(artifact, model=model, config_file=config, overrides=overrides or [], out=out, resume=resume)
+        callbacks = [progress_callback(progress)] if progress.enabled else []
+        try:
+            return train(artifact, model=model, config_file=config, overrides=overrides or [], out=out,
+                         resume=resume, callbacks=callbacks)
+        finally:
+            progress.close()
 
     result = run_guarded(body)
     if result is None:

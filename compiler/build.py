@@ -40,7 +40,7 @@ from dsc import __version__
 from dsc.compiler import artifact as art
 from dsc.compiler.cache import BuildCache, normalised_key, rendered_key, write_part
 from dsc.compiler.errors import BuildError
-from dsc.compiler.inspection import ArtifactStats, split_sort_key
+from dsc.compiler.inspection import ArtifactStats, quarantine_group, split_sort_key
 from dsc.compiler import mix as selection_stage
 from dsc.compiler.mix import KeyTable, RowClass, Rows, copy_of, dedup_hash, hash_prefixes, iter_ids, row_groups
 from dsc.compiler.record import BadRow, Conversation, canonical_json
@@ -817,7 +817,7 @@ def _build_loaded(loaded: LoadedSpec, out_dir: str | Path | None, *, workers: in
             raise BuildError("the build produced no train rows (see quarantine reasons with --out and the summary)")
 
         quarantine.sort(key=QuarantineEntry.sort_key)
-        reasons: Counter[str] = Counter(f"{q.stage}: {q.reason.split(':')[0]}" for q in quarantine)
+        reasons: Counter[str] = Counter(quarantine_group(q.stage, q.reason) for q in quarantine)
         dropped_long = sum(1 for q in quarantine if q.stage == "tokenize" and not q.bad)
         bad_rows = sum(1 for q in quarantine if q.bad)
         warnings = []

@@ -113,17 +113,29 @@ def _digest(value: Any) -> bytes:
     return hashlib.blake2b(canonical_json(value).encode("utf-8"), digest_size=12).digest()
 
 
-def _fingerprints(art: Artifact) -> dict[str, _RowPrint]:
+def _fingerprints(art: Artifact, progress: Any = None, stage: str = "read rows") -> dict[str, _RowPrint]:
+    """Each row's field digests; `progress` (the build's interface) is told the rows read."""
     out: dict[str, _RowPrint] = {}
+    if progress is not None:
+        progress.start(stage, sum((art.manifest.get("counts") or {}).get("written", {}).values()) or None)
     for split in art.splits:
-        for row in art.rows(split):
-            meta = dict(row.get("meta") or {})
-            prov = meta.pop("provenance", None) or {}
-            fields = {k: _digest(meta if k == "meta" else row.get(k)) for k in ROW_FIELDS}
-            out[row["id"]] = _RowPrint(split, meta.get("source") or "", (meta.get("source") or "", prov.get("file") or "",
-                                                                      int(prov.get("row") or 0)),
-                                       fields, _digest(prov))
+        for batch in art.batches(split):
+            if progress is not None:
+                progress.advance(batch.num_rows)
+            for row in batch.to_pylist():
+                _fingerprint_row(out, split, row)
+    if progress is not None:
+        progress.done()
     return out
+
+
+def _fingerprint_row(out: dict[str, _RowPrint], split: str, row: dict[str, Any]) -> None:
+    meta = dict(row.get("meta") or {})
+    prov = meta.pop("provenance", None) or {}
+    fields = {k: _digest(meta if k == "meta" else row.get(k)) for k in ROW_FIELDS}
+    out[row["id"]] = _RowPrint(split, meta.get("source") or "", (meta.get("source") or "", prov.get("file") or "",
+                                                              int(prov.get("row") or 0)),
+                               fields, _digest(prov))
 
 
 def _changed_fields(a: _RowPrint, b: _RowPrint) -> list[str]:
@@ -203,12 +215,12 @@ def _notes(ma: dict[str, Any], mb: dict[str, Any]) -> list[str]:
 
 
 def diff_artifacts(a: str | Path | Artifact, b: str | Path | Artifact, *, label_a: str | None = None,
-                   label_b: str | None = None) -> ArtifactDiff:
+                   label_b: str | None = None, progress: Any = None) -> ArtifactDiff:
     art_a = a if isinstance(a, Artifact) else open_artifact(a)
     art_b = b if isinstance(b, Artifact) else open_artifact(b)
     out = ArtifactDiff(label_a or str(art_a.path), label_b or str(art_b.path),
                        art_a.manifest.get("version"), art_b.manifest.get("version"))
-    fa, fb = _fingerprints(art_a), _fingerprints(art_b)
+    fa, fb = _fingerprints(art_a, progress, "read A"), _fingerprints(art_b, progress, "read B")
     only_a = [i for i in fa if i not in fb]
     only_b = [i for i in fb if i not in fa]
     for i in fa:

@@ -219,6 +219,30 @@ def batch_measures(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
     return out
 
 
+def quarantine_group(stage: str, reason: str) -> str:
+    """The key quarantined rows are counted under (`counts.quarantine_reasons`, the report):
+    the stage and the reason's first clause, e.g. `normalise: empty conversation`."""
+    return f"{stage}: {reason.split(':')[0]}"
+
+
+def iter_quarantine(art: Artifact) -> Iterator[dict[str, Any]]:
+    """The artifact's quarantined rows, streamed (an unreadable line is skipped, not fatal)."""
+    from dsc.compiler.artifact import QUARANTINE
+
+    path = art.path / QUARANTINE
+    if not path.is_file():
+        return
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(entry, dict):
+                    yield entry
+
+
 def meta_keys(batch: pa.RecordBatch, dim: str) -> list[str]:
     values = pc.struct_field(batch.column("meta"), dim).to_pylist()
     return [NONE_KEY if v is None else str(v) for v in values]
@@ -401,7 +425,7 @@ SPAN_CONTEXT = "dim"
 CONDITION_STYLE = "bold magenta underline"
 
 
-def _occurrences(text: str, needle: str) -> list[tuple[int, int]]:
+def occurrences(text: str, needle: str) -> list[tuple[int, int]]:
     out, start = [], 0
     while needle:
         i = text.find(needle, start)
@@ -444,7 +468,7 @@ def styled_text(row: dict[str, Any], token_view: TokenView | None, conditions: d
         for a, b in row.get("loss_spans") or []:
             out.stylize(SPAN_SUPERVISED, a, b)
     for s in conditions.values():
-        hits = _occurrences(text, s) or _occurrences(text, s.strip())
+        hits = occurrences(text, s) or occurrences(text, s.strip())
         for a, b in hits:
             out.stylize(CONDITION_STYLE, a, b)
     return out, mode

@@ -173,6 +173,41 @@ def summarize(scores: dict[str, list[float]], resamples: int, seed: int) -> dict
     return out
 
 
+def harness_metrics(scores: dict[str, list[float]]) -> dict[str, float | None]:
+    """One task's scores in lm-evaluation-harness's result shape: `"metric,filter"` keys (the filter
+    is `none`), the mean and its standard error (sample standard deviation / sqrt(n), as the
+    harness's `mean_stderr`), metric names as `dsc export lm-eval` names them."""
+    import math
+
+    from .lmeval_export import FILTER, metric_name
+
+    out: dict[str, float | None] = {}
+    for scorer, values in scores.items():
+        name, n = metric_name(scorer), len(values)
+        mean = sum(values) / n if n else None
+        stderr = None
+        if n > 1 and mean is not None:
+            stderr = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+        out[f"{name},{FILTER}"] = round(mean, 6) if mean is not None else None
+        out[f"{name}_stderr,{FILTER}"] = round(stderr, 6) if stderr is not None else None
+    return out
+
+
+def harness_blocks(models: list[dict[str, Any]]) -> dict[str, Any]:
+    """`results`, `versions` and `n-samples` as lm-eval writes them, keyed by task (by
+    `<model>/<task>` when several models were evaluated)."""
+    results: dict[str, Any] = {}
+    versions: dict[str, Any] = {}
+    samples: dict[str, Any] = {}
+    for m in models:
+        for task, res in m["tasks"].items():
+            key = task if len(models) == 1 else f"{m['label']}/{task}"
+            results[key] = {"alias": key, **res.get("harness", {})}
+            versions[key] = 1.0
+            samples[key] = {"original": res["n"], "effective": res["n"]}
+    return {"results": results, "versions": versions, "n-samples": samples}
+
+
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:
@@ -212,20 +247,46 @@ def run_task(name: str, task: EvalTask, *, generator: Generator, builder: Prompt
     if task.prompt is not None:
         builder = PromptBuilder(builder.template, [m.model_dump() for m in task.prompt])
     on_done = None
+    live: list[Episode] = []
     if progress is not None:
         progress.start(stage or name, len(items))
-        on_done = progress.advance
-    episodes = _run_items(items, task, generator, builder, base_dir, artifact, on_done)
+
+        def on_done(n: int) -> None:
+            progress.advance(n)
+            _note_score(progress, live, task.scorers[0])
+    episodes = _run_items(items, task, generator, builder, base_dir, artifact, on_done, live.extend)
     if progress is not None:
+        _note_score(progress, live, task.scorers[0])
         progress.done()
     return episodes
 
 
+def running_score(episodes: Sequence[Episode], scorer: str) -> str | None:
+    """`em 0.412 (17/40)`: the first scorer's mean over the episodes finished so far."""
+    done = [e for e in episodes if e.finished]
+    if not done:
+        return None
+    fn = get_scorer(scorer)
+    mean = sum(float(fn(e.prediction or "", e.answer)) for e in done) / len(done)
+    return f"{scorer} {mean:.3f} ({len(done)}/{len(episodes)})"
+
+
+def _note_score(progress: Any, episodes: Sequence[Episode], scorer: str) -> None:
+    note = getattr(progress, "note", None)
+    text = running_score(episodes, scorer)
+    if note is not None and text is not None:
+        note(text)
+
+
 def _run_items(items: list[dict[str, Any]], task: EvalTask, generator: Generator, builder: PromptBuilder,
                base_dir: Path, artifact: Artifact | None,
-               on_done: Callable[[int], None] | None) -> list[Episode]:
+               on_done: Callable[[int], None] | None,
+               on_start: Callable[[list[Episode]], None] | None = None) -> list[Episode]:
+    """`on_start(episodes)`: the episodes, before any generation (for a running score)."""
     if task.mode == "direct":
         episodes = start_episodes(items, builder)
+        if on_start is not None:
+            on_start(episodes)
         extract = re.compile(task.extract, re.DOTALL) if task.extract else None
         run_direct(episodes, generator, stop=task.stop or [], max_new_tokens=task.max_new_tokens, extract=extract,
                    on_done=on_done)
@@ -239,6 +300,8 @@ def _run_items(items: list[dict[str, Any]], task: EvalTask, generator: Generator
                              step_prefix=task.step_prefix)
     schemas = [t.schema() for t in tools.values()] if task.actions == "tool_calls" else None
     episodes = start_episodes(items, builder, schemas)
+    if on_start is not None:
+        on_start(episodes)
     run_agent(episodes, generator, builder, tools, settings, on_done=on_done)
     return episodes
 
@@ -253,7 +316,7 @@ def task_result(name: str, task: EvalTask, episodes: list[Episode], config: Eval
              "scores": {k: v[i] for k, v in scores.items()}}
             for i, e in enumerate(episodes)])
     return {"n": len(episodes), "finished": sum(e.finished for e in episodes), "mode": task.mode,
-            "metrics": summarize(scores, config.bootstrap, config.seed),
+            "metrics": summarize(scores, config.bootstrap, config.seed), "harness": harness_metrics(scores),
             "items_file": str(out_file) if out_file else None}
 
 
@@ -305,7 +368,7 @@ def evaluate(models: Sequence[str], *, tasks_file: str | Path | None = None, art
         labels.add(model.label)
         results.append(evaluate_model(model, plan, out_dir, progress))
         model = None
-    record = {"dsc_eval": 1, "models": results,
+    record = {"dsc_eval": 1, "models": results, **harness_blocks(results),
               "config": plan.config.model_dump(mode="json"), "base_dir": str(plan.base_dir)}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / RESULTS_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n",
@@ -324,11 +387,12 @@ def score_predictions(path: str | Path, scorers: Sequence[str], *, out: str | Pa
     preds = [r["prediction"] if r["prediction"] is not None else "" for r in rows]
     scores = score([str(x) for x in preds], [r["answer"] for r in rows], scorers)
     task = {"n": len(rows), "finished": len(rows), "mode": "predictions",
-            "metrics": summarize(scores, bootstrap, seed), "items_file": None}
+            "metrics": summarize(scores, bootstrap, seed), "harness": harness_metrics(scores), "items_file": None}
     record = {"dsc_eval": 1, "models": [{"model": None, "label": p.stem, "predictions": str(p), "base_model": None,
                                          "artifact_version": None, "template_ref": None, "template_sha256": None,
                                          "inference_label": None, "tasks": {p.stem: task}}],
               "config": {"scorers": list(scorers), "seed": seed, "bootstrap": bootstrap}}
+    record.update(harness_blocks(record["models"]))
     if out is not None:
         out_dir = Path(out)
         task["items_file"] = str(out_dir / f"{p.stem}.scored.jsonl")

@@ -182,6 +182,57 @@ def prepare_training(artifact_dir: str | Path, *, model: str | None = None, conf
     return session
 
 
+def progress_callback(progress: Any) -> Any:
+    """A transformers TrainerCallback that drives `progress` (the build's interface plus `note`):
+    optimizer steps done of the total (so the bar shows an ETA), and the last logged loss and
+    the tokens per second so far beside it. Only the main process reports."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class ProgressCallback(TrainerCallback):
+        def __init__(self) -> None:
+            self.started = 0.0
+            self.step = 0
+            self.tokens_at_start = 0
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if not state.is_world_process_zero:
+                return
+            self.started, self.step = time.monotonic(), state.global_step
+            self.tokens_at_start = getattr(state, "num_input_tokens_seen", 0) or 0
+            progress.start("train", state.max_steps or None)
+            if state.global_step:  # resumed: the steps already done
+                progress.advance(state.global_step)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero and state.global_step > self.step:
+                progress.advance(state.global_step - self.step)
+                self.step = state.global_step
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
+                   **kwargs: Any) -> None:
+            if not state.is_world_process_zero:
+                return
+            parts = []
+            if logs and isinstance(logs.get("loss"), (int, float)):
+                parts.append(f"loss {logs['loss']:.4f}")
+            if logs and isinstance(logs.get("eval_loss"), (int, float)):
+                parts.append(f"eval loss {logs['eval_loss']:.4f}")
+            tokens = (getattr(state, "num_input_tokens_seen", 0) or 0) - self.tokens_at_start
+            elapsed = time.monotonic() - self.started
+            if tokens > 0 and elapsed > 0:
+                parts.append(f"{tokens / elapsed:.0f} tokens/s")
+            if parts and hasattr(progress, "note"):
+                progress.note(" · ".join(parts))
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero:
+                progress.done()
+
+    return ProgressCallback()
+
+
 def train(artifact_dir: str | Path, **kwargs: Any) -> TrainResult:
     """Prepare and run; see `prepare_training` for the arguments."""
     return prepare_training(artifact_dir, **kwargs).run()
