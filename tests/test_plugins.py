@@ -48,8 +48,8 @@ SCORER_PLUGIN = '''\
 from dsc.runtime.scorers import register_scorer
 
 
-@register_scorer("length_match")
-def length_match(prediction, answer):
+@register_scorer("answer_length")
+def answer_length(prediction, answer):
     return float(len(prediction) == len(str(answer)))
 '''
 
@@ -69,7 +69,7 @@ filters:
   - short_answer: 40
 eval:
   tasks:
-    t: {data: eval.jsonl, scorers: [length_match, em]}
+    t: {data: eval.jsonl, scorers: [answer_length, em]}
 """
 
 
@@ -183,6 +183,11 @@ def test_loading_a_spec_again_in_one_process_is_no_duplicate(tmp_path):
     load_spec(spec)
     again = load_spec(spec)  # `dsc validate` then `dsc build`: no duplicate-name error
     assert FORMAT_REGISTRY.get("qa_pairs").fn is again.plugins[0].module.qa_pairs
+    # An edit that renames the function behind a name: its old definition goes, no duplicate.
+    (tmp_path / "myplugin.py").write_text(PLUGIN.replace("def short_answer(", "def answer_is_short("))
+    assert load_spec(spec).plugins[0].module.answer_is_short is FILTERS.get("short_answer").fn
+    (tmp_path / "myplugin.py").write_text(PLUGIN)
+    again = load_spec(spec)
     # A byte-identical copy of the plugin in another project: the same code, no duplicate either;
     # each spec's manifest names its own file.
     copy = tmp_path / "copy"
@@ -207,7 +212,7 @@ def test_a_dotted_module_on_sys_path(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     spec = make_project(tmp_path, SPEC.replace("[myplugin.py, myscorer.py]", "[acme_dsc_plugins.quality]")
                         .replace("qa_pairs", "acme_qa").replace("short_answer", "acme_short")
-                        .replace("length_match, ", ""))
+                        .replace("answer_length, ", ""))
     try:
         loaded = load_spec(spec)
         assert loaded.spec.sources["qa"].format == "acme_qa"
@@ -218,6 +223,23 @@ def test_a_dotted_module_on_sys_path(tmp_path, monkeypatch):
         FILTERS.defs.pop("acme_short", None)
         sys.modules.pop("acme_dsc_plugins.quality", None)
         sys.modules.pop("acme_dsc_plugins", None)
+
+
+def test_the_manifest_names_the_module_of_a_used_callable_the_spec_does_not_list(tmp_path, monkeypatch):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "acme_scoring.py").write_text(SCORER_PLUGIN.replace("answer_length", "acme_len"))
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    spec = make_project(tmp_path, SPEC.replace("[myplugin.py, myscorer.py]", "[myplugin.py]")
+                        .replace("answer_length", "acme_len"))
+    try:
+        import acme_scoring  # noqa: F401 - as an entry point would: registered, not named by the spec
+        loaded = load_spec(spec)
+        assert [m.to_dict() for m in manifest_plugins(loaded.spec, loaded.plugins, loaded.base_dir)] == [
+            {"module": "acme_scoring", "path": "acme_scoring.py", "sha256": sha(tmp_path / "site" / "acme_scoring.py")},
+            {"module": "myplugin", "path": "myplugin.py", "sha256": sha(tmp_path / "myplugin.py")}]
+    finally:
+        SCORERS.defs.pop("acme_len", None)
+        sys.modules.pop("acme_scoring", None)
 
 
 @pytest.mark.parametrize("plugins,line,message", [
@@ -248,6 +270,31 @@ def test_an_unknown_name_lists_the_plugins_names_with_a_did_you_mean(tmp_path):
     spec = make_project(tmp_path, SPEC.replace("short_answer: 40", "short_answr: 40"))
     with pytest.raises(SpecError, match=r"unknown filter 'short_answr' \(did you mean 'short_answer'\?\)"):
         load_spec(spec)
+
+
+def test_eval_imports_plugins_for_their_scorers(tmp_path, monkeypatch):
+    make_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "preds.jsonl").write_text(json.dumps({"id": "1", "prediction": "12", "answer": "34"}) + "\n")
+    r = runner.invoke(app, ["eval", "--predictions", "preds.jsonl", "--scorers", "answer_length,em", "--out", "ev"])
+    assert r.exit_code == 2 and "unknown scorer 'answer_length'" in r.output
+    r = runner.invoke(app, ["eval", "--predictions", "preds.jsonl", "--scorers", "answer_length,em", "--out", "ev",
+                            "--plugin", "myscorer.py"])
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((tmp_path / "ev" / "results.json").read_text())["models"][0]["tasks"]["preds"]["metrics"]
+    assert (metrics["answer_length"]["mean"], metrics["em"]["mean"]) == (1.0, 0.0)
+    r = runner.invoke(app, ["eval", "--predictions", "preds.jsonl", "--plugin", "nope.py"])
+    assert r.exit_code == 2 and "--plugin: cannot import 'nope.py': no such file" in r.output
+
+
+def test_diff_names_a_plugin_that_moved():
+    from dsc.compiler.diff import _notes
+
+    a = {"plugins": [{"module": "myplugin", "path": "myplugin.py", "sha256": "a" * 64}]}
+    b = {"plugins": [{"module": "myplugin", "path": "myplugin.py", "sha256": "b" * 64},
+                     {"module": "more", "path": "more.py", "sha256": "c" * 64}]}
+    assert _notes(a, b) == ["plugin more (more.py) newly used", "plugin myplugin (myplugin.py) changed "
+                            "(aaaaaaaaaaaa → bbbbbbbbbbbb)"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,6 +405,6 @@ def test_the_runtime_imports_no_compiler_stage_for_its_registries():
 def _forget_test_plugins():
     """Definitions the plugins of these tests register go with the test (the names are reused)."""
     yield
-    for registry, name in [(FORMAT_REGISTRY, "qa_pairs"), (FILTERS, "short_answer"), (SCORERS, "length_match")]:
+    for registry, name in [(FORMAT_REGISTRY, "qa_pairs"), (FILTERS, "short_answer"), (SCORERS, "answer_length")]:
         registry.defs.pop(name, None)
 
