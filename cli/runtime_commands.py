@@ -122,6 +122,19 @@ def train_command(
     out_console.print(f"model: {result.out_dir}  (artifact {result.run['artifact']['version']})", highlight=False)
 
 
+def _import_plugins(refs: List[str]) -> None:
+    """`--plugin`: import each (files relative to the working directory), as a spec's `plugins:`."""
+    from dsc.compiler.errors import SpecError
+    from dsc.compiler.plugins import PluginImportError, import_plugin
+    from dsc.compiler.registry import DuplicateNameError
+
+    for ref in refs:
+        try:
+            import_plugin(ref, Path.cwd())
+        except (PluginImportError, DuplicateNameError) as e:
+            raise SpecError(f"--plugin: cannot import {ref!r}: {e}") from None
+
+
 def eval_command(
     models: Optional[List[str]] = typer.Argument(None, help="Model directories (training outputs) or hub ids; "
                                                             "key=value arguments override task settings.",
@@ -135,6 +148,9 @@ def eval_command(
     scorers: str = typer.Option("em,f1", "--scorers", help="Scorers for --predictions (comma separated)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: eval_results)."),
     device: str = typer.Option("auto", "--device", help="auto (GPU when present) or cpu."),
+    plugins: Optional[List[str]] = typer.Option(None, "--plugin", help="Import this plugin first (a .py file or a "
+                                                                        "dotted module) for its scorers and tools; "
+                                                                        "repeatable."),
 ) -> None:
     """Evaluate MODELS on eval tasks (direct answers or an agent loop) and print one table."""
     from dsc.cli import RichProgress, out_console, run_guarded
@@ -151,6 +167,7 @@ def eval_command(
 
         if device not in ("auto", "cpu"):
             raise SpecError(f"--device must be auto or cpu, not '{device}'")
+        _import_plugins(plugins or [])
         if predictions is not None:
             if refs:
                 raise SpecError("--predictions scores a file without a model: give no MODEL")

@@ -43,6 +43,7 @@ from dsc.compiler.errors import BuildError
 from dsc.compiler.inspection import ArtifactStats, quarantine_group, split_sort_key
 from dsc.compiler import mix as selection_stage
 from dsc.compiler.mix import KeyTable, RowClass, Rows, copy_of, dedup_hash, hash_prefixes, iter_ids, row_groups
+from dsc.compiler.plugins import manifest_plugins
 from dsc.compiler.record import BadRow, Conversation, canonical_json
 from dsc.compiler.render import apply_special_token_policy, render
 from dsc.compiler.rowfiles import (
@@ -882,6 +883,9 @@ def _build_loaded(loaded: LoadedSpec, out_dir: str | Path | None, *, workers: in
                 },
                 "files": dict(sorted(files.items())),
             }
+            plugins = manifest_plugins(spec, loaded.plugins, base)
+            if plugins:  # absent without user code, so plugin-free specs keep their versions
+                manifest["plugins"] = [m.to_dict() for m in plugins]
             manifest["version"] = art.content_version(manifest)
             art.write_json(tmp / art.MANIFEST, manifest)
             from dsc.compiler.card import write_card

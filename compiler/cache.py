@@ -20,9 +20,14 @@ the segment) and checked by the size and CRC-32 in its name: a build adds a part
 had to compute, so changing a mix ratio renders only rows never rendered before; two builds
 adding parts at once is safe (a row in two parts is the same row).
 
+The normalised key also covers the user code stage 1 runs: the source sha256 of the module that
+defines each format, filter, convert step and negative rule the source's rows go through when it
+is not dsc's own (`dsc.compiler.plugins.stage1_modules`), so editing a plugin's filter misses the
+segments of the sources it filters, and editing its scorer misses nothing.
+
 A cache hit gives the same bytes as a cold build: every stage is a pure function of what its key
-covers. What no key can see — a Python plugin (format, converter, rule) changed in place without
-a version change — needs `--no-cache` or a new cache directory.
+covers. What no key can see — a plugin's helper in another module of the user's that the spec
+does not name, changed in place — needs `--no-cache` or a new cache directory.
 """
 from __future__ import annotations
 
@@ -43,6 +48,7 @@ import pyarrow as pa
 
 from dsc import __version__
 from dsc.compiler.errors import BuildError
+from dsc.compiler.plugins import stage1_modules
 from dsc.compiler.record import canonical_json
 from dsc.compiler.rowfiles import ArrowFileWriter, SegmentInfo, file_crc
 
@@ -57,9 +63,10 @@ STALE_TMP_SECONDS = 24 * 3600
 # dsc.compiler.sources): later stages, documentation, runtime settings. `sources` enters the key
 # as the source itself and the lookup sources; `template`, `loss`, `special_tokens` and
 # `tokenize` only when capability ratios are measured in tokens; `capabilities.rates` and
-# `.proportions` are selection (stage 2). Any section not named here (a new one) is keyed.
+# `.proportions` are selection (stage 2); `plugins` as the code of the callables stage 1 runs. Any section not named here (a new one) is keyed.
 LATER_SECTIONS = frozenset({"name", "description", "license", "max_bad_rows", "split", "output", "dedup", "mix",
-                            "train", "eval", "sources", "template", "loss", "special_tokens", "tokenize"})
+                            "train", "eval", "sources", "template", "loss", "special_tokens", "tokenize",
+                            "plugins"})
 SELECTION_ONLY_CAPABILITIES = ("rates", "proportions")
 
 
@@ -143,7 +150,7 @@ def normalised_key(spec: Any, source: str, inputs: list[dict[str, Any]], base_di
     by_source: dict[str, list[dict[str, Any]]] = {}
     for i in inputs:
         by_source.setdefault(i["source"], []).append({k: v for k, v in i.items() if k != "source"})
-    return _digest({
+    key = {
         "cache_format": CACHE_FORMAT,
         "dsc": __version__,
         "code": code_fingerprint(),
@@ -157,7 +164,11 @@ def normalised_key(spec: Any, source: str, inputs: list[dict[str, Any]], base_di
         "files": referenced_files(sections, base_dir),
         "seed": spec.seed,
         "weights": _rendering(spec, template, tokenizer) if _tokens_measured(spec) else None,
-    })
+    }
+    plugins = stage1_modules(spec, source, base_dir)
+    if plugins:  # only when user code runs here (so the keys of plugin-free specs stay as they were)
+        key["plugins"] = sorted(m.sha256 for m in plugins)  # the code, wherever its file lies
+    return _digest(key)
 
 
 def rendered_key(spec: Any, normalised: str, *, template: Any, tokenizer: Any) -> str:

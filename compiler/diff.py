@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,7 +80,7 @@ class ArtifactDiff:
     unchanged: int = 0
     counts: list[CountDelta] = field(default_factory=list)  # non-zero deltas only
     spec_changes: list[tuple[str, Any, Any]] = field(default_factory=list)  # dotted key, before, after
-    notes: list[str] = field(default_factory=list)  # template / tokenizer / inputs / dsc version changes
+    notes: list[str] = field(default_factory=list)  # template / tokenizer / inputs / plugins / dsc version changes
 
     @property
     def identical_rows(self) -> bool:
@@ -186,6 +186,22 @@ def _spec_changes(ma: dict[str, Any], mb: dict[str, Any]) -> list[tuple[str, Any
     return [(k, fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
 
 
+def _moved(ma: dict[str, Any], mb: dict[str, Any], section: str, label: Callable[[dict[str, Any]], str], *,
+           gone: str, new: str) -> list[str]:
+    """What went, came or changed sha256 between two manifests' lists `section` (inputs, plugins)."""
+    da = {label(x): x.get("sha256") for x in ma.get(section) or []}
+    db = {label(x): x.get("sha256") for x in mb.get(section) or []}
+    out = []
+    for what in sorted(set(da) | set(db)):
+        if what not in db:
+            out.append(f"{what} {gone}")
+        elif what not in da:
+            out.append(f"{what} {new}")
+        elif da[what] != db[what]:
+            out.append(f"{what} changed ({str(da[what])[:12]} → {str(db[what])[:12]})")
+    return out
+
+
 def _notes(ma: dict[str, Any], mb: dict[str, Any]) -> list[str]:
     out: list[str] = []
     ta, tb = ma.get("template") or {}, mb.get("template") or {}
@@ -195,15 +211,10 @@ def _notes(ma: dict[str, Any], mb: dict[str, Any]) -> list[str]:
     ka, kb = ma.get("tokenizer") or {}, mb.get("tokenizer") or {}
     if ka.get("sha256") != kb.get("sha256"):
         out.append(f"tokenizer {ka.get('ref', 'none')} → {kb.get('ref', 'none')}")
-    ia = {(i.get("source"), i.get("path")): i.get("sha256") for i in ma.get("inputs") or []}
-    ib = {(i.get("source"), i.get("path")): i.get("sha256") for i in mb.get("inputs") or []}
-    for key in sorted(set(ia) | set(ib), key=str):
-        if key not in ib:
-            out.append(f"input {key[1]} (source '{key[0]}') no longer read")
-        elif key not in ia:
-            out.append(f"input {key[1]} (source '{key[0]}') newly read")
-        elif ia[key] != ib[key]:
-            out.append(f"input {key[1]} (source '{key[0]}') changed ({str(ia[key])[:12]} → {str(ib[key])[:12]})")
+    out += _moved(ma, mb, "inputs", lambda i: f"input {i.get('path')} (source '{i.get('source')}')",
+                  gone="no longer read", new="newly read")
+    out += _moved(ma, mb, "plugins", lambda p: f"plugin {p.get('module')} ({p.get('path')})",
+                  gone="no longer used", new="newly used")
     if ma.get("dsc_version") != mb.get("dsc_version"):
         out.append(f"dsc {ma.get('dsc_version')} → {mb.get('dsc_version')}")
     return out

@@ -3,8 +3,9 @@
 One lock file per directory holds one entry per spec file in it (keyed by the spec's file name),
 so that several specs can live side by side. An entry pins every resolved input (path, size,
 sha256; a hub dataset's id, revision and, when it can be resolved, the commit the revision
-points at), the template's and the tokenizer's hashes, the dsc and library versions, the spec's
-own hash and the artifact version the build produced. The file is deterministic (sorted keys,
+points at), the template's and the tokenizer's hashes, the source sha256 of each user plugin
+module the spec imports or uses (`dsc.compiler.plugins`), the dsc and library versions, the
+spec's own hash and the artifact version the build produced. The file is deterministic (sorted keys,
 no timestamps, paths relative to the spec), so rebuilding an unchanged spec leaves it unchanged
 and a diff of it in review shows exactly what moved.
 
@@ -28,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dsc import __version__
 from dsc.compiler.errors import LockError
+from dsc.compiler.plugins import manifest_plugins
 from dsc.compiler.spec import LoadedSpec, load_spec
 
 LOCK_FILE = "dsc.lock"
@@ -63,6 +65,14 @@ class LockedArtifact(_Strict):
     path: str | None = None  # relative to the spec's directory, when the artifact lies under it
 
 
+class LockedPlugin(_Strict):
+    """A user module the build runs or records (`dsc.compiler.plugins.PluginModule`)."""
+
+    module: str
+    path: str
+    sha256: str
+
+
 class LockEntry(_Strict):
     spec_sha256: str
     dsc_version: str
@@ -70,6 +80,7 @@ class LockEntry(_Strict):
     inputs: list[LockedInput]
     template: LockedRef
     tokenizer: LockedRef | None = None
+    plugins: list[LockedPlugin] | None = None  # None: the spec runs no user code
     artifact: LockedArtifact | None = None
 
 
@@ -138,9 +149,15 @@ def current_entry(loaded: LoadedSpec) -> LockEntry:
         with loaded.at("tokenize", "tokenizer"):
             tok = RowTokenizer.load(spec.tokenize, base)
         tokenizer = LockedRef(ref=spec.tokenize.tokenizer, sha256=tok.sha256)
+    plugins = [m.to_dict() for m in manifest_plugins(spec, loaded.plugins, base)]
     return LockEntry(spec_sha256=_spec_sha256(loaded), dsc_version=__version__, libraries=library_versions(),
                      inputs=locked_inputs(loaded, resolve_inputs(loaded)),
-                     template=LockedRef(ref=spec.template, sha256=template.sha256), tokenizer=tokenizer)
+                     template=LockedRef(ref=spec.template, sha256=template.sha256), tokenizer=tokenizer,
+                     plugins=_locked_plugins(plugins))
+
+
+def _locked_plugins(modules: list[dict[str, str]] | None) -> list[LockedPlugin] | None:
+    return [LockedPlugin.model_validate(m) for m in modules] if modules else None
 
 
 def _relative_artifact_path(loaded: LoadedSpec, out_dir: Path) -> str | None:
@@ -160,6 +177,7 @@ def entry_from_manifest(loaded: LoadedSpec, manifest: dict[str, Any], out_dir: P
         inputs=locked_inputs(loaded, manifest["inputs"]),
         template=LockedRef(ref=manifest["template"]["ref"], sha256=manifest["template"]["sha256"]),
         tokenizer=LockedRef(ref=tok["ref"], sha256=tok["sha256"]) if tok else None,
+        plugins=_locked_plugins(manifest.get("plugins")),
         artifact=LockedArtifact(version=manifest["version"], format=manifest["format"],
                                 path=_relative_artifact_path(loaded, out_dir) if out_dir is not None else None),
     )
@@ -211,6 +229,7 @@ def compare(locked: LockEntry, now: LockEntry, *, artifact: bool = False) -> lis
                        f"{'none' if b is None else repr(b.ref)}")
         else:
             out.append(f"tokenizer '{b.ref}' changed: sha256 {_short(a.sha256)} → {_short(b.sha256)}")
+    out += _compare_plugins(locked.plugins or [], now.plugins or [])
     if locked.dsc_version != now.dsc_version:
         out.append(f"dsc {locked.dsc_version} locked, dsc {now.dsc_version} running")
     for name in sorted(locked.libraries.keys() | now.libraries.keys()):
@@ -224,6 +243,23 @@ def compare(locked: LockEntry, now: LockEntry, *, artifact: bool = False) -> lis
             and locked.artifact.version != now.artifact.version:
         out.append(f"the build gives artifact version {now.artifact.version}, the lock says "
                    f"{locked.artifact.version}")
+    return out
+
+
+def _compare_plugins(locked: list[LockedPlugin], now: list[LockedPlugin]) -> list[str]:
+    """Each plugin module whose source moved, appeared or went, by name and path."""
+    before = {(p.module, p.path): p for p in locked}
+    after = {(p.module, p.path): p for p in now}
+    out = []
+    for key in sorted(before.keys() | after.keys()):
+        a, b = before.get(key), after.get(key)
+        what = f"plugin '{key[0]}' ({key[1]})"
+        if b is None:
+            out.append(f"{what} is in the lock but the build no longer uses it")
+        elif a is None:
+            out.append(f"{what} is not in the lock (a new plugin, or one the spec now uses)")
+        elif a.sha256 != b.sha256:
+            out.append(f"{what} changed: sha256 {_short(a.sha256)} → {_short(b.sha256)}")
     return out
 
 

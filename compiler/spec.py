@@ -13,12 +13,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from dsc.compiler.errors import SpecError, allowed_list, did_you_mean
+from dsc.compiler.plugins import LoadedPlugin, PluginImportError, import_plugin
+from dsc.compiler.registry import DuplicateNameError
 from dsc.compiler.render import LossPolicy, SpecialTokenPolicy
 from dsc.compiler.sources import SourceSpec
 from dsc.compiler.tokenize import TokenizeSpec
@@ -82,6 +84,10 @@ def _parse_bad_rows(value: Any) -> int | float:
 
 class Spec(Strict):
     dsc: Literal[1] = Field(description="spec format version")
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="Python modules imported before the rest of the spec is validated (files relative to the "
+                    "spec, or dotted modules); what they register can be named in the spec")
     name: str = Field(pattern=NAME_PATTERN, description="artifact name; the default output is build/<name>")
     description: str | None = None
     license: str | None = Field(None, description="licence of the compiled dataset, for the dataset card")
@@ -125,6 +131,14 @@ class Spec(Strict):
                 raise ValueError(f"source name {name!r} must match {NAME_PATTERN}")
         return v
 
+    @model_serializer(mode="wrap")
+    def _without_empty_plugins(self, handler: Any) -> dict[str, Any]:
+        # A spec without plugins dumps as it did before `plugins:` existed (same artifact version).
+        d = handler(self)
+        if not d.get("plugins"):
+            d.pop("plugins", None)
+        return d
+
     def emitted_sources(self) -> dict[str, SourceSpec]:
         """Sources whose rows become examples (lookup tables are joined, not emitted)."""
         return {k: v for k, v in self.sources.items() if v.lookup is None}
@@ -138,12 +152,13 @@ class Spec(Strict):
 class LoadedSpec:
     """A validated spec with where it came from, so later checks can point at a key."""
 
-    def __init__(self, spec: Spec, path: Path, tree: Any, text: str):
+    def __init__(self, spec: Spec, path: Path, tree: Any, text: str, plugins: list[LoadedPlugin] | None = None):
         self.spec = spec
         self.path = path
         self.base_dir = path.parent
         self.tree = tree
         self.text = text
+        self.plugins = plugins or []  # the `plugins:` modules, imported
 
     def position(self, loc: tuple[Any, ...]) -> tuple[int | None, int | None]:
         return _position(self.tree, loc)
@@ -296,6 +311,7 @@ def parse_spec(text: str, path: Path) -> LoadedSpec:
         line, col = _position(tree, ("dsc",))
         raise SpecError(f"unsupported spec format 'dsc: {version}'; this dsc reads 'dsc: {SPEC_FORMAT_VERSION}'",
                         str(path), line, col)
+    plugins = import_plugins(tree, path)
     try:
         spec = Spec.model_validate(_to_plain(tree))
     except ValidationError as e:
@@ -312,7 +328,27 @@ def parse_spec(text: str, path: Path) -> LoadedSpec:
         if len(described) > 1:
             message += f" (and {len(described) - 1} more problem{'s' if len(described) > 2 else ''})"
         raise SpecError(message, str(path), line, col) from None
-    return LoadedSpec(spec, path, tree, text)
+    return LoadedSpec(spec, path, tree, text, plugins)
+
+
+def import_plugins(tree: CommentedMap, path: Path) -> list[LoadedPlugin]:
+    """Import the spec's `plugins:` (before the rest is validated, so the names they register are
+    valid in it); a missing module or one that raises is a located SpecError."""
+    refs = tree.get("plugins")
+    if refs is None:
+        return []
+    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+        line, col = _position(tree, ("plugins",))
+        raise SpecError("'plugins' must be a list of Python files (relative to the spec) or dotted module names",
+                        str(path), line, col)
+    loaded = []
+    for i, ref in enumerate(refs):
+        try:
+            loaded.append(import_plugin(ref, path.parent))
+        except (PluginImportError, DuplicateNameError) as e:
+            line, col = _position(tree, ("plugins", i))
+            raise SpecError(f"plugins[{i}]: cannot import {ref!r}: {e}", str(path), line, col) from None
+    return loaded
 
 
 def load_spec(path: str | Path) -> LoadedSpec:

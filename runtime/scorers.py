@@ -15,38 +15,36 @@ the best match counts).
 """
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from dsc.compiler.errors import SpecError, allowed_list, did_you_mean
+from dsc.compiler.errors import SpecError
+from dsc.compiler.registry import FunctionRegistry
 
 Scorer = Callable[[str, Any], float]
-_SCORERS: dict[str, Scorer] = {}
+SCORERS = FunctionRegistry("scorer", group="dsc.scorers")
 
 
-def register_scorer(name: str) -> Callable[[Scorer], Scorer]:
-    """Decorator: `@register_scorer("my_metric") def f(prediction, answer) -> float`."""
-
-    def wrap(fn: Scorer) -> Scorer:
-        _SCORERS[name] = fn
-        return fn
-
-    return wrap
+def register_scorer(name: str, *, replace: bool = False) -> Callable[[Scorer], Scorer]:
+    """Decorator: `@register_scorer("my_metric") def f(prediction, answer) -> float`. A name
+    already registered (a built-in such as `em`, or another plugin's) is an error naming both
+    definitions unless `replace=True`."""
+    return SCORERS.register(name, replace=replace)
 
 
 def get_scorer(name: str) -> Scorer:
     try:
-        return _SCORERS[name]
-    except KeyError:
-        raise SpecError(f"unknown scorer '{name}'{did_you_mean(name, _SCORERS)}; "
-                        f"available: {allowed_list(_SCORERS)}") from None
+        return SCORERS.get(name).fn
+    except ValueError as e:  # unknown (did-you-mean), or an entry-point plugin that fails
+        raise SpecError(str(e)) from None
 
 
 def scorer_names() -> list[str]:
-    return sorted(_SCORERS)
+    return SCORERS.names()
 
 
 def _each_answer(answer: Any) -> list[Any]:
@@ -56,11 +54,11 @@ def _each_answer(answer: Any) -> list[Any]:
 def _best(fn: Callable[[str, Any], float]) -> Scorer:
     """Apply a single-answer scorer to every acceptable answer and keep the best."""
 
+    @functools.wraps(fn)  # names and locates the scorer by the function it wraps
     def scorer(prediction: str, answer: Any) -> float:
         golds = _each_answer(answer)
         return max((fn(prediction or "", g) for g in golds), default=0.0)
 
-    scorer.__doc__ = fn.__doc__
     return scorer
 
 

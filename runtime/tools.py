@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dsc.compiler.errors import SpecError, allowed_list, did_you_mean
+from dsc.compiler.registry import FunctionRegistry
 
 FINISH = "finish"
 
@@ -46,31 +47,31 @@ class Tool:
 
 
 ToolFactory = Callable[[dict[str, Any], Path], Tool]
-_TOOLS: dict[str, ToolFactory] = {}
+TOOLS = FunctionRegistry("tool", group="dsc.tools")
 
 
-def register_tool(name: str) -> Callable[[ToolFactory], ToolFactory]:
-    """Decorator: `@register_tool("lookup") def make(settings: dict, base_dir: Path) -> Tool`."""
-
-    def wrap(factory: ToolFactory) -> ToolFactory:
-        _TOOLS[name] = factory
-        return factory
-
-    return wrap
+def register_tool(name: str, *, replace: bool = False) -> Callable[[ToolFactory], ToolFactory]:
+    """Decorator: `@register_tool("lookup") def make(settings: dict, base_dir: Path) -> Tool`. A
+    name already registered is an error naming both definitions unless `replace=True`."""
+    return TOOLS.register(name, replace=replace)
 
 
 def tool_names() -> list[str]:
-    return sorted(_TOOLS)
+    return TOOLS.names()
+
+
+def get_tool_factory(name: str) -> ToolFactory:
+    try:
+        return TOOLS.get(name).fn
+    except ValueError as e:  # unknown (did-you-mean), or an entry-point plugin that fails
+        raise SpecError(str(e)) from None
 
 
 def build_tools(settings: dict[str, dict[str, Any]], base_dir: Path) -> dict[str, Tool]:
     """The task's tools by name, `finish` always included."""
     tools: dict[str, Tool] = {}
     for name in [*settings, *([FINISH] if FINISH not in settings else [])]:
-        factory = _TOOLS.get(name)
-        if factory is None:
-            raise SpecError(f"unknown tool '{name}'{did_you_mean(name, _TOOLS)}; available: {allowed_list(_TOOLS)}")
-        tools[name] = factory(dict(settings.get(name) or {}), base_dir)
+        tools[name] = get_tool_factory(name)(dict(settings.get(name) or {}), base_dir)
     return tools
 
 

@@ -73,7 +73,7 @@ def test_user_registered_format_is_usable_from_a_source(tmp_path):
         assert conv.meta.extra == {"lang": "en"} and conv.meta.provenance.steps == [f"format:{name}"]
         with pytest.raises(BadRow, match="missing field 'A'"):
             normalise_row(raws[1], "qa", spec)
-        with pytest.raises(ValueError, match="already registered"):
+        with pytest.raises(ValueError, match=f"format '{name}' is defined twice"):
             register_format(name)(lambda row, fields: Normalised([]))
         with pytest.raises(ValueError, match="has no field 'answr'"):
             SourceSpec(path="d.jsonl", format=name, fields={"answr": "A"})
@@ -94,7 +94,7 @@ def fmt(row, fields):
 def test_formats_are_found_through_entry_points(tmp_path, monkeypatch):
     import importlib.metadata
 
-    import dsc.compiler.formats as formats
+    from dsc.compiler.formats import FORMAT_REGISTRY
 
     (tmp_path / "dsc_test_plugin.py").write_text(PLUGIN)
     (tmp_path / "dsc_broken_plugin.py").write_text("raise RuntimeError('boom')\n")
@@ -105,12 +105,13 @@ def test_formats_are_found_through_entry_points(tmp_path, monkeypatch):
         return lambda **kw: [ep] if kw.get("group") == "dsc.formats" else []
 
     try:
-        monkeypatch.setattr(formats, "_entry_points_loaded", False)
+        monkeypatch.setattr(FORMAT_REGISTRY, "entry_points_loaded", False)
         monkeypatch.setattr(importlib.metadata, "entry_points", entry_points_of("dsc_test_plugin"))
         assert SourceSpec(path="x.jsonl", format="test_plugin_fmt").format == "test_plugin_fmt"
-        monkeypatch.setattr(formats, "_entry_points_loaded", False)
+        monkeypatch.setattr(FORMAT_REGISTRY, "entry_points_loaded", False)
         monkeypatch.setattr(importlib.metadata, "entry_points", entry_points_of("dsc_broken_plugin"))
-        with pytest.raises(ValueError, match=r"cannot load format plugin 'p' \(dsc_broken_plugin\): RuntimeError: boom"):
+        with pytest.raises(ValueError, match=r"cannot load format plugin 'p' \(dsc_broken_plugin\) of entry-point group "
+                                             r"'dsc.formats': RuntimeError: boom"):
             get_format("not_there")
     finally:
         FORMATS.pop("test_plugin_fmt", None)

@@ -5,7 +5,7 @@ import pytest
 
 from dsc.compiler.errors import SpecError
 from dsc.runtime.evaluation import bootstrap_ci, score, summarize
-from dsc.runtime.scorers import get_scorer, normalize_answer, register_scorer, scorer_names
+from dsc.runtime.scorers import SCORERS, get_scorer, normalize_answer, register_scorer, scorer_names
 
 em = get_scorer("em")
 f1 = get_scorer("f1")
@@ -104,9 +104,12 @@ def test_registry_did_you_mean_and_custom_scorer():
     def _length(prediction, answer):
         return float(len(prediction) == len(str(answer)))
 
-    assert "length_match" in scorer_names()
-    assert score(["abc", "x"], ["xyz", "yy"], ["length_match", "em"]) == {
-        "length_match": [1.0, 0.0], "em": [0.0, 0.0]}
+    try:
+        assert "length_match" in scorer_names()
+        assert score(["abc", "x"], ["xyz", "yy"], ["length_match", "em"]) == {
+            "length_match": [1.0, 0.0], "em": [0.0, 0.0]}
+    finally:
+        SCORERS.defs.pop("length_match", None)
 
 
 def test_bootstrap_ci_is_seeded_and_brackets_the_mean():

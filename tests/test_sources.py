@@ -57,7 +57,7 @@ def spec_error(**spec) -> str:
     ({"hub": {"id": "x/y"}, "format": "openai"}, "revision"),
     ({"hub": {"id": "x/y", "revision": "main"}, "format": "openai"}, "revision 'main' is a branch that moves"),
     ({"hub": {"id": "x/y", "revision": "abc"}, "type": "jsonl", "format": "openai"}, "`type` applies to `path`"),
-    ({"path": "a.jsonl", "format": "opnai"}, "unknown format 'opnai' (did you mean 'openai'?); registered formats:"),
+    ({"path": "a.jsonl", "format": "opnai"}, "unknown format 'opnai' (did you mean 'openai'?); registered: 'agent_flan', 'alpaca'"),
     ({"path": "a.jsonl"}, "missing `format`"),
     ({"path": "a.jsonl", "format": "sharegpt", "fields": {"contnt": "text"}},
      "format 'sharegpt' has no field 'contnt' (did you mean 'content'?); its fields: 'content', 'loss'"),

@@ -26,9 +26,10 @@ Register it before the spec is loaded::
         return Normalised(messages=[Message("user", q), Message("assistant", a)],
                           extra=without(row, [fields["question"], fields["answer"]]))
 
-then use `format: qa_pairs` in a source. To make it available without an explicit import,
-expose the module as an entry point of your package; dsc imports entry points of group
-`dsc.formats` the first time an unknown format name is looked up::
+then name the module under the spec's `plugins:` (`plugins: [my_formats.py]`) and use
+`format: qa_pairs` in a source. To make it available without naming it, expose the module as an
+entry point of your package; dsc imports entry points of group `dsc.formats` the first time a
+format is looked up (`dsc.compiler.registry` has the rules every registry shares)::
 
     [project.entry-points."dsc.formats"]
     qa_pairs = "mypackage.formats"
@@ -45,6 +46,7 @@ from typing import Any
 
 from dsc.compiler.errors import allowed_list, did_you_mean
 from dsc.compiler.record import BadRow, Message, ToolCall
+from dsc.compiler.registry import Registry
 
 from .common import (
     MISSING,
@@ -64,6 +66,7 @@ FormatFn = Callable[[dict[str, Any], dict[str, str]], Normalised]
 
 __all__ = [
     "FORMATS",
+    "FORMAT_REGISTRY",
     "MISSING",
     "BadRow",
     "FormatDef",
@@ -117,8 +120,8 @@ class FormatDef:
         return self.fn(row, self.resolve_fields(overrides or {}))
 
 
-FORMATS: dict[str, FormatDef] = {}
-_entry_points_loaded = False
+FORMAT_REGISTRY: Registry[FormatDef] = Registry("format", group="dsc.formats")
+FORMATS: dict[str, FormatDef] = FORMAT_REGISTRY.defs  # by name (the registry's own dict)
 
 
 def register_format(
@@ -131,8 +134,8 @@ def register_format(
     """Decorator: register `fn(row, fields) -> Normalised` as format `name`.
 
     `fields` declares every field the format reads, with its default raw path; `choices` the
-    allowed values of fields that are settings. Registering a taken name is an error unless
-    `replace=True` (so two plugins cannot silently shadow each other)."""
+    allowed values of fields that are settings. Registering a taken name is an error naming both
+    definitions unless `replace=True` (so two plugins cannot silently shadow each other)."""
     fields = dict(fields or {})
     choices = {k: tuple(v) for k, v in (choices or {}).items()}
     for key, allowed in choices.items():
@@ -141,49 +144,18 @@ def register_format(
         if fields[key] not in allowed:
             raise ValueError(f"format '{name}': default {fields[key]!r} of '{key}' is not among its choices")
 
-    def decorate(fn: FormatFn) -> FormatFn:
-        if name in FORMATS and not replace and FORMATS[name].fn is not fn:
-            raise ValueError(f"format '{name}' is already registered (pass replace=True to override it)")
-        FORMATS[name] = FormatDef(
-            name=name,
-            fn=fn,
-            fields=MappingProxyType(fields),
-            choices=MappingProxyType(choices),
-            doc=(fn.__doc__ or "").strip(),
-        )
-        return fn
-
-    return decorate
-
-
-def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    from importlib.metadata import entry_points
-
-    for ep in sorted(entry_points(group="dsc.formats"), key=lambda e: e.name):
-        try:
-            ep.load()  # importing the module runs its @register_format decorators
-        except Exception as e:  # noqa: BLE001 — a broken plugin must surface as a spec error
-            raise ValueError(f"cannot load format plugin '{ep.name}' ({ep.value}): {type(e).__name__}: {e}") from e
+    return FORMAT_REGISTRY.registering(name, lambda fn: FormatDef(
+        name=name, fn=fn, fields=MappingProxyType(fields), choices=MappingProxyType(choices),
+        doc=(fn.__doc__ or "").strip()), replace=replace)
 
 
 def format_names() -> list[str]:
-    _load_entry_points()
-    return sorted(FORMATS)
+    return FORMAT_REGISTRY.names()
 
 
 def get_format(name: str) -> FormatDef:
     """The registered format `name`; ValueError listing the registered names otherwise."""
-    if name not in FORMATS:
-        _load_entry_points()
-    try:
-        return FORMATS[name]
-    except KeyError:
-        raise ValueError(f"unknown format '{name}'{did_you_mean(name, FORMATS)}; "
-                         f"registered formats: {allowed_list(FORMATS)}") from None
+    return FORMAT_REGISTRY.get(name)
 
 
 # Built-in formats register themselves on import.

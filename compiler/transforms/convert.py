@@ -45,7 +45,7 @@ from .react import (
 )
 from .registry import Registry, prepare_entries, registry_entry
 
-CONVERTERS = Registry("convert step")
+CONVERTERS = Registry("convert step", group="dsc.converters")
 
 
 def _regexes(v: list[str]) -> list[str]:

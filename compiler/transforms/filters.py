@@ -24,10 +24,10 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError, model_serializer, model_validator
 
 from dsc.compiler.record import Conversation, Message
+from dsc.compiler.registry import Registry
 
 from .common import Strict, Where
 from .react import OBSERVATION, parse_action
-from .registry import NamedRegistry
 
 
 @dataclass(frozen=True)
@@ -37,17 +37,17 @@ class FilterDef:
     fn: Callable[[Conversation, Any], str | None]
 
 
-class FilterRegistry(NamedRegistry[FilterDef]):
+class FilterRegistry(Registry[FilterDef]):
     """Quality filters by name: `@FILTERS.register("name", ArgType)` on `fn(conv, arg) -> reason | None`."""
 
-    def __init__(self, kind: str = "filter") -> None:
-        super().__init__(kind)
+    def __init__(self, kind: str = "filter", group: str | None = None) -> None:
+        super().__init__(kind, group)
 
     def register(self, name: str, arg: Any = None, *, replace: bool = False):
-        return self._registering(name, lambda fn: FilterDef(name, arg, fn), replace)
+        return self.registering(name, lambda fn: FilterDef(name, arg, fn), replace=replace)
 
 
-FILTERS = FilterRegistry()
+FILTERS = FilterRegistry(group="dsc.filters")
 
 
 class FilterEntry(Strict):

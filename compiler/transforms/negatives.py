@@ -33,7 +33,7 @@ from .common import RULE_STEP, Strict, copy_conv, rank_key, render_text, templat
 from .react import ToolDef, ToolsField, load_tools
 from .registry import Registry, prepare_entries, registry_entry
 
-RULES = Registry("negative rule")
+RULES = Registry("negative rule", group="dsc.negatives")
 
 
 # One `negatives:` entry: `{rule: <name>, where: ..., **options}` (see `registry_entry`).

@@ -2,7 +2,9 @@
 
 A registry maps a name to what was registered under it (`@REGISTRY.register("name", ...)` on a
 function): the format conversions (`CONVERTERS`), the negative rules (`RULES`) and the quality
-filters (`FILTERS`, whose entries have their own shape: `- name` or `- {name: arg}`).
+filters (`FILTERS`, whose entries have their own shape: `- name` or `- {name: arg}`). All are the
+one registry type of `dsc.compiler.registry` (duplicate names are errors, entry points are
+discovered, unknown names get a did-you-mean).
 
 A registry entry is one item of a spec list that names a registered step by a key and gives the
 step's options beside it, validated against the step's options model:
@@ -20,11 +22,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, SerializeAsAny, ValidationError, create_model, model_serializer, model_validator
 
 from dsc.compiler.errors import allowed_list, did_you_mean
+from dsc.compiler.registry import Registry as BaseRegistry
 
 from .common import Strict, Where, matches, one_line
 
@@ -32,38 +35,11 @@ if TYPE_CHECKING:
     from dsc.compiler.record import Conversation
 
 
-class _Def(Protocol):
-    @property
-    def fn(self) -> Callable[..., Any]: ...
-
-
-D = TypeVar("D", bound=_Def)
 F = TypeVar("F", bound=Callable[..., Any])
 
-
-class NamedRegistry(Generic[D]):
-    """Definitions by name (`defs`); `kind` names them in errors ("unknown <kind> 'x'")."""
-
-    def __init__(self, kind: str):
-        self.kind = kind
-        self.defs: dict[str, D] = {}
-
-    def _registering(self, name: str, make: Callable[[Callable[..., Any]], D], replace: bool) -> Callable[[F], F]:
-        """A decorator that registers `make(fn)` as `name` (registering the same fn again is a no-op)."""
-        def decorate(fn: F) -> F:
-            if name in self.defs and not replace and self.defs[name].fn is not fn:
-                raise ValueError(f"{self.kind} '{name}' is already registered (pass replace=True to override it)")
-            self.defs[name] = make(fn)
-            return fn
-
-        return decorate
-
-    def get(self, name: str) -> D:
-        try:
-            return self.defs[name]
-        except KeyError:
-            raise ValueError(f"unknown {self.kind} '{name}'{did_you_mean(name, self.defs)}; "
-                             f"registered: {allowed_list(self.defs)}") from None
+# The generic registry, here under its old name (users' `from dsc.compiler.transforms.registry
+# import NamedRegistry` keeps working).
+NamedRegistry = BaseRegistry
 
 
 @dataclass(frozen=True)
@@ -75,13 +51,13 @@ class StepDef:
     doc: str
 
 
-class Registry(NamedRegistry[StepDef]):
+class Registry(BaseRegistry[StepDef]):
     """Named steps with options: `@REGISTRY.register("name", OptionsModel)` on a function."""
 
     def register(self, name: str, options: type[BaseModel], *, prepare: Callable[[Any, Path], Any] | None = None,
                  replace: bool = False) -> Callable[[F], F]:
-        return self._registering(
-            name, lambda fn: StepDef(name, options, fn, prepare, (fn.__doc__ or "").strip()), replace)
+        return self.registering(
+            name, lambda fn: StepDef(name, options, fn, prepare, (fn.__doc__ or "").strip()), replace=replace)
 
 
 def split_entry(data: Any, key: str, registry: Registry) -> Any:
@@ -90,7 +66,7 @@ def split_entry(data: Any, key: str, registry: Registry) -> Any:
         return data
     rest = dict(data)
     if key not in rest:
-        raise ValueError(f"missing `{key}` (one of {allowed_list(registry.defs)})")
+        raise ValueError(f"missing `{key}` (one of {allowed_list(registry.names())})")
     name = rest.pop(key)
     where = rest.pop("where", None)
     d = registry.get(str(name))
