@@ -22,6 +22,9 @@ from typing import Any, Callable, Sequence
 
 from dsc.compiler.errors import SpecError
 
+from dsc.compiler.dialects import get_dialect
+from dsc.compiler.dialects.react import ReactDialect
+
 from .agent import AgentSettings, Episode, Generator, run_agent, run_direct, start_episodes
 from .artifact import Artifact, load_artifact
 from .config import EvalConfig, EvalTask, Layer, copy_layer, override_layer, resolve, yaml_layer
@@ -201,7 +204,8 @@ def observation_style(task: EvalTask, artifact: Artifact | None) -> str:
 
 
 def run_task(name: str, task: EvalTask, *, generator: Generator, builder: PromptBuilder, base_dir: Path,
-             artifact: Artifact | None = None, progress: Any = None, stage: str | None = None) -> list[Episode]:
+             artifact: Artifact | None = None, progress: Any = None, stage: str | None = None,
+             trained_dialect: dict[str, Any] | None = None) -> list[Episode]:
     """Generate (direct or agent loop) for every item of one task.
 
     `progress` (the build's interface: start / advance / done) is told the items done, under
@@ -215,15 +219,23 @@ def run_task(name: str, task: EvalTask, *, generator: Generator, builder: Prompt
     if progress is not None:
         progress.start(stage or name, len(items))
         on_done = progress.advance
-    episodes = _run_items(items, task, generator, builder, base_dir, artifact, on_done)
+    episodes = _run_items(items, task, generator, builder, base_dir, artifact, on_done, trained_dialect)
     if progress is not None:
         progress.done()
     return episodes
 
 
+def with_tools_prompt(messages: list[dict[str, str]], tools_prompt: str) -> list[dict[str, str]]:
+    """The messages with `tools_prompt` closing the system turn (a new system turn when none):
+    where `to_dialect` puts it in the training rows."""
+    from dsc.compiler.transforms.convert import system_with
+
+    return system_with(messages, tools_prompt)
+
+
 def _run_items(items: list[dict[str, Any]], task: EvalTask, generator: Generator, builder: PromptBuilder,
                base_dir: Path, artifact: Artifact | None,
-               on_done: Callable[[int], None] | None) -> list[Episode]:
+               on_done: Callable[[int], None] | None, trained_dialect: dict[str, Any] | None = None) -> list[Episode]:
     if task.mode == "direct":
         episodes = start_episodes(items, builder)
         extract = re.compile(task.extract, re.DOTALL) if task.extract else None
@@ -232,12 +244,23 @@ def _run_items(items: list[dict[str, Any]], task: EvalTask, generator: Generator
         return episodes
     tools = build_tools(task.tools, base_dir)
     style = observation_style(task, artifact)
-    default_stop = [f"\n{task.observation_prefix.strip()}"] if task.actions == "react" else []
+    trained = trained_dialect if trained_dialect is not None else (
+        artifact.inference.get("dialect") if artifact is not None else None)
+    name = task.dialect or (trained or {}).get("name") or ("openai" if task.actions == "tool_calls" else "react")
+    dialect = get_dialect(name)
+    if isinstance(dialect, ReactDialect):  # the task's observation prefix (FireAct's "Observation: ")
+        default_stop = [f"\n{task.observation_prefix.strip()}"]
+    else:
+        default_stop = list(dialect.stop)
     settings = AgentSettings(max_steps=task.max_steps, max_new_tokens=task.max_new_tokens, observation=style,
                              observation_role=task.observation_role, observation_prefix=task.observation_prefix,
                              actions=task.actions, stop=tuple(task.stop if task.stop is not None else default_stop),
-                             step_prefix=task.step_prefix)
-    schemas = [t.schema() for t in tools.values()] if task.actions == "tool_calls" else None
+                             step_prefix=task.step_prefix, dialect=name)
+    schemas = [t.schema() for t in tools.values()] if not dialect.text else None
+    if trained is not None and trained.get("tools_in_system") and task.prompt is None:
+        # trained with the tools listed in the system turn in the dialect's words: the eval tools, the same way
+        builder = PromptBuilder(builder.template, with_tools_prompt(
+            builder.messages, dialect.tools_prompt([t.schema() for t in tools.values()])))
     episodes = start_episodes(items, builder, schemas)
     run_agent(episodes, generator, builder, tools, settings, on_done=on_done)
     return episodes
@@ -265,7 +288,8 @@ def evaluate_model(model: Any, plan: EvalPlan, out_dir: Path | None, progress: A
         model.generator.batch_size = task.batch_size
         model.generator.temperature = task.temperature
         episodes = run_task(name, task, generator=model.generator, builder=builder, base_dir=plan.base_dir,
-                            artifact=model.artifact, progress=progress, stage=f"{model.label}: {name}")
+                            artifact=model.artifact, progress=progress, stage=f"{model.label}: {name}",
+                            trained_dialect=model.inference.get("dialect"))
         tasks[name] = task_result(name, task, episodes, plan.config,
                                   out_dir / model.label / f"{name}.jsonl" if out_dir else None)
     return {"model": model.ref, "label": model.label, "base_model": model.base_model,
