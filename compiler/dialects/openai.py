@@ -54,7 +54,9 @@ class OpenAI(Dialect):
         return Turn(text, [])
 
     def write_observations(self, results: Sequence[str]) -> str:
-        return "\n".join(results)
+        if len(results) != 1:
+            raise ValueError("openai: each result is its own tool message")
+        return results[0]
 
     def parse_observations(self, text: str) -> list[str] | None:
         return [text]

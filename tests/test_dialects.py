@@ -1,0 +1,201 @@
+"""Tool-call dialects: what each writer writes, its parser reads back to the same calls (names,
+argument JSON, parallel calls, empty content), on generated calls and on FireAct's and the bundled
+Agent-FLAN data; the agent loop parses a generation with the dialect's own parser."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dsc.compiler.dialects import DIALECTS, get_dialect
+from dsc.compiler.dialects.react import format_action, parse_action
+from dsc.compiler.record import BadRow, ToolCall
+from dsc.compiler.transforms.react import ToolDef, load_tools
+
+REPO = Path(__file__).resolve().parent.parent
+AGENT_FLAN = REPO / "specs" / "data" / "agent-flan"
+FIREACT = REPO.parent / "shared" / "data" / "fireact"
+
+# Tool names: a letter or "_", then letters, digits, "_", ".", "-" (web.search, get-weather, a_b.c-2).
+names = st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_.\-]{0,12}\Z")
+# Free text with brackets, newlines and unicode, but none of the dialects' own markers.
+MARKERS = ("Action", "<tool_", "</tool_", "✿", "{", "Observation")
+text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40).filter(
+    lambda s: not any(m in s for m in MARKERS))
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8)
+
+
+@st.composite
+def tool_and_args(draw):
+    """A tool and arguments that fit its schema: one string parameter, none, or several."""
+    name = draw(names)
+    kind = draw(st.sampled_from(["one", "none", "many"]))
+    if kind == "one":
+        p = draw(st.sampled_from(["query", "input", "q"]))
+        tool = ToolDef(name=name, parameters={"type": "object", "properties": {p: {"type": "string"}}})
+        # the whole bracket text is the argument: brackets and newlines inside it come back whole
+        return tool, {p: draw(st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30))}
+    if kind == "none":
+        return ToolDef(name=name, parameters={"type": "object", "properties": {}}), {}
+    keys = draw(st.lists(st.text(min_size=1, max_size=6), min_size=2, max_size=4, unique=True))
+    tool = ToolDef(name=name, parameters={"type": "object", "properties": {k: {} for k in keys}})
+    return tool, {k: draw(json_values) for k in keys}
+
+
+def _calls(pairs):
+    return [ToolCall(t.name, json.dumps(a, ensure_ascii=False)) for t, a in pairs]
+
+
+def _same(parsed, calls):
+    return [(c.name, json.loads(c.arguments)) for c in parsed] == [(c.name, json.loads(c.arguments)) for c in calls]
+
+
+@pytest.mark.parametrize("name", sorted(DIALECTS))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(content=text, pairs=st.lists(tool_and_args(), min_size=0, max_size=3, unique_by=lambda p: p[0].name))
+def test_write_then_parse_is_the_identity(name, content, pairs):
+    dialect = get_dialect(name)
+    tools = {t.name: t for t, _ in pairs}
+    calls = _calls(pairs)
+    if len(calls) > 1 and not dialect.parallel:
+        with pytest.raises(BadRow, match="one call per turn"):
+            dialect.write_turn(content, calls, tools)
+        calls = calls[:1]
+    if dialect.name.startswith("react") or dialect.name == "agent_flan":
+        content = content and content.rstrip("\n") + "\n"  # ReAct: the thought's own line before the action
+    written = dialect.write_turn(content, calls, tools)
+    for lenient in (False, True):  # the converter's reading and the agent loop's reading
+        turn = dialect.parse_turn(written, tools, lenient=lenient)
+        assert _same(turn.calls, calls), (written, turn)
+        if calls or not lenient:
+            assert turn.content == content, (written, turn)
+
+
+@pytest.mark.parametrize("name", sorted(DIALECTS))
+@settings(max_examples=40, deadline=None)
+@given(results=st.lists(text, min_size=1, max_size=3))
+def test_observations_round_trip(name, results):
+    dialect = get_dialect(name)
+    if not dialect.parallel or not dialect.text:  # (openai: one tool message per result)
+        results = results[:1]
+    assert dialect.parse_observations(dialect.write_observations(results)) == results
+
+
+@settings(max_examples=200, deadline=None)
+@given(pre=text, name=names, arg=st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30),
+       syntax=st.sampled_from(["bracket", "action_input"]))
+def test_react_grammar_reads_what_it_writes(pre, name, arg, syntax):
+    written = format_action(pre, name, arg, syntax)
+    for lenient in (False, True):
+        act = parse_action(written, syntax, lenient=lenient)
+        if lenient and syntax == "action_input":  # a generation's trailing whitespace is dropped
+            assert (act.pre, act.name, act.arg) == (pre, name, arg.rstrip()), written
+            continue
+        assert (act.pre, act.name, act.arg) == (pre, name, arg), written
+
+
+def test_lenient_react_reading_of_generations():
+    """The agent loop's reading (FireAct's parser): dotted names, `Action 2:`, a missing `]`."""
+    def read(t):
+        a = parse_action(t, "bracket", lenient=True)
+        return a and (a.name, a.arg)
+
+    assert read("Thought: x\nAction: web.search[a [b] c]") == ("web.search", "a [b] c")
+    assert read("Thought: x\nAction 2: get-weather[Paris") == ("get-weather", "Paris")
+    assert read("Action: finish[Badr Hari]\nThought: more text") == ("finish", "Badr Hari")
+    # a turn that is exactly what the writer writes is read whole (its argument may span lines)
+    assert read("Action: finish[Badr\nHari]") == ("finish", "Badr\nHari")
+    assert read("finish[7]") == ("finish", "7")
+    assert read("Thought: nothing to do") is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Real data: FireAct's and the bundled Agent-FLAN trajectories
+# ---------------------------------------------------------------------------------------------
+
+
+def _real_turns(rows, syntax, tools):
+    """(content, calls) of every assistant turn with an action, as the ReAct dialect reads them."""
+    dialect = get_dialect("react" if syntax == "bracket" else "react_json")
+    out = []
+    for row in rows:
+        for m in row:
+            if m["role"] == "assistant":
+                turn = dialect.parse_turn(m["content"], tools)
+                if turn.calls:
+                    # the ReAct writer gives back the text as it was
+                    assert dialect.write_turn(turn.content, turn.calls, tools) == m["content"]
+                    out.append(turn)
+    return out
+
+
+def _round_trip_all(turns, tools):
+    assert turns
+    for name in sorted(DIALECTS):
+        dialect = get_dialect(name)
+        for turn in turns:
+            written = dialect.write_turn(turn.content, turn.calls, tools)
+            for lenient in (False, True):
+                back = dialect.parse_turn(written, tools, lenient=lenient)
+                assert _same(back.calls, turn.calls), (name, written)
+            assert dialect.parse_turn(written, tools).content == turn.content
+
+
+def test_bundled_agent_flan_round_trips_through_every_dialect():
+    tools = {t.name: t for t in load_tools("tools.json", AGENT_FLAN)}
+    rows = [json.loads(x)["conversation"] for x in (AGENT_FLAN / "toolbench_react.jsonl").read_text().splitlines()]
+    turns = _real_turns(rows, "action_input", tools)
+    assert len(turns) >= 20 and {c.name for t in turns for c in t.calls} >= {"get_weather", "finish"}
+    _round_trip_all(turns, tools)
+
+
+def test_fireact_round_trips_through_every_dialect():
+    path = FIREACT / "gpt_format__multitask.jsonl"
+    if not path.is_file():
+        pytest.skip(f"{path} is not here")
+    rows = [json.loads(x)["messages"] for x in path.read_text().splitlines()[:300]]
+    turns = _real_turns(rows, "bracket", {})
+    assert len(turns) > 100
+    _round_trip_all(turns, {})
+
+
+# ---------------------------------------------------------------------------------------------
+# The agent loop parses with the dialect
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(DIALECTS))
+def test_agent_loop_reads_each_dialect(name):
+    from dsc.runtime.agent import AgentSettings, run_agent, start_episodes
+    from dsc.runtime.prompting import PromptBuilder
+    from dsc.runtime.tools import FINISH, Tool
+
+    from tiny import CHATML_WITH_GENERATION
+
+    dialect = get_dialect(name)
+    asked = []
+    tools = {"web.search": Tool("web.search", "Search.", "query", lambda q: asked.append(q) or "Paris."),
+             FINISH: Tool(FINISH, "Answer.", "answer", lambda a: "done")}
+    defs = {n: ToolDef(name=n, parameters=t.schema()["function"]["parameters"]) for n, t in tools.items()}
+    first = dialect.write_turn("Thought: search.\n" if not dialect.reply_is_answer else "Let me search.",
+                               [ToolCall("web.search", json.dumps({"query": "capital [of] France"}))], defs)
+    answer = (dialect.write_turn("Thought: done.\n", [ToolCall(FINISH, json.dumps({"answer": "Paris"}))], defs)
+              if not dialect.reply_is_answer else "Paris")
+
+    class Model:
+        def generate(self, prompts, *, stop, max_new_tokens):
+            return [answer if asked else first for _ in prompts]
+
+    builder = PromptBuilder.from_source(CHATML_WITH_GENERATION, [{"role": "user", "content": "{{ question }}"}])
+    episodes = start_episodes([{"id": "1", "question": "Capital of France?", "answer": "Paris"}], builder)
+    settings_ = AgentSettings(dialect=name, stop=dialect.stop, max_steps=3)
+    run_agent(episodes, Model(), builder, tools, settings_)
+    ep = episodes[0]
+    assert asked == ["capital [of] France"], [s.output for s in ep.steps]
+    assert [s.action for s in ep.steps] == ["web.search", FINISH] and ep.prediction == "Paris"
