@@ -199,3 +199,40 @@ def test_agent_loop_reads_each_dialect(name):
     ep = episodes[0]
     assert asked == ["capital [of] France"], [s.output for s in ep.steps]
     assert [s.action for s in ep.steps] == ["web.search", FINISH] and ep.prediction == "Paris"
+
+
+# ---------------------------------------------------------------------------------------------
+# One example spec per dialect: it builds, records its dialect, and its rows parse back
+# ---------------------------------------------------------------------------------------------
+
+DIALECT_SPECS = sorted((REPO / "specs").glob("dialect-*.yaml"))
+
+
+def test_every_dialect_has_an_example_spec():
+    assert {p.stem.removeprefix("dialect-").replace("-", "_") for p in DIALECT_SPECS} == set(DIALECTS)
+
+
+@pytest.mark.parametrize("spec", DIALECT_SPECS, ids=lambda p: p.stem)
+def test_dialect_spec_builds_and_parses_back(spec, tmp_path):
+    from dsc.compiler.build import build
+    from dsc.runtime.artifact import load_artifact
+
+    build(spec, tmp_path / "art", workers=1, cache=False)
+    art = load_artifact(tmp_path / "art")
+    block = art.inference["dialect"]
+    dialect = get_dialect(block["name"])
+    assert block["stop"] == list(dialect.stop) and block["parser"].endswith(".parse_turn")
+    tools = {t.name: t for t in load_tools("tools.json", AGENT_FLAN)}
+    calls = 0
+    for row in art.table("train").to_pylist():
+        for m in row["messages"]:
+            if m["role"] == "assistant":
+                if not dialect.text:
+                    calls += len(m["tool_calls"] or [])
+                    continue
+                turn = dialect.parse_turn(m["content"], tools)
+                assert all(c.name in tools or c.name in ("search", "finish") for c in turn.calls)
+                calls += len(turn.calls)
+            elif m["role"] == "user" and dialect.text and dialect.parse_observations(m["content"]) is not None:
+                assert dialect.parse_observations(m["content"])
+    assert calls >= 10
