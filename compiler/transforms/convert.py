@@ -40,6 +40,7 @@ from .react import (
     format_arguments,
     load_tools,
     parse_action,
+    tool_from_spec,
     parse_arguments,
     thought_text,
 )
@@ -335,12 +336,13 @@ def to_dialect(conv: Conversation, opts: DialectOptions, box: Toolbox) -> Conver
     if not dialect.text:  # the canonical calls: the template writes them
         add_step(conv, f"convert:to_dialect:{dialect.name}")
         return conv
-    tools: dict[str, Any] = dict(box.tools)
-    for spec in offered or []:
-        fn = spec.get("function", spec)
-        if fn.get("name") not in tools:
-            tools[fn["name"]] = ToolDef(name=fn["name"], description=fn.get("description") or "",
-                                        parameters=fn.get("parameters") or {"type": "object", "properties": {}})
+    tools: dict[str, ToolDef] = dict(box.tools)
+    for j, spec in enumerate(offered or []):
+        try:
+            tool = tool_from_spec(spec, f"tools[{j}]")
+        except ValueError as e:
+            raise BadRow(f"to_dialect: {e}") from None
+        tools.setdefault(tool.name, tool)
     out: list[Message] = []
     results: list[Message] = []
 
