@@ -236,3 +236,36 @@ def test_dialect_spec_builds_and_parses_back(spec, tmp_path):
             elif m["role"] == "user" and dialect.text and dialect.parse_observations(m["content"]) is not None:
                 assert dialect.parse_observations(m["content"])
     assert calls >= 10
+
+
+def test_eval_prompts_stops_and_parses_as_the_artifact_was_built(tmp_path):
+    """`dsc eval` on a Hermes-built artifact: the eval tools listed in the system turn in Hermes'
+    words, Hermes' stop string, the model's `<tool_call>` parsed by Hermes' parser."""
+    from dsc.compiler.build import build
+    from dsc.runtime.artifact import load_artifact
+    from dsc.runtime.config import EvalTask
+    from dsc.runtime.evaluation import run_task
+    from dsc.runtime.prompting import PromptBuilder
+
+    build(REPO / "specs" / "dialect-hermes.yaml", tmp_path / "art", workers=1, cache=False)
+    art = load_artifact(tmp_path / "art")
+    (tmp_path / "q.jsonl").write_text(json.dumps({"question": "What is 6 times 7?", "answer": "42"}) + "\n")
+    seen = []
+
+    class Model:
+        def generate(self, prompts, *, stop, max_new_tokens):
+            seen.append((list(prompts), tuple(stop)))
+            if "<tool_response>" in prompts[0]:
+                return ["It is 42."]
+            return ['Let me compute.\n<tool_call>\n{"name": "calculate", "arguments": {"expression": "6*7"}}\n'
+                    '</tool_call>\n<tool_response>\nhallucinated']
+
+    task = EvalTask(data="q.jsonl", mode="agent", max_steps=3, tools={"calculate": {}}, scorers=["em"])
+    builder = PromptBuilder.from_source(art.template_source, art.inference["messages"])
+    [ep] = run_task("t", task, generator=Model(), builder=builder, base_dir=tmp_path, artifact=art)
+    first_prompt, stop = seen[0][0][0], seen[0][1]
+    assert stop == ("<tool_response>",)
+    assert first_prompt.startswith("<|im_start|>system\n# Tools\n") and '"name": "calculate"' in first_prompt
+    assert [s.action for s in ep.steps] == ["calculate", "finish"] and ep.steps[0].observation == "42"
+    assert "<|im_start|>user\n<tool_response>\n42\n</tool_response><|im_end|>" in seen[1][0][0]
+    assert ep.prediction == "It is 42."
