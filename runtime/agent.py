@@ -1,10 +1,15 @@
-"""Direct answering and the agent loop (ReAct text or JSON tool calls), batched over items.
+"""Direct answering and the agent loop (any tool-call dialect), batched over items.
 
 Agent loop, per step, for every unfinished episode at once: build the prompt, generate until the
 observation stop string or the end of turn, parse the action, run the tool, append the
 observation, up to `max_steps` model turns; `finish[x]` (or a `finish` tool call, or a reply with
-no tool call in tool-call mode) ends an episode with prediction x. FireAct's loop
+no tool call in a JSON dialect) ends an episode with prediction x. FireAct's loop
 (`generation.py`) is the model: stop at "\\nObservation:", `type[args]` actions, at most 11 turns.
+
+A generation is read by the parser of the dialect the model was trained in
+(`dsc.compiler.dialects`, `AgentSettings.dialect`): the very grammar the build wrote the
+training rows with, in its lenient reading of generated text. Only the first call of a turn
+with parallel calls is run.
 
 Two ways to give the observation back, matching how the training trajectories were written:
 - `turn`: the model's output is an assistant message and the observation a new user (or tool)

@@ -223,7 +223,11 @@ def react_tools_prompt(tools: Any, syntax: Syntax) -> str:
 
 
 class ReactDialect(Dialect):
-    """ReAct text: the thought verbatim, then one action (`syntax`), observations as their own turns."""
+    """ReAct text: the thought verbatim, then one action (`syntax`), observations as their own turns.
+
+    The text before the action is kept verbatim (ReAct rows read by `react_to_tool_calls` keep
+    their `Thought: …\\n`); a text that does not end in a newline (a chat turn's) gets one, so
+    the action starts its own line."""
 
     name = "react"
     shape = "Thought: …\\nAction: tool[arg]   ·   Observation: …"
@@ -239,6 +243,8 @@ class ReactDialect(Dialect):
         self.check_parallel(calls, where)
         call = calls[0]
         args = loaded_arguments(call, where)
+        if content and not content.endswith("\n"):  # a chat turn's text: the action on its own line
+            content += "\n"
         return format_action(content, call.name, arguments_text(tools.get(call.name), args, self.syntax), self.syntax)
 
     def parse_turn(self, text: str, tools: Tools, where: str = "turn", *, lenient: bool = False) -> Turn:
