@@ -271,3 +271,21 @@ def test_eval_prompts_stops_and_parses_as_the_artifact_was_built(tmp_path):
     assert [s.action for s in ep.steps] == ["calculate", "finish"] and ep.steps[0].observation == "42"
     assert "<|im_start|>user\n<tool_response>\n42\n</tool_response><|im_end|>" in seen[1][0][0]
     assert ep.prediction == "It is 42."
+
+
+def test_an_unknown_dialect_is_a_located_spec_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from dsc.cli import app
+    from dsc.runtime.config import EvalTask
+
+    text = (REPO / "specs" / "dialect-hermes.yaml").read_text()
+    assert "dialect: hermes}" in text
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(text.replace("dialect: hermes}", "dialect: hermez}").replace(" data/", f" {REPO}/specs/data/"))
+    r = CliRunner().invoke(app, ["validate", str(spec)])
+    assert r.exit_code == 2
+    assert f"{spec}:17:5: 'convert.1': convert step 'to_dialect': 'dialect': unknown dialect 'hermez' " \
+           "(did you mean 'hermes'?)" in " ".join(r.output.split())
+    with pytest.raises(ValueError, match="unknown dialect 'qwen-agent' \\(did you mean 'qwen_agent'"):
+        EvalTask(data="x", mode="agent", tools={"calculate": {}}, dialect="qwen-agent")
