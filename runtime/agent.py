@@ -8,8 +8,8 @@ no tool call in a JSON dialect) ends an episode with prediction x. FireAct's loo
 
 A generation is read by the parser of the dialect the model was trained in
 (`dsc.compiler.dialects`, `AgentSettings.dialect`): the very grammar the build wrote the
-training rows with, in its lenient reading of generated text. Only the first call of a turn
-with parallel calls is run.
+training rows with, in its lenient reading of generated text. Parallel calls of one turn (JSON
+dialects) are all run, their results given back together as the dialect groups them.
 
 Two ways to give the observation back, matching how the training trajectories were written:
 - `turn`: the model's output is an assistant message and the observation a new user (or tool)
@@ -108,6 +108,7 @@ class Step:
     action: str | None = None
     argument: str | None = None
     observation: str | None = None
+    calls: list[dict[str, Any]] | None = None  # parallel calls: each {action, argument, observation}
 
 
 @dataclass
@@ -220,46 +221,56 @@ def _prompt(ep: Episode, builder: PromptBuilder, settings: AgentSettings, schema
 def _advance(ep: Episode, output: str, tools: dict[str, Tool], settings: AgentSettings) -> None:
     dialect = settings.get_dialect()
     turn, unreadable = parse_generated(output, dialect, tools)
-    action: Action | None = None
+    actions: list[Action] = []
     if turn is not None and turn.calls:
-        action = _action(turn.calls[0], tools)
+        actions = [_action(c, tools) for c in (turn.calls if dialect.parallel else turn.calls[:1])]
     elif turn is not None and dialect.reply_is_answer:  # a plain reply ends a tool-calling conversation
-        action = Action(name=FINISH, argument=turn.content.strip())
-    step = Step(output=output, action=action.name if action else None, argument=action.argument if action else None)
+        actions = [Action(name=FINISH, argument=turn.content.strip())]
+    finish = next((a for a in actions if a.name == FINISH), None)
+    first = finish or (actions[0] if actions else None)
+    step = Step(output=output, action=first.name if first else None, argument=first.argument if first else None)
     ep.steps.append(step)
-    if action is not None and action.name == FINISH:
-        ep.prediction = action.argument
+    if finish is not None:
+        ep.prediction = finish.argument
         ep.finished = True
         return
     if unreadable is not None:
-        observation = f"Invalid action: {unreadable}"
-    elif action is None:
-        observation = "Invalid action. Use one of: " + ", ".join(f"{n}[...]" for n in tools) + "."
-    elif action.name not in tools:
-        observation = f"Unknown tool '{action.name}'. Available: {', '.join(tools)}."
+        observations = [f"Invalid action: {unreadable}"]
+    elif not actions:
+        observations = ["Invalid action. Use one of: " + ", ".join(f"{n}[...]" for n in tools) + "."]
     else:
-        observation = tools[action.name](action.argument)
-    step.observation = observation
-    _append(ep, output, turn, action, observation, settings, dialect)
+        observations = [_run(a, tools) for a in actions]
+    step.observation = observations[0]
+    if len(actions) > 1:  # parallel calls: each with its result
+        step.calls = [{"action": a.name, "argument": a.argument, "observation": o} for a, o in zip(actions, observations)]
+    _append(ep, output, turn, actions, observations, settings, dialect)
 
 
-def _observation_text(observation: str, settings: AgentSettings, dialect: Dialect) -> str:
+def _run(action: Action, tools: dict[str, Tool]) -> str:
+    if action.name not in tools:
+        return f"Unknown tool '{action.name}'. Available: {', '.join(tools)}."
+    return tools[action.name](action.argument)
+
+
+def _observation_text(observations: list[str], settings: AgentSettings, dialect: Dialect) -> str:
     if isinstance(dialect, ReactDialect):  # the task's prefix (FireAct's "Observation: " by default)
-        return settings.observation_prefix + observation
-    return dialect.write_observations([observation])
+        return "\n".join(settings.observation_prefix + o for o in observations)
+    return dialect.write_observations(observations)
 
 
-def _append(ep: Episode, output: str, turn: Turn | None, action: Action | None, observation: str,
+def _append(ep: Episode, output: str, turn: Turn | None, actions: list[Action], observations: list[str],
             settings: AgentSettings, dialect: Dialect) -> None:
     if settings.observation == "inline":
-        ep.transcript += output.rstrip("\n") + "\n" + _observation_text(observation, settings, dialect) + "\n"
+        ep.transcript += output.rstrip("\n") + "\n" + _observation_text(observations, settings, dialect) + "\n"
         return
-    if not dialect.text and turn is not None and action is not None and action.call is not None:
-        call_id = action.call_id or f"call_{len(ep.steps)}"
+    if not dialect.text and turn is not None and actions and all(a.call is not None for a in actions):
+        ids = [a.call_id or f"call_{len(ep.steps)}" + (f"_{j}" if j else "") for j, a in enumerate(actions)]
         ep.messages.append({"role": "assistant", "content": turn.content.strip(), "tool_calls": [
-            {"type": "function", "id": call_id,
-             "function": {"name": action.name, "arguments": json.loads(action.call.arguments)}}]})
-        ep.messages.append({"role": "tool", "name": action.name, "tool_call_id": call_id, "content": observation})
+            {"type": "function", "id": i, "function": {"name": a.name, "arguments": json.loads(a.call.arguments)}}
+            for i, a in zip(ids, actions)]})
+        ep.messages += [{"role": "tool", "name": a.name, "tool_call_id": i, "content": o}
+                        for i, a, o in zip(ids, actions, observations)]
         return
     ep.messages.append({"role": "assistant", "content": output.strip()})
-    ep.messages.append({"role": settings.observation_role, "content": _observation_text(observation, settings, dialect)})
+    ep.messages.append({"role": settings.observation_role,
+                        "content": _observation_text(observations, settings, dialect)})

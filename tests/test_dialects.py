@@ -182,11 +182,12 @@ def test_agent_loop_reads_each_dialect(name):
 
     dialect = get_dialect(name)
     asked = []
-    tools = {"web.search": Tool("web.search", "Search.", "query", lambda q: asked.append(q) or "Paris."),
+    tools = {"web.search": Tool("web.search", "Search.", "query", lambda q: asked.append(q) or "Paris."),  # noqa: B023
              FINISH: Tool(FINISH, "Answer.", "answer", lambda a: "done")}
     defs = {n: ToolDef(name=n, parameters=t.schema()["function"]["parameters"]) for n, t in tools.items()}
+    queries = ["capital [of] France", "Paris"] if dialect.parallel else ["capital [of] France"]
     first = dialect.write_turn("Thought: search.\n" if not dialect.reply_is_answer else "Let me search.",
-                               [ToolCall("web.search", json.dumps({"query": "capital [of] France"}))], defs)
+                               [ToolCall("web.search", json.dumps({"query": q})) for q in queries], defs)
     answer = (dialect.write_turn("Thought: done.\n", [ToolCall(FINISH, json.dumps({"answer": "Paris"}))], defs)
               if not dialect.reply_is_answer else "Paris")
 
@@ -199,8 +200,15 @@ def test_agent_loop_reads_each_dialect(name):
     settings_ = AgentSettings(dialect=name, stop=dialect.stop, max_steps=3)
     run_agent(episodes, Model(), builder, tools, settings_)
     ep = episodes[0]
-    assert asked == ["capital [of] France"], [s.output for s in ep.steps]
+    assert asked == queries, [s.output for s in ep.steps]
     assert [s.action for s in ep.steps] == ["web.search", FINISH] and ep.prediction == "Paris"
+    if dialect.parallel:  # every call was run, and its result went back
+        assert [c["argument"] for c in ep.steps[0].calls] == queries
+        results = [m for m in ep.messages if m["role"] in ("tool", "user")][1:]
+        if dialect.text:
+            assert dialect.parse_observations(results[0]["content"]) == ["Paris.", "Paris."]
+        else:
+            assert [m["content"] for m in results] == ["Paris.", "Paris."]
 
 
 # ---------------------------------------------------------------------------------------------
