@@ -297,3 +297,74 @@ def test_an_unknown_dialect_is_a_located_spec_error(tmp_path):
            "(did you mean 'hermes'?)" in " ".join(r.output.split())
     with pytest.raises(ValueError, match="unknown dialect 'qwen-agent' \\(did you mean 'qwen_agent'"):
         EvalTask(data="x", mode="agent", tools={"calculate": {}}, dialect="qwen-agent")
+
+
+# ---------------------------------------------------------------------------------------------
+# The to_dialect convert step
+# ---------------------------------------------------------------------------------------------
+
+
+def _conv(messages, tools=None):
+    from dsc.compiler.record import Conversation, Meta, Provenance
+
+    return Conversation("s:1", "g", messages, Meta("s", Provenance("f", "h", 0)), tools=tools)
+
+
+def _to_dialect(c, **options):
+    from dsc.compiler.transforms.convert import ConvertStep, apply_steps, prepare_steps
+
+    steps = [ConvertStep.model_validate({"step": "to_dialect", **options})]
+    return apply_steps(c, steps, prepare_steps(steps, Path(".")))
+
+
+SEARCH = {"type": "function", "function": {"name": "web.search", "description": "Search the web.",
+                                           "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}
+
+
+def _parallel_row():
+    from dsc.compiler.record import Message
+
+    calls = [ToolCall("web.search", '{"q":"a"}', id="c1"), ToolCall("web.search", '{"q":"b"}', id="c2")]
+    return _conv([Message("system", "You help."), Message("user", "Q?"),
+                  Message("assistant", "Checking.", tool_calls=calls),
+                  Message("tool", "A", name="web.search", tool_call_id="c1"),
+                  Message("tool", "B", name="web.search", tool_call_id="c2"),
+                  Message("assistant", "Done.")], tools=[SEARCH])
+
+
+def test_to_dialect_writes_calls_results_and_the_tool_listing():
+    hermes = get_dialect("hermes")
+    c = _to_dialect(_parallel_row(), dialect="hermes")
+    m = c.messages
+    assert m[0].content == "You help.\n\n" + hermes.tools_prompt([SEARCH]) and c.tools is None
+    assert m[2].content == ('Checking.\n<tool_call>\n{"name": "web.search", "arguments": {"q": "a"}}\n</tool_call>\n'
+                            '<tool_call>\n{"name": "web.search", "arguments": {"q": "b"}}\n</tool_call>')
+    assert (m[3].role, m[3].content) == ("user", "<tool_response>\nA\n</tool_response>\n<tool_response>\nB\n"
+                                                 "</tool_response>")
+    assert [x.role for x in m] == ["system", "user", "assistant", "user", "assistant"]
+    assert c.meta.provenance.steps[-1] == "convert:to_dialect:hermes"
+
+    kept = _to_dialect(_parallel_row(), dialect="qwen_agent", tools_in_system=False, observation_role="tool")
+    assert kept.messages[0].content == "You help." and kept.tools == [SEARCH]
+    assert kept.messages[3].role == "tool" and kept.messages[3].content == "✿RESULT✿: A\n✿RESULT✿: B"
+
+    canonical = _to_dialect(_parallel_row(), dialect="openai")
+    assert canonical.messages == _parallel_row().messages and canonical.tools == [SEARCH]
+
+
+def test_to_dialect_quarantines_parallel_calls_in_react():
+    with pytest.raises(BadRow, match="message 2: 2 tool calls in one turn; dialect 'react' has one call per turn"):
+        _to_dialect(_parallel_row(), dialect="react")
+
+
+def test_agent_flan_dialect_gives_back_the_source_text(tmp_path):
+    """toolbench rows → OpenAI tool calls (react_to_tool_calls) → agent_flan: the source's text."""
+    from dsc.compiler.build import build
+    from dsc.runtime.artifact import load_artifact
+
+    build(REPO / "specs" / "dialect-agent-flan.yaml", tmp_path / "art", workers=1, cache=False)
+    built = {r["id"]: [m["content"] for m in r["messages"]] for r in load_artifact(tmp_path / "art").table("train").to_pylist()}
+    source = [json.loads(x) for x in (AGENT_FLAN / "toolbench_react.jsonl").read_text().splitlines()]
+    assert len(built) == len(source)
+    for row in source:
+        assert [m["content"] for m in row["conversation"]] in built.values(), row["id"]
