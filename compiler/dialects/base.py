@@ -18,7 +18,6 @@ from dsc.compiler.errors import allowed_list, did_you_mean
 from dsc.compiler.record import BadRow, ToolCall
 
 
-
 @dataclass(frozen=True, slots=True)
 class Turn:
     """An assistant turn read back: its text besides the calls, and the calls in order."""
@@ -34,14 +33,19 @@ def stored_arguments(args: dict[str, Any]) -> str:
     return arguments_json(args)
 
 
-def loaded_arguments(call: ToolCall, where: str) -> dict[str, Any]:
+def arguments_object(text: str, name: str, where: str) -> dict[str, Any]:
+    """Arguments written as JSON text → the object (an empty text: no arguments); BadRow otherwise."""
     try:
-        args = json.loads(call.arguments)
+        args = json.loads(text) if text.strip() else {}
     except json.JSONDecodeError as e:
-        raise BadRow(f"{where}: arguments of '{call.name}' are not valid JSON: {e.msg}") from None
+        raise BadRow(f"{where}: arguments of '{name}' are not valid JSON: {e.msg}") from None
     if not isinstance(args, dict):
-        raise BadRow(f"{where}: arguments of '{call.name}' must be a JSON object")
+        raise BadRow(f"{where}: arguments of '{name}' must be a JSON object")
     return args
+
+
+def loaded_arguments(call: ToolCall, where: str) -> dict[str, Any]:
+    return arguments_object(call.arguments, call.name, where)
 
 
 class ToolLike(Protocol):
@@ -71,10 +75,7 @@ def call_from_json(text: str, where: str) -> ToolCall:
         raise BadRow(f"{where}: a tool call is a JSON object with a string 'name'")
     args = obj.get("arguments", obj.get("parameters", {}))
     if isinstance(args, str):
-        try:
-            args = json.loads(args) if args.strip() else {}
-        except json.JSONDecodeError as e:
-            raise BadRow(f"{where}: arguments of '{obj['name']}' are not valid JSON: {e.msg}") from None
+        args = arguments_object(args, obj["name"], where)
     if not isinstance(args, dict):
         raise BadRow(f"{where}: arguments of '{obj['name']}' must be a JSON object")
     return ToolCall(obj["name"], stored_arguments(args), id=obj.get("id") if isinstance(obj.get("id"), str) else None)

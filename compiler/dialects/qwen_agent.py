@@ -1,6 +1,11 @@
 """Qwen-Agent's function-call markers: after the assistant's text, per call
 `✿FUNCTION✿: name\\n✿ARGS✿: {json}` (one per line), tool results as `✿RESULT✿: …`.
-The system prompt follows Qwen-Agent's English function-call template."""
+The system prompt follows Qwen-Agent's English function-call template.
+
+One difference from Qwen-Agent's own prompting: Qwen-Agent continues the assistant turn with
+`\\n✿RESULT✿: …\\n✿RETURN✿: ` and lets the model write the reply after it; dsc writes the results
+as their own (observation) turn, so they stay out of the supervised assistant text, and the
+reply as a plain assistant turn. The stop string `✿RESULT✿` is the same."""
 from __future__ import annotations
 
 import json
@@ -8,25 +13,15 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dsc.compiler.record import BadRow, ToolCall
+from dsc.compiler.record import ToolCall
 
-from .base import (Dialect, Tools, Turn, function_of, joined, loaded_arguments, register_dialect, split_content,
-                   stored_arguments)
+from .base import (Dialect, Tools, Turn, arguments_object, function_of, joined, loaded_arguments, register_dialect,
+                   split_content, stored_arguments)
 
 FN_NAME, FN_ARGS, FN_RESULT, FN_EXIT = "✿FUNCTION✿", "✿ARGS✿", "✿RESULT✿", "✿RETURN✿"
 _FIRST = re.compile(rf"(?:^|\n){FN_NAME}: ")
 _CALL = re.compile(rf"{FN_NAME}: (?P<name>[^\n]*)\n{FN_ARGS}: (?P<args>.*?)(?=\n{FN_NAME}: |\Z)", re.DOTALL)
 _RESULT = re.compile(rf"{FN_RESULT}: (.*?)(?=\n{FN_RESULT}: |\Z)", re.DOTALL)
-
-
-def _args(text: str, name: str, where: str) -> dict[str, Any]:
-    try:
-        args = json.loads(text) if text.strip() else {}
-    except json.JSONDecodeError as e:
-        raise BadRow(f"{where}: arguments of '{name}' are not valid JSON: {e.msg}") from None
-    if not isinstance(args, dict):
-        raise BadRow(f"{where}: arguments of '{name}' must be a JSON object")
-    return args
 
 
 @register_dialect
@@ -48,7 +43,7 @@ class QwenAgent(Dialect):
         for i, m in enumerate(_CALL.finditer(text, at)):
             name = m.group("name").strip() if lenient else m.group("name")
             raw = m.group("args").strip() if lenient else m.group("args")
-            calls.append(ToolCall(name, stored_arguments(_args(raw, name, f"{where}, call {i}"))))
+            calls.append(ToolCall(name, stored_arguments(arguments_object(raw, name, f"{where}, call {i}"))))
         return Turn(split_content(text, at), calls)
 
     def write_observations(self, results: Sequence[str]) -> str:

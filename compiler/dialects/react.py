@@ -30,7 +30,8 @@ from typing import Any, Literal
 
 from dsc.compiler.record import BadRow, ToolCall
 
-from .base import Dialect, ToolLike, Tools, Turn, loaded_arguments, register_dialect, stored_arguments
+from .base import (Dialect, ToolLike, Tools, Turn, arguments_object, function_of, loaded_arguments, register_dialect,
+                   stored_arguments)
 
 Syntax = Literal["bracket", "action_input"]
 
@@ -166,13 +167,7 @@ def arguments_from_text(tool: ToolLike | None, name: str, arg: str, syntax: Synt
     props = _properties(tool)
     params = list(props)
     if syntax == "action_input" or len(params) > 1:
-        try:
-            args = json.loads(arg) if arg.strip() else {}
-        except json.JSONDecodeError as e:
-            raise BadRow(f"{where}: arguments of '{name}' are not valid JSON: {e.msg}") from None
-        if not isinstance(args, dict):
-            raise BadRow(f"{where}: arguments of '{name}' must be a JSON object")
-        return args
+        return arguments_object(arg, name, where)
     if not params:
         if arg.strip():
             raise BadRow(f"{where}: tool '{name}' takes no arguments, got {arg!r}")
@@ -206,8 +201,6 @@ def arguments_text(tool: ToolLike | None, args: dict[str, Any], syntax: Syntax) 
 
 def react_tools_prompt(tools: Any, syntax: Syntax) -> str:
     """Tools and the format, as ToolBench/AgentInstruct system prompts list them."""
-    from .base import function_of
-
     fns = [function_of(t) for t in tools]
     listing = "\n".join(f"- {f['name']}: {f.get('description', '')} Input: "
                         f"{json.dumps((f.get('parameters') or {}).get('properties', {}), ensure_ascii=False)}"
