@@ -368,3 +368,11 @@ def test_agent_flan_dialect_gives_back_the_source_text(tmp_path):
     assert len(built) == len(source)
     for row in source:
         assert [m["content"] for m in row["conversation"]] in built.values(), row["id"]
+
+
+def test_agent_flan_tool_listing_is_the_data_s_own():
+    tools = json.loads((AGENT_FLAN / "tools.json").read_text())
+    row = json.loads((AGENT_FLAN / "toolbench_react.jsonl").read_text().splitlines()[0])
+    system = row["conversation"][0]["content"]
+    assert system == "You are AgentLM, a helpful assistant that can use tools.\n\n" + \
+        get_dialect("agent_flan").tools_prompt(tools)

@@ -7,7 +7,9 @@
 Built-in steps:
 
 - `react_to_tool_calls` / `tool_calls_to_react`: ReAct text ↔ structured tool calls, exact
-  inverses of each other on well-formed data (see `dsc.compiler.transforms.react`).
+  inverses of each other on well-formed data (the grammar: `dsc.compiler.dialects.react`).
+- `to_dialect`: structured tool calls and tool messages → a tool-call dialect's text (Hermes,
+  Qwen-Agent, ReAct, …; `dsc.compiler.dialects`), the tools listed in the system turn.
 - `react_to_chat`: Agent-FLAN's alignment to natural chat — thoughts become plain assistant text,
   actions tool calls, observations tool messages, the final-answer action (`finish`) a plain
   answer, and the rigid format instructions (`remove` patterns) leave the system prompt and the
@@ -28,22 +30,11 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from dsc.compiler.dialects.react import OBSERVATION, Syntax, format_action, parse_action, thought_text
 from dsc.compiler.record import BadRow, Conversation, Message, ToolCall, canonical_json
 
 from .common import Strict, add_step, render_text, template_context
-from .react import (
-    OBSERVATION,
-    Syntax,
-    ToolDef,
-    ToolsField,
-    format_action,
-    format_arguments,
-    load_tools,
-    parse_action,
-    tool_from_spec,
-    parse_arguments,
-    thought_text,
-)
+from .react import ToolDef, ToolsField, format_arguments, load_tools, parse_arguments, tool_from_spec
 from .registry import Registry, prepare_entries, registry_entry
 
 CONVERTERS = Registry("convert step")
