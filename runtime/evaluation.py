@@ -230,7 +230,8 @@ def with_tools_prompt(messages: list[dict[str, str]], tools_prompt: str) -> list
     where `to_dialect` puts it in the training rows."""
     from dsc.compiler.transforms.convert import system_with
 
-    return system_with(messages, tools_prompt)
+    # the messages are Jinja over the item; the listing is plain text (a description may hold "{{")
+    return system_with(messages, "{% raw %}" + tools_prompt + "{% endraw %}")
 
 
 def _run_items(items: list[dict[str, Any]], task: EvalTask, generator: Generator, builder: PromptBuilder,

@@ -271,11 +271,23 @@ def test_eval_prompts_stops_and_parses_as_the_artifact_was_built(tmp_path):
                     '</tool_call>\n<tool_response>\nhallucinated']
 
     task = EvalTask(data="q.jsonl", mode="agent", max_steps=3, tools={"calculate": {}}, scorers=["em"])
+    from dsc.runtime import tools as tool_registry
+    from dsc.runtime.tools import Tool
+
+    calculate = tool_registry._TOOLS["calculate"]
+    # a description with Jinja-looking text stays as written in the prompt
+    braces = lambda settings, base: Tool("calculate", "Math, e.g. {{ 6*7 }}.", "expression",  # noqa: E731
+                                         calculate(settings, base).run)
+    tool_registry._TOOLS["calculate"] = braces
     builder = PromptBuilder.from_source(art.template_source, art.inference["messages"])
-    [ep] = run_task("t", task, generator=Model(), builder=builder, base_dir=tmp_path, artifact=art)
+    try:
+        [ep] = run_task("t", task, generator=Model(), builder=builder, base_dir=tmp_path, artifact=art)
+    finally:
+        tool_registry._TOOLS["calculate"] = calculate
     first_prompt, stop = seen[0][0][0], seen[0][1]
     assert stop == ("<tool_response>",)
     assert first_prompt.startswith("<|im_start|>system\n# Tools\n") and '"name": "calculate"' in first_prompt
+    assert "Math, e.g. {{ 6*7 }}." in first_prompt
     assert [s.action for s in ep.steps] == ["calculate", "finish"] and ep.steps[0].observation == "42"
     assert "<|im_start|>user\n<tool_response>\n42\n</tool_response><|im_end|>" in seen[1][0][0]
     assert ep.prediction == "It is 42."
