@@ -32,7 +32,6 @@ from dsc.compiler.dialects.react import (  # noqa: F401  (the grammar, re-export
     schema_types,
     thought_text,
 )
-
 from dsc.compiler.record import BadRow, canonical_json
 
 from .common import Strict, one_line
