@@ -29,12 +29,12 @@ loss: assistant
 split: {{validation: 0.0}}
 train:
   full: true
-  max_steps: 40
+  max_steps: 200
   batch_size: 1
   learning_rate: 0.003
   warmup_ratio: 0.0
   max_length: 128
-  logging_steps: 40
+  logging_steps: 100
   save_steps: 1000
 eval:
   bootstrap: 0
@@ -43,7 +43,7 @@ eval:
       data: {questions}
       mode: agent
       max_steps: 2
-      max_new_tokens: 24
+      max_new_tokens: 40
       scorers: [em]
       tools:
         web.search: {{}}
@@ -83,5 +83,6 @@ def test_web_search_trajectory_trains_and_evaluates(tmp_path: Path, tiny_model_d
     first = item["trajectory"][0]
     # the model wrote the trained action; the loop parsed the dotted name and called the tool
     assert "Action: web.search[" in first["output"], first
-    assert first["action"] == "web.search" and web_search, item["trajectory"]
+    assert first["action"] == "web.search" and web_search == ["capital of France"], item["trajectory"]
     assert first["observation"] == "Paris is the capital of France."
+    assert item["trajectory"][-1]["action"] == "finish" and item["prediction"] == "Paris"
