@@ -27,7 +27,7 @@ from typing import Any, Callable, Literal, Protocol, Sequence
 from dsc.compiler.dialects import Dialect, Turn, get_dialect
 from dsc.compiler.dialects.react import ReactDialect
 from dsc.compiler.record import BadRow, ToolCall
-from dsc.compiler.transforms.react import ToolDef, tool_from_spec
+from dsc.compiler.transforms.react import ToolDef
 
 from .prompting import PromptBuilder
 from .tools import FINISH, Tool
@@ -62,8 +62,10 @@ class Action:
 
 
 def _tool_defs(tools: dict[str, Tool]) -> dict[str, ToolDef]:
-    """The eval tools as the dialects' parsers see them (one string parameter each)."""
-    return {n: tool_from_spec(t.schema(), f"tool '{n}'") for n, t in tools.items()}
+    """The eval tools as the dialects' parsers see them (one string parameter each). Not validated:
+    a registered name the ReAct grammar cannot spell is simply never parsed from ReAct text."""
+    return {n: ToolDef.model_construct(name=n, description=t.description,
+                                       parameters=t.schema()["function"]["parameters"]) for n, t in tools.items()}
 
 
 def _resolve(name: str, tools: dict[str, Tool]) -> str:
