@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from dsc.compiler.errors import SpecError
-
-from dsc.compiler.dialects import get_dialect
+from dsc.compiler.dialects import Dialect, get_dialect
 from dsc.compiler.dialects.react import ReactDialect
+from dsc.compiler.errors import SpecError
 
 from .agent import AgentSettings, Episode, Generator, run_agent, run_direct, start_episodes
 from .artifact import Artifact, load_artifact
@@ -234,6 +233,12 @@ def with_tools_prompt(messages: list[dict[str, str]], tools_prompt: str) -> list
     return system_with(messages, "{% raw %}" + tools_prompt + "{% endraw %}")
 
 
+def agent_dialect(task: EvalTask, trained: dict[str, Any]) -> Dialect:
+    """The dialect a task's generations are parsed in: the task's `dialect:`, else the one the
+    artifact was built in (`inference.dialect` of its manifest), else the task's `actions`."""
+    return get_dialect(task.dialect or trained.get("name") or ("openai" if task.actions == "tool_calls" else "react"))
+
+
 def _run_items(items: list[dict[str, Any]], task: EvalTask, generator: Generator, builder: PromptBuilder,
                base_dir: Path, artifact: Artifact | None,
                on_done: Callable[[int], None] | None, trained_dialect: dict[str, Any] | None = None) -> list[Episode]:
@@ -246,9 +251,8 @@ def _run_items(items: list[dict[str, Any]], task: EvalTask, generator: Generator
     tools = build_tools(task.tools, base_dir)
     style = observation_style(task, artifact)
     trained = trained_dialect if trained_dialect is not None else (
-        artifact.inference.get("dialect") if artifact is not None else None)
-    name = task.dialect or (trained or {}).get("name") or ("openai" if task.actions == "tool_calls" else "react")
-    dialect = get_dialect(name)
+        artifact.inference.get("dialect") if artifact is not None else None) or {}
+    dialect = agent_dialect(task, trained)
     if isinstance(dialect, ReactDialect):  # the task's observation prefix (FireAct's "Observation: ")
         default_stop = [f"\n{task.observation_prefix.strip()}"]
     else:
@@ -256,9 +260,9 @@ def _run_items(items: list[dict[str, Any]], task: EvalTask, generator: Generator
     settings = AgentSettings(max_steps=task.max_steps, max_new_tokens=task.max_new_tokens, observation=style,
                              observation_role=task.observation_role, observation_prefix=task.observation_prefix,
                              actions=task.actions, stop=tuple(task.stop if task.stop is not None else default_stop),
-                             step_prefix=task.step_prefix, dialect=name)
+                             step_prefix=task.step_prefix, dialect=dialect.name)
     schemas = [t.schema() for t in tools.values()] if not dialect.text else None
-    if trained is not None and trained.get("tools_in_system") and task.prompt is None:
+    if trained.get("name") == dialect.name and trained.get("tools_in_system") and task.prompt is None:
         # trained with the tools listed in the system turn in the dialect's words: the eval tools, the same way
         builder = PromptBuilder(builder.template, with_tools_prompt(
             builder.messages, dialect.tools_prompt([t.schema() for t in tools.values()])))
