@@ -1,10 +1,15 @@
-"""Direct answering and the agent loop (ReAct text or JSON tool calls), batched over items.
+"""Direct answering and the agent loop (any tool-call dialect), batched over items.
 
 Agent loop, per step, for every unfinished episode at once: build the prompt, generate until the
 observation stop string or the end of turn, parse the action, run the tool, append the
 observation, up to `max_steps` model turns; `finish[x]` (or a `finish` tool call, or a reply with
-no tool call in tool-call mode) ends an episode with prediction x. FireAct's loop
+no tool call in a JSON dialect) ends an episode with prediction x. FireAct's loop
 (`generation.py`) is the model: stop at "\\nObservation:", `type[args]` actions, at most 11 turns.
+
+A generation is read by the parser of the dialect the model was trained in
+(`dsc.compiler.dialects`, `AgentSettings.dialect`): the very grammar the build wrote the
+training rows with, in its lenient reading of generated text. Parallel calls of one turn (JSON
+dialects) are all run, their results given back together as the dialect groups them.
 
 Two ways to give the observation back, matching how the training trajectories were written:
 - `turn`: the model's output is an assistant message and the observation a new user (or tool)
@@ -18,6 +23,11 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Literal, Protocol, Sequence
+
+from dsc.compiler.dialects import Dialect, Turn, get_dialect
+from dsc.compiler.dialects.react import ReactDialect
+from dsc.compiler.record import BadRow, ToolCall
+from dsc.compiler.transforms.react import ToolDef
 
 from .prompting import PromptBuilder
 from .tools import FINISH, Tool
@@ -45,55 +55,53 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
 
 @dataclass
 class Action:
-    name: str  # lower-cased tool name
-    argument: str
+    name: str  # the tool name as generated
+    argument: str  # the tool's one argument
     call_id: str | None = None
-    raw: dict[str, Any] | None = None  # the JSON tool call as generated
+    call: ToolCall | None = None  # the call as the dialect's parser read it
 
 
-_ACTION_LINE = re.compile(r"Action\s*\d*\s*:\s*(.*)")
-_CALL = re.compile(r"^\s*([A-Za-z_][\w\-]*)\s*\[(.*)$", re.DOTALL)
+def _tool_defs(tools: dict[str, Tool]) -> dict[str, ToolDef]:
+    """The eval tools as the dialects' parsers see them (one string parameter each). Not validated:
+    a registered name the ReAct grammar cannot spell is simply never parsed from ReAct text."""
+    return {n: ToolDef.model_construct(name=n, description=t.description,
+                                       parameters=t.schema()["function"]["parameters"]) for n, t in tools.items()}
 
 
-def parse_react(text: str) -> Action | None:
-    """`Action: tool[argument]` (the first action line); None when there is none.
-
-    As FireAct's parser, the argument runs to the last ']' on the line (one missing closing
-    bracket, as in a generation cut short, is tolerated)."""
-    m = _ACTION_LINE.search(text)
-    line = m.group(1) if m else text.strip().splitlines()[-1] if text.strip() else ""
-    line = line.split("\n", 1)[0].strip()
-    call = _CALL.match(line)
-    if not call:
-        return None
-    name, rest = call.group(1), call.group(2)
-    argument = rest[: rest.rfind("]")] if "]" in rest else rest
-    return Action(name=name.lower(), argument=argument.strip())
+def _resolve(name: str, tools: dict[str, Tool]) -> str:
+    """The tool a generated name means: as written, else lower-cased (`Search[...]` → search)."""
+    return name if name in tools or name.lower() not in tools else name.lower()
 
 
-_TOOL_CALL_TAG = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+def _action(call: ToolCall, tools: dict[str, Tool]) -> Action:
+    name = _resolve(call.name, tools)
+    args = json.loads(call.arguments)
+    tool = tools.get(name)
+    value = args[tool.parameter] if tool is not None and tool.parameter in args else next(iter(args.values()), "")
+    return Action(name=name, argument=value if isinstance(value, str) else json.dumps(value, ensure_ascii=False),
+                  call_id=call.id, call=call)
+
+
+def parse_generated(text: str, dialect: Dialect, tools: dict[str, Tool]) -> tuple[Turn | None, str | None]:
+    """A model's turn read by the dialect it was trained in: (turn, None), or (None, why) when
+    the turn names a call the parser cannot read (bad JSON, a wrong argument type)."""
+    try:
+        return dialect.parse_turn(text, _tool_defs(tools), lenient=True), None
+    except BadRow as e:
+        return None, str(e)
+
+
+def parse_react(text: str, tools: dict[str, Tool] | None = None) -> Action | None:
+    """`Action: tool[argument]` read by the ReAct grammar (`dsc.compiler.dialects.react`, lenient:
+    the first action line, the argument to its last ']', one missing ']' tolerated); None if none."""
+    turn, _ = parse_generated(text, get_dialect("react"), tools or {})
+    return _action(turn.calls[0], tools or {}) if turn is not None and turn.calls else None
 
 
 def parse_tool_call(text: str, tools: dict[str, Tool]) -> Action | None:
     """A JSON tool call ({"name", "arguments"}), inside <tool_call> tags or bare; None if none."""
-    candidates = [m.group(1) for m in _TOOL_CALL_TAG.finditer(text)]
-    if not candidates:
-        start = text.find("{")
-        if start >= 0:
-            candidates = [text[start: text.rfind("}") + 1]]
-    for candidate in candidates:
-        try:
-            call = json.loads(candidate)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(call, dict) or not isinstance(call.get("name"), str):
-            continue
-        args = _arguments(call)
-        name = call["name"].lower()
-        tool = tools.get(name)
-        value = args[tool.parameter] if tool is not None and tool.parameter in args else next(iter(args.values()), "")
-        return Action(name=name, argument=str(value), call_id=call.get("id"), raw=call)
-    return None
+    turn, _ = parse_generated(text, get_dialect("openai"), tools)
+    return _action(turn.calls[0], tools) if turn is not None and turn.calls else None
 
 
 @dataclass
@@ -102,6 +110,7 @@ class Step:
     action: str | None = None
     argument: str | None = None
     observation: str | None = None
+    calls: list[dict[str, Any]] | None = None  # parallel calls: each {action, argument, observation}
 
 
 @dataclass
@@ -129,6 +138,10 @@ class AgentSettings:
     observation_prefix: str = "Observation: "
     actions: Literal["react", "tool_calls"] = "react"
     stop: tuple[str, ...] = ("\nObservation:",)
+    dialect: str | None = None  # the tool-call dialect (`dsc.compiler.dialects`); None: from `actions`
+
+    def get_dialect(self) -> Dialect:
+        return get_dialect(self.dialect or ("openai" if self.actions == "tool_calls" else "react"))
     step_prefix: str = ""  # text that opens every model turn (FireAct seeds each step with "Thought:")
 
 
@@ -183,7 +196,7 @@ def run_agent(episodes: list[Episode], generator: Generator, builder: PromptBuil
     """Run every episode to `finish` or `max_steps`, batching the model calls of each step.
 
     `on_done(n)`: n more episodes are over (finished, or out of steps at the end)."""
-    schemas = [t.schema() for t in tools.values()] if settings.actions == "tool_calls" else None
+    schemas = [t.schema() for t in tools.values()] if not settings.get_dialect().text else None
     active = list(episodes)
     for _ in range(settings.max_steps):
         if not active:
@@ -208,49 +221,58 @@ def _prompt(ep: Episode, builder: PromptBuilder, settings: AgentSettings, schema
 
 
 def _advance(ep: Episode, output: str, tools: dict[str, Tool], settings: AgentSettings) -> None:
-    if settings.actions == "tool_calls":
-        action = parse_tool_call(output, tools)
-        if action is None:  # a plain reply ends a tool-calling conversation: it is the answer
-            action = Action(name=FINISH, argument=output.strip())
-    else:
-        action = parse_react(output)
-    step = Step(output=output, action=action.name if action else None, argument=action.argument if action else None)
+    dialect = settings.get_dialect()
+    turn, unreadable = parse_generated(output, dialect, tools)
+    actions: list[Action] = []
+    if turn is not None and turn.calls:
+        actions = [_action(c, tools) for c in (turn.calls if dialect.parallel else turn.calls[:1])]
+    elif turn is not None and dialect.reply_is_answer:  # a plain reply ends a tool-calling conversation
+        actions = [Action(name=FINISH, argument=turn.content.strip())]
+    finish = next((a for a in actions if a.name == FINISH), None)
+    first = finish or (actions[0] if actions else None)
+    step = Step(output=output, action=first.name if first else None, argument=first.argument if first else None)
     ep.steps.append(step)
-    if action is not None and action.name == FINISH:
-        ep.prediction = action.argument
+    if finish is not None:
+        ep.prediction = finish.argument
         ep.finished = True
         return
-    if action is None:
-        observation = "Invalid action. Use one of: " + ", ".join(f"{n}[...]" for n in tools) + "."
-    elif action.name not in tools:
-        observation = f"Unknown tool '{action.name}'. Available: {', '.join(tools)}."
+    if unreadable is not None:
+        observations = [f"Invalid action: {unreadable}"]
+    elif not actions:
+        observations = ["Invalid action. Use one of: " + ", ".join(f"{n}[...]" for n in tools) + "."]
     else:
-        observation = tools[action.name](action.argument)
-    step.observation = observation
-    _append(ep, output, action, observation, settings)
+        observations = [_run(a, tools) for a in actions]
+    step.observation = observations[0]
+    if len(actions) > 1:  # parallel calls: each with its result
+        step.calls = [{"action": a.name, "argument": a.argument, "observation": o} for a, o in zip(actions, observations)]
+    _append(ep, output, turn, actions, observations, settings, dialect)
 
 
-def _append(ep: Episode, output: str, action: Action | None, observation: str, settings: AgentSettings) -> None:
+def _run(action: Action, tools: dict[str, Tool]) -> str:
+    if action.name not in tools:
+        return f"Unknown tool '{action.name}'. Available: {', '.join(tools)}."
+    return tools[action.name](action.argument)
+
+
+def _observation_text(observations: list[str], settings: AgentSettings, dialect: Dialect) -> str:
+    if isinstance(dialect, ReactDialect):  # the task's prefix (FireAct's "Observation: " by default)
+        return "\n".join(settings.observation_prefix + o for o in observations)
+    return dialect.write_observations(observations)
+
+
+def _append(ep: Episode, output: str, turn: Turn | None, actions: list[Action], observations: list[str],
+            settings: AgentSettings, dialect: Dialect) -> None:
     if settings.observation == "inline":
-        ep.transcript += output.rstrip("\n") + "\n" + settings.observation_prefix + observation + "\n"
+        ep.transcript += output.rstrip("\n") + "\n" + _observation_text(observations, settings, dialect) + "\n"
         return
-    if settings.actions == "tool_calls" and action is not None and action.raw is not None:
-        call_id = action.call_id or f"call_{len(ep.steps)}"
-        content = _TOOL_CALL_TAG.sub("", output).strip()
-        ep.messages.append({"role": "assistant", "content": content, "tool_calls": [
-            {"type": "function", "id": call_id,
-             "function": {"name": action.name, "arguments": _arguments(action.raw)}}]})
-        ep.messages.append({"role": "tool", "name": action.name, "tool_call_id": call_id, "content": observation})
+    if not dialect.text and turn is not None and actions and all(a.call is not None for a in actions):
+        ids = [a.call_id or f"call_{len(ep.steps)}" + (f"_{j}" if j else "") for j, a in enumerate(actions)]
+        ep.messages.append({"role": "assistant", "content": turn.content.strip(), "tool_calls": [
+            {"type": "function", "id": i, "function": {"name": a.name, "arguments": json.loads(a.call.arguments)}}
+            for i, a in zip(ids, actions)]})
+        ep.messages += [{"role": "tool", "name": a.name, "tool_call_id": i, "content": o}
+                        for i, a, o in zip(ids, actions, observations)]
         return
     ep.messages.append({"role": "assistant", "content": output.strip()})
-    ep.messages.append({"role": settings.observation_role, "content": settings.observation_prefix + observation})
-
-
-def _arguments(call: dict[str, Any]) -> dict[str, Any]:
-    args = call.get("arguments", call.get("parameters", {}))
-    if isinstance(args, str):
-        try:
-            args = json.loads(args)
-        except json.JSONDecodeError:
-            args = {"input": args}
-    return args if isinstance(args, dict) else {"input": args}
+    ep.messages.append({"role": settings.observation_role,
+                        "content": _observation_text(observations, settings, dialect)})

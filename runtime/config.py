@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dsc.compiler.errors import SpecError, allowed_list, did_you_mean
 
@@ -121,11 +121,23 @@ class EvalTask(_Strict):
     # agent mode
     max_steps: int = Field(11, ge=1)  # FireAct's loop runs at most 11 model turns
     actions: Literal["react", "tool_calls"] = "react"  # `tool[arg]` text or JSON tool calls
+    # The tool-call dialect the model writes (`dsc.compiler.dialects`: react, react_json, hermes, …);
+    # None: the one the artifact was built in (its manifest's `inference.dialect`), else from `actions`.
+    dialect: str | None = None
     observation: Literal["auto", "turn", "inline"] = "auto"  # auto: as the artifact's trajectories do
     observation_role: Literal["user", "tool"] = "user"
     observation_prefix: str = "Observation: "
     step_prefix: str = ""  # opens every model turn; FireAct's loop used "Thought:"
     tools: dict[str, dict[str, Any]] = Field(default_factory=dict)  # tool name -> its settings
+
+    @field_validator("dialect")
+    @classmethod
+    def _known_dialect(cls, v: str | None) -> str | None:
+        if v is not None:
+            from dsc.compiler.dialects import get_dialect
+
+            get_dialect(v)  # ValueError naming the registered dialects (did-you-mean)
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> "EvalTask":

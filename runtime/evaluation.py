@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from dsc.compiler.dialects import Dialect, get_dialect
+from dsc.compiler.dialects.react import ReactDialect
 from dsc.compiler.errors import SpecError
 
 from .agent import AgentSettings, Episode, Generator, run_agent, run_direct, start_episodes
@@ -236,7 +238,8 @@ def observation_style(task: EvalTask, artifact: Artifact | None) -> str:
 
 
 def run_task(name: str, task: EvalTask, *, generator: Generator, builder: PromptBuilder, base_dir: Path,
-             artifact: Artifact | None = None, progress: Any = None, stage: str | None = None) -> list[Episode]:
+             artifact: Artifact | None = None, progress: Any = None, stage: str | None = None,
+             trained_dialect: dict[str, Any] | None = None) -> list[Episode]:
     """Generate (direct or agent loop) for every item of one task.
 
     `progress` (the build's interface: start / advance / done) is told the items done, under
@@ -254,7 +257,7 @@ def run_task(name: str, task: EvalTask, *, generator: Generator, builder: Prompt
         def on_done(n: int) -> None:
             progress.advance(n)
             _note_score(progress, live, task.scorers[0])
-    episodes = _run_items(items, task, generator, builder, base_dir, artifact, on_done, live.extend)
+    episodes = _run_items(items, task, generator, builder, base_dir, artifact, on_done, live.extend, trained_dialect)
     if progress is not None:
         _note_score(progress, live, task.scorers[0])
         progress.done()
@@ -278,10 +281,26 @@ def _note_score(progress: Any, episodes: Sequence[Episode], scorer: str) -> None
         note(text)
 
 
+def with_tools_prompt(messages: list[dict[str, str]], tools_prompt: str) -> list[dict[str, str]]:
+    """The messages with `tools_prompt` closing the system turn (a new system turn when none):
+    where `to_dialect` puts it in the training rows."""
+    from dsc.compiler.transforms.convert import system_with
+
+    # the messages are Jinja over the item; the listing is plain text (a description may hold "{{")
+    return system_with(messages, "{% raw %}" + tools_prompt + "{% endraw %}")
+
+
+def agent_dialect(task: EvalTask, trained: dict[str, Any]) -> Dialect:
+    """The dialect a task's generations are parsed in: the task's `dialect:`, else the one the
+    artifact was built in (`inference.dialect` of its manifest), else the task's `actions`."""
+    return get_dialect(task.dialect or trained.get("name") or ("openai" if task.actions == "tool_calls" else "react"))
+
+
 def _run_items(items: list[dict[str, Any]], task: EvalTask, generator: Generator, builder: PromptBuilder,
                base_dir: Path, artifact: Artifact | None,
                on_done: Callable[[int], None] | None,
-               on_start: Callable[[list[Episode]], None] | None = None) -> list[Episode]:
+               on_start: Callable[[list[Episode]], None] | None = None,
+               trained_dialect: dict[str, Any] | None = None) -> list[Episode]:
     """`on_start(episodes)`: the episodes, before any generation (for a running score)."""
     if task.mode == "direct":
         episodes = start_episodes(items, builder)
@@ -293,12 +312,22 @@ def _run_items(items: list[dict[str, Any]], task: EvalTask, generator: Generator
         return episodes
     tools = build_tools(task.tools, base_dir)
     style = observation_style(task, artifact)
-    default_stop = [f"\n{task.observation_prefix.strip()}"] if task.actions == "react" else []
+    trained = trained_dialect if trained_dialect is not None else (
+        artifact.inference.get("dialect") if artifact is not None else None) or {}
+    dialect = agent_dialect(task, trained)
+    if isinstance(dialect, ReactDialect):  # the task's observation prefix (FireAct's "Observation: ")
+        default_stop = [f"\n{task.observation_prefix.strip()}"]
+    else:
+        default_stop = list(dialect.stop)
     settings = AgentSettings(max_steps=task.max_steps, max_new_tokens=task.max_new_tokens, observation=style,
                              observation_role=task.observation_role, observation_prefix=task.observation_prefix,
                              actions=task.actions, stop=tuple(task.stop if task.stop is not None else default_stop),
-                             step_prefix=task.step_prefix)
-    schemas = [t.schema() for t in tools.values()] if task.actions == "tool_calls" else None
+                             step_prefix=task.step_prefix, dialect=dialect.name)
+    schemas = [t.schema() for t in tools.values()] if not dialect.text else None
+    if trained.get("name") == dialect.name and trained.get("tools_in_system") and task.prompt is None:
+        # trained with the tools listed in the system turn in the dialect's words: the eval tools, the same way
+        builder = PromptBuilder(builder.template, with_tools_prompt(
+            builder.messages, dialect.tools_prompt([t.schema() for t in tools.values()])))
     episodes = start_episodes(items, builder, schemas)
     if on_start is not None:
         on_start(episodes)
@@ -328,7 +357,8 @@ def evaluate_model(model: Any, plan: EvalPlan, out_dir: Path | None, progress: A
         model.generator.batch_size = task.batch_size
         model.generator.temperature = task.temperature
         episodes = run_task(name, task, generator=model.generator, builder=builder, base_dir=plan.base_dir,
-                            artifact=model.artifact, progress=progress, stage=f"{model.label}: {name}")
+                            artifact=model.artifact, progress=progress, stage=f"{model.label}: {name}",
+                            trained_dialect=model.inference.get("dialect"))
         tasks[name] = task_result(name, task, episodes, plan.config,
                                   out_dir / model.label / f"{name}.jsonl" if out_dir else None)
     return {"model": model.ref, "label": model.label, "base_model": model.base_model,

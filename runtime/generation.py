@@ -150,7 +150,7 @@ def load_for_eval(ref: str, *, artifact: Artifact | None = None, batch_size: int
         log.warning("%s has no run.json and no --artifact was given: prompting with the bare question", ref)
         inference, version = {}, None
     inference = {"messages": inference.get("messages") or [{"role": "user", "content": "{{ question }}"}],
-                 "label": inference.get("label")}
+                 "label": inference.get("label"), "dialect": inference.get("dialect")}
     return EvalModel(ref=ref, label=Path(ref).name or ref, generator=generator, template_source=template_source,
                      template_ref=template_ref, template_sha256=template_sha, inference=inference,
                      artifact_version=version, base_model=base_ref, run=run, artifact=artifact)

@@ -342,7 +342,7 @@ def test_more_bad_specs_are_located(tmp_path, name, old, new, msg):
     # an unknown option or a missing key is one error at the entry, with a did-you-mean.
     ("agent-flan", "  - step: react_to_chat", "  - step: react_to_chats",
      "'convert.0': unknown convert step 'react_to_chats' (did you mean 'react_to_chat'?); registered: 'cot_to_react', "
-     "'react_to_chat', 'react_to_tool_calls', 'tag', 'tool_calls_to_react'", "step: react_to_chats"),
+     "'react_to_chat', 'react_to_tool_calls', 'tag', 'to_dialect', 'tool_calls_to_react'", "step: react_to_chats"),
     ("agent-flan", "  - rule: no_tools ", "  - rule: no_toolz ",
      "'negatives.1': unknown negative rule 'no_toolz' (did you mean 'no_tools'?); registered: 'irrelevant_tools', "
      "'no_tools'", "rule: no_toolz"),

@@ -35,13 +35,13 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from dsc.compiler.dialects.react import STEP  # the one ReAct grammar (steps, actions, observations)
 from dsc.compiler.record import BadRow, Message
 
 from . import register_format
 from .alpaca import prompt_turns
 from .common import Normalised, require_str, without
 
-STEP = re.compile(r"^(Thought|Action|Observation)(?: \d+)?:", re.MULTILINE)
 EPISODE_END = re.compile(r"^Observation(?: \d+)?: Episode finished, reward = (.+?)\s*$", re.DOTALL)
 
 

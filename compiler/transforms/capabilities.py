@@ -40,7 +40,7 @@ from pydantic import Field, field_validator, model_validator
 from dsc.compiler.record import Conversation, Message
 
 from .common import NAME_RE, Strict, Where, add_step, copy_conv
-from .react import parse_action
+from dsc.compiler.dialects.react import parse_any_action
 
 
 class CapabilityRule(Strict):
@@ -102,7 +102,7 @@ class CapabilitiesSpec(Strict):
 def _turn_calls(m: Message) -> list[str]:
     if m.tool_calls:
         return [c.name for c in m.tool_calls]
-    act = parse_action(m.content, "bracket") or parse_action(m.content, "action_input")
+    act = parse_any_action(m.content)
     return [act.name] if act is not None else []
 
 

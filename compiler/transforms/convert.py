@@ -7,7 +7,9 @@
 Built-in steps:
 
 - `react_to_tool_calls` / `tool_calls_to_react`: ReAct text ↔ structured tool calls, exact
-  inverses of each other on well-formed data (see `dsc.compiler.transforms.react`).
+  inverses of each other on well-formed data (the grammar: `dsc.compiler.dialects.react`).
+- `to_dialect`: structured tool calls and tool messages → a tool-call dialect's text (Hermes,
+  Qwen-Agent, ReAct, …; `dsc.compiler.dialects`), the tools listed in the system turn.
 - `react_to_chat`: Agent-FLAN's alignment to natural chat — thoughts become plain assistant text,
   actions tool calls, observations tool messages, the final-answer action (`finish`) a plain
   answer, and the rigid format instructions (`remove` patterns) leave the system prompt and the
@@ -28,21 +30,11 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from dsc.compiler.dialects.react import OBSERVATION, Syntax, format_action, parse_action, thought_text
 from dsc.compiler.record import BadRow, Conversation, Message, ToolCall, canonical_json
 
 from .common import Strict, add_step, render_text, template_context
-from .react import (
-    OBSERVATION,
-    Syntax,
-    ToolDef,
-    ToolsField,
-    format_action,
-    format_arguments,
-    load_tools,
-    parse_action,
-    parse_arguments,
-    thought_text,
-)
+from .react import ToolDef, ToolsField, format_arguments, load_tools, parse_arguments, tool_from_spec
 from .registry import Registry, prepare_entries, registry_entry
 
 CONVERTERS = Registry("convert step", group="dsc.converters")
@@ -284,6 +276,96 @@ def cot_to_react(conv: Conversation, opts: CotOptions, _: Any = None) -> Convers
     return conv
 
 
+class DialectOptions(Strict):
+    dialect: str = Field(description="the tool-call dialect the calls are written in (dsc.compiler.dialects)")
+    tools: ToolsField = Field(None, description="declared tools (list or a JSON/YAML file); none: the row's own")
+    unknown_tools: Literal["error", "infer"] = "infer"
+    tools_in_system: bool = Field(True, description="list the row's tools in the system turn in the dialect's "
+                                                     "words (and drop the `tools` column the template would render)")
+    observation_role: Literal["user", "tool"] = "user"
+
+    @field_validator("dialect")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from dsc.compiler.dialects import get_dialect
+
+        get_dialect(v)
+        return v
+
+
+def system_with(messages: list[Any], text: str) -> list[Any]:
+    """`text` closing the system turn (after a blank line), or a new first system turn: where a
+    dialect's tool listing goes, in training rows (`Message`s) and eval prompts (dicts) alike."""
+    out = list(messages)
+    as_dicts = not out or isinstance(out[0], dict)
+    if out and _role(out[0]) == "system":
+        head = out[0]
+        content = _content(head)
+        joined = f"{content}\n\n{text}" if content else text
+        out[0] = ({**head, "content": joined} if isinstance(head, dict)
+                  else Message("system", joined, loss=head.loss, capability=head.capability))
+    else:
+        out.insert(0, {"role": "system", "content": text} if as_dicts else Message("system", text, loss=False))
+    return out
+
+
+def _role(m: Any) -> str:
+    return m["role"] if isinstance(m, dict) else m.role
+
+
+def _content(m: Any) -> str:
+    return (m["content"] if isinstance(m, dict) else m.content) or ""
+
+
+@CONVERTERS.register("to_dialect", DialectOptions, prepare=_toolbox)
+def to_dialect(conv: Conversation, opts: DialectOptions, box: Toolbox) -> Conversation:
+    """Tool calls + tool messages → the dialect's text (assistant turns and observation turns)."""
+    from dsc.compiler.dialects import get_dialect
+
+    dialect = get_dialect(opts.dialect)
+    offered = conv.tools if conv.tools is not None else box.offered()
+    if not dialect.text:  # the canonical calls: the template writes them
+        add_step(conv, f"convert:to_dialect:{dialect.name}")
+        return conv
+    tools: dict[str, ToolDef] = dict(box.tools)
+    for j, spec in enumerate(offered or []):
+        try:
+            tool = tool_from_spec(spec, f"tools[{j}]")
+        except ValueError as e:
+            raise BadRow(f"to_dialect: {e}") from None
+        tools.setdefault(tool.name, tool)
+    out: list[Message] = []
+    results: list[Message] = []
+
+    def flush() -> None:
+        if results:
+            out.append(Message(opts.observation_role, dialect.write_observations([r.content for r in results]),
+                               loss=results[0].loss))
+            results.clear()
+
+    for i, m in enumerate(conv.messages):
+        if m.role == "tool":
+            results.append(m)
+            continue
+        flush()
+        if m.role == "assistant" and m.tool_calls:
+            dialect.check_parallel(m.tool_calls, f"message {i}")
+            for call in m.tool_calls:
+                if call.name not in tools:
+                    box.get(call.name, f"message {i}")  # unknown tools: an error unless inferred
+            text = dialect.write_turn(m.content, m.tool_calls, tools, f"message {i}")
+            out.append(Message("assistant", text, loss=m.loss, capability=m.capability))
+        else:
+            out.append(m)
+    flush()
+    if opts.tools_in_system and offered:
+        out = system_with(out, dialect.tools_prompt(offered))
+        conv.tools = None
+    conv.messages = out
+    add_step(conv, f"convert:to_dialect:{dialect.name}")
+    return conv
+
+
 class TagOptions(Strict):
     pattern: str
     role: Literal["system", "user", "assistant", "tool", "any"] = "assistant"
@@ -304,6 +386,23 @@ def tag(conv: Conversation, opts: TagOptions, _: Any = None) -> Conversation:
             setattr(conv.meta, k, v)
         add_step(conv, "convert:tag")
     return conv
+
+
+def dialect_inference(steps: list[ConvertStep], prepared: list[Any]) -> dict[str, Any] | None:
+    """The manifest's `inference.dialect`: what the last `to_dialect` step wrote the calls in (the
+    parser `dsc eval` reads a generation with, its stop strings, and the system prompt listing
+    the declared tools); None when no step writes a dialect."""
+    from dsc.compiler.dialects import get_dialect
+
+    for step, box in reversed(list(zip(steps, prepared))):
+        if step.name == "to_dialect":
+            opts = step.options
+            dialect = get_dialect(opts.dialect)
+            offered = box.offered() if box is not None else None
+            listed = opts.tools_in_system and dialect.text
+            return {**dialect.inference(), "observation_role": opts.observation_role, "tools_in_system": listed,
+                    "system_prompt": dialect.tools_prompt(offered) if listed and offered else None}
+    return None
 
 
 prepare_steps = prepare_entries  # what each step needs, read once (ValueError naming a bad file)

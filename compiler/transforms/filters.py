@@ -27,7 +27,7 @@ from dsc.compiler.record import Conversation, Message
 from dsc.compiler.registry import Registry
 
 from .common import Strict, Where
-from .react import OBSERVATION, parse_action
+from dsc.compiler.dialects.react import OBSERVATION, parse_any_action
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ def valid_actions(conv: Conversation, allowed: bool | list[str]) -> str | None:
             continue
         called = [c.name for c in m.tool_calls or []]
         if not called:
-            act = parse_action(m.content, "bracket") or parse_action(m.content, "action_input")
+            act = parse_any_action(m.content)
             if act is None:
                 return f"message {i} has no well-formed action"
             called = [act.name]

@@ -62,12 +62,12 @@ def _pool(options: IrrelevantToolsOptions, base_dir: Path) -> list[ToolDef]:
 
 
 def _has_tool_use(conv: Conversation) -> bool:
-    from .react import parse_action
+    from dsc.compiler.dialects.react import parse_any_action
 
     for m in conv.messages:
         if m.role == "tool" or m.tool_calls:
             return True
-        if m.role == "assistant" and (parse_action(m.content, "bracket") or parse_action(m.content, "action_input")):
+        if m.role == "assistant" and parse_any_action(m.content):
             return True
     return False
 
@@ -93,12 +93,11 @@ def irrelevant_tools(conv: Conversation, opts: IrrelevantToolsOptions, pool: lis
 @RULES.register("no_tools", NoToolsOptions)
 def no_tools(conv: Conversation, opts: NoToolsOptions, _: Any, seed: int) -> Conversation | None:
     """A tool-using row cut at its first tool call, tools removed, answered by `response`."""
-    from .react import parse_action
+    from dsc.compiler.dialects.react import parse_any_action
 
     cut = None
     for i, m in enumerate(conv.messages):
-        if m.role == "assistant" and (m.tool_calls or parse_action(m.content, "bracket")
-                                      or parse_action(m.content, "action_input")):
+        if m.role == "assistant" and (m.tool_calls or parse_any_action(m.content)):
             cut = i
             break
     if cut is None:

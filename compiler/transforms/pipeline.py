@@ -37,7 +37,7 @@ from .assemble import (
 from .capabilities import decompose, supervised_chars, tag_turns
 from .common import lookup_refs
 from .condition import BUILTIN_TURNS, apply_condition, inference_block
-from .convert import apply_steps, prepare_steps
+from .convert import apply_steps, dialect_inference, prepare_steps
 from .decontam import Decontaminator
 from .filters import apply_filters
 from .label import apply_labels, label_classes
@@ -195,7 +195,11 @@ def inference(spec: Any, tr: Transforms | None) -> dict[str, Any]:
             prompt.append({"role": "user", "content": QUESTION_PLACEHOLDER})
     else:
         prompt = [{"role": "user", "content": QUESTION_PLACEHOLDER}]
-    return inference_block(_section(spec, "condition"), prompt, positions)
+    block = inference_block(_section(spec, "condition"), prompt, positions)
+    dialect = dialect_inference(_section(spec, "convert") or [], tr.convert_prepared if tr is not None else [])
+    if dialect is not None:  # only specs that write a dialect (the others' manifests stay as they were)
+        block["dialect"] = dialect
+    return block
 
 
 # ---------------------------------------------------------------------------------------------

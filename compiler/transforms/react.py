@@ -1,12 +1,6 @@
-"""ReAct text ↔ structured tool calls: the action syntax, declared tools, argument parsing and
-a small JSON-schema check.
-
-Two action syntaxes are read and written:
-
-- `bracket` (FireAct, NAT): `Thought: …\\nAction: search[query]` — the text in brackets is the
-  argument. A tool with one declared parameter takes the whole text as that parameter
-  (converted to the parameter's type); a tool with several takes a JSON object.
-- `action_input` (ToolBench, AgentInstruct): `Thought: …\\nAction: name\\nAction Input: {json}`.
+"""ReAct text ↔ structured tool calls: declared tools, argument parsing and a small JSON-schema
+check. The action syntax itself (how `Action: tool[arg]` and `Action Input:` are written and read)
+is the grammar in `dsc.compiler.dialects.react`, shared with the `react` format and the agent loop.
 
 The text before `Action:` is kept verbatim as the message content, and an observation turn
 `Observation: X` becomes a tool message with content `X`, so converting back gives the same
@@ -20,61 +14,37 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
 
+from dsc.compiler.dialects.react import (  # noqa: F401  (the grammar, re-exported for the converters)
+    DEFAULT_PARAMETERS,
+    OBSERVATION,
+    TOOL_NAME_RE,
+    Action,
+    Syntax,
+    arguments_from_text,
+    arguments_text,
+    format_action,
+    parse_action,
+    schema_types,
+    thought_text,
+)
 from dsc.compiler.record import BadRow, canonical_json
 
 from .common import Strict, one_line
-
-Syntax = Literal["bracket", "action_input"]
-
-_BRACKET = re.compile(r"^(?P<pre>.*?)Action: (?P<name>[A-Za-z_][\w.-]*)\[(?P<arg>.*)\]$", re.DOTALL)
-_ACTION_INPUT = re.compile(r"^(?P<pre>.*?)Action: (?P<name>[A-Za-z_][\w.-]*)\nAction Input: (?P<arg>.*)$", re.DOTALL)
-OBSERVATION = "Observation: "
-
-
-@dataclass(frozen=True, slots=True)
-class Action:
-    pre: str  # the text before "Action: " (the thought), verbatim
-    name: str
-    arg: str  # the argument text, verbatim
-
-
-def parse_action(text: str, syntax: Syntax) -> Action | None:
-    m = (_BRACKET if syntax == "bracket" else _ACTION_INPUT).match(text)
-    return Action(m.group("pre"), m.group("name"), m.group("arg")) if m else None
-
-
-def format_action(pre: str, name: str, arg: str, syntax: Syntax) -> str:
-    if syntax == "bracket":
-        return f"{pre}Action: {name}[{arg}]"
-    return f"{pre}Action: {name}\nAction Input: {arg}"
-
-
-THOUGHT_PREFIX = re.compile(r"^\s*Thought(?: \d+)?:\s*")
-
-
-def thought_text(pre: str) -> str:
-    """The thought of a ReAct step as plain text (its `Thought:` label and edges removed)."""
-    return THOUGHT_PREFIX.sub("", pre).strip()
-
 
 # ---------------------------------------------------------------------------------------------
 # Declared tools
 # ---------------------------------------------------------------------------------------------
 
-DEFAULT_PARAMETERS: dict[str, Any] = {
-    "type": "object", "properties": {"input": {"type": "string"}}, "required": ["input"]}
-
 
 class ToolDef(Strict):
     """A tool as OpenAI function specs write it (flat): name, description, JSON-schema parameters."""
 
-    name: str = Field(pattern=r"^[A-Za-z_][\w.-]*$")
+    name: str = Field(pattern=TOOL_NAME_RE.pattern)
     description: str = ""
     parameters: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_PARAMETERS))
 
@@ -146,73 +116,18 @@ ToolsField = list[dict[str, Any]] | str | None
 # ---------------------------------------------------------------------------------------------
 
 
-def _types(schema: Mapping[str, Any]) -> list[str]:
-    t = schema.get("type")
-    return [t] if isinstance(t, str) else list(t or [])
-
-
-def _coerce(text: str, schema: Mapping[str, Any], where: str) -> Any:
-    types = _types(schema)
-    if not types or "string" in types:
-        return text
-    if "integer" in types and re.fullmatch(r"-?\d+", text.strip()):
-        return int(text)
-    if "number" in types:
-        try:
-            x = float(text)
-        except ValueError:
-            pass
-        else:
-            return int(x) if re.fullmatch(r"-?\d+", text.strip()) else x
-    if "boolean" in types and text.strip().lower() in ("true", "false"):
-        return text.strip().lower() == "true"
-    if "null" in types and text.strip() in ("", "null"):
-        return None
-    if "object" in types or "array" in types:
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            pass
-    raise BadRow(f"{where}: {text!r} is not a valid {' or '.join(types)}")
-
-
 def parse_arguments(tool: ToolDef, arg: str, syntax: Syntax, where: str) -> dict[str, Any]:
     """The argument text of an action → the tool's arguments, checked against its schema."""
-    params = tool.params()
-    if syntax == "action_input" or len(params) > 1:
-        try:
-            args = json.loads(arg) if arg.strip() else {}
-        except json.JSONDecodeError as e:
-            raise BadRow(f"{where}: arguments of '{tool.name}' are not valid JSON: {e.msg}") from None
-        if not isinstance(args, dict):
-            raise BadRow(f"{where}: arguments of '{tool.name}' must be a JSON object")
-    elif not params:
-        if arg.strip():
-            raise BadRow(f"{where}: tool '{tool.name}' takes no arguments, got {arg!r}")
-        args = {}
-    else:
-        p = params[0]
-        args = {p: _coerce(arg, tool.parameters["properties"][p], f"{where}: '{tool.name}' argument '{p}'")}
+    args = arguments_from_text(tool, tool.name, arg, syntax, where)
     problems = validate_schema(args, tool.parameters)
     if problems:
         raise BadRow(f"{where}: arguments of '{tool.name}' do not match its schema: {problems[0]}")
     return args
 
 
-def _scalar_text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False)
-
-
 def format_arguments(tool: ToolDef | None, args: dict[str, Any], syntax: Syntax) -> str:
     """The inverse of `parse_arguments` (one parameter → its value as text; else JSON)."""
-    params = tool.params() if tool is not None else list(args)
-    if syntax == "bracket" and len(params) <= 1 and set(args) <= set(params):
-        if not args:
-            return ""
-        return _scalar_text(args[params[0]])
-    return json.dumps(args, ensure_ascii=False)
+    return arguments_text(tool, args, syntax)
 
 
 def arguments_json(args: dict[str, Any]) -> str:
@@ -240,7 +155,7 @@ def validate_schema(value: Any, schema: Mapping[str, Any], path: str = "") -> li
     Other keywords are not checked."""
     where = path or "arguments"
     out: list[str] = []
-    types = _types(schema)
+    types = schema_types(schema)
     if types and not any(_TYPE_CHECKS.get(t, lambda v: True)(value) for t in types):
         return [f"{where} should be {' or '.join(types)}, got {json.dumps(value, ensure_ascii=False)[:60]}"]
     if "enum" in schema and value not in schema["enum"]:
