@@ -46,7 +46,9 @@ from dsc.compiler.errors import BuildError
 from dsc.compiler.record import canonical_json
 from dsc.compiler.rowfiles import ArrowFileWriter, SegmentInfo, file_crc
 
-CACHE_FORMAT = 1
+# 2: stored JSON strings (tools, tool-call arguments, meta.extra) keep the data's key order, and
+# rows.arrow lost its `tools_json` column.
+CACHE_FORMAT = 2
 ENTRY_FILE = "entry.json"
 NORMALISED = "normalised"
 RENDERED = "rendered"

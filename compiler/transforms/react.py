@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from dsc.compiler.record import BadRow, canonical_json
+from dsc.compiler.record import BadRow, compact_json
 
 from .common import Strict, one_line
 
@@ -216,7 +216,7 @@ def format_arguments(tool: ToolDef | None, args: dict[str, Any], syntax: Syntax)
 
 
 def arguments_json(args: dict[str, Any]) -> str:
-    return canonical_json(args)
+    return compact_json(args)
 
 
 # ---------------------------------------------------------------------------------------------
