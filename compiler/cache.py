@@ -150,6 +150,7 @@ def normalised_key(spec: Any, source: str, inputs: list[dict[str, Any]], base_di
         "dsc": __version__,
         "code": code_fingerprint(),
         "pyarrow": pa.__version__,
+        "jsonschema": _jsonschema_version(),  # it decides which tool calls are quarantined
         "source": source,
         "source_spec": spec.sources[source].model_dump(mode="json"),
         "inputs": by_source.get(source, []),
@@ -160,6 +161,13 @@ def normalised_key(spec: Any, source: str, inputs: list[dict[str, Any]], base_di
         "seed": spec.seed,
         "weights": _rendering(spec, template, tokenizer) if _tokens_measured(spec) else None,
     })
+
+
+@lru_cache(maxsize=1)
+def _jsonschema_version() -> str:
+    import importlib.metadata as md
+
+    return md.version("jsonschema")
 
 
 def rendered_key(spec: Any, normalised: str, *, template: Any, tokenizer: Any) -> str:
