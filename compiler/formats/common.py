@@ -228,7 +228,7 @@ def parse_tools(value: Any, path: str) -> list[dict[str, Any]] | None:
 
 def _content_text(value: Any, where: str, role: str) -> str | None:
     """Message content → text. Lists of OpenAI content parts are joined when all are text;
-    a tool result given as an object is kept as canonical JSON."""
+    a tool result given as an object is kept as compact JSON, keys in their order."""
     if value is MISSING or value is None:
         return None
     if isinstance(value, str):
