@@ -269,7 +269,7 @@ class Conversation:
             d: dict[str, Any] = {"role": m.role, "content": m.content}
             if m.tool_calls:
                 d["tool_calls"] = [
-                    {"type": "function", **({"id": t.id} if t.id else {}),
+                    {"type": "function", **({"id": t.id} if t.id is not None else {}),
                      "function": {"name": t.name, "arguments": json.loads(t.arguments)}}
                     for t in m.tool_calls
                 ]

@@ -100,3 +100,8 @@ def test_stored_json_keeps_key_order_and_hashes_do_not_depend_on_it():
     assert dedup_key(one) == dedup_key(other)
     assert one.messages[1].to_dict(canonical=True) == other.messages[1].to_dict(canonical=True)
     assert one.messages[1].to_dict() != other.messages[1].to_dict()
+    # the template sees the stored call: its id whenever one is stored (even ""), arguments in order
+    one.messages[1].tool_calls[0].id = ""
+    assert one.template_messages()[1]["tool_calls"] == [
+        {"type": "function", "id": "", "function": {"name": "get", "arguments": {"b": 1, "a": 2}}}]
+    assert list(one.template_messages()[1]["tool_calls"][0]["function"]["arguments"]) == ["b", "a"]
