@@ -52,7 +52,9 @@ from dsc.compiler.plugins import stage1_modules
 from dsc.compiler.record import canonical_json
 from dsc.compiler.rowfiles import ArrowFileWriter, SegmentInfo, file_crc
 
-CACHE_FORMAT = 1
+# 2: stored JSON strings (tools, tool-call arguments, meta.extra) keep the data's key order, and
+# rows.arrow lost its `tools_json` column.
+CACHE_FORMAT = 2
 ENTRY_FILE = "entry.json"
 NORMALISED = "normalised"
 RENDERED = "rendered"
@@ -155,6 +157,7 @@ def normalised_key(spec: Any, source: str, inputs: list[dict[str, Any]], base_di
         "dsc": __version__,
         "code": code_fingerprint(),
         "pyarrow": pa.__version__,
+        "jsonschema": _jsonschema_version(),  # it decides which tool calls are quarantined
         "source": source,
         "source_spec": spec.sources[source].model_dump(mode="json"),
         "inputs": by_source.get(source, []),
@@ -169,6 +172,13 @@ def normalised_key(spec: Any, source: str, inputs: list[dict[str, Any]], base_di
     if plugins:  # only when user code runs here (so the keys of plugin-free specs stay as they were)
         key["plugins"] = sorted(m.sha256 for m in plugins)  # the code, wherever its file lies
     return _digest(key)
+
+
+@lru_cache(maxsize=1)
+def _jsonschema_version() -> str:
+    import importlib.metadata as md
+
+    return md.version("jsonschema")
 
 
 def rendered_key(spec: Any, normalised: str, *, template: Any, tokenizer: Any) -> str:

@@ -5,9 +5,14 @@ dataclasses (not pydantic) because they are created once per input row on the
 build's hot path; validation happens in the normalisers that create them.
 
 Arrow/parquet shape (see `ROW_SCHEMA` in `dsc.compiler.artifact`):
-- tool-call arguments are canonical JSON strings (mixed argument types would
+- tool-call arguments are compact JSON strings (mixed argument types would
   otherwise break Arrow's type inference);
-- `tools` and `meta.extra` are canonical JSON strings for the same reason.
+- `tools` and `meta.extra` are compact JSON strings for the same reason.
+
+These strings keep the keys in the order the data wrote them (`compact_json`): chat templates
+render tools and arguments in their key order, and what is stored must render back to the
+artifact's `text` byte for byte. Hashes (row ids, dedup keys) use the sorted spelling
+(`canonical_json`, `canonical_arguments`), so they do not depend on that order.
 """
 from __future__ import annotations
 
@@ -20,8 +25,8 @@ from typing import Any
 ROLES = ("system", "user", "assistant", "tool")
 
 
-def _json_dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+def _json_dumps(value: Any, sort_keys: bool = True) -> str:
+    return json.dumps(value, sort_keys=sort_keys, ensure_ascii=False, separators=(",", ":"))
 
 
 def canonical_json(value: Any) -> str:
@@ -34,8 +39,21 @@ def canonical_json(value: Any) -> str:
     than the library's sorting encoder. Any other value (floats, str subclasses, dicts with
     non-string keys) is spelt by `json.dumps` itself."""
     out: list[str] = []
-    _spell(value, out.append)
+    _spell(value, out.append, True)
     return "".join(out)
+
+
+def compact_json(value: Any) -> str:
+    """The stored spelling of a value: keys in their given order, otherwise as `canonical_json`
+    spells it — exactly `json.dumps(value, ensure_ascii=False, separators=(",", ":"))`."""
+    out: list[str] = []
+    _spell(value, out.append, False)
+    return "".join(out)
+
+
+def canonical_arguments(arguments: str) -> str:
+    """A tool call's stored arguments (a JSON string) in their canonical spelling, for hashes."""
+    return canonical_json(json.loads(arguments))
 
 
 _escape_plain = json.encoder.encode_basestring  # type: ignore[attr-defined]
@@ -60,28 +78,28 @@ def _escape(text: str) -> str:
     return hit
 
 
-def _spell(value: Any, emit: Callable[[str], None]) -> None:
+def _spell(value: Any, emit: Callable[[str], None], sort_keys: bool) -> None:
     kind = type(value)
     if kind is str:
         emit(_escape(value))
     elif kind is dict:
         if not all(type(k) is str for k in value):
-            emit(_json_dumps(value))  # json.dumps' own rules for non-string keys
+            emit(_json_dumps(value, sort_keys))  # json.dumps' own rules for non-string keys
             return
         emit("{")
-        for n, key in enumerate(sorted(value)):
+        for n, key in enumerate(sorted(value) if sort_keys else value):
             if n:
                 emit(",")
             emit(_escape(key))
             emit(":")
-            _spell(value[key], emit)
+            _spell(value[key], emit, sort_keys)
         emit("}")
     elif kind is list or kind is tuple:
         emit("[")
         for n, item in enumerate(value):
             if n:
                 emit(",")
-            _spell(item, emit)
+            _spell(item, emit, sort_keys)
         emit("]")
     elif value is None:
         emit("null")
@@ -92,7 +110,7 @@ def _spell(value: Any, emit: Callable[[str], None]) -> None:
     elif kind is int:
         emit(int.__repr__(value))
     else:
-        emit(_json_dumps(value))
+        emit(_json_dumps(value, sort_keys))
 
 
 def content_hash(value: Any, length: int = 16) -> str:
@@ -102,11 +120,13 @@ def content_hash(value: Any, length: int = 16) -> str:
 @dataclass(slots=True)
 class ToolCall:
     name: str
-    arguments: str  # canonical JSON string of an object
+    arguments: str  # compact JSON string of an object, keys in the order written (`compact_json`)
     id: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "arguments": self.arguments}
+    def to_dict(self, canonical: bool = False) -> dict[str, Any]:
+        """The stored shape; `canonical`: arguments spelt with sorted keys (for hashes)."""
+        return {"id": self.id, "name": self.name,
+                "arguments": canonical_arguments(self.arguments) if canonical else self.arguments}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ToolCall":
@@ -123,11 +143,12 @@ class Message:
     loss: bool | None = None  # None: the spec's `loss` policy decides
     capability: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, canonical: bool = False) -> dict[str, Any]:
+        """The stored shape; `canonical`: tool-call arguments spelt with sorted keys (for hashes)."""
         return {
             "role": self.role,
             "content": self.content,
-            "tool_calls": [t.to_dict() for t in self.tool_calls] if self.tool_calls else None,
+            "tool_calls": [t.to_dict(canonical) for t in self.tool_calls] if self.tool_calls else None,
             "name": self.name,
             "tool_call_id": self.tool_call_id,
             "loss": self.loss,
@@ -184,7 +205,7 @@ class Meta:
             "success": self.success,
             "score": self.score,
             "label": self.label,
-            "extra": canonical_json(self.extra),
+            "extra": compact_json(self.extra),
             "provenance": self.provenance.to_dict(),
         }
 
@@ -217,7 +238,7 @@ class Conversation:
             "id": self.id,
             "group": self.group,
             "messages": [m.to_dict() for m in self.messages],
-            "tools": canonical_json(self.tools) if self.tools is not None else None,
+            "tools": compact_json(self.tools) if self.tools is not None else None,
             "meta": self.meta.to_dict(),
         }
 
@@ -234,18 +255,21 @@ class Conversation:
 
     def messages_key(self) -> str:
         """Hash of the normalised conversation content (used for exact dedup)."""
-        return content_hash([[m.role, m.content, [t.to_dict() for t in m.tool_calls or []]] for m in self.messages]
+        return content_hash([[m.role, m.content, [t.to_dict(canonical=True) for t in m.tool_calls or []]]
+                             for m in self.messages]
                             + [self.tools or []])
 
     def template_messages(self) -> list[dict[str, Any]]:
         """Messages in the shape chat templates (and transformers) expect:
-        OpenAI-style tool calls with `arguments` as an object."""
+        OpenAI-style tool calls with `arguments` as an object (keys in their stored order).
+        This is exactly what a user gets from the stored `messages` column by `json.loads` of
+        each call's `arguments`; `render` feeds the template nothing else."""
         out: list[dict[str, Any]] = []
         for m in self.messages:
             d: dict[str, Any] = {"role": m.role, "content": m.content}
             if m.tool_calls:
                 d["tool_calls"] = [
-                    {"type": "function", **({"id": t.id} if t.id else {}),
+                    {"type": "function", **({"id": t.id} if t.id is not None else {}),
                      "function": {"name": t.name, "arguments": json.loads(t.arguments)}}
                     for t in m.tool_calls
                 ]

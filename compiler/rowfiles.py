@@ -2,8 +2,8 @@
 
 - **Normalised segment** (stage 1, one per source): `rows.arrow` holds every row the source's
   rows became after normalisation and the row transforms, in read order, in the artifact's row
-  shape (id, group, messages, tools, meta) plus `tools_json` where the tools' key order differs
-  from their canonical spelling (templates render tools as given); `keys.arrow` holds the compact
+  shape (id, group, messages, tools, meta; JSON strings keep their keys in the data's order, as
+  the artifact stores them and templates render them); `keys.arrow` holds the compact
   selection keys of the rows kept after in-source exact-duplicate removal (`row` points into
   rows.arrow); `quarantine.jsonl` the source's rejected rows; `segment.json` its counts.
 - **Rendered parts** (stage 3, per source): render + tokenise results per row of a normalised
@@ -45,7 +45,7 @@ _ROW_FIELDS = ("id", "group", "messages", "tools", "meta")
 
 def segment_schema() -> pa.Schema:
     base = art.row_schema(False)
-    return pa.schema([base.field(n) for n in _ROW_FIELDS] + [pa.field("tools_json", pa.string())])
+    return pa.schema([base.field(n) for n in _ROW_FIELDS])
 
 
 KEYS_SCHEMA = pa.schema([
@@ -241,26 +241,12 @@ class ArrowFile:
 def read_conversations(segment: ArrowFile, rows: np.ndarray) -> list[Conversation]:
     """Rows of a normalised segment as Conversations, exactly as stage 1 produced them."""
     part = segment.take(rows)
-    out = []
-    for d in part.to_pylist():
-        tools_json = d.pop("tools_json")
-        conv = Conversation.from_dict(d)
-        if tools_json is not None:
-            conv.tools = json.loads(tools_json)
-        out.append(conv)
-    return out
+    return [Conversation.from_dict(d) for d in part.to_pylist()]
 
 
 def segment_row(conv: Conversation) -> dict[str, Any]:
-    """A Conversation as a row of rows.arrow."""
-    d = conv.to_dict()
-    ordered = None
-    if conv.tools is not None:
-        ordered = json.dumps(conv.tools, ensure_ascii=False, separators=(",", ":"))
-        if ordered == d["tools"]:
-            ordered = None
-    d["tools_json"] = ordered
-    return d
+    """A Conversation as a row of rows.arrow (the artifact's row shape)."""
+    return conv.to_dict()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -586,7 +586,7 @@ def normalise_row(raw: RawRow, name: str, spec: SourceSpec) -> Conversation:
     if not norm.messages:
         raise BadRow("empty conversation: the format produced no messages")
     raw_id = _required_key(raw, spec.id, "id") if spec.id else None
-    messages = [m.to_dict() for m in norm.messages]
+    messages = [m.to_dict(canonical=True) for m in norm.messages]
     digest = content_hash({"messages": messages, "tools": norm.tools, "id": raw_id})
     cid = f"{name}:{digest}"
     if spec.group:

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from dsc.cli import app
 from dsc.compiler import build as build_module
+from dsc.compiler import cache as cache_module
 from dsc.compiler.build import build
 from dsc.compiler.cache import CACHE_FORMAT, normalised_key, rendered_key
 from dsc.compiler.spec import load_spec
@@ -41,6 +42,15 @@ mix:
   chat: {{count: {chat_count}}}
   extra: {{rate: {extra_rate}}}
 """
+
+
+def edited(text: str, *edits: tuple[str, str]) -> str:
+    """`text` with each (old, new) replaced; an `old` that is not there fails the test (the edit
+    would otherwise silently test nothing)."""
+    for old, new in edits:
+        assert old in text, f"{old!r} is not in the text"
+        text = text.replace(old, new)
+    return text
 
 
 def _extra_rows(n: int = 40) -> list[str]:
@@ -157,7 +167,7 @@ def test_one_input_byte_invalidates_only_that_source(project, monkeypatch):
     assert tree(root / "b") == tree(build(spec, root / "cold", cache=False).out_dir)
 
 
-def test_what_the_keys_cover(project):
+def test_what_the_keys_cover(project, monkeypatch):
     root, tok = project
     loaded = load_spec(make_project(root, tok))
     from dsc.compiler.build import resolve_inputs
@@ -174,22 +184,31 @@ def test_what_the_keys_cover(project):
     spec_path = loaded.path
     text = spec_path.read_text()
     # later sections: neither key changes
-    spec_path.write_text(text.replace("validation: 0.2", "validation: 0.3").replace("row_group_rows: 9",
-                                                                                    "row_group_rows: 5"))
+    spec_path.write_text(edited(text, ("validation: 0.2", "validation: 0.3"), ("row_group_rows: 9", "row_group_rows: 5")))
     assert keys(load_spec(spec_path)) == (k1, k3)
     # a rendering setting: the rows are rendered again, not read again
-    spec_path.write_text(text.replace("max_length: 400", "max_length: 500"))
+    spec_path.write_text(edited(text, ("max_length: 400", "max_length: 500")))
     assert keys(load_spec(spec_path))[0] == k1 and keys(load_spec(spec_path))[1] != k3
-    spec_path.write_text(text.replace("template: chatml", "template: qwen2.5"))
-    assert keys(load_spec(spec_path))[0] == k1
+    spec_path.write_text(edited(text, ("template: chatml", "template: qwen2.5")))
+    assert keys(load_spec(spec_path))[0] == k1 and keys(load_spec(spec_path))[1] != k3
     # a prompt file's content, the seed: read again
     spec_path.write_text(text)
     (root / "prompts" / "system.txt").write_text("You answer questions briefly.\n")
     assert keys(load_spec(spec_path))[0] != k1
     (root / "prompts" / "system.txt").write_text("You answer questions.\n")
     assert keys(load_spec(spec_path)) == (k1, k3)
-    spec_path.write_text(text.replace("seed: 3", "seed: 4"))
+    spec_path.write_text(edited(text, ("seed: 3", "seed: 4")))
     assert keys(load_spec(spec_path))[0] != k1
+    # the JSON Schema library decides which tool calls are quarantined: read again
+    spec_path.write_text(text)
+    monkeypatch.setattr(cache_module, "_jsonschema_version", lambda: "0.0-other")
+    assert keys(load_spec(spec_path))[0] != k1
+
+
+def test_edited_refuses_an_edit_that_is_not_there():
+    assert edited("a: 1\nb: 2\n", ("b: 2", "b: 3")) == "a: 1\nb: 3\n"
+    with pytest.raises(AssertionError, match="'c: 1' is not in the text"):
+        edited("a: 1\n", ("c: 1", "c: 2"))
 
 
 def test_corrupt_entries_are_rebuilt(project):

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dsc.cli import app
-from dsc.compiler.build import build
+from dsc.compiler.build import build, resolve_inputs
 from dsc.compiler.errors import SpecError
 from dsc.compiler.spec import load_spec
 
@@ -276,8 +276,16 @@ def spec_error(path: Path) -> SpecError:
 
 
 def test_recipes_validate_cleanly():
-    for name in ("nat", "nat-hotpotqa", "fireact", "agent-flan"):
-        load_spec(SPECS / f"{name}.yaml")
+    """Every example spec validates, and every input it names is there (bundled under specs/data)."""
+    names = sorted(p.stem for p in SPECS.glob("*.yaml"))
+    assert {"nat", "nat-hotpotqa", "fireact", "fireact-alpaca", "fireact-chat", "agent-flan"} <= set(names)
+    for name in names:
+        loaded = load_spec(SPECS / f"{name}.yaml")
+        assert loaded.spec.name == {"nat": "nat-strategyqa"}.get(name, name)
+        inputs = resolve_inputs(loaded)
+        assert {i["source"] for i in inputs} == set(loaded.spec.sources), name
+        for i in inputs:
+            assert (SPECS / i["path"]).is_file() and len(i["sha256"]) == 64, (name, i)
 
 
 def test_unknown_class_in_condition_strings(tmp_path):

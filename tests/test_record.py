@@ -3,6 +3,7 @@ does: row ids and dedup keys are hashes of it, so one character of difference wo
 every artifact."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from enum import IntEnum
@@ -66,4 +67,41 @@ def test_remembered_escapes_stay_bounded(monkeypatch):
     for t in texts * 2:
         assert canonical_json({"content": t}) == reference({"content": t})
     assert sum(map(len, record._escaped_long)) <= 1000
-    assert content_hash(["same", texts[0]]) == content_hash(["same", texts[0]])
+    # the hash is sha256 of the canonical spelling, whether the long string's escape is fresh or
+    # remembered (the second call reads it from the memo)
+    value = ["same", {"b": texts[0], "a": 1}]
+    expected = hashlib.sha256(reference(value).encode("utf-8")).hexdigest()[:16]
+    record._escaped_long.clear()
+    assert content_hash(value) == expected
+    assert texts[0] in record._escaped_long
+    assert content_hash(value) == expected
+
+
+def test_stored_json_keeps_key_order_and_hashes_do_not_depend_on_it():
+    from dsc.compiler.record import Conversation, Message, Meta, Provenance, ToolCall, compact_json
+    from dsc.compiler.transforms.decontam import dedup_key
+
+    value = {"b": 1, "a": [{"d": None, "c": "é"}], "é": 2.5}
+    assert compact_json(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+    def conv(arguments: dict, tools: list) -> Conversation:
+        call = ToolCall("get", compact_json(arguments), id="c1")
+        return Conversation("s:1", "g", [Message("user", "q"), Message("assistant", "", tool_calls=[call])],
+                            Meta("s", Provenance("f", "0", 0), extra={"z": 1, "a": 2}), tools=tools)
+
+    tool = {"type": "function", "function": {"name": "get", "parameters": {"type": "object"}}}
+    one = conv({"b": 1, "a": 2}, [tool])
+    other = conv({"a": 2, "b": 1}, [{"function": {"parameters": {"type": "object"}, "name": "get"}, "type": "function"}])
+    stored = one.to_dict()
+    assert stored["messages"][1]["tool_calls"][0]["arguments"] == '{"b":1,"a":2}'
+    assert stored["tools"] == compact_json([tool]) and stored["meta"]["extra"] == '{"z":1,"a":2}'
+    assert Conversation.from_dict(stored).to_dict() == stored
+    assert one.messages_key() == other.messages_key()
+    assert dedup_key(one) == dedup_key(other)
+    assert one.messages[1].to_dict(canonical=True) == other.messages[1].to_dict(canonical=True)
+    assert one.messages[1].to_dict() != other.messages[1].to_dict()
+    # the template sees the stored call: its id whenever one is stored (even ""), arguments in order
+    one.messages[1].tool_calls[0].id = ""
+    assert one.template_messages()[1]["tool_calls"] == [
+        {"type": "function", "id": "", "function": {"name": "get", "arguments": {"b": 1, "a": 2}}}]
+    assert list(one.template_messages()[1]["tool_calls"][0]["function"]["arguments"]) == ["b", "a"]

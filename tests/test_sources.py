@@ -77,12 +77,19 @@ def test_spec_validation_messages(spec, message):
 
 
 def test_spec_accepts_the_documented_shapes():
-    SourceSpec(path=["a/*.jsonl", "b.json"], format="nat", group="id", tags={"task": "hotpotqa", "method": "react"},
-               limit=5, license="MIT")
-    SourceSpec(path="x.txt", type="jsonl", format="openai")
-    SourceSpec(hub={"id": "internlm/Agent-FLAN", "revision": "0123abc", "split": "toolbench_negative"},
-               format="agent_flan")
-    SourceSpec(path="questions.jsonl", lookup="id")
+    files = SourceSpec(path=["a/*.jsonl", "b.json"], format="nat", group="id",
+                       tags={"task": "hotpotqa", "method": "react"}, limit=5, license="MIT")
+    assert (files.path, files.format, files.group, files.limit, files.license) == (
+        ["a/*.jsonl", "b.json"], "nat", "id", 5, "MIT")
+    assert (files.tags.task, files.tags.method, files.tags.capability) == ("hotpotqa", "react", None)
+    typed = SourceSpec(path="x.txt", type="jsonl", format="openai")
+    assert (typed.path, typed.type, typed.hub) == ("x.txt", "jsonl", None)
+    hub = SourceSpec(hub={"id": "internlm/Agent-FLAN", "revision": "0123abc", "split": "toolbench_negative"},
+                     format="agent_flan")
+    assert (hub.path, hub.hub.id, hub.hub.revision, hub.hub.split, hub.hub.config) == (
+        None, "internlm/Agent-FLAN", "0123abc", "toolbench_negative", None)
+    lookup = SourceSpec(path="questions.jsonl", lookup="id")
+    assert (lookup.lookup, lookup.format) == ("id", None)
 
 
 # ---------------------------------------------------------------------------------------------

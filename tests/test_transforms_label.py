@@ -72,8 +72,15 @@ def test_bad_bins(bins, msg):
 
 
 def test_adjacent_open_and_closed_edges_do_not_overlap():
-    LabelSpec.model_validate({"field": "x", "bins": [{"class": "a", "ge": 0, "lt": 0.4}, {"class": "b", "ge": 0.4}]})
-    LabelSpec.model_validate({"field": "x", "bins": [{"class": "a", "le": 0.2}, {"class": "b", "gt": 0.2}]})
+    """Bins that meet at an edge are accepted, and the edge value belongs to the closed side only."""
+    def labels(bins, values):
+        spec = LabelSpec.model_validate({"field": "x", "bins": bins})
+        return [apply_label(conv({"x": v}), spec).meta.label for v in values]
+
+    assert labels([{"class": "a", "ge": 0, "lt": 0.4}, {"class": "b", "ge": 0.4}],
+                  [0, 0.39999, 0.4, 7]) == ["a", "a", "b", "b"]
+    assert labels([{"class": "b", "gt": 0.2}, {"class": "a", "le": 0.2}],
+                  [-3, 0.2, 0.20001]) == ["a", "a", "b"]
 
 
 def test_success_must_name_a_bin_class():

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dsc.compiler.errors import allowed_list
-from dsc.compiler.record import BadRow, Message, ToolCall, canonical_json
+from dsc.compiler.record import BadRow, Message, ToolCall, compact_json
 
 __all__ = [
     "CALL",
@@ -152,7 +152,7 @@ def optional_str(row: Mapping[str, Any], path: str) -> str | None:
 
 
 def parse_arguments(args: Any, where: str) -> str:
-    """Tool-call arguments → canonical JSON string of an object.
+    """Tool-call arguments → compact JSON string of an object, keys in the order written.
 
     Accepts an object, a JSON string of an object, or absent/null/"" (no arguments)."""
     if args is None or args is MISSING or (isinstance(args, str) and not args.strip()):
@@ -164,7 +164,7 @@ def parse_arguments(args: Any, where: str) -> str:
             raise BadRow(f"{where}: arguments are not valid JSON: {e.msg} at column {e.colno}") from None
     if not isinstance(args, Mapping):
         raise BadRow(f"{where}: arguments must be a JSON object, got {kind(args)}")
-    return canonical_json(args)
+    return compact_json(args)
 
 
 def parse_tool_call(obj: Any, where: str) -> ToolCall:
@@ -228,7 +228,7 @@ def parse_tools(value: Any, path: str) -> list[dict[str, Any]] | None:
 
 def _content_text(value: Any, where: str, role: str) -> str | None:
     """Message content → text. Lists of OpenAI content parts are joined when all are text;
-    a tool result given as an object is kept as canonical JSON."""
+    a tool result given as an object is kept as compact JSON, keys in their order."""
     if value is MISSING or value is None:
         return None
     if isinstance(value, str):
@@ -245,7 +245,7 @@ def _content_text(value: Any, where: str, role: str) -> str | None:
                 raise BadRow(f"{where}: content part {j} {what} is not supported (text only)")
         return "".join(texts)
     if role == "tool" and isinstance(value, Mapping):
-        return canonical_json(value)
+        return compact_json(value)
     raise BadRow(f"{where}: content is {kind(value)}, expected a string")
 
 

@@ -31,7 +31,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from dsc.compiler.dialects.react import OBSERVATION, Syntax, format_action, parse_action, thought_text
-from dsc.compiler.record import BadRow, Conversation, Message, ToolCall, canonical_json
+from dsc.compiler.record import BadRow, Conversation, Message, ToolCall, compact_json
 
 from .common import Strict, add_step, render_text, template_context
 from .react import ToolDef, ToolsField, format_arguments, load_tools, parse_arguments, tool_from_spec
@@ -111,7 +111,7 @@ def react_to_tool_calls(conv: Conversation, opts: ReactOptions, box: Toolbox) ->
                 tool = box.get(act.name, f"message {i}")
                 args = parse_arguments(tool, act.arg, opts.syntax, f"message {i}")
                 n += 1
-                pending = ToolCall(act.name, canonical_json(args), id=f"call_{n}")
+                pending = ToolCall(act.name, compact_json(args), id=f"call_{n}")
                 out.append(Message("assistant", act.pre, tool_calls=[pending], loss=m.loss, capability=m.capability))
                 continue
         if pending is not None and m.role in ("user", "tool") and m.content.startswith(opts.observation_prefix):
@@ -222,7 +222,7 @@ def react_to_chat(conv: Conversation, opts: ChatOptions, box: Toolbox) -> Conver
             tool = box.get(act.name, f"message {i}")
             args = parse_arguments(tool, act.arg, opts.syntax, f"message {i}")
             n += 1
-            pending = ToolCall(act.name, canonical_json(args), id=f"call_{n}")
+            pending = ToolCall(act.name, compact_json(args), id=f"call_{n}")
             out.append(Message("assistant", thought, tool_calls=[pending], loss=m.loss, capability=m.capability))
             finished = False
             continue

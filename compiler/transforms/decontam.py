@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from pydantic import Field
 
-from dsc.compiler.record import Conversation, content_hash
+from dsc.compiler.record import Conversation, canonical_arguments, content_hash
 
 from .common import PATH_RE, Strict
 
@@ -110,5 +110,5 @@ def dedup_key(conv: Conversation) -> str:
     """The conversation's content with whitespace runs collapsed, tool calls and what is
     supervised (ids and call ids ignored): rows that train the same thing."""
     return content_hash([[m.role, " ".join(m.content.split()), m.loss,
-                          [[c.name, c.arguments] for c in m.tool_calls or []]] for m in conv.messages]
+                          [[c.name, canonical_arguments(c.arguments)] for c in m.tool_calls or []]] for m in conv.messages]
                         + [conv.tools or []])

@@ -1,6 +1,7 @@
-"""ReAct text ↔ structured tool calls: declared tools, argument parsing and a small JSON-schema
-check. The action syntax itself (how `Action: tool[arg]` and `Action Input:` are written and read)
-is the grammar in `dsc.compiler.dialects.react`, shared with the `react` format and the agent loop.
+"""ReAct text ↔ structured tool calls: declared tools and argument parsing (arguments are
+checked against the tool's JSON Schema by `dsc.compiler.toolschema`). The action syntax itself
+(how `Action: tool[arg]` and `Action Input:` are written and read) is the grammar in
+`dsc.compiler.dialects.react`, shared with the `react` format and the agent loop.
 
 The text before `Action:` is kept verbatim as the message content, and an observation turn
 `Observation: X` becomes a tool message with content `X`, so converting back gives the same
@@ -12,7 +13,6 @@ the round trip exact.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,8 @@ from dsc.compiler.dialects.react import (  # noqa: F401  (the grammar, re-export
     schema_types,
     thought_text,
 )
-from dsc.compiler.record import BadRow, canonical_json
+from dsc.compiler import toolschema
+from dsc.compiler.record import BadRow, compact_json
 
 from .common import Strict, one_line
 
@@ -54,6 +55,10 @@ class ToolDef(Strict):
         if p.get("type", "object") != "object" or not isinstance(p.get("properties", {}), Mapping):
             raise ValueError(f"tool '{self.name}': `parameters` must be a JSON schema of type object "
                              "with `properties`")
+        try:
+            toolschema.validator(p)
+        except toolschema.InvalidSchema as e:
+            raise ValueError(f"tool '{self.name}': `parameters` is {e}") from None
         return self
 
     def openai(self) -> dict[str, Any]:
@@ -119,9 +124,9 @@ ToolsField = list[dict[str, Any]] | str | None
 def parse_arguments(tool: ToolDef, arg: str, syntax: Syntax, where: str) -> dict[str, Any]:
     """The argument text of an action → the tool's arguments, checked against its schema."""
     args = arguments_from_text(tool, tool.name, arg, syntax, where)
-    problems = validate_schema(args, tool.parameters)
-    if problems:
-        raise BadRow(f"{where}: arguments of '{tool.name}' do not match its schema: {problems[0]}")
+    problem = toolschema.problem(args, tool.parameters)
+    if problem is not None:
+        raise BadRow(f"{where}: arguments of '{tool.name}' do not match its schema: {problem}")
     return args
 
 
@@ -131,68 +136,4 @@ def format_arguments(tool: ToolDef | None, args: dict[str, Any], syntax: Syntax)
 
 
 def arguments_json(args: dict[str, Any]) -> str:
-    return canonical_json(args)
-
-
-# ---------------------------------------------------------------------------------------------
-# A small JSON-schema check (the keywords tool specs use)
-# ---------------------------------------------------------------------------------------------
-
-_TYPE_CHECKS = {
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "null": lambda v: v is None,
-}
-
-
-def validate_schema(value: Any, schema: Mapping[str, Any], path: str = "") -> list[str]:
-    """Problems of `value` against `schema` (type, enum, const, properties, required,
-    additionalProperties, items, minimum/maximum, minLength/maxLength, pattern, min/maxItems).
-    Other keywords are not checked."""
-    where = path or "arguments"
-    out: list[str] = []
-    types = schema_types(schema)
-    if types and not any(_TYPE_CHECKS.get(t, lambda v: True)(value) for t in types):
-        return [f"{where} should be {' or '.join(types)}, got {json.dumps(value, ensure_ascii=False)[:60]}"]
-    if "enum" in schema and value not in schema["enum"]:
-        out.append(f"{where} should be one of {schema['enum']}, got {value!r}")
-    if "const" in schema and value != schema["const"]:
-        out.append(f"{where} should be {schema['const']!r}")
-    if isinstance(value, dict):
-        props = schema.get("properties", {})
-        for req in schema.get("required", []):
-            if req not in value:
-                out.append(f"{where}: missing required '{req}'")
-        for k, v in value.items():
-            sub = f"{path}.{k}" if path else k
-            if k in props:
-                out.extend(validate_schema(v, props[k], sub))
-            elif schema.get("additionalProperties") is False:
-                out.append(f"{where}: unexpected '{k}'")
-            elif isinstance(schema.get("additionalProperties"), Mapping):
-                out.extend(validate_schema(v, schema["additionalProperties"], sub))
-    if isinstance(value, list):
-        if "items" in schema and isinstance(schema["items"], Mapping):
-            for i, v in enumerate(value):
-                out.extend(validate_schema(v, schema["items"], f"{where}[{i}]"))
-        if "minItems" in schema and len(value) < schema["minItems"]:
-            out.append(f"{where}: fewer than {schema['minItems']} items")
-        if "maxItems" in schema and len(value) > schema["maxItems"]:
-            out.append(f"{where}: more than {schema['maxItems']} items")
-    if isinstance(value, str):
-        if "minLength" in schema and len(value) < schema["minLength"]:
-            out.append(f"{where}: shorter than {schema['minLength']}")
-        if "maxLength" in schema and len(value) > schema["maxLength"]:
-            out.append(f"{where}: longer than {schema['maxLength']}")
-        if "pattern" in schema and not re.search(schema["pattern"], value):
-            out.append(f"{where}: does not match {schema['pattern']!r}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if "minimum" in schema and value < schema["minimum"]:
-            out.append(f"{where}: below {schema['minimum']}")
-        if "maximum" in schema and value > schema["maximum"]:
-            out.append(f"{where}: above {schema['maximum']}")
-    return out
+    return compact_json(args)
