@@ -17,13 +17,13 @@ exactly a span taken out of the mask.
 from __future__ import annotations
 
 import re
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Part = Literal["thought", "action", "action_input", "observation", "final_answer"]
-PARTS: tuple[str, ...] = ("thought", "action", "action_input", "observation", "final_answer")
+PARTS: tuple[str, ...] = get_args(Part)
 
 
 class WeightRule(BaseModel):

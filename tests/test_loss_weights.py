@@ -189,8 +189,8 @@ WEIGHTS_BLOCK = ("loss:\n  mode: assistant\n  weights:\n    - {part: thought, we
                  "    - {part: action_input, weight: 2}\n    - {pattern: 'finish\\[', weight: 0}\n")
 
 
-def _project(root: Path, extra: str) -> Path:
-    spec = make_project(root, rows=12, extra=extra)
+def _project(root: Path, extra: str, rows: int = 12) -> Path:
+    spec = make_project(root, rows=rows, extra=extra)
     spec.write_text(spec.read_text().replace("loss: assistant\n", ""))
     return spec
 
@@ -247,7 +247,7 @@ def test_weighted_artifact_columns_and_card(tmp_path, tiny_model_dir):
 
 
 def test_weighted_build_is_deterministic_across_workers(tmp_path, tiny_model_dir):
-    spec = _project(tmp_path / "p", WEIGHTS_BLOCK + tokenize_block(tiny_model_dir))
+    spec = _project(tmp_path / "p", WEIGHTS_BLOCK + tokenize_block(tiny_model_dir), rows=6)
     a = build(spec, tmp_path / "a", workers=1)
     b = build(spec, tmp_path / "b", workers=2)
     assert a.manifest["version"] == b.manifest["version"]
