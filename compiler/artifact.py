@@ -59,7 +59,13 @@ META_TYPE = pa.struct([
 ])
 
 
-def row_schema(tokenized: bool) -> pa.Schema:
+# `loss_weights`: the weighted pieces of `loss_spans` (a spec with `loss.weights` only): sorted,
+# non-overlapping, covering the loss spans exactly; `weights`: per token, float32, 0 where labels
+# are -100 (tokenised artifacts of such a spec).
+WEIGHTED_SPAN_TYPE = pa.struct([("start", pa.int64()), ("end", pa.int64()), ("weight", pa.float32())])
+
+
+def row_schema(tokenized: bool, weighted: bool = False) -> pa.Schema:
     fields = [
         ("id", pa.string()),
         ("group", pa.string()),
@@ -69,8 +75,12 @@ def row_schema(tokenized: bool) -> pa.Schema:
         ("text", pa.string()),
         ("loss_spans", pa.list_(pa.list_(pa.int64()))),
     ]
+    if weighted:
+        fields.append(("loss_weights", pa.list_(WEIGHTED_SPAN_TYPE)))
     if tokenized:
         fields += [("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32()))]
+        if weighted:
+            fields.append(("weights", pa.list_(pa.float32())))
     return pa.schema(fields)
 
 
@@ -88,12 +98,13 @@ def shard_names(split: str, n_rows: int, shard_rows: int) -> list[str]:
 
 
 def write_split(out: Path, split: str, rows: Iterable[dict[str, Any]] | Iterable[pa.Table | pa.RecordBatch],
-                n_rows: int, *, tokenized: bool, shard_rows: int, row_group_rows: int) -> list[str]:
+                n_rows: int, *, tokenized: bool, shard_rows: int, row_group_rows: int,
+                weighted: bool = False) -> list[str]:
     """Write one split's rows (already in their final order) as parquet shards; returns relative paths.
 
     `rows`: row dicts, or Arrow tables / record batches of rows in the row schema (the build
     streams these, a row group at a time)."""
-    schema = row_schema(tokenized)
+    schema = row_schema(tokenized, weighted)
     names = shard_names(split, n_rows, shard_rows)
     take = _row_taker(iter(rows), schema)
     for name in names:

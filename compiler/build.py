@@ -45,7 +45,7 @@ from dsc.compiler import mix as selection_stage
 from dsc.compiler.mix import KeyTable, RowClass, Rows, copy_of, dedup_hash, hash_prefixes, iter_ids, row_groups
 from dsc.compiler.plugins import manifest_plugins
 from dsc.compiler.record import BadRow, Conversation, canonical_json
-from dsc.compiler.render import apply_special_token_policy, render
+from dsc.compiler.render import apply_special_token_policy, is_weighted, render
 from dsc.compiler.rowfiles import (
     IPC_OPTIONS,
     ArrowFile,
@@ -100,6 +100,11 @@ class BuildContext:
     template: ChatTemplate
     tokenizer: Any = None  # dsc.compiler.tokenize.RowTokenizer when the spec tokenises
     transforms: Transforms | None = None  # label/assemble/convert/... (None: the spec uses none)
+
+    @property
+    def weighted(self) -> bool:
+        """The spec has loss weight rules: rows get `loss_weights` (and `weights` when tokenised)."""
+        return is_weighted(self.spec)
 
 
 @dataclass
@@ -197,8 +202,8 @@ def _render_batch(rows: np.ndarray, convs: list[Conversation]) -> pa.RecordBatch
     ctx = _CTX
     assert ctx is not None
     n = len(convs)
-    col: dict[str, Any] = {k: [None] * n for k in ("reason", "n_tokens", "text", "loss_spans", "messages",
-                                                     "input_ids", "labels")}
+    col: dict[str, Any] = {k: [None] * n for k in ("reason", "n_tokens", "text", "loss_spans", "loss_weights",
+                                                     "messages", "input_ids", "labels", "weights")}
     status = np.full(n, RenderStatus.OK, np.int8)
     span_chars, sup_tokens, truncated = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, bool)
     special: list[list[str]] = [[] for _ in range(n)]
@@ -215,6 +220,8 @@ def _render_batch(rows: np.ndarray, convs: list[Conversation]) -> pa.RecordBatch
             col["messages"][i] = [m.to_dict() for m in shown.messages]
         col["text"][i] = r.text
         col["loss_spans"][i] = [[a, b] for a, b in r.spans]
+        if r.weights is not None:
+            col["loss_weights"][i] = [w._asdict() for w in r.weights]
         span_chars[i] = sum(b - a for a, b in r.spans)
         special[i] = found
         rendered.append(r)
@@ -234,7 +241,9 @@ def _render_batch(rows: np.ndarray, convs: list[Conversation]) -> pa.RecordBatch
             for k in np.flatnonzero(enc.too_long).tolist():
                 col["n_tokens"][at[k]] = int(enc.n_tokens[k])
         col["input_ids"], col["labels"] = enc.arrow_columns(at=pos, length=n)
-    schema = rendered_schema(ctx.tokenizer is not None)
+        if ctx.weighted:
+            col["weights"] = enc.arrow_weights(at=pos, length=n)
+    schema = rendered_schema(ctx.tokenizer is not None, ctx.weighted)
     data = {"row": rows, "status": status, "span_chars": span_chars, "sup_tokens": sup_tokens,
             "truncated": truncated, "special": special, **col}
     return pa.RecordBatch.from_arrays([pa.array(data[f.name], f.type) if not isinstance(data[f.name], pa.Array)
@@ -250,7 +259,8 @@ def _finish_chunk(task: RenderTask) -> str:
 
     assert _CTX is not None
     with ArrowFile(task.segment, batch_rows=task.batch_rows) as segment:
-        return str(write_part(Path(task.parts_dir), rendered_schema(_CTX.tokenizer is not None), batches()))
+        return str(write_part(Path(task.parts_dir), rendered_schema(_CTX.tokenizer is not None, _CTX.weighted),
+                              batches()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -829,7 +839,8 @@ def _build_loaded(loaded: LoadedSpec, out_dir: str | Path | None, *, workers: in
 
         progress.start("write artifact")
         layout = _Layout(tally.split_rows, spec.output.shard_rows, spec.output.row_group_rows)
-        with art.staged_directory(out) as tmp, _Spill(store.tmp, layout, tokenizer is not None) as spill:
+        with art.staged_directory(out) as tmp, _Spill(store.tmp, layout, tokenizer is not None,
+                                                                  is_weighted(spec)) as spill:
             _distribute(spill, layout, chosen, rendered)
             # Past this point only counts are needed: the keys and per-row arrays go.
             selection_report = chosen.selection.report
@@ -843,7 +854,8 @@ def _build_loaded(loaded: LoadedSpec, out_dir: str | Path | None, *, workers: in
                 stats.start_split(name)
             for name, n_rows in tally.written.items():
                 names_ = art.write_split(tmp, name, _counted(spill.tables(name), stats, name), n_rows,
-                                         tokenized=tokenizer is not None, shard_rows=spec.output.shard_rows,
+                                         tokenized=tokenizer is not None, weighted=is_weighted(spec),
+                                         shard_rows=spec.output.shard_rows,
                                          row_group_rows=spec.output.row_group_rows)
                 for n in names_:
                     files[n] = art.sha256_file(tmp / n)
@@ -940,11 +952,11 @@ class _Spill:
     then read back a file at a time in order: an external distribution sort, so that writing in
     output order never reads the segments out of order."""
 
-    def __init__(self, tmp_root: Path, layout: _Layout, tokenized: bool):
+    def __init__(self, tmp_root: Path, layout: _Layout, tokenized: bool, weighted: bool):
         import tempfile
 
         self.layout = layout
-        self.schema = art.row_schema(tokenized)
+        self.schema = art.row_schema(tokenized, weighted)
         self.dir = Path(tempfile.mkdtemp(prefix="spill-", dir=tmp_root))
         self._writers: dict[int, tuple[Any, Any]] = {}
         self._pending: list[pa.Table] = []  # rows added but not yet distributed

@@ -41,6 +41,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +135,7 @@ def _rendering(spec: Any, template: Any, tokenizer: Any) -> dict[str, Any]:
     """What rendering and tokenising read, besides the rows."""
     return {
         "template": {"ref": spec.template, "sha256": template.sha256},
-        "loss": spec.loss.value,
+        "loss": spec.loss.value if isinstance(spec.loss, Enum) else spec.loss.model_dump(mode="json"),
         "special_tokens": spec.special_tokens.value,
         "tokenize": spec.tokenize.model_dump(mode="json") if spec.tokenize is not None else None,
         "tokenizer": tokenizer.sha256 if tokenizer is not None else None,

@@ -73,6 +73,26 @@ def _length_section(stats: ArtifactStats) -> list[str]:
             f"![row lengths]({LENGTH_CHART})"]
 
 
+def _weights_section(stats: ArtifactStats, spec: dict[str, Any]) -> list[str]:
+    """Supervised tokens (chars) by loss weight, per split, and their weighted sum."""
+    if not stats.by_weight:
+        return []
+    splits = sorted(stats.by_weight, key=split_sort_key)
+    weights = sorted({w for per in stats.by_weight.values() for w in per})
+    rows = [[f"{w:g}", *[stats.by_weight[s].get(w, 0) for s in splits]] for w in weights]
+    rows.append(["weighted sum", *[f"{sum(w * n for w, n in stats.by_weight[s].items()):g}" for s in splits]])
+    rules = "; ".join(f"{'`' + r['pattern'] + '`' if r.get('pattern') is not None else r['part']} → {r['weight']:g}"
+                      for r in spec["loss"]["weights"])
+    return ["## Loss weights",
+            f"Supervised {stats.unit} by their loss weight (rules in order, a later rule wins: {rules}; "
+            f"1 elsewhere in the supervised text). `dsc train` minimises sum(weight × token loss) / sum(weight).",
+            _table(["weight", *splits], rows)]
+
+
+def _loss_text(loss: Any) -> str:
+    return f"`{loss}`" if isinstance(loss, str) else f"`{loss['mode']}` with loss weights (below)"
+
+
 def card_text(manifest: dict[str, Any], stats: ArtifactStats | None = None) -> str:
     """The card's markdown; the mix and length sections need `stats` (from the written rows)."""
     counts = manifest["counts"]
@@ -106,12 +126,13 @@ def card_text(manifest: dict[str, Any], stats: ArtifactStats | None = None) -> s
     if stats is not None:
         parts += _mix_section(stats, "train" if "train" in stats.splits else splits[0])
         parts += _length_section(stats)
+        parts += _weights_section(stats, spec)
     parts += [
         "## Rendering",
         "\n".join([
             f"- chat template: `{manifest['template']['ref']}` (sha256 `{manifest['template']['sha256']}`,"
             f" copied to `{TEMPLATE_FILE}`)",
-            f"- loss: `{spec['loss']}`; supervised characters per split: {counts['supervised_chars']}",
+            f"- loss: {_loss_text(spec['loss'])}; supervised characters per split: {counts['supervised_chars']}",
             (f"- tokenizer: `{tok['ref']}` (sha256 `{tok['sha256']}`), supervised tokens per split: "
              f"{counts['supervised_tokens']}" if tok else "- not tokenised (text + character loss spans)"),
         ]),

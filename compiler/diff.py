@@ -33,7 +33,8 @@ from dsc.compiler.inspection import (DIMENSIONS, LFS_POINTER_PREFIX, Artifact, A
 from dsc.compiler.record import canonical_json
 
 # Columns compared for "changed"; `meta` without its provenance.
-ROW_FIELDS = ("group", "messages", "tools", "meta", "text", "loss_spans", "input_ids", "labels")
+ROW_FIELDS = ("group", "messages", "tools", "meta", "text", "loss_spans", "loss_weights", "input_ids", "labels",
+              "weights")
 
 
 @dataclass

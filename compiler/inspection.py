@@ -139,6 +139,9 @@ class ArtifactStats:
     by: dict[str, dict[str, dict[str, Tally]]] = field(default_factory=dict)
     # split → per-row length, in tokens when tokenised, else in characters
     lengths: dict[str, list[int]] = field(default_factory=dict)
+    # split → loss weight → supervised tokens (chars when not tokenised) of that weight; only for
+    # artifacts with loss weights
+    by_weight: dict[str, dict[float, int]] = field(default_factory=dict)
 
     @property
     def unit(self) -> str:
@@ -160,6 +163,11 @@ class ArtifactStats:
         chars, tokens = m["supervised_chars"], m["supervised_tokens"]
         self.splits[split].add(batch.num_rows, int(chars.sum()), int(tokens.sum()))
         self.lengths[split].extend((m["tokens"] if self.tokenised else m["chars"]).tolist())
+        weighted = weight_counts(batch, self.tokenised)
+        if weighted is not None:
+            per_weight = self.by_weight.setdefault(split, {})
+            for w, n in weighted.items():
+                per_weight[w] = per_weight.get(w, 0) + n
         for dim in DIMENSIONS:
             per = self.by.setdefault(dim, {}).setdefault(split, {})
             keys, first, which = np.unique(np.asarray(meta_keys(batch, dim), dtype=object), return_index=True,
@@ -181,6 +189,25 @@ class ArtifactStats:
             "by": {d: {s: {k: t.to_dict() for k, t in sorted(keys.items())} for s, keys in splits.items()}
                    for d, splits in self.by.items()},
         }
+
+
+def weight_counts(batch: pa.RecordBatch, tokenised: bool) -> dict[float, int] | None:
+    """Supervised tokens (`weights` where labels are not -100) or, untokenised, supervised
+    characters (`loss_weights` pieces) per loss weight; None for an unweighted artifact."""
+    names = batch.schema.names
+    if tokenised and "weights" in names:
+        weights = np.asarray(pc.list_flatten(batch.column("weights")).to_numpy(zero_copy_only=False))
+        labels = np.asarray(pc.list_flatten(batch.column("labels")).to_numpy(zero_copy_only=False))
+        values, counts = np.unique(weights[labels != IGNORE_INDEX], return_counts=True)
+        return {float(v): int(c) for v, c in zip(values, counts)}
+    if "loss_weights" in names:
+        pieces = pc.list_flatten(batch.column("loss_weights"))
+        start, end, weight = (np.asarray(pc.struct_field(pieces, k).to_numpy(zero_copy_only=False))
+                              for k in ("start", "end", "weight"))
+        values, which = np.unique(weight, return_inverse=True)
+        sizes = np.bincount(which, weights=end - start, minlength=len(values))
+        return {float(v): int(c) for v, c in zip(values, sizes)}
+    return None
 
 
 def _list_sums(arr: pa.ChunkedArray | pa.Array, n: int, predicate) -> np.ndarray:

@@ -20,7 +20,8 @@ A supervised non-assistant message (per-message, loss=True) is located by its co
 assistant spans around it, in message order; then anywhere in the text (a template may move it,
 as Mistral moves the system message into the last user turn).
 
-Loss policies choose among those spans; `all` supervises the whole text.
+Loss policies choose among those spans; `all` supervises the whole text. A `LossSpec` adds
+per-span weights on top of them (dsc.compiler.weights): `Rendered.weights`.
 """
 from __future__ import annotations
 
@@ -30,8 +31,11 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from dsc.compiler.record import BadRow, Conversation, Message
 from dsc.compiler.templating import ChatTemplate, TemplateRenderError
+from dsc.compiler.weights import WeightedSpan, WeightRule, weigh
 
 
 class LossPolicy(str, Enum):
@@ -39,6 +43,31 @@ class LossPolicy(str, Enum):
     all = "all"  # the whole text (FireAct's train_on_inputs=True)
     last = "last"  # the last assistant turn only (nothing when that turn says loss=False)
     per_message = "per-message"  # each message's `loss` flag; None → assistant True, others False
+
+
+class LossSpec(BaseModel):
+    """`loss:` as a mapping: the mask (`mode`, as the string form) and per-span `weights` on top."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: LossPolicy = Field(LossPolicy.assistant, description="which text is supervised (as `loss: <mode>`)")
+    weights: list[WeightRule] = Field(default_factory=list, description=(
+        "per-span loss weights over the supervised text, applied in order (a later rule wins): "
+        "{pattern: <regex> | part: thought|action|action_input|observation|final_answer, weight: w}"))
+
+
+def loss_mode(loss: "LossPolicy | LossSpec | str") -> LossPolicy:
+    return loss.mode if isinstance(loss, LossSpec) else LossPolicy(loss)
+
+
+def loss_weight_rules(loss: "LossPolicy | LossSpec | str | None") -> list[WeightRule]:
+    """The spec's weight rules; empty for the string form (an unweighted artifact)."""
+    return list(loss.weights) if isinstance(loss, LossSpec) else []
+
+
+def is_weighted(spec: Any) -> bool:
+    """Whether a spec's artifact carries loss weights (`loss: {weights: [...]}` with rules)."""
+    return bool(loss_weight_rules(getattr(spec, "loss", None)))
 
 
 class SpecialTokenPolicy(str, Enum):
@@ -51,6 +80,8 @@ class SpecialTokenPolicy(str, Enum):
 class Rendered:
     text: str
     spans: list[tuple[int, int]]  # sorted, merged, non-empty, half-open supervised spans of `text`
+    # With weight rules: pieces covering `spans` exactly, each with its loss weight (else None).
+    weights: list[WeightedSpan] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,8 +89,9 @@ class Rendered:
 # ---------------------------------------------------------------------------------------------
 
 
-def render(conv: Conversation, template: ChatTemplate, loss: LossPolicy | str) -> Rendered:
-    loss = LossPolicy(loss)
+def render(conv: Conversation, template: ChatTemplate, loss: LossPolicy | LossSpec | str) -> Rendered:
+    rules = loss_weight_rules(loss)
+    loss = loss_mode(loss)
     messages = conv.template_messages()
     try:
         text, blocks = template.render(messages, tools=conv.tools, add_generation_prompt=False)
@@ -94,7 +126,7 @@ def render(conv: Conversation, template: ChatTemplate, loss: LossPolicy | str) -
     if not merged:
         raise BadRow(f"nothing supervised: loss policy '{loss.value}' selects no text in this conversation "
                      f"({_role_summary(conv.messages)})")
-    return Rendered(text, merged)
+    return Rendered(text, merged, weigh(text, merged, rules) if rules else None)
 
 
 def render_prompt(messages: list[dict[str, Any]], template: ChatTemplate, tools: list[dict[str, Any]] | None = None,

@@ -59,8 +59,8 @@ KEYS_SCHEMA = pa.schema([
 ])
 
 
-def rendered_schema(tokenized: bool) -> pa.Schema:
-    base = art.row_schema(tokenized)
+def rendered_schema(tokenized: bool, weighted: bool = False) -> pa.Schema:
+    base = art.row_schema(tokenized, weighted)
     fields = [
         pa.field("row", pa.int64()),
         pa.field("status", pa.int8()),  # RenderStatus
@@ -73,8 +73,12 @@ def rendered_schema(tokenized: bool) -> pa.Schema:
         pa.field("special", pa.list_(pa.string())),
         pa.field("messages", base.field("messages").type),  # escaped contents; null when unchanged
     ]
+    if weighted:
+        fields.append(base.field("loss_weights"))
     if tokenized:
         fields += [base.field("input_ids"), base.field("labels")]
+        if weighted:
+            fields.append(base.field("weights"))
     return pa.schema(fields)
 
 

@@ -11,9 +11,9 @@ import types
 import typing
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Literal, Union
+from typing import Annotated, Any, Iterator, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_serializer, model_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
@@ -21,7 +21,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from dsc.compiler.errors import SpecError, allowed_list, did_you_mean
 from dsc.compiler.plugins import LoadedPlugin, PluginImportError, import_plugin
 from dsc.compiler.registry import DuplicateNameError
-from dsc.compiler.render import LossPolicy, SpecialTokenPolicy
+from dsc.compiler.render import LossPolicy, LossSpec, SpecialTokenPolicy
 from dsc.compiler.sources import SourceSpec
 from dsc.compiler.tokenize import TokenizeSpec
 from dsc.compiler.mix import MixBucket
@@ -35,6 +35,13 @@ from dsc.compiler.transforms.label import LabelSpec
 from dsc.compiler.transforms.negatives import NegativeRule
 
 SPEC_FORMAT_VERSION = 1
+
+# `loss:` is a mode string or a mapping; the mapping is validated as LossSpec alone, so its errors
+# name its own keys. (The tags are the YAML kinds, which the error locator drops from paths.)
+LossField = Annotated[
+    Union[Annotated[LossPolicy, Tag("str")], Annotated[LossSpec, Tag("dict")]],
+    Discriminator(lambda v: "dict" if isinstance(v, (dict, LossSpec)) else "str"),
+]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
@@ -97,7 +104,8 @@ class Spec(Strict):
         "1%", validate_default=True, description="quarantined rows allowed before the build fails: count, fraction or 'N%'"
     )
     template: str = Field("chatml", description="built-in name, a .jinja file, or tokenizer:<dir>")
-    loss: LossPolicy = LossPolicy.assistant
+    loss: LossField = Field(LossPolicy.assistant, description=(
+        "a mode (assistant, all, last, per-message) or {mode, weights: [{pattern | part, weight}]}"))
     special_tokens: SpecialTokenPolicy = SpecialTokenPolicy.warn
     tokenize: TokenizeSpec | None = None
     split: SplitSpec = SplitSpec()

@@ -44,6 +44,7 @@ from dsc.compiler.segments import (SegmentCache, Splitter, TokenBatch, encode_se
 from dsc.compiler.templating import ChatTemplate, resolve_tokenizer_file
 from dsc.compiler.token_bytes import (byte_offsets, plan_byte_lengths, row_byte_lengths, spans_to_bytes,
                                       utf8_lengths)
+from dsc.compiler.weights import token_weights
 from dsc.compiler.words import WordEncoder, plan_words
 
 IGNORE_INDEX = -100
@@ -85,6 +86,7 @@ class EncodedBatch:
     n_supervised: np.ndarray  # int64 per row (0 for a dropped row)
     too_long: np.ndarray  # bool per row: more than max_length tokens (whatever overflow says)
     n_tokens: np.ndarray  # int64 per row: its length before any truncation
+    weights: np.ndarray | None = None  # float32 per token when the rows carry loss weights (0: not supervised)
 
     def __len__(self) -> int:
         return len(self.dropped)
@@ -109,6 +111,24 @@ class EncodedBatch:
         render batch where some rows failed before tokenisation."""
         import pyarrow as pa
 
+        offsets_a, mask = self._list_layout(at, length)
+        ids = pa.ListArray.from_arrays(offsets_a, pa.array(self.input_ids, type=pa.int32()), mask=mask)
+        labels = pa.ListArray.from_arrays(offsets_a, pa.array(self.labels, type=pa.int32()), mask=mask)
+        return ids, labels
+
+    def arrow_weights(self, at: np.ndarray | None = None, length: int | None = None) -> Any:
+        """The per-token loss weights as an Arrow list<float32> array, laid out as `arrow_columns`."""
+        import pyarrow as pa
+
+        if self.weights is None:
+            raise ValueError("these rows carry no loss weights")
+        offsets_a, mask = self._list_layout(at, length)
+        return pa.ListArray.from_arrays(offsets_a, pa.array(self.weights, type=pa.float32()), mask=mask)
+
+    def _list_layout(self, at: np.ndarray | None, length: int | None) -> tuple[Any, Any]:
+        """(offsets, null mask) of the per-row lists (see `arrow_columns`)."""
+        import pyarrow as pa
+
         lengths = np.diff(self.splits)
         if at is None:
             valid = ~self.dropped
@@ -129,10 +149,7 @@ class EncodedBatch:
         np.cumsum(lengths, out=offsets[1:])
         if offsets[-1] >= 2**31:
             raise ValueError("more than 2**31 tokens in one batch: split it")
-        offsets_a = pa.array(offsets.astype(np.int32))
-        ids = pa.ListArray.from_arrays(offsets_a, pa.array(self.input_ids, type=pa.int32()), mask=mask)
-        labels = pa.ListArray.from_arrays(offsets_a, pa.array(self.labels, type=pa.int32()), mask=mask)
-        return ids, labels
+        return pa.array(offsets.astype(np.int32)), mask
 
 
 @dataclass
@@ -292,6 +309,9 @@ class RowTokenizer:
         offsets = batch.offsets + np.repeat(bases, lengths)[:, None]
         mask = supervised_mask(offsets, spans)
         labels = np.where(mask, ids, IGNORE_INDEX).astype(np.int32)
+        weights = None
+        if any(r.weights is not None for r in rows):
+            weights = self._token_weights(rows, offsets, bases, in_bytes)
 
         too_long = (lengths > self.max_length) if self.max_length is not None else np.zeros(n_rows, dtype=bool)
         if self.overflow == "error" and too_long.any() and raise_too_long:
@@ -309,6 +329,7 @@ class RowTokenizer:
             position = np.arange(len(ids), dtype=np.int64) - np.repeat(splits[:-1], lengths)
             keep = position < np.repeat(kept_lengths, lengths)
             ids, labels, mask = ids[keep], labels[keep], mask[keep]
+            weights = weights[keep] if weights is not None else None
         out_splits = np.zeros(n_rows + 1, dtype=np.int64)
         np.cumsum(kept_lengths, out=out_splits[1:])
         cum = np.zeros(len(mask) + 1, dtype=np.int64)
@@ -319,7 +340,19 @@ class RowTokenizer:
         self.stats.dropped_too_long += int(dropped.sum()) if self.overflow == "drop" else 0
         self.stats.truncated += int(truncated.sum())
         self.stats.unsupervised_after_truncation += int((truncated & (n_supervised == 0)).sum())
-        return EncodedBatch(ids, labels, out_splits, dropped, truncated, n_supervised, too_long, lengths)
+        return EncodedBatch(ids, labels, out_splits, dropped, truncated, n_supervised, too_long, lengths, weights)
+
+    @staticmethod
+    def _token_weights(rows: list[Rendered], offsets: np.ndarray, bases: np.ndarray, in_bytes: bool) -> np.ndarray:
+        """Per token of the batch (rows laid end to end as in `encode_arrays`): its loss weight."""
+        pieces = [r.weights or [] for r in rows]
+        counts = [len(p) for p in pieces]
+        bounds = ([spans_to_bytes(r.text, [(w.start, w.end) for w in p]) for r, p in zip(rows, pieces)] if in_bytes
+                  else [[(w.start, w.end) for w in p] for p in pieces])
+        flat = np.array([x for b in bounds for s in b for x in s], dtype=np.int64).reshape(-1, 2)
+        flat = flat + np.repeat(bases, counts)[:, None]
+        values = np.array([w.weight for p in pieces for w in p], dtype=np.float32)
+        return token_weights(offsets, flat, values)
 
     def encode_batch(self, rows: list[Rendered]) -> list[Encoded | None]:
         """One Encoded per row; None for a row dropped as too long (overflow: drop).

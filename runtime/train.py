@@ -25,6 +25,7 @@ from dsc.compiler.errors import SpecError, allowed_list, did_you_mean
 from .artifact import Artifact, ArtifactError, load_artifact
 from .config import Layer, TrainConfig, copy_layer, override_layer, resolve, yaml_layer
 from .features import FeatureStats, PadCollator, build_features, packing_collator, tokenizer_sha256, use_stored_tokens
+from .loss import weighted_trainer_class
 from .modeling import (Device, ModelError, eos_ids_for, library_versions, load_tokenizer, pick_device,
                        peft_compat, pin_template, progress_enabled, quiet_libraries, read_json,
                        resolve_model_ref)
@@ -393,7 +394,7 @@ def _add_lora(net: Any, config: TrainConfig) -> Any:
 
 def _make_trainer(config: TrainConfig, device: Device, net: Any, tokenizer: Any, train_ds: Any, eval_ds: Any,
                   out_dir: Path, callbacks: Sequence[Any]) -> Any:
-    from transformers import SchedulerType, Trainer, TrainingArguments
+    from transformers import SchedulerType, TrainingArguments
 
     schedulers = [s.value for s in SchedulerType]
     if config.lr_scheduler not in schedulers:
@@ -432,7 +433,7 @@ def _make_trainer(config: TrainConfig, device: Device, net: Any, tokenizer: Any,
         include_num_input_tokens_seen="non_padding",
     )
     collator = packing_collator() if config.packing else PadCollator(tokenizer.pad_token_id)
-    trainer = Trainer(
+    trainer = weighted_trainer_class()(
         model=net,
         args=args,
         data_collator=collator,

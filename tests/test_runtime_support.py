@@ -105,7 +105,7 @@ def make_artifact(out: Path, *, n_train: int = 48, n_validation: int = 8, tokeni
             row.update(text=text, loss_spans=spans, input_ids=None, labels=None)
             if tok is not None:
                 use = spans if stored_labels == "spans" else spans[-1:]
-                (ids,), (labels,) = encode(tok, [text], [use])
+                (ids,), (labels,), _ = encode(tok, [text], [use])
                 row.update(input_ids=ids, labels=labels)
             rows.append(row)
         table = pa.Table.from_pylist(rows, schema=row_schema())

@@ -1,0 +1,159 @@
+"""Per-span loss weights: `loss: {mode: ..., weights: [{pattern | part, weight}]}`.
+
+Weights sit on top of the loss mask: the mode (`assistant`, `all`, ...) chooses the supervised
+characters as before, and the rules give those characters a weight (1.0 unless a rule says
+otherwise). A rule selects characters by a regular expression over the rendered text (`pattern`,
+Python `re` syntax; every match, its whole text) or by a part of a ReAct text (`part`, see
+`react_parts`). Rules apply in order and a later rule overrides an earlier one where they overlap;
+characters outside the mask are never weighted (a rule cannot add supervision).
+
+The result of a row is `WeightedSpan` pieces: sorted, non-overlapping, covering exactly the
+supervised spans, adjacent pieces of equal weight merged. A weight of 0 keeps a character in
+`loss_spans` but takes it out of the loss (see dsc.runtime.train for the normalisation).
+A token's weight is the largest weight among the pieces its characters overlap (`token_weights`),
+the same rule that makes a token supervised when any of its characters is: a weight-0 span is then
+exactly a span taken out of the mask.
+"""
+from __future__ import annotations
+
+import re
+from typing import Literal, NamedTuple, get_args
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Part = Literal["thought", "action", "action_input", "observation", "final_answer"]
+PARTS: tuple[str, ...] = get_args(Part)
+
+
+class WeightRule(BaseModel):
+    """One rule of `loss.weights`: `pattern` (a regex) or `part` (a ReAct part), and its weight."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pattern: str | None = Field(None, description="a regular expression over the rendered text (Python re)")
+    part: Part | None = Field(None, description="a part of a ReAct text: " + ", ".join(PARTS))
+    weight: float = Field(ge=0.0, allow_inf_nan=False,
+                          description="the loss weight of the selected supervised characters (a finite number >= 0)")
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            if not v:
+                raise ValueError("must be a non-empty regular expression")
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise ValueError(f"is not a valid regular expression: {e}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> "WeightRule":
+        if (self.pattern is None) == (self.part is None):
+            raise ValueError("a weight rule needs exactly one of 'pattern' (a regex) or 'part' "
+                             f"({', '.join(PARTS)}), and 'weight'")
+        return self
+
+
+class WeightedSpan(NamedTuple):
+    start: int
+    end: int
+    weight: float
+
+
+# ---------------------------------------------------------------------------------------------
+# ReAct parts
+# ---------------------------------------------------------------------------------------------
+
+# A step label starts a line: `Thought:`, `Thought 2:`, `Action:`, `Action Input:`, `Observation 1:`,
+# `Final Answer:`. (The step grammar belongs with the ReAct dialect, dsc.compiler.dialects.react,
+# once that exists; this is the only place here that reads it.)
+_LABEL = re.compile(r"^[ \t]*(?P<label>Thought|Action Input|Action|Observation|Final Answer)(?: \d+)?:",
+                    re.MULTILINE)
+_LABEL_PART = {"Thought": "thought", "Action": "action", "Action Input": "action_input",
+               "Observation": "observation", "Final Answer": "final_answer"}
+# `Action: name[argument]` (FireAct, NAT): the argument in brackets is the action's input.
+_BRACKET_ARGUMENT = re.compile(r"Action(?: \d+)?:[ \t]*[A-Za-z_][\w.-]*\[(?P<arg>.*)\]", re.DOTALL)
+
+
+def react_parts(text: str, start: int = 0, end: int | None = None) -> list[tuple[str, int, int]]:
+    """The ReAct parts of text[start:end] as (part, a, b) character ranges, in order.
+
+    A part runs from its label (the label included) to the next label or to `end`, so text after
+    the last step (an end-of-turn token) goes with the last part; text before the first label is
+    no part. In `Action: name[argument]` the argument between the brackets is `action_input` and
+    the rest `action`; in the `Action: name` / `Action Input: {json}` syntax each line is its own
+    part."""
+    end = len(text) if end is None else end
+    region = text[start:end]  # searched on its own: a span may start mid-line (`[/INST] Thought: ...`)
+    labels = [(start + m.start("label"), _LABEL_PART[m.group("label")]) for m in _LABEL.finditer(region)]
+    out: list[tuple[str, int, int]] = []
+    for (a, part), nxt in zip(labels, [*(s for s, _ in labels[1:]), end]):
+        m = _BRACKET_ARGUMENT.match(text, a, nxt) if part == "action" else None
+        if m is not None:
+            out += [("action", a, m.start("arg")), ("action_input", m.start("arg"), m.end("arg")),
+                    ("action", m.end("arg"), nxt)]
+        else:
+            out.append((part, a, nxt))
+    return [p for p in out if p[2] > p[1]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Weighting a rendered row
+# ---------------------------------------------------------------------------------------------
+
+
+def _selected(text: str, spans: list[tuple[int, int]], rule: WeightRule) -> list[tuple[int, int]]:
+    if rule.pattern is not None:
+        return [(m.start(), m.end()) for m in re.finditer(rule.pattern, text) if m.end() > m.start()]
+    return [(a, b) for a0, b0 in spans for part, a, b in react_parts(text, a0, b0) if part == rule.part]
+
+
+def weigh(text: str, spans: list[tuple[int, int]], rules: list[WeightRule]) -> list[WeightedSpan]:
+    """The weighted pieces of a row's supervised spans (see the module doc)."""
+    if not spans:
+        return []
+    # Boundaries: span edges and every selected range's edges inside a span; each elementary
+    # interval between two boundaries has one weight.
+    cuts = {x for s in spans for x in s}
+    selections = [(rule.weight, _selected(text, spans, rule)) for rule in rules]
+    for _, ranges in selections:
+        cuts.update(x for r in ranges for x in r)
+    points = np.array(sorted(cuts), dtype=np.int64)
+    weight = np.ones(len(points) - 1, dtype=np.float64)
+    sp = np.asarray(spans, dtype=np.int64)
+    mids = points[:-1]
+    k = np.searchsorted(sp[:, 1], mids, side="right")
+    inside = (k < len(sp)) & (sp[np.minimum(k, len(sp) - 1), 0] <= mids)
+    for w, ranges in selections:
+        for a, b in ranges:
+            weight[np.searchsorted(points, a):np.searchsorted(points, b)] = w
+    out: list[WeightedSpan] = []
+    w32 = weight.astype(np.float32)  # as stored
+    for i in np.flatnonzero(inside).tolist():
+        a, b, w = int(points[i]), int(points[i + 1]), float(w32[i])
+        if out and out[-1].end == a and out[-1].weight == w:
+            out[-1] = WeightedSpan(out[-1].start, b, w)
+        else:
+            out.append(WeightedSpan(a, b, w))
+    return out
+
+
+def token_weights(offsets: np.ndarray, pieces: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """float32 per token: the largest weight of the pieces its [start, end) overlaps, 0 where it
+    overlaps none (a zero-width token covers the character at its position, as in
+    `supervised_mask`). `pieces` (n, 2) are sorted and non-overlapping."""
+    n = len(offsets)
+    out = np.zeros(n, dtype=np.float32)
+    if n == 0 or len(pieces) == 0:
+        return out
+    starts, ends = offsets[:, 0], np.maximum(offsets[:, 1], offsets[:, 0] + 1)
+    first = np.searchsorted(pieces[:, 1], starts, side="right")  # first piece ending after the start
+    last = np.searchsorted(pieces[:, 0], ends, side="left") - 1  # last piece starting before the end
+    hit = first <= last
+    single = hit & (first == last)
+    out[single] = weights[first[single]]
+    for t in np.flatnonzero(hit & ~single).tolist():  # a token across several pieces (rare)
+        out[t] = weights[first[t]:last[t] + 1].max()
+    return out
