@@ -186,7 +186,7 @@ def _register_optional_commands() -> None:
     """Command groups that live beside their own modules register themselves here."""
     import importlib
 
-    for module in ("dsc.runtime_commands", "dsc.artifact_commands"):
+    for module in ("dsc.runtime_commands", "dsc.artifact_commands", "dsc.cache_commands"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:

@@ -183,6 +183,26 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 @contextmanager
+def output_lock(final: Path) -> Iterator[Path]:
+    """Hold `<out>.lock` (an exclusive fcntl.flock) for one build into `final`.
+
+    A second build into the same directory waits here until the first has placed its artifact,
+    then builds and replaces it: never two builds staging (and cleaning up) beside one artifact.
+    The kernel drops the lock when its holder dies (a SIGKILL included); the file stays, empty."""
+    import fcntl
+
+    final = Path(final).resolve()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    path = final.parent / f"{final.name}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield path
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+@contextmanager
 def staged_directory(final: Path) -> Iterator[Path]:
     """Yield a fresh temporary directory beside `final`; on success swap it into place.
 

@@ -49,7 +49,7 @@ class _RenderState(threading.local):
 
 
 def _limit(what: str) -> TemplateLimitError:
-    return TemplateLimitError(f"template stopped: {what} (dsc's template limits are in README, 'Templates')")
+    return TemplateLimitError(f"template stopped: {what} (dsc's template limits: README, 'Reliability')")
 
 
 def _size(value: Any) -> int:
