@@ -182,6 +182,23 @@ def _exchange(a: Path, b: Path) -> bool:
     return rc == 0
 
 
+_HELD_LOCKS: set[int] = set()  # descriptors of the output locks this process holds
+
+
+def _drop_inherited_locks() -> None:
+    # A forked worker must not keep its parent's lock alive (if the parent is killed, the lock
+    # goes with it, whatever the workers are doing).
+    for fd in list(_HELD_LOCKS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 @contextmanager
 def output_lock(final: Path) -> Iterator[Path]:
     """Hold `<out>.lock` (an exclusive fcntl.flock) for one build into `final`.
@@ -197,8 +214,10 @@ def output_lock(final: Path) -> Iterator[Path]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        _HELD_LOCKS.add(fd)
         yield path
     finally:
+        _HELD_LOCKS.discard(fd)
         os.close(fd)  # closing the descriptor releases the lock
 
 

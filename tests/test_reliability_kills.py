@@ -176,3 +176,20 @@ def test_the_output_lock_makes_a_second_build_wait(tmp_path):
         assert proc.poll() is None  # still waiting while the lock is held
     stdout, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0 and stdout.strip() == "got it"
+
+
+def test_forked_workers_do_not_keep_the_lock_alive(tmp_path):
+    out = tmp_path / "out"
+    with art.output_lock(out):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - a "worker" that outlives its parent's build
+            time.sleep(20)
+            os._exit(0)
+    try:
+        waiter = ("import sys; from pathlib import Path; from dsc.compiler import artifact\n"
+                  "with artifact.output_lock(Path(sys.argv[1])): print('got it', flush=True)")
+        proc = subprocess.run([sys.executable, "-c", waiter, str(out)], capture_output=True, text=True, timeout=10)
+        assert proc.stdout.strip() == "got it"
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
