@@ -129,6 +129,8 @@ def test_sigkills_anywhere_in_a_rebuild_keep_a_whole_artifact(rebuild_setup):
         if now == new:  # killed after the swap: put the old artifact back for the next kill
             build(old_spec, out, cache_dir=cache)
     # Most kills land before the swap: the previous artifact is what is there, and verifies.
+    print(f"{sum(outcomes_killed)} SIGKILLs at calls {points} of {len(calls)}; artifact after each: "
+          f"{outcomes.count('old')} previous, {outcomes.count('new')} new; functions hit: {sorted(stages_hit)}")
     assert sum(outcomes_killed) >= KILLS - 2, outcomes_killed
     assert outcomes.count("old") >= KILLS - 4, outcomes
     assert verify(old_spec, out).ok
