@@ -201,13 +201,17 @@ def _compiles(source: str) -> str:
 JinjaText = Annotated[str, AfterValidator(_compiles)]
 
 
+def render_bounded(source: str, context: Mapping[str, Any]) -> str:
+    """A text template rendered under the sandbox's limits (Jinja errors propagate)."""
+    out: list[str] = []
+    bounded_render(_env(), compile_text(source).generate(**context), out)
+    return "".join(out)
+
+
 def render_text(source: str, context: Mapping[str, Any], what: str) -> str:
     """Render a text template; a name the row does not have → BadRow naming it."""
-    template = compile_text(source)
-    out: list[str] = []
     try:
-        bounded_render(_env(), template.generate(**context), out)
-        return "".join(out)
+        return render_bounded(source, context)
     except jinja2.UndefinedError as e:
         raise BadRow(f"{what}: {e.message}") from None
     except jinja2.TemplateError as e:
