@@ -34,7 +34,7 @@ SWAP_FUNCTIONS = ("staged_directory", "_exchange")
 def _calls_into_compiler(on_call) -> None:
     def profile(frame, event, arg):
         if event == "call" and frame.f_code.co_filename.startswith(COMPILER_DIR):
-            on_call(frame.f_code.co_name)
+            on_call(frame)
 
     sys.setprofile(profile)
     import threading
@@ -57,17 +57,25 @@ def _in_child(fn) -> int:
 
 
 def _count_calls(spec: Path, out: Path, cache: Path, record: Path) -> None:
-    names: list[str] = []
-    _calls_into_compiler(names.append)
+    """Each call's function and the build stage it is in (the progress stage last started)."""
+    calls: list[str] = []
+    stage = ["load"]
+
+    def on_call(frame) -> None:
+        if frame.f_code.co_name == "start" and isinstance(frame.f_locals.get("stage"), str):
+            stage[0] = frame.f_locals["stage"]
+        calls.append(f"{frame.f_code.co_name}\t{stage[0]}")
+
+    _calls_into_compiler(on_call)
     build(spec, out, cache_dir=cache)
     sys.setprofile(None)
-    record.write_text("\n".join(names))
+    record.write_text("\n".join(calls))
 
 
 def _killed_at(n: int, spec: Path, out: Path, cache: Path) -> None:
     count = [0]
 
-    def on_call(_name: str) -> None:
+    def on_call(_frame) -> None:
         count[0] += 1
         if count[0] == n:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -84,60 +92,79 @@ def rebuild_setup(tmp_path_factory):
     old_spec = make_spec(tmp)
     build(old_spec, out, cache_dir=cache)
     new_spec = tmp / "new.yaml"
-    new_spec.write_text(old_spec.read_text() + "description: the rebuild\n")
+    # New tags: the sources are read, normalised and rendered again (cache misses), so the kills
+    # land in every stage, not only in selection and writing.
+    new_spec.write_text(old_spec.read_text().replace("method: react", "method: rebuilt"))
     expected_new = tmp / "expected-new"
     build(new_spec, expected_new, cache=False)
     record = tmp / "calls.txt"
-    # Counted against the same (warm) cache the killed rebuilds use, so the call numbers match.
-    # ... and into a copy of the artifact, so the swap is the same exchange of two directories.
+    # Every rebuild (the counted one and each killed one) starts from a copy of this cache and
+    # replaces a copy of this artifact, so call N is the same point in each.
+    pristine_cache, old_artifact = tmp / "pristine-cache", tmp / "old-artifact"
+    shutil.copytree(cache, pristine_cache)
+    shutil.copytree(out, old_artifact)
     shutil.copytree(out, tmp / "counted")
-    assert _in_child(lambda: _count_calls(new_spec, tmp / "counted", cache, record)) == 0
-    calls = record.read_text().splitlines()
-    return tmp, old_spec, new_spec, out, cache, expected_new, calls
+    shutil.copytree(pristine_cache, tmp / "count-cache")
+    assert _in_child(lambda: _count_calls(new_spec, tmp / "counted", tmp / "count-cache", record)) == 0
+    calls = [line.split("\t") for line in record.read_text().splitlines()]
+    return tmp, old_spec, new_spec, out, pristine_cache, old_artifact, expected_new, calls
 
 
-def kill_points(calls: list[str]) -> list[int]:
-    """20 seeded call numbers: uniform over the rebuild, plus the calls around the final swap."""
+def kill_points(calls: list[list[str]]) -> list[int]:
+    """20 seeded call numbers: the swap's own calls, 4 while the staged artifact is written, 2 after
+    the exchange, the rest uniform over the rebuild."""
     rng = random.Random(SEED)
-    swap = [i + 1 for i, name in enumerate(calls) if name in SWAP_FUNCTIONS]
+    swap = [i + 1 for i, (name, _) in enumerate(calls) if name in SWAP_FUNCTIONS]
+    staging = list(range(min(swap) + 1, max(swap)))  # writing the staged artifact (few dsc calls)
     last_calls = list(range(max(swap) + 1, len(calls) + 1))  # after the exchange, cleaning up
-    chosen = set(swap) | set(rng.sample(last_calls, min(2, len(last_calls))))
+    chosen = (set(swap) | set(rng.sample(staging, min(4, len(staging))))
+              | set(rng.sample(last_calls, min(2, len(last_calls)))))
     while len(chosen) < KILLS:
         chosen.add(rng.randrange(1, len(calls) + 1))
     return sorted(chosen)
 
 
+def _reset(src: Path, dst: Path) -> None:
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+
+
 def test_sigkills_anywhere_in_a_rebuild_keep_a_whole_artifact(rebuild_setup):
-    tmp, old_spec, new_spec, out, cache, expected_new, calls = rebuild_setup
-    old = tree_bytes(out)
-    new = tree_bytes(expected_new)
+    tmp, old_spec, new_spec, out, pristine_cache, old_artifact, expected_new, calls = rebuild_setup
+    old, new = tree_bytes(out), tree_bytes(expected_new)
     points = kill_points(calls)
     assert len(points) == KILLS and len(calls) > 1000
-    stages_hit = set()
     outcomes: list[str] = []
-    outcomes_killed: list[bool] = []
-    for n in points:
-        status = _in_child(lambda n=n: _killed_at(n, new_spec, out, cache))
-        killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-        assert killed or status == 0, (n, status)  # 0: this rebuild finished in fewer calls
-        if killed:
-            stages_hit.add(calls[n - 1])
-        outcomes_killed.append(killed)
+    killed_caches: list[Path] = []
+    for k, n in enumerate(points):
+        cache = tmp / f"cache-{k}"
+        _reset(pristine_cache, cache)
+        status = _in_child(lambda n=n, cache=cache: _killed_at(n, new_spec, out, cache))
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (n, status)
         now = tree_bytes(out)
         assert now in (old, new), f"kill at call {n} ({calls[n - 1]}) left a mixed artifact"
         outcomes.append("old" if now == old else "new")
+        killed_caches.append(cache)
         if now == new:  # killed after the swap: put the old artifact back for the next kill
-            build(old_spec, out, cache_dir=cache)
+            _reset(old_artifact, out)
+        if k in (0, KILLS // 2):  # `dsc verify` agrees (a cold rebuild compared file by file)
+            assert verify(old_spec, out, cache=False).ok
+    stages = sorted({calls[n - 1][1] for n in points})
+    print(f"{KILLS} SIGKILLs at calls {points} of {len(calls)}; stages: {stages}; artifact after each: "
+          f"{outcomes.count('old')} previous, {outcomes.count('new')} new")
     # Most kills land before the swap: the previous artifact is what is there, and verifies.
-    print(f"{sum(outcomes_killed)} SIGKILLs at calls {points} of {len(calls)}; artifact after each: "
-          f"{outcomes.count('old')} previous, {outcomes.count('new')} new; functions hit: {sorted(stages_hit)}")
-    assert sum(outcomes_killed) >= KILLS - 2, outcomes_killed
     assert outcomes.count("old") >= KILLS - 4, outcomes
-    assert verify(old_spec, out).ok
-    assert {"staged_directory", "_exchange"} <= stages_hit
-    # The killed builds' temporaries are cleaned by the next build, and the cache they touched
-    # gives the same artifact as a cold build.
-    build(new_spec, out, cache_dir=cache)
+    assert {name for name, _ in (calls[n - 1] for n in points)} >= set(SWAP_FUNCTIONS)
+    assert {"read + normalise", "render + tokenise", "write artifact"} <= set(stages), stages
+    # A killed build never poisons the cache: the caches left by kills in the reading and
+    # rendering stages give the same artifact as a cold build. The next build also cleans the
+    # killed builds' temporaries up.
+    poisoned_candidates = [c for c, n in zip(killed_caches, points) if calls[n - 1][1] != "write artifact"]
+    for cache in poisoned_candidates[::max(1, len(poisoned_candidates) // 3)][:3]:
+        build(new_spec, out, cache_dir=cache)
+        assert tree_bytes(out) == new, cache
+        _reset(old_artifact, out)
+    build(new_spec, out, cache_dir=killed_caches[-1])
     assert tree_bytes(out) == new
     assert not list(tmp.glob(".out.tmp-*")) and not list(tmp.glob(".out.old-*"))
 

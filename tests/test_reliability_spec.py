@@ -83,8 +83,9 @@ def test_every_mutant_ends_in_one_located_line(outcomes):
         if problems:
             failures.append(f"{mid} ({m.what}): " + "; ".join(problems))
     cpus = sorted(o[2] for o in outcomes.values())
+    slowest = max(outcomes, key=lambda k: outcomes[k][2])
     print(f"{len(outcomes)} mutants: CPU per mutant median {cpus[len(cpus) // 2] * 1000:.0f} ms, "
-          f"max {cpus[-1] * 1000:.0f} ms, total {sum(cpus):.1f} s")
+          f"max {cpus[-1] * 1000:.0f} ms ({slowest}), total {sum(cpus):.1f} s")
     assert not failures, f"{len(failures)} of {len(outcomes)} mutants:\n" + "\n".join(failures[:30])
 
 
