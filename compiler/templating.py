@@ -8,7 +8,9 @@ extension, transformers' `tojson` filter (no HTML escaping), the `raise_exceptio
 globals and its restricted `dict`/`namespace` globals; and it calls templates with the same
 variables (`messages`, `tools`, `documents=None`, `add_generation_prompt`, plus the tokenizer's
 named special tokens for `tokenizer:<dir>` templates). `tests/test_templates.py` checks the
-equality on real data for every built-in.
+equality on real data for every built-in. The sandbox is `dsc.compiler.sandbox.BoundedSandbox`
+(that environment plus limits on what one render may cost, and without `lipsum`), so a hostile
+template stops with one error instead of running away.
 
 `{% generation %}...{% endgeneration %}` blocks (transformers' `AssistantTracker` tag) are
 recorded as character spans of the rendered text; `dsc.compiler.render` turns them into loss spans.
