@@ -162,6 +162,9 @@ def build(
     counts = result.manifest["counts"]
     out_console.print(f"quarantined {counts['quarantined']} rows ({counts.get('bad_rows', 0)} bad) → "
                       f"{result.out_dir / 'quarantine.jsonl'}", highlight=False, soft_wrap=True)
+    from dsc.compiler.card import row_accounting
+
+    out_console.print(f"rows: {row_accounting(counts)}", highlight=False, soft_wrap=True)
     if result.cache_dir is not None:
         hits = sum(1 for c in result.cache.values() if c.normalised == "hit")
         reused = sum(c.rendered_reused for c in result.cache.values())
@@ -194,7 +197,7 @@ def _register_optional_commands() -> None:
     """Command groups that live beside their own modules register themselves here."""
     import importlib
 
-    for module in ("dsc.runtime_commands", "dsc.artifact_commands"):
+    for module in ("dsc.runtime_commands", "dsc.artifact_commands", "dsc.cache_commands"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:

@@ -193,6 +193,45 @@ def _exchange(a: Path, b: Path) -> bool:
     return rc == 0
 
 
+_HELD_LOCKS: set[int] = set()  # descriptors of the output locks this process holds
+
+
+def _drop_inherited_locks() -> None:
+    # A forked worker must not keep its parent's lock alive (if the parent is killed, the lock
+    # goes with it, whatever the workers are doing).
+    for fd in list(_HELD_LOCKS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
+@contextmanager
+def output_lock(final: Path) -> Iterator[Path]:
+    """Hold `<out>.lock` (an exclusive fcntl.flock) for one build into `final`.
+
+    A second build into the same directory waits here until the first has placed its artifact,
+    then builds and replaces it: never two builds staging (and cleaning up) beside one artifact.
+    The kernel drops the lock when its holder dies (a SIGKILL included); the file stays, empty."""
+    import fcntl
+
+    final = Path(final).resolve()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    path = final.parent / f"{final.name}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _HELD_LOCKS.add(fd)
+        yield path
+    finally:
+        _HELD_LOCKS.discard(fd)
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 @contextmanager
 def staged_directory(final: Path) -> Iterator[Path]:
     """Yield a fresh temporary directory beside `final`; on success swap it into place.

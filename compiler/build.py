@@ -783,8 +783,9 @@ def build_loaded(loaded: LoadedSpec, out_dir: str | Path | None = None, *, worke
                  progress: Progress | None = None,
                  before_place: Callable[[dict[str, Any]], None] | None = None,
                  cache: bool = True, cache_dir: str | Path | None = None) -> BuildResult:
-    with _rare_cycle_collection():
-        return _build_loaded(loaded, out_dir, workers=workers, progress=progress, before_place=before_place,
+    out = Path(out_dir) if out_dir is not None else default_out_dir(loaded)
+    with art.output_lock(out), _rare_cycle_collection():
+        return _build_loaded(loaded, out, workers=workers, progress=progress, before_place=before_place,
                              cache=cache, cache_dir=cache_dir)
 
 

@@ -48,6 +48,7 @@ from typing import Any
 import pyarrow as pa
 
 from dsc import __version__
+from dsc.compiler.cache_upkeep import touch
 from dsc.compiler.errors import BuildError
 from dsc.compiler.plugins import stage1_modules
 from dsc.compiler.record import canonical_json
@@ -228,6 +229,11 @@ class BuildCache:
         cache = cls(root, persistent=True)
         cache._clean_stale()
         yield cache
+        from dsc.compiler.cache_upkeep import max_cache_bytes, prune
+
+        # Bounded disk use: least recently used entries go once the cache is over its cap
+        # (this build's own entries were just used, so they stay).
+        prune(root, max_bytes=max_cache_bytes(), spare_recent=True)
 
     def _clean_stale(self) -> None:
         """Temporaries of builds that were killed (old enough not to be a running build's)."""
@@ -263,7 +269,9 @@ class BuildCache:
                 p = d / name
                 if p.stat().st_size != size or file_crc(p) != crc:
                     raise ValueError(f"{name} does not match its checksum")
-            return SegmentInfo.load(d)
+            info = SegmentInfo.load(d)
+            touch(d)  # last used now (the cache's LRU order)
+            return info
         except (OSError, ValueError, KeyError, TypeError):  # partial, corrupt or foreign: rebuild it
             self._remove(d)
             return None
@@ -298,6 +306,7 @@ class BuildCache:
     def rendered(self, key: str) -> "RenderedStore":
         d = self.root / RENDERED / key / PARTS
         d.mkdir(parents=True, exist_ok=True)
+        touch(d.parent)
         return RenderedStore(d, self)
 
 

@@ -93,6 +93,24 @@ def _loss_text(loss: Any) -> str:
     return f"`{loss}`" if isinstance(loss, str) else f"`{loss['mode']}` with loss weights (below)"
 
 
+def row_accounting(counts: dict[str, Any]) -> str:
+    """Where every read row went, as one line whose numbers add up exactly:
+    read = written + quarantined + filtered (+ the mix's net selection: rows it left out minus the
+    rows negatives rules generated, when the spec has those)."""
+    read = sum(counts["read"].values())
+    written = sum(counts["written"].values())
+    quarantined = counts["quarantined"]
+    bad = counts.get("bad_rows", 0)
+    duplicates = sum(n for reason, n in counts.get("quarantine_reasons", {}).items() if reason.startswith("dedup:"))
+    filtered = sum(counts.get("dropped", {}).values())
+    rest = read - written - quarantined - filtered
+    line = (f"read {read} = written {written} + quarantined {quarantined} ({bad} bad, {duplicates} duplicates, "
+            f"{quarantined - bad - duplicates} other) + filtered {filtered}")
+    if rest:
+        line += f" + {rest} left out by selection (mix, caps; net of generated rows)"
+    return line
+
+
 def card_text(manifest: dict[str, Any], stats: ArtifactStats | None = None) -> str:
     """The card's markdown; the mix and length sections need `stats` (from the written rows)."""
     counts = manifest["counts"]
@@ -122,6 +140,7 @@ def card_text(manifest: dict[str, Any], stats: ArtifactStats | None = None) -> s
         "## Rows",
         _table(["source", *splits, "rows read"], source_rows),
         f"Quarantined input rows: {counts['quarantined']} (see `quarantine.jsonl`).",
+        f"Row accounting: {row_accounting(counts)}.",
     ]
     if stats is not None:
         parts += _mix_section(stats, "train" if "train" in stats.splits else splits[0])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 
@@ -17,7 +18,9 @@ class SpecError(DscError):
     exit_code = 2
 
     def __init__(self, message: str, file: str | None = None, line: int | None = None, col: int | None = None):
-        self.message = message
+        # One line, always: a multi-line message (a library's error text) would split the
+        # `file:line:col: message` line that editors and CI logs parse.
+        self.message = re.sub(r"\s*\n\s*", "; ", message.strip())
         self.file = file
         self.line = line
         self.col = col

@@ -203,18 +203,50 @@ def _position(tree: Any, loc: tuple[Any, ...]) -> tuple[int | None, int | None]:
             best = (line + 1, col + 1)
             node = node[part]
         else:
-            if best == (None, None) and hasattr(node, "lc"):
-                best = (node.lc.line + 1, node.lc.col + 1)
             break
+    if best == (None, None) and hasattr(tree, "lc"):
+        # Nothing of `loc` exists (a key missing at the top): the start of the top-level mapping.
+        best = (tree.lc.line + 1, tree.lc.col + 1)
     return best
 
 
-def _to_plain(node: Any) -> Any:
-    if isinstance(node, CommentedMap):
-        return {str(k): _to_plain(v) for k, v in node.items()}
-    if isinstance(node, CommentedSeq):
-        return [_to_plain(v) for v in node]
-    return node
+# YAML aliases share one node: a few lines can stand for billions of values ("billion laughs")
+# or for a value that contains itself. Plain values are built under these limits instead.
+MAX_SPEC_VALUES = 100_000  # scalars, mappings and lists after alias expansion
+MAX_SPEC_DEPTH = 64
+
+
+def _to_plain(tree: Any, path: Path) -> Any:
+    """The YAML tree as plain dicts/lists, refusing alias bombs and self-containing values."""
+    budget = [MAX_SPEC_VALUES]
+    open_nodes: set[int] = set()
+
+    def located(message: str, node: Any, parent: Any) -> SpecError:
+        where = node if hasattr(node, "lc") else parent
+        line, col = (where.lc.line + 1, where.lc.col + 1) if hasattr(where, "lc") else (1, 1)
+        return SpecError(message, str(path), line, col)
+
+    def plain(node: Any, parent: Any, depth: int) -> Any:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise located(f"the spec expands to more than {MAX_SPEC_VALUES:,} values (YAML aliases repeating "
+                          "a large value?); write the values out or use fewer aliases", node, parent)
+        if not isinstance(node, (CommentedMap, CommentedSeq)):
+            return node
+        if id(node) in open_nodes:
+            raise located("a YAML alias refers to a value that contains it (a value cannot contain itself)",
+                          node, parent)
+        if depth > MAX_SPEC_DEPTH:
+            raise located(f"the spec nests deeper than {MAX_SPEC_DEPTH} levels", node, parent)
+        open_nodes.add(id(node))
+        try:
+            if isinstance(node, CommentedMap):
+                return {str(k): plain(v, node, depth + 1) for k, v in node.items()}
+            return [plain(v, node, depth + 1) for v in node]
+        finally:
+            open_nodes.discard(id(node))
+
+    return plain(tree, tree, 0)
 
 
 def _unwrap(annotation: Any) -> list[Any]:
@@ -300,18 +332,32 @@ def _describe(err: dict[str, Any], tree: Any) -> tuple[str, tuple[Any, ...]]:
     return (f"'{dotted}': {msg}{shown}" if dotted else msg), loc
 
 
+def _yaml_error_position(e: MarkedYAMLError, text: str) -> tuple[int, int]:
+    """Where a YAML error is, 1-based, always inside the text: a problem found at the end of the
+    file (an unterminated quote or bracket) is reported where its context (the quote) began."""
+    n_lines = max(1, len(text.splitlines()))
+    mark = e.problem_mark
+    if (mark is None or mark.line >= n_lines) and e.context_mark is not None:
+        mark = e.context_mark
+    if mark is None:
+        return 1, 1
+    if mark.line >= n_lines:  # past the last line: its end
+        last = text.splitlines()[-1] if text.splitlines() else ""
+        return n_lines, len(last) + 1
+    return mark.line + 1, mark.column + 1
+
+
 def parse_spec(text: str, path: Path) -> LoadedSpec:
     """Parse and validate spec text; raises one located SpecError."""
     yaml = YAML(typ="rt")
     try:
         tree = yaml.load(text)
     except MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
         problem = e.problem or e.context or "invalid YAML"
-        raise SpecError(f"invalid YAML: {problem}", str(path),
-                        mark.line + 1 if mark else None, mark.column + 1 if mark else None) from None
+        line, col = _yaml_error_position(e, text)
+        raise SpecError(f"invalid YAML: {problem}", str(path), line, col) from None
     except Exception as e:  # ruamel raises a few unmarked errors (duplicate keys, bad encodings)
-        raise SpecError(f"invalid YAML: {e}", str(path)) from None
+        raise SpecError(f"invalid YAML: {e}", str(path), 1, 1) from None
     if not isinstance(tree, CommentedMap):
         raise SpecError("a spec must be a YAML mapping (key: value lines)", str(path), 1, 1)
     version = tree.get("dsc")
@@ -321,7 +367,7 @@ def parse_spec(text: str, path: Path) -> LoadedSpec:
                         str(path), line, col)
     plugins = import_plugins(tree, path)
     try:
-        spec = Spec.model_validate(_to_plain(tree))
+        spec = Spec.model_validate(_to_plain(tree, path))
     except ValidationError as e:
         errors = e.errors(include_url=False)
         described = []

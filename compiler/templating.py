@@ -8,7 +8,9 @@ extension, transformers' `tojson` filter (no HTML escaping), the `raise_exceptio
 globals and its restricted `dict`/`namespace` globals; and it calls templates with the same
 variables (`messages`, `tools`, `documents=None`, `add_generation_prompt`, plus the tokenizer's
 named special tokens for `tokenizer:<dir>` templates). `tests/test_templates.py` checks the
-equality on real data for every built-in.
+equality on real data for every built-in. The sandbox is `dsc.compiler.sandbox.BoundedSandbox`
+(that environment plus limits on what one render may cost, and without `lipsum`), so a hostile
+template stops with one error instead of running away.
 
 `{% generation %}...{% endgeneration %}` blocks (transformers' `AssistantTracker` tag) are
 recorded as character spans of the rendered text; `dsc.compiler.render` turns them into loss spans.
@@ -35,9 +37,9 @@ import jinja2.exceptions
 import jinja2.ext
 import jinja2.nodes
 import jinja2.utils
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from dsc.compiler.errors import DscError, SpecError, allowed_list, did_you_mean
+from dsc.compiler.sandbox import BoundedSandbox, bounded_render
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 BUILTIN_TEMPLATES: tuple[str, ...] = tuple(sorted(p.stem for p in TEMPLATES_DIR.glob("*.jinja")))
@@ -158,11 +160,11 @@ class _TemplateNamespace(jinja2.utils.Namespace):
             )
 
 
-def _new_environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+def _new_environment() -> BoundedSandbox:
+    env = BoundedSandbox(
         trim_blocks=True, lstrip_blocks=True, extensions=[GenerationTracker, jinja2.ext.loopcontrols]
     )
-    env.filters["tojson"] = _tojson
+    env.filters["tojson"] = env.bounded_filter("tojson", _tojson)
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
     env.globals["dict"] = _TemplateDict()
@@ -189,7 +191,7 @@ def _compile(source: str, sha256: str, where: str) -> _Compiled:
     try:
         template = env.from_string(source)
     except jinja2.TemplateSyntaxError as e:
-        raise SpecError(f"chat template syntax error: {e.message}", where, e.lineno) from None
+        raise SpecError(f"chat template syntax error: {e.message}", where, e.lineno, 1) from None  # Jinja gives no column
     tracker = next(ext for ext in env.extensions.values() if isinstance(ext, GenerationTracker))
     compiled = _Compiled(template, tracker)
     with _COMPILED_LOCK:
@@ -253,11 +255,10 @@ class ChatTemplate:
         spans: list[tuple[int, int]] = []
         try:
             with compiled.tracker.tracking(blocks, spans):
-                for block in compiled.template.generate(
+                bounded_render(compiled.template.environment, compiled.template.generate(
                     messages=messages, tools=tools, documents=None,
                     add_generation_prompt=add_generation_prompt, **variables,
-                ):
-                    blocks.append(block)
+                ), blocks)
         except jinja2.exceptions.TemplateError as e:
             raise TemplateRenderError(f"chat template {self.ref!r} refused the conversation: {e}") from None
         except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:

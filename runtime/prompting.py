@@ -11,19 +11,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from dsc.compiler.errors import SpecError
+from dsc.compiler.sandbox import BoundedSandbox, bounded_render
 from dsc.compiler.render import render_prompt
 from dsc.compiler.templating import ChatTemplate
 
 # Message contents are plain text: no block trimming, keep a trailing newline if written.
-_ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+_ENV = BoundedSandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
 def fill(text: str, variables: dict[str, Any], what: str) -> str:
     try:
-        return _ENV.from_string(text).render(**variables)
+        out: list[str] = []
+        bounded_render(_ENV, _ENV.from_string(text).generate(**variables), out)
+        return "".join(out)
     except jinja2.TemplateError as e:
         raise SpecError(f"{what}: cannot fill in {text!r}: {e}") from None
 

@@ -529,7 +529,7 @@ def test_syntax_error_names_file_and_line(tmp_path):
     with pytest.raises(SpecError) as e:
         load_template("t/bad.jinja", tmp_path)
     assert e.value.file == str(bad) and e.value.line == 4
-    assert str(e.value).startswith(f"{bad}:4: chat template syntax error")
+    assert str(e.value).startswith(f"{bad}:4:1: chat template syntax error")
     with pytest.raises(SpecError) as e:
         ChatTemplate.from_source("ok\n{{ 1 + }}", ref="inline-spec")
     assert e.value.file == "inline-spec" and e.value.line == 2

@@ -33,7 +33,8 @@ from pydantic import Field, field_validator, model_validator
 
 from dsc.compiler.record import BadRow, Conversation, Message
 
-from .common import MISSING, NAME_RE, PATH_RE, Strict, add_step, compile_text, get_field, lookup_refs, render_text
+from .common import (MISSING, NAME_RE, PATH_RE, Strict, add_step, compile_text, get_field, lookup_refs,
+                     render_bounded, render_text)
 
 # A placeholder the runtime fills in with the user's question at inference time.
 QUESTION_PLACEHOLDER = "{{ question }}"
@@ -249,7 +250,7 @@ def inference_turns(asm: Assembler) -> list[dict[str, Any]]:
             text = t.inference
         else:
             try:
-                text = compile_text(t.text).render(**ctx)
+                text = render_bounded(t.text, ctx)
             except jinja2.UndefinedError as e:
                 hint = ("" if asm.spec.question else " (set `assemble.question` to the field that holds the question)")
                 raise ValueError(f"{t.where} reads something only a training row has ({e.message}); "

@@ -11,14 +11,14 @@ import hashlib
 import re
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any
 
 import jinja2
 import jinja2.nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_serializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator, model_serializer
 
 from dsc.compiler.record import BadRow, Conversation, Message
+from dsc.compiler.sandbox import BoundedSandbox, bounded_render
 
 NAME_RE = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
 PATH_RE = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_-]+)*$"  # a dotted field path
@@ -177,10 +177,10 @@ def template_context(conv: Conversation, lookup: Mapping[str, Any] | None = None
 
 
 @lru_cache(maxsize=1)
-def _env() -> ImmutableSandboxedEnvironment:
+def _env() -> BoundedSandbox:
     # Jinja's default drops one trailing newline: a prompt file's final newline is not part of
     # the turn (an editor adds one), the same as for inline text.
-    return ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+    return BoundedSandbox(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
 @lru_cache(maxsize=256)
@@ -192,10 +192,26 @@ def compile_text(source: str) -> jinja2.Template:
         raise ValueError(f"template does not parse: {e.message} (template line {e.lineno})") from None
 
 
+def _compiles(source: str) -> str:
+    compile_text(source)
+    return source
+
+
+# A spec string that is a Jinja text template: it must parse at `dsc validate`, not per row.
+JinjaText = Annotated[str, AfterValidator(_compiles)]
+
+
+def render_bounded(source: str, context: Mapping[str, Any]) -> str:
+    """A text template rendered under the sandbox's limits (Jinja errors propagate)."""
+    out: list[str] = []
+    bounded_render(_env(), compile_text(source).generate(**context), out)
+    return "".join(out)
+
+
 def render_text(source: str, context: Mapping[str, Any], what: str) -> str:
     """Render a text template; a name the row does not have → BadRow naming it."""
     try:
-        return compile_text(source).render(**context)
+        return render_bounded(source, context)
     except jinja2.UndefinedError as e:
         raise BadRow(f"{what}: {e.message}") from None
     except jinja2.TemplateError as e:

@@ -33,7 +33,7 @@ from pydantic import Field, field_validator
 from dsc.compiler.dialects.react import OBSERVATION, Syntax, format_action, parse_action, thought_text
 from dsc.compiler.record import BadRow, Conversation, Message, ToolCall, compact_json
 
-from .common import Strict, add_step, render_text, template_context
+from .common import JinjaText, Strict, add_step, render_text, template_context
 from .react import ToolDef, ToolsField, format_arguments, load_tools, parse_arguments, tool_from_spec
 from .registry import Registry, prepare_entries, registry_entry
 
@@ -160,7 +160,7 @@ class ChatOptions(Strict):
     unknown_tools: Literal["error", "infer"] = "error"
     observation_prefix: str = OBSERVATION
     final: str | None = Field("finish", description="the action that gives the final answer (becomes plain text)")
-    answer: str = Field("{% if thought %}{{ thought }}\n\n{% endif %}{{ answer }}",
+    answer: JinjaText = Field("{% if thought %}{{ thought }}\n\n{% endif %}{{ answer }}",
                         description="Jinja text of the final answer, over `thought` and `answer`")
     remove: list[str] = Field(default_factory=list,
                               description="regexes of format instructions removed from the system prompt "
@@ -246,7 +246,7 @@ def react_to_chat(conv: Conversation, opts: ChatOptions, box: Toolbox) -> Conver
 class CotOptions(Strict):
     answer: str = Field(r"^Answer: *(.*?)\s*\Z", description="regex of the answer line; group 1 is the answer")
     action: str = "finish"
-    observation: str | None = Field("Observation: Episode finished, reward = {{ reward }}",
+    observation: JinjaText | None = Field("Observation: Episode finished, reward = {{ reward }}",
                                     description="Jinja text of the observation appended after the cast step")
     method: str | None = "cot"
 

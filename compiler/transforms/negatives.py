@@ -29,7 +29,7 @@ from pydantic import Field
 
 from dsc.compiler.record import Conversation, Message
 
-from .common import RULE_STEP, Strict, copy_conv, rank_key, render_text, template_context, unit_hash
+from .common import RULE_STEP, JinjaText, Strict, copy_conv, rank_key, render_text, template_context, unit_hash
 from .react import ToolDef, ToolsField, load_tools
 from .registry import Registry, prepare_entries, registry_entry
 
@@ -50,7 +50,7 @@ class IrrelevantToolsOptions(RateOption):
 
 
 class NoToolsOptions(RateOption):
-    response: str = Field(min_length=1, description="Jinja text of the answer; sees `query`, `tools` and the row")
+    response: JinjaText = Field(min_length=1, description="Jinja text of the answer; sees `query`, `tools` and the row")
     keep_system: bool = Field(False, description="keep system messages (they usually describe the tools)")
 
 
