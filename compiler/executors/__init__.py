@@ -45,6 +45,7 @@ class ContextRecipe:
     The spec's directory must be readable at the same path there."""
 
     spec_path: str
+    build_id: str = ""  # tells one build's context from another's in a worker that serves several
 
     def load(self) -> Any:
         from dsc.compiler.build import build_context
