@@ -119,9 +119,15 @@ def test_cli_executor_ray(ray_session, tmp_path):
 
 # Stage functions for the executor's own tests (module level: Ray actors import them by name).
 
-def later_first(seq: int) -> int:
-    """Finishes the later tasks first, so results arrive out of task order."""
-    time.sleep(0.05 * (5 - seq))
+def later_first(task: tuple[int, str]) -> int:
+    """Task 0 waits until the last task (5) has finished, so its result surely arrives last."""
+    seq, marker = task
+    if seq == 5:
+        Path(marker).touch()
+    if seq == 0:
+        deadline = time.monotonic() + 30
+        while not Path(marker).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
     return seq * 10
 
 
@@ -131,11 +137,12 @@ def fails_on_three(seq: int) -> int:
     return seq
 
 
-def test_results_come_back_in_task_order(ray_session):
+def test_results_come_back_in_task_order(ray_session, tmp_path):
     from dsc.compiler.executors.ray import RayExecutor
 
     recipe = ContextRecipe(str(REPO / "specs" / "fireact-chat.yaml"))
+    marker = str(tmp_path / "last-task-done")
     with RayExecutor(recipe, workers=2, address=None) as ex:
-        assert list(ex.map(later_first, range(6))) == [0, 10, 20, 30, 40, 50]
+        assert list(ex.map(later_first, [(i, marker) for i in range(6)])) == [0, 10, 20, 30, 40, 50]
         with pytest.raises(BuildError, match="task 3 is bad"):
             list(ex.map(fails_on_three, range(6)))
