@@ -134,7 +134,8 @@ def build(
                                                              "processes) or ray (Ray Data; pip install 'dsc[ray]'). "
                                                              "The artifact is byte-identical on both."),
     address: Optional[str] = typer.Option(None, "--address", help="--executor ray: the cluster to join (auto, or "
-                                                                  "ray://host:port); default: start a local Ray "
+                                                                  "ray://host:port; then --workers defaults to the "
+                                                                  "cluster's CPUs); default: start a local Ray "
                                                                   "with --workers CPUs."),
     locked: bool = typer.Option(False, "--locked", help="Fail (exit 1) if an input, the template, the tokenizer "
                                                         "or a version no longer matches dsc.lock."),
@@ -155,7 +156,9 @@ def build(
     def body() -> Any:
         from dsc.compiler.executors import executor_choice
 
-        choice = executor_choice(executor, resolve_workers(workers), address)
+        # Joining a cluster without --workers: as many tasks at once as the cluster has CPUs (0).
+        n = workers if workers is not None else 0 if executor == "ray" and address else resolve_workers(None)
+        choice = executor_choice(executor, n, address)
         try:
             return build_with_lock(spec, out, workers=choice.workers, executor=choice, progress=progress,
                                    locked=locked, cache=not no_cache, cache_dir=cache_dir)

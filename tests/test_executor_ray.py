@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,6 +31,12 @@ TESTS = Path(__file__).resolve().parent
 RAY = ExecutorChoice("ray", workers=2)
 
 
+@dataclass
+class RaySession:
+    kind: str
+    address: str | None  # the simulated cluster's, for a separate process to join
+
+
 @pytest.fixture(scope="module", params=["local-ray", "two-node-cluster"])
 def ray_session(request):
     """A Ray session the builds join (RayExecutor uses the running one). Workers see tests/ on
@@ -44,7 +53,7 @@ def ray_session(request):
         ray.init(address=cluster.address, log_to_driver=False, runtime_env=runtime_env)
         cluster.wait_for_nodes()
     try:
-        yield request.param
+        yield RaySession(request.param, cluster.address if cluster is not None else None)
     finally:
         ray.shutdown()
         if cluster is not None:
@@ -74,7 +83,7 @@ def local_reference(spec: Path, out_root: Path) -> dict[str, str]:
 @pytest.mark.parametrize("spec_name", ["fireact-chat.yaml", "nat.yaml", "tokenised"])
 def test_ray_artifact_is_the_local_one(ray_session, spec_name, tokenised_project, tmp_path_factory):
     spec = tokenised_project if spec_name == "tokenised" else REPO / "specs" / spec_name
-    out = tmp_path_factory.mktemp(f"{spec_name}-{ray_session}")
+    out = tmp_path_factory.mktemp(f"{spec_name}-{ray_session.kind}")
     expected = local_reference(spec, tmp_path_factory.mktemp(f"{spec_name}-local"))
     result = build(spec, out / "ray", executor=RAY, cache=False)
     assert tree_digest(out / "ray") == expected
@@ -86,7 +95,7 @@ def test_ray_artifact_is_the_local_one(ray_session, spec_name, tokenised_project
 def test_cache_is_shared_across_backends(ray_session, tmp_path):
     """A local build fills the cache, a Ray build reuses all of it (and the other way round);
     the bytes never change."""
-    if ray_session != "local-ray":
+    if ray_session.kind != "local-ray":
         pytest.skip("the cache is the same directory on either cluster; once is enough")
     spec = REPO / "specs" / "nat.yaml"
     local = build(spec, tmp_path / "local", workers=1, cache_dir=tmp_path / "cache-a")
@@ -105,15 +114,21 @@ def test_cache_is_shared_across_backends(ray_session, tmp_path):
 
 
 def test_cli_executor_ray(ray_session, tmp_path):
-    if ray_session != "local-ray":
-        pytest.skip("the CLI path is the same on either cluster")
+    """`dsc build --executor ray`: in this process (the session's Ray) on the local Ray; on the
+    cluster, a separate `dsc` process that joins it with --address (and uses all its CPUs)."""
     shutil.copytree(REPO / "specs", tmp_path / "specs", ignore=shutil.ignore_patterns("build", "dsc.lock"))
     spec = tmp_path / "specs" / "fireact-chat.yaml"
-    result = CliRunner().invoke(app, ["build", str(spec), "--out", str(tmp_path / "ray"), "--executor", "ray",
-                                      "--workers", "2", "--no-cache"])
-    assert result.exit_code == 0, result.output
+    args = ["build", str(spec), "--out", str(tmp_path / "ray"), "--executor", "ray", "--no-cache"]
+    if ray_session.address is None:
+        result = CliRunner().invoke(app, [*args, "--workers", "2"])
+        code, output = result.exit_code, result.output
+    else:
+        done = subprocess.run([sys.executable, "-m", "dsc", *args, "--address", ray_session.address],
+                              capture_output=True, text=True, timeout=300)
+        code, output = done.returncode, done.stdout + done.stderr
+    assert code == 0, output
     local = build(spec, tmp_path / "local", workers=1, cache=False)
-    assert f"version {local.manifest['version']}" in result.output
+    assert f"version {local.manifest['version']}" in output
     assert tree_digest(tmp_path / "ray") == tree_digest(tmp_path / "local")
 
 

@@ -59,7 +59,7 @@ class ExecutorChoice:
     """Which backend a build runs its per-row stages on (`dsc build --executor/--address/--workers`)."""
 
     kind: ExecutorKind = "local"
-    workers: int = 1
+    workers: int = 1  # tasks at once; ray only: 0 = every CPU of the cluster
     address: str | None = None  # ray only: `auto`, `ray://host:port`; None: start a local Ray
 
 

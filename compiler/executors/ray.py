@@ -78,7 +78,7 @@ class RayExecutor(Executor):
     def __init__(self, recipe: ContextRecipe, workers: int, address: str | None):
         # A fresh build id: workers that served an earlier build in this Ray session reload.
         self.recipe = replace(recipe, build_id=uuid.uuid4().hex)
-        self.workers = max(1, workers)
+        self.workers = workers  # 0: the cluster's CPUs, known once connected
         self.address = address
         self._started = False
 
@@ -86,11 +86,13 @@ class RayExecutor(Executor):
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # the build reports its own progress
         if not ray.is_initialized():
             if self.address is None:  # a local Ray with as many CPUs as workers
-                ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False,
+                ray.init(num_cpus=max(1, self.workers), include_dashboard=False, log_to_driver=False,
                          logging_level="ERROR")
             else:
                 ray.init(address=self.address, log_to_driver=False, logging_level="ERROR")
             self._started = True
+        if self.workers <= 0:
+            self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         data = ray.data.DataContext.get_current()
         data.execution_options.preserve_order = False  # the driver orders by `seq`
         data.enable_progress_bars = False
