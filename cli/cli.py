@@ -30,7 +30,10 @@ out_console = Console()
 
 
 def fail(message: str, code: int) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    # escaped: messages quote commands and data (`dsc[ray]`, regexes) that are no Rich markup
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -127,6 +130,13 @@ def build(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Artifact directory (default: build/<name> "
                                                                  "beside the spec)."),
     workers: Optional[int] = workers_option(),
+    executor: str = typer.Option("local", "--executor", help="Where the per-row stages run: local (this machine's "
+                                                             "processes) or ray (Ray Data; pip install 'dsc\\[ray]'). "
+                                                             "The artifact is byte-identical on both."),
+    address: Optional[str] = typer.Option(None, "--address", help="--executor ray: the cluster to join (auto, or "
+                                                                  "ray://host:port; then --workers defaults to the "
+                                                                  "cluster's CPUs); default: start a local Ray "
+                                                                  "with --workers CPUs."),
     locked: bool = typer.Option(False, "--locked", help="Fail (exit 1) if an input, the template, the tokenizer "
                                                         "or a version no longer matches dsc.lock."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither reuse nor keep normalised and rendered rows "
@@ -144,8 +154,13 @@ def build(
         progress = TimedProgress(progress)
 
     def body() -> Any:
+        from dsc.compiler.executors import executor_choice
+
+        # Joining a cluster without --workers: as many tasks at once as the cluster has CPUs (0).
+        n = workers if workers is not None else 0 if executor == "ray" and address else resolve_workers(None)
+        choice = executor_choice(executor, n, address)
         try:
-            return build_with_lock(spec, out, workers=resolve_workers(workers), progress=progress,
+            return build_with_lock(spec, out, workers=choice.workers, executor=choice, progress=progress,
                                    locked=locked, cache=not no_cache, cache_dir=cache_dir)
         finally:
             progress.close()

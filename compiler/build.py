@@ -24,9 +24,8 @@ import gc
 import hashlib
 import json
 import math
-import multiprocessing
 import os
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from dsc import __version__
 from dsc.compiler import artifact as art
 from dsc.compiler.cache import BuildCache, normalised_key, rendered_key, write_part
 from dsc.compiler.errors import BuildError
+from dsc.compiler.executors import ContextRecipe, Executor, ExecutorChoice, open_executor, worker_context
 from dsc.compiler.inspection import ArtifactStats, quarantine_group, split_sort_key
 from dsc.compiler import mix as selection_stage
 from dsc.compiler.mix import KeyTable, RowClass, Rows, copy_of, dedup_hash, hash_prefixes, iter_ids, row_groups
@@ -100,6 +100,7 @@ class BuildContext:
     template: ChatTemplate
     tokenizer: Any = None  # dsc.compiler.tokenize.RowTokenizer when the spec tokenises
     transforms: Transforms | None = None  # label/assemble/convert/... (None: the spec uses none)
+    built_transforms: Transforms | None = None  # as built, active or not (the manifest's inference block)
 
     @property
     def weighted(self) -> bool:
@@ -132,22 +133,13 @@ class BuildResult:
     tokenizer_paths: str | None = None  # RowTokenizer.fast_paths() when tokenised
 
 
-_CTX: BuildContext | None = None
-
-
-def _init_worker(ctx: BuildContext) -> None:
-    global _CTX
-    _CTX = ctx
-
-
 # ---------------------------------------------------------------------------------------------
 # Stage 1 (workers): raw rows → normalised rows and their keys
 # ---------------------------------------------------------------------------------------------
 
 
 def _normalise_chunk(chunk: list[RawRow]) -> NormalisedChunk:
-    ctx = _CTX
-    assert ctx is not None
+    ctx: BuildContext = worker_context()
     rows: list[Conversation] = []
     tokens: list[float] = []
     quarantined: list[tuple[int, QuarantineEntry]] = []
@@ -199,8 +191,7 @@ class RenderTask:
 def _render_batch(rows: np.ndarray, convs: list[Conversation]) -> pa.RecordBatch:
     """Special-token policy, rendering with loss spans, then (optionally) tokenisation; token
     arrays go to Arrow as flat buffers, never as a Python list per row."""
-    ctx = _CTX
-    assert ctx is not None
+    ctx: BuildContext = worker_context()
     n = len(convs)
     col: dict[str, Any] = {k: [None] * n for k in ("reason", "n_tokens", "text", "loss_spans", "loss_weights",
                                                      "messages", "input_ids", "labels", "weights")}
@@ -257,9 +248,9 @@ def _finish_chunk(task: RenderTask) -> str:
             rows = task.rows[start:start + CHUNK_ROWS]
             yield _render_batch(rows, read_conversations(segment, rows))
 
-    assert _CTX is not None
+    ctx: BuildContext = worker_context()
     with ArrowFile(task.segment, batch_rows=task.batch_rows) as segment:
-        return str(write_part(Path(task.parts_dir), rendered_schema(_CTX.tokenizer is not None, _CTX.weighted),
+        return str(write_part(Path(task.parts_dir), rendered_schema(ctx.tokenizer is not None, ctx.weighted),
                               batches()))
 
 
@@ -344,50 +335,6 @@ def _chunks(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-class _Executor:
-    """Runs a per-row stage over tasks, inline or in a forked pool, preserving task order, with
-    a bounded number of tasks in flight (results never pile up in memory)."""
-
-    def __init__(self, ctx: BuildContext, workers: int):
-        self.ctx = ctx
-        self.workers = max(1, workers)
-        self.pool = None
-
-    def __enter__(self) -> "_Executor":
-        _init_worker(self.ctx)
-        if self.workers > 1:
-            _settle_lazy_imports()
-            mp = multiprocessing.get_context("fork")
-            self.pool = mp.Pool(self.workers, initializer=_init_worker, initargs=(self.ctx,))
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
-            self.pool = None
-
-    def map(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:
-        if self.pool is None:
-            for t in tasks:
-                yield fn(t)
-            return
-        pending: deque[Any] = deque()
-        for t in tasks:
-            pending.append(self.pool.apply_async(fn, (t,)))
-            if len(pending) > 2 * self.workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
-
-
-def _settle_lazy_imports() -> None:
-    """Do before forking what every worker would otherwise do on its own at its first Arrow
-    array: pyarrow's first `pa.array` of a Python sequence imports pandas (≈0.4 s) to check
-    whether it was handed a pandas object. Imported once here, the forked workers inherit it."""
-    pa.array([0])
-
-
 def release_memory() -> None:
     """Hand memory freed by a finished stage back to the system (Arrow's pool and the C heap keep
     it otherwise), so that the next stage's peak does not stack on the last one's."""
@@ -435,7 +382,7 @@ def default_out_dir(loaded: LoadedSpec) -> Path:
 
 
 def build(spec_path: str | Path, out_dir: str | Path | None = None, *, workers: int = 1,
-          progress: Progress | None = None,
+          executor: ExecutorChoice | None = None, progress: Progress | None = None,
           before_place: Callable[[dict[str, Any]], None] | None = None,
           cache: bool = True, cache_dir: str | Path | None = None) -> BuildResult:
     """Compile a spec into an artifact directory. Raises SpecError (exit 2) or BuildError (exit 1).
@@ -443,10 +390,12 @@ def build(spec_path: str | Path, out_dir: str | Path | None = None, *, workers: 
     `before_place(manifest)` runs when the new artifact is complete but not yet in place; if it
     raises, the previous artifact stays (`dsc build --locked` checks the version there).
     `cache`: reuse and keep normalised and rendered rows in `cache_dir` (default `$DSC_CACHE_DIR`,
-    else ~/.cache/dsc); the artifact's bytes are the same either way."""
+    else ~/.cache/dsc); the artifact's bytes are the same either way.
+    `executor`: where the per-row stages run (default: the local executor with `workers`); the
+    artifact's bytes are the same on every backend."""
     loaded = load_spec(spec_path)
-    return build_loaded(loaded, out_dir, workers=workers, progress=progress, before_place=before_place,
-                        cache=cache, cache_dir=cache_dir)
+    return build_loaded(loaded, out_dir, workers=workers, executor=executor, progress=progress,
+                        before_place=before_place, cache=cache, cache_dir=cache_dir)
 
 
 def resolve_inputs(loaded: LoadedSpec) -> list[dict[str, Any]]:
@@ -521,7 +470,7 @@ class _Sources:
     seg_row: np.ndarray  # per key: row number in its source's rows.arrow
 
 
-def _normalise_source(loaded: LoadedSpec, name: str, key: str, store: BuildCache, ex: _Executor,
+def _normalise_source(loaded: LoadedSpec, name: str, key: str, store: BuildCache, ex: Executor,
                       progress: Progress, inputs: list[dict[str, Any]]) -> SegmentInfo:
     spec, base = loaded.spec, loaded.base_dir
     hashed = {i["path"]: i["sha256"] for i in inputs if i["source"] == name}
@@ -571,7 +520,7 @@ class _Read:
         return sum(self.read_counts.values())
 
 
-def _read(loaded: LoadedSpec, inputs: list[dict[str, Any]], store: BuildCache, ex: _Executor, progress: Progress,
+def _read(loaded: LoadedSpec, inputs: list[dict[str, Any]], store: BuildCache, ex: Executor, progress: Progress,
           template: ChatTemplate, tokenizer: Any, report: dict[str, SourceCacheReport]) -> _Read:
     """Stage 1: read + normalise each source, unless the cache has its segment."""
     spec, base = loaded.spec, loaded.base_dir
@@ -632,7 +581,7 @@ def _render_task_rows(rows: int, workers: int) -> int:
     return int(min(RENDER_TASK_ROWS, max(CHUNK_ROWS, math.ceil(rows / (4 * workers)))))
 
 
-def _render(spec: Spec, read: _Read, chosen: _Chosen, store: BuildCache, ex: _Executor, progress: Progress,
+def _render(spec: Spec, read: _Read, chosen: _Chosen, store: BuildCache, ex: Executor, progress: Progress,
             template: ChatTemplate, tokenizer: Any, report: dict[str, SourceCacheReport]) -> list[_Rendered]:
     """Stage 3: render + tokenise the selected rows the cache does not have."""
     rendered: list[_Rendered] = []
@@ -652,7 +601,7 @@ def _render(spec: Spec, read: _Read, chosen: _Chosen, store: BuildCache, ex: _Ex
         for start in range(0, len(missing), size):
             tasks.append(RenderTask(str(seg.rows_path), seg.batch_rows, missing[start:start + size], str(rstore.dir)))
             task_source.append(s)
-    if ex.pool is not None and tasks:  # this process only waits while workers render
+    if ex.parallel and tasks:  # this process only waits while workers render
         from dsc.compiler.card import preload_in_background
 
         preload_in_background()
@@ -780,21 +729,20 @@ def _rare_cycle_collection() -> Iterator[None]:
 
 
 def build_loaded(loaded: LoadedSpec, out_dir: str | Path | None = None, *, workers: int = 1,
-                 progress: Progress | None = None,
+                 executor: ExecutorChoice | None = None, progress: Progress | None = None,
                  before_place: Callable[[dict[str, Any]], None] | None = None,
                  cache: bool = True, cache_dir: str | Path | None = None) -> BuildResult:
     out = Path(out_dir) if out_dir is not None else default_out_dir(loaded)
+    choice = executor if executor is not None else ExecutorChoice("local", workers)
     with art.output_lock(out), _rare_cycle_collection():
-        return _build_loaded(loaded, out, workers=workers, progress=progress, before_place=before_place,
+        return _build_loaded(loaded, out, executor=choice, progress=progress, before_place=before_place,
                              cache=cache, cache_dir=cache_dir)
 
 
-def _build_loaded(loaded: LoadedSpec, out_dir: str | Path | None, *, workers: int, progress: Progress | None,
-                  before_place: Callable[[dict[str, Any]], None] | None, cache: bool,
-                  cache_dir: str | Path | None) -> BuildResult:
+def build_context(loaded: LoadedSpec) -> BuildContext:
+    """What the per-row stages need: the template, the tokenizer and the transforms, loaded once
+    per process (the driver; a Ray actor rebuilds it the same way from the spec)."""
     spec, base = loaded.spec, loaded.base_dir
-    progress = progress or Progress()
-    out = Path(out_dir) if out_dir is not None else default_out_dir(loaded)
     with loaded.at("template"):
         template = load_template(spec.template, base)
     tokenizer = None
@@ -805,13 +753,23 @@ def _build_loaded(loaded: LoadedSpec, out_dir: str | Path | None, *, workers: in
             tokenizer = RowTokenizer.load(spec.tokenize, base)
     with loaded.at():  # prompt/tool files are checked by load_spec; this names any left (exit 2)
         transforms = build_transforms(spec, base, template=template, tokenizer=tokenizer)
-    ctx = BuildContext(spec=spec, base_dir=base, template=template, tokenizer=tokenizer,
-                       transforms=transforms if transforms.active() else None)
+    return BuildContext(spec=spec, base_dir=base, template=template, tokenizer=tokenizer,
+                        transforms=transforms if transforms.active() else None, built_transforms=transforms)
+
+
+def _build_loaded(loaded: LoadedSpec, out_dir: str | Path | None, *, executor: ExecutorChoice,
+                  progress: Progress | None, before_place: Callable[[dict[str, Any]], None] | None, cache: bool,
+                  cache_dir: str | Path | None) -> BuildResult:
+    spec = loaded.spec
+    progress = progress or Progress()
+    out = Path(out_dir) if out_dir is not None else default_out_dir(loaded)
+    ctx = build_context(loaded)
+    template, tokenizer, transforms = ctx.template, ctx.tokenizer, ctx.built_transforms
     inputs = resolve_inputs(loaded)
     cache_report: dict[str, SourceCacheReport] = {}
 
     with BuildCache.open(cache, cache_dir) as store:
-        with _Executor(ctx, workers) as ex:
+        with open_executor(executor, ctx, ContextRecipe(str(loaded.path))) as ex:
             read = _read(loaded, inputs, store, ex, progress, template, tokenizer, cache_report)
             bad = [q for q in read.quarantine if q.bad]
             _check_bad_rows(spec, len(bad), read.rows_read, "while reading", bad)
@@ -896,7 +854,7 @@ def _build_loaded(loaded: LoadedSpec, out_dir: str | Path | None, *, workers: in
                 },
                 "files": dict(sorted(files.items())),
             }
-            plugins = manifest_plugins(spec, loaded.plugins, base)
+            plugins = manifest_plugins(spec, loaded.plugins, loaded.base_dir)
             if plugins:  # absent without user code, so plugin-free specs keep their versions
                 manifest["plugins"] = [m.to_dict() for m in plugins]
             manifest["version"] = art.content_version(manifest)

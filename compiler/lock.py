@@ -360,7 +360,7 @@ def check_locked(loaded: LoadedSpec) -> LockEntry:
 
 def build_with_lock(spec_path: str | Path, out_dir: str | Path | None = None, *, workers: int = 1,
                     progress: Any = None, locked: bool = False, cache: bool = True,
-                    cache_dir: str | Path | None = None):
+                    cache_dir: str | Path | None = None, executor: Any = None):
     """`dsc build`: build, then write the spec's lock entry; with `locked`, check the lock before
     building and the artifact version before the new artifact replaces the old one, and leave
     the lock as it is."""
@@ -369,7 +369,8 @@ def build_with_lock(spec_path: str | Path, out_dir: str | Path | None = None, *,
     loaded = load_spec(spec_path)
     out = Path(out_dir) if out_dir is not None else default_out_dir(loaded)
     if not locked:
-        result = build_loaded(loaded, out, workers=workers, progress=progress, cache=cache, cache_dir=cache_dir)
+        result = build_loaded(loaded, out, workers=workers, executor=executor, progress=progress, cache=cache,
+                              cache_dir=cache_dir)
         write_entry(loaded.path, entry_from_manifest(loaded, result.manifest, result.out_dir))
         return result
     entry = check_locked(loaded)
@@ -381,5 +382,5 @@ def build_with_lock(spec_path: str | Path, out_dir: str | Path | None = None, *,
                 f"--locked: the build does not reproduce {lock_path(loaded.path)} (nothing was replaced):",
                 mismatches))
 
-    return build_loaded(loaded, out, workers=workers, progress=progress, before_place=before_place, cache=cache,
-                        cache_dir=cache_dir)
+    return build_loaded(loaded, out, workers=workers, executor=executor, progress=progress,
+                        before_place=before_place, cache=cache, cache_dir=cache_dir)
