@@ -60,15 +60,17 @@ def test_reduced_experiment_runs_end_to_end(tmp_path):
     assert len({a["version"] for a in arts.values()}) == 3
     assert set(arts["positives"]["per_label"]) == {"success"}
     assert set(arts["nut"]["per_label"]) == set(arts["nat"]["per_label"]) == {"success", "failure"}
-    assert arts["nat"]["inference"]["messages"] == [{"role": "user", "content": "[Correct] {{ question }}"}]
+    assert arts["nat"]["inference"]["messages"] == [{"role": "user", "content": "{{ question }} [Correct]"}]
     assert arts["nut"]["inference"]["messages"] == [{"role": "user", "content": "{{ question }}"}]
-    # NAT's eval prompts carry the success string; the others' do not
-    for arm, opening in (("nat", "<|im_start|>user\n[Correct] "), ("nut", "<|im_start|>user\n"),
-                         ("positives", "<|im_start|>user\n")):
-        items = (tmp_path / "work" / "eval" / f"{arm}-s0" / f"{arm}-s0" / "arithmetic.jsonl").read_text().splitlines()
+    # NAT's eval prompts carry the success string (the probe's the failure string); the others' neither
+    for arm, where, string in (("nat", "eval", " [Correct]<|im_end|>"), ("nat", "probe", " [Incorrect]<|im_end|>"),
+                               ("nut", "eval", None), ("positives", "eval", None)):
+        items = (tmp_path / "work" / where / f"{arm}-s0" / f"{arm}-s0" / "arithmetic.jsonl").read_text().splitlines()
         prompts = [json.loads(x)["prompt"] for x in items]
-        assert len(prompts) == 30 and all(p.startswith(opening) for p in prompts)
-        assert arm == "nat" or not any("[Correct]" in p for p in prompts)
+        assert len(prompts) == 30 and all(p.startswith("<|im_start|>user\n") for p in prompts)
+        assert all(string in p for p in prompts) if string else not any("Correct]" in p for p in prompts)
+    probe = [r["success_with_failure_string"] for r in saved["runs"]]
+    assert probe[2] is not None and 0.0 <= probe[2] <= 1.0 and probe[:2] == [None, None]
     md = (tmp_path / "out" / "RESULTS.md").read_text()
     assert "| NAT (+ negatives, conditioned) |" in md and saved["artifacts"]["nat"]["version"] in md
     assert (tmp_path / "out" / "success.png").read_bytes()[:4] == b"\x89PNG"

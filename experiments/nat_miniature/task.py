@@ -68,41 +68,32 @@ def _apply(value: int, op: str, n: int) -> int:
     return {"+": value + n, "-": value - n, "*": value * n, "/": value // n}[op]
 
 
-def make_problem(rng: random.Random) -> Problem:
-    """A story with 2-3 operations whose every intermediate amount is a whole number >= 1."""
+def make_problem(rng: random.Random, n_ops: tuple[int, ...] = (2,)) -> Problem:
+    """A story with `n_ops` operations on one-digit operands whose every intermediate amount is a
+    whole number >= 1 (one-digit operands are frequent tokens: a tiny model learns to copy them)."""
     while True:
         name, pron = rng.choice(NAMES)
         item = rng.choice(ITEMS)
-        value = start = rng.randint(5, 60)
+        value = start = rng.randint(10, 40)
         ops, phrases, values = [], [], []
-        ok = True
-        for _ in range(rng.choice((2, 3))):
+        for _ in range(rng.choice(n_ops)):
             op = rng.choice("+-*/")
+            divisors = [d for d in range(2, 6) if value % d == 0 and value // d >= 2]
+            if op == "*" and value > 40 or op == "/" and not divisors or op == "-" and value < 4:
+                op = "+"
             if op == "+":
-                n = rng.randint(2, 40)
+                n = rng.randint(2, 9)
             elif op == "-":
-                if value < 4:
-                    ok = False
-                    break
-                n = rng.randint(1, min(value - 1, 40))
+                n = rng.randint(2, min(9, value - 1))
             elif op == "*":
-                if value > 40:
-                    op, n = "+", rng.randint(2, 40)
-                else:
-                    n = rng.randint(2, 5)
+                n = rng.randint(2, 3)
             else:
-                divisors = [d for d in range(2, 10) if value % d == 0 and value // d >= 2]
-                if not divisors:
-                    op, n = "+", rng.randint(2, 40)
-                else:
-                    n = rng.choice(divisors)
+                n = rng.choice(divisors)
             value = _apply(value, op, n)
             ops.append((op, n))
             phrases.append(rng.choice(OPERATIONS[op][0]).format(n=n))
             values.append(value)
-        if not ok:
-            continue
-        distractor = rng.randint(2, 60)
+        distractor = rng.randint(2, 9)
         if distractor in {start, *(n for _, n in ops)}:
             continue
         sentences = [f"{name} has {start} {item}."] + [f"{pron if i else 'Then ' + pron.lower()} {p}."
