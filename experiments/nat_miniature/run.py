@@ -309,7 +309,8 @@ def results_markdown(result: dict[str, Any]) -> str:
                   "; ".join(f"seed {sd}: {_pct(a)} → {_pct(b)}" for sd, a, b in probes) +
                   " (a model that uses its condition does clearly worse with the failure string)."]
     lines += ["", "![success by arm and seed](success.png)", "",
-              "## Per run", "", "| arm | seed | success | train loss | val loss | train wall / CPU s | "
+              "## Per run", "", "(val loss: on each arm's own validation rows, not comparable across arms)", "",
+              "| arm | seed | success | train loss | val loss | train wall / CPU s | "
               "eval wall / CPU s | failed episodes |", "|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
         fm = ", ".join(f"{k} {v}" for k, v in sorted(r["failure_modes"].items()))
