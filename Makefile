@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo test test-fast bench clean experiment-nat
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+# The miniature NAT experiment (experiments/nat_miniature/RESULTS.md): niced, one torch thread.
+experiment-nat: $(STAMP)
+	nice -n 19 $(PY) experiments/nat_miniature/run.py
 
 clean:
 	rm -rf build .pytest_cache
