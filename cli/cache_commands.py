@@ -15,17 +15,16 @@ cache_app = typer.Typer(help="The build cache: its size, and removing least rece
 
 
 def _root(cache_dir: Optional[Path]) -> Path:
-    from dsc.compiler.cache import CACHE_FORMAT, default_cache_dir
+    from dsc.compiler.cache import cache_root
 
-    base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return base / f"v{CACHE_FORMAT}"
+    return cache_root(cache_dir)
 
 
 @cache_app.command("info")
 def info_command(cache_dir: Optional[Path] = cache_dir_option()) -> None:
     """Where the cache is, how many entries it holds, their size and the automatic cap."""
     from dsc.cli import out_console, run_guarded
-    from dsc.compiler.cache_upkeep import entries, human, max_cache_bytes
+    from dsc.compiler.cache_upkeep import entries, human, max_cache_bytes, other_formats
 
     def body() -> None:
         root = _root(cache_dir)
@@ -34,6 +33,10 @@ def info_command(cache_dir: Optional[Path] = cache_dir_option()) -> None:
         out_console.print(f"cache: {root}\nentries: {len(listed)}  size: {human(sum(e.size for e in listed))}  "
                           f"cap: {human(cap) if cap else 'none'} (DSC_CACHE_MAX_SIZE)", highlight=False,
                           soft_wrap=True)
+        stale = other_formats(root)
+        if stale:
+            out_console.print(f"other cache formats (unused; `dsc cache prune` removes them): "
+                              f"{', '.join(p.name for p in stale)}", highlight=False, soft_wrap=True)
 
     run_guarded(body)
 
@@ -48,11 +51,15 @@ def prune_command(
 ) -> None:
     """Remove cache entries (by last use); without options, down to the automatic cap."""
     from dsc.cli import out_console, run_guarded
-    from dsc.compiler.cache_upkeep import human, max_cache_bytes, parse_size, prune
+    from dsc.compiler.cache_upkeep import human, max_cache_bytes, parse_size, prune, remove_other_formats
 
     def body() -> None:
         root = _root(cache_dir)
         limit = parse_size(max_size) if max_size is not None else (max_cache_bytes() if older_than is None else None)
+        formats, formats_freed = remove_other_formats(root)
+        if formats:
+            out_console.print(f"removed {formats} directories of other cache formats ({human(formats_freed)}), "
+                              f"left by another dsc version", highlight=False, soft_wrap=True)
         report = prune(root, max_bytes=limit, older_than_days=older_than) if root.is_dir() else None
         if report is None:
             out_console.print(f"cache: {root} is empty", highlight=False, soft_wrap=True)

@@ -1,8 +1,11 @@
 """The incremental build cache: normalised segments and rendered rows, per source.
 
-    <cache dir>/v1/normalised/<key>/   rows.arrow keys.arrow quarantine.jsonl segment.json entry.json
-    <cache dir>/v1/rendered/<key>/parts/part-<uuid>-<size>-<crc32>.arrow
-    <cache dir>/v1/tmp/                 entries being written
+    <cache dir>/v<CACHE_FORMAT>/normalised/<key>/   rows.arrow keys.arrow quarantine.jsonl segment.json entry.json
+    <cache dir>/v<CACHE_FORMAT>/rendered/<key>/parts/part-<uuid>-<size>-<crc32>.arrow
+    <cache dir>/v<CACHE_FORMAT>/tmp/                 entries being written
+
+(`cache_root`; a directory of another format, left by an older dsc, is never read: `dsc cache
+prune` removes it.)
 
 A **normalised** entry is stage 1 of one source (read, normalise, row transforms; see
 `dsc.compiler.rowfiles`). Its key is a sha256 over everything stage 1 reads: the dsc version and a
@@ -77,6 +80,12 @@ SELECTION_ONLY_CAPABILITIES = ("rates", "proportions")
 def default_cache_dir() -> Path:
     env = os.environ.get("DSC_CACHE_DIR")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "dsc"
+
+
+def cache_root(directory: str | Path | None = None) -> Path:
+    """The directory of this cache format's entries under the cache dir (default: `default_cache_dir`)."""
+    base = Path(directory).expanduser() if directory is not None else default_cache_dir()
+    return base / f"v{CACHE_FORMAT}"
 
 
 @lru_cache(maxsize=1)
@@ -215,8 +224,8 @@ class BuildCache:
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
             return
-        base = Path(directory).expanduser() if directory is not None else default_cache_dir()
-        root = base / f"v{CACHE_FORMAT}"
+        root = cache_root(directory)
+        base = root.parent
         try:
             for sub in (NORMALISED, RENDERED, "tmp"):
                 (root / sub).mkdir(parents=True, exist_ok=True)

@@ -127,6 +127,27 @@ def prune(root: Path, *, max_bytes: int | None = None, older_than_days: float | 
     return PruneReport(removed, freed, len(kept), total)
 
 
+def other_formats(root: Path) -> list[Path]:
+    """The entry directories of other cache formats beside `root` (`v1` when `root` is `v2`): left
+    by an older (or newer) dsc, never read by this one."""
+    base = root.parent
+    if not base.is_dir():
+        return []
+    return sorted(p for p in base.iterdir()
+                  if p.is_dir() and p.name != root.name and re.fullmatch(r"v\d+", p.name))
+
+
+def remove_other_formats(root: Path) -> tuple[int, int]:
+    """Remove `other_formats(root)`: (directories removed, bytes freed)."""
+    removed = freed = 0
+    for d in other_formats(root):
+        size = _tree_size(d)
+        shutil.rmtree(d, ignore_errors=True)
+        if not d.exists():
+            removed, freed = removed + 1, freed + size
+    return removed, freed
+
+
 def max_cache_bytes() -> int | None:
     """The automatic cap: DSC_CACHE_MAX_SIZE, else DEFAULT_MAX_CACHE_BYTES; None for "0" (no cap)."""
     raw = os.environ.get("DSC_CACHE_MAX_SIZE")
