@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -192,13 +192,19 @@ def _short(h: str | None) -> str:
     return f"{h[:12]}…" if h else "none"
 
 
+T = TypeVar("T")
+
+
+def _paired(before: dict[Any, T], after: dict[Any, T]) -> Iterator[tuple[Any, T | None, T | None]]:
+    """(key, locked entry, current entry) for every key of either side, in key order."""
+    for key in sorted(before.keys() | after.keys()):
+        yield key, before.get(key), after.get(key)
+
+
 def compare(locked: LockEntry, now: LockEntry, *, artifact: bool = False) -> list[str]:
     """Every way `now` differs from `locked`, inputs first, each naming what moved."""
     out: list[str] = []
-    before = {i.key(): i for i in locked.inputs}
-    after = {i.key(): i for i in now.inputs}
-    for key in sorted(before.keys() | after.keys()):
-        a, b = before.get(key), after.get(key)
+    for key, a, b in _paired({i.key(): i for i in locked.inputs}, {i.key(): i for i in now.inputs}):
         what = f"input {key[1]} (source '{key[0]}')"
         if b is None:
             out.append(f"{what} is in the lock but no longer read (removed, or the spec's path changed)")
@@ -248,11 +254,8 @@ def compare(locked: LockEntry, now: LockEntry, *, artifact: bool = False) -> lis
 
 def _compare_plugins(locked: list[LockedPlugin], now: list[LockedPlugin]) -> list[str]:
     """Each plugin module whose source moved, appeared or went, by name and path."""
-    before = {(p.module, p.path): p for p in locked}
-    after = {(p.module, p.path): p for p in now}
     out = []
-    for key in sorted(before.keys() | after.keys()):
-        a, b = before.get(key), after.get(key)
+    for key, a, b in _paired({(p.module, p.path): p for p in locked}, {(p.module, p.path): p for p in now}):
         what = f"plugin '{key[0]}' ({key[1]})"
         if b is None:
             out.append(f"{what} is in the lock but the build no longer uses it")
