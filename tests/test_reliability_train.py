@@ -8,14 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
-import torch
 
 from dsc.runtime.train import train
 
 from test_runtime_support import make_artifact
+from test_train import CountSteps, assert_resumed_like_full
 
 SETTINGS = ["max_steps=12", "save_steps=4", "batch_size=8", "logging_steps=1", "learning_rate=3e-3",
             "lora.dropout=0.1"]  # dropout: the resumed run must also restore the RNG state
@@ -33,27 +31,6 @@ train(sys.argv[1], model=sys.argv[2], out=sys.argv[3], overrides=sys.argv[4:], c
 """
 
 
-class _Steps:
-    """Records the steps a run trains (every other TrainerCallback hook is a no-op)."""
-
-    def __init__(self) -> None:
-        self.steps: list[int] = []
-
-    def __getattr__(self, name):
-        if name.startswith("on_"):
-            return lambda *a, **k: None
-        raise AttributeError(name)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.steps.append(state.global_step)
-
-
-def _adapter(out: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(out / "adapter_model.safetensors"))
-
-
 def test_a_sigkilled_training_run_resumes_to_the_same_loss_and_weights(tmp_path, tiny_model_dir):
     artifact = make_artifact(tmp_path / "arith", n_train=48, n_validation=8)
     full = train(artifact, model=str(tiny_model_dir), out=tmp_path / "full", overrides=SETTINGS)
@@ -65,11 +42,6 @@ def test_a_sigkilled_training_run_resumes_to_the_same_loss_and_weights(tmp_path,
     checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("checkpoint-"))
     assert checkpoints[-1] == "checkpoint-8" and not (out / "run.json").exists()
 
-    steps = _Steps()
+    steps = CountSteps()
     resumed = train(artifact, model=str(tiny_model_dir), out=out, overrides=SETTINGS, resume=True, callbacks=[steps])
-    assert steps.steps == [9, 10, 11, 12]  # continued from checkpoint-8, not from scratch
-    assert resumed.metrics["global_step"] == 12
-    assert resumed.metrics["final_loss"] == pytest.approx(full.metrics["final_loss"], abs=1e-5)
-    assert resumed.metrics["eval_loss"] == pytest.approx(full.metrics["eval_loss"], abs=1e-5)
-    a, b = _adapter(tmp_path / "full"), _adapter(out)
-    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert_resumed_like_full(full, tmp_path / "full", resumed, out, steps.steps)

@@ -156,6 +156,17 @@ def _adapter_weights(out: Path) -> dict[str, torch.Tensor]:
     return load_file(str(out / "adapter_model.safetensors"))
 
 
+def assert_resumed_like_full(full, full_dir: Path, resumed, resumed_dir: Path, steps: list[int]) -> None:
+    """A 12-step run resumed from checkpoint-8 trained only steps 9-12 and ended where the
+    uninterrupted run did: the same final and eval loss and the same adapter weights."""
+    assert steps == [9, 10, 11, 12]  # continued from checkpoint-8, not from scratch
+    assert resumed.metrics["global_step"] == 12
+    assert resumed.metrics["final_loss"] == pytest.approx(full.metrics["final_loss"], abs=1e-5)
+    assert resumed.metrics["eval_loss"] == pytest.approx(full.metrics["eval_loss"], abs=1e-5)
+    a, b = _adapter_weights(full_dir), _adapter_weights(resumed_dir)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
 def test_killed_run_resumes_to_the_same_final_loss(artifact, tiny_model_dir, tmp_path):
     settings = ["max_steps=12", "save_steps=4", "batch_size=8", "logging_steps=1", "learning_rate=3e-3",
                 "lora.dropout=0.1"]  # dropout: the resumed run must also restore the RNG state
@@ -173,12 +184,7 @@ def test_killed_run_resumes_to_the_same_final_loss(artifact, tiny_model_dir, tmp
     resumed = train(artifact, model=str(tiny_model_dir), out=out, overrides=settings, resume=True,
                     callbacks=[counter])
 
-    assert counter.steps == [9, 10, 11, 12]  # continued from checkpoint-8, not from scratch
-    assert resumed.metrics["global_step"] == 12
-    assert resumed.metrics["final_loss"] == pytest.approx(full.metrics["final_loss"], abs=1e-5)
-    assert resumed.metrics["eval_loss"] == pytest.approx(full.metrics["eval_loss"], abs=1e-5)
-    a, b = _adapter_weights(tmp_path / "full"), _adapter_weights(out)
-    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert_resumed_like_full(full, tmp_path / "full", resumed, out, counter.steps)
 
 
 def test_full_finetuning(artifact, tiny_model_dir, tmp_path):
