@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from dsc.cli import app
 from dsc.compiler.build import build
 from dsc.compiler.inspection import IGNORE_INDEX, open_artifact
+from dsc.compiler.render import merge_spans
 from dsc.compiler.report import sample_quotas
 
 runner = CliRunner()
@@ -101,16 +102,6 @@ def parse(dom: str) -> RowsParser:
     p = RowsParser()
     p.feed(dom)
     return p
-
-
-def merged(spans):
-    out: list[list[int]] = []
-    for a, b in sorted(spans):
-        if out and a <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return [tuple(s) for s in out]
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +193,7 @@ def test_browser_shows_rows_as_the_model_sees_them(tokenised_report):
     # Supervised characters are exactly the row's loss spans (tokens inside them are all supervised).
     sup_tokens = sum(1 for t in row["labels"] if t != IGNORE_INDEX)
     assert len([t for t in shown["titles"] if t.endswith("supervised")]) == sup_tokens
-    assert merged(shown["sup"]) == merged([tuple(s) for s in row["loss_spans"]])
+    assert merge_spans(shown["sup"]) == merge_spans(row["loss_spans"])
     # Token ids on hover, in order.
     ids = [int(re.search(r"id (\d+)", t)[1]) for t in shown["titles"]]
     assert ids == list(row["input_ids"])
