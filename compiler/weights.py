@@ -22,6 +22,8 @@ from typing import Literal, NamedTuple, get_args
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dsc.compiler.dialects.react import react_parts  # noqa: F401  (the `part:` grammar; re-exported)
+
 Part = Literal["thought", "action", "action_input", "observation", "final_answer"]
 PARTS: tuple[str, ...] = get_args(Part)
 
@@ -63,51 +65,15 @@ class WeightedSpan(NamedTuple):
 
 
 # ---------------------------------------------------------------------------------------------
-# ReAct parts
-# ---------------------------------------------------------------------------------------------
-
-# A step label starts a line: `Thought:`, `Thought 2:`, `Action:`, `Action Input:`, `Observation 1:`,
-# `Final Answer:`. (The step grammar belongs with the ReAct dialect, dsc.compiler.dialects.react,
-# once that exists; this is the only place here that reads it.)
-_LABEL = re.compile(r"^[ \t]*(?P<label>Thought|Action Input|Action|Observation|Final Answer)(?: \d+)?:",
-                    re.MULTILINE)
-_LABEL_PART = {"Thought": "thought", "Action": "action", "Action Input": "action_input",
-               "Observation": "observation", "Final Answer": "final_answer"}
-# `Action: name[argument]` (FireAct, NAT): the argument in brackets is the action's input.
-_BRACKET_ARGUMENT = re.compile(r"Action(?: \d+)?:[ \t]*[A-Za-z_][\w.-]*\[(?P<arg>.*)\]", re.DOTALL)
-
-
-def react_parts(text: str, start: int = 0, end: int | None = None) -> list[tuple[str, int, int]]:
-    """The ReAct parts of text[start:end] as (part, a, b) character ranges, in order.
-
-    A part runs from its label (the label included) to the next label or to `end`, so text after
-    the last step (an end-of-turn token) goes with the last part; text before the first label is
-    no part. In `Action: name[argument]` the argument between the brackets is `action_input` and
-    the rest `action`; in the `Action: name` / `Action Input: {json}` syntax each line is its own
-    part."""
-    end = len(text) if end is None else end
-    region = text[start:end]  # searched on its own: a span may start mid-line (`[/INST] Thought: ...`)
-    labels = [(start + m.start("label"), _LABEL_PART[m.group("label")]) for m in _LABEL.finditer(region)]
-    out: list[tuple[str, int, int]] = []
-    for (a, part), nxt in zip(labels, [*(s for s, _ in labels[1:]), end]):
-        m = _BRACKET_ARGUMENT.match(text, a, nxt) if part == "action" else None
-        if m is not None:
-            out += [("action", a, m.start("arg")), ("action_input", m.start("arg"), m.end("arg")),
-                    ("action", m.end("arg"), nxt)]
-        else:
-            out.append((part, a, nxt))
-    return [p for p in out if p[2] > p[1]]
-
-
-# ---------------------------------------------------------------------------------------------
 # Weighting a rendered row
 # ---------------------------------------------------------------------------------------------
 
 
-def _selected(text: str, spans: list[tuple[int, int]], rule: WeightRule) -> list[tuple[int, int]]:
+def _selected(text: str, parts: list[tuple[str, int, int]], rule: WeightRule) -> list[tuple[int, int]]:
+    """The ranges `rule` selects: its pattern's matches, or the supervised ReAct `parts` it names."""
     if rule.pattern is not None:
         return [(m.start(), m.end()) for m in re.finditer(rule.pattern, text) if m.end() > m.start()]
-    return [(a, b) for a0, b0 in spans for part, a, b in react_parts(text, a0, b0) if part == rule.part]
+    return [(a, b) for part, a, b in parts if part == rule.part]
 
 
 def weigh(text: str, spans: list[tuple[int, int]], rules: list[WeightRule]) -> list[WeightedSpan]:
@@ -117,7 +83,9 @@ def weigh(text: str, spans: list[tuple[int, int]], rules: list[WeightRule]) -> l
     # Boundaries: span edges and every selected range's edges inside a span; each elementary
     # interval between two boundaries has one weight.
     cuts = {x for s in spans for x in s}
-    selections = [(rule.weight, _selected(text, spans, rule)) for rule in rules]
+    # the supervised text's ReAct parts, read once for all `part` rules
+    parts = [p for a0, b0 in spans for p in react_parts(text, a0, b0)] if any(r.part for r in rules) else []
+    selections = [(rule.weight, _selected(text, parts, rule)) for rule in rules]
     for _, ranges in selections:
         cuts.update(x for r in ranges for x in r)
     points = np.array(sorted(cuts), dtype=np.int64)

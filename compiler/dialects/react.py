@@ -59,6 +59,43 @@ class Action:
     arg: str  # the argument text, verbatim
 
 
+# ---------------------------------------------------------------------------------------------
+# ReAct parts
+# ---------------------------------------------------------------------------------------------
+
+# A step label starts a line: `Thought:`, `Thought 2:`, `Action:`, `Action Input:`, `Observation 1:`,
+# `Final Answer:` (the parts `loss: {weights: [{part: ...}]}` selects, dsc.compiler.weights).
+_LABEL = re.compile(r"^[ \t]*(?P<label>Thought|Action Input|Action|Observation|Final Answer)(?: \d+)?:",
+                    re.MULTILINE)
+_LABEL_PART = {"Thought": "thought", "Action": "action", "Action Input": "action_input",
+               "Observation": "observation", "Final Answer": "final_answer"}
+# `Action: name[argument]` (FireAct, NAT): the argument in brackets is the action's input.
+_BRACKET_ARGUMENT = re.compile(rf"Action(?: \d+)?:[ \t]*{TOOL_NAME}\[(?P<arg>.*)\]", re.DOTALL)
+
+
+def react_parts(text: str, start: int = 0, end: int | None = None) -> list[tuple[str, int, int]]:
+    """The ReAct parts of text[start:end] as (part, a, b) character ranges, in order.
+
+    A part runs from its label (the label included) to the next label or to `end`, so text after
+    the last step (an end-of-turn token) goes with the last part; text before the first label is
+    no part. In `Action: name[argument]` the argument between the brackets is `action_input` and
+    the rest `action`; in the `Action: name` / `Action Input: {json}` syntax each line is its own
+    part."""
+    end = len(text) if end is None else end
+    region = text[start:end]  # searched on its own: a span may start mid-line (`[/INST] Thought: ...`)
+    labels = [(start + m.start("label"), _LABEL_PART[m.group("label")]) for m in _LABEL.finditer(region)]
+    out: list[tuple[str, int, int]] = []
+    for (a, part), nxt in zip(labels, [*(s for s, _ in labels[1:]), end]):
+        m = _BRACKET_ARGUMENT.match(text, a, nxt) if part == "action" else None
+        if m is not None:
+            out += [("action", a, m.start("arg")), ("action_input", m.start("arg"), m.end("arg")),
+                    ("action", m.end("arg"), nxt)]
+        else:
+            out.append((part, a, nxt))
+    return [p for p in out if p[2] > p[1]]
+
+
+
 def parse_action(text: str, syntax: Syntax, *, lenient: bool = False) -> Action | None:
     """The action of one assistant turn; None when it has none (see the module doc)."""
     if lenient:
