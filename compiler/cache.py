@@ -51,7 +51,7 @@ from typing import Any
 import pyarrow as pa
 
 from dsc import __version__
-from dsc.compiler.cache_upkeep import touch
+from dsc.compiler.cache_upkeep import max_cache_bytes, prune, remove_dir, touch
 from dsc.compiler.errors import BuildError
 from dsc.compiler.plugins import stage1_modules
 from dsc.compiler.record import canonical_json
@@ -238,11 +238,11 @@ class BuildCache:
         cache = cls(root, persistent=True)
         cache._clean_stale()
         yield cache
-        from dsc.compiler.cache_upkeep import max_cache_bytes, prune
-
         # Bounded disk use: least recently used entries go once the cache is over its cap
-        # (this build's own entries were just used, so they stay).
-        prune(root, max_bytes=max_cache_bytes(), spare_recent=True)
+        # (this build's own entries were just used, so they stay); no cap, nothing to walk.
+        cap = max_cache_bytes()
+        if cap is not None:
+            prune(root, max_bytes=cap, spare_recent=True)
 
     def _clean_stale(self) -> None:
         """Temporaries of builds that were killed (old enough not to be a running build's)."""
@@ -255,13 +255,7 @@ class BuildCache:
                 pass
 
     def _remove(self, path: Path) -> None:
-        """Take a directory out of the cache at once (rename), then delete it."""
-        trash = self.tmp / f"trash-{uuid.uuid4().hex}"
-        try:
-            os.rename(path, trash)
-        except OSError:
-            trash = path
-        shutil.rmtree(trash, ignore_errors=True)
+        remove_dir(path, self.tmp)
 
     # -- normalised segments ------------------------------------------------------------------
 

@@ -95,12 +95,13 @@ class PruneReport:
     size: int  # bytes left
 
 
-def _remove(entry: Entry, tmp: Path) -> None:
+def remove_dir(path: Path, tmp: Path) -> None:
+    """Take a directory out of the cache at once (renamed into `tmp`), then delete it."""
     trash = tmp / f"trash-{uuid.uuid4().hex}"
     try:
-        os.rename(entry.path, trash)  # out of the cache at once, then deleted
+        os.rename(path, trash)
     except OSError:
-        trash = entry.path
+        trash = path
     shutil.rmtree(trash, ignore_errors=True)
 
 
@@ -120,7 +121,7 @@ def prune(root: Path, *, max_bytes: int | None = None, older_than_days: float | 
         too_old = older_than_days is not None and now - e.last_used > older_than_days * 86400
         too_big = max_bytes is not None and total > max_bytes
         if not recent and (too_old or too_big):
-            _remove(e, tmp)
+            remove_dir(e.path, tmp)
             removed, freed, total = removed + 1, freed + e.size, total - e.size
         else:
             kept.append(e)
