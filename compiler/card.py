@@ -47,7 +47,8 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(out)
 
 
-def _pct(x: float) -> str:
+def percent(x: float) -> str:
+    """0.1234 → "12.3%" (the card's and the report's spelling)."""
     return f"{100 * x:.1f}%"
 
 
@@ -58,7 +59,7 @@ def _mix_section(stats: ArtifactStats, split: str) -> list[str]:
     for dim in DIMENSIONS:
         if dim != "source" and not stats.has_values(dim):
             continue
-        rows = [[key, n, _pct(share), sup, _pct(sup_share)]
+        rows = [[key, n, percent(share), sup, percent(sup_share)]
                 for key, n, share, sup, sup_share in realised_mix(stats, dim, split)]
         parts.append(_table([dim, "rows", "share", f"supervised {stats.unit}", "share"], rows))
     parts.append(f"![realised mix]({MIX_CHART})")

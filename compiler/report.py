@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 
 from dsc import __version__
 from dsc.compiler import inspection as ins
+from dsc.compiler.card import percent
 from dsc.compiler.transforms.common import rank_key
 
 DEFAULT_SAMPLE = 2000
@@ -324,10 +325,6 @@ def _table(headers: list[str], rows: list[list[Any]], cls: str = "") -> str:
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
 def mix_section(d: ReportData) -> str:
     stats, splits = d.stats, d.art.splits
     out = ["<h2>Mix</h2>"]
@@ -345,8 +342,8 @@ def mix_section(d: ReportData) -> str:
             for s in splits:
                 t = stats.by[dim].get(s, {}).get(k)
                 split_total = stats.splits[s]
-                cells.append(f"{t.rows} ({_pct(t.rows / max(split_total.rows, 1))})" if t else "0")
-                cells.append(_pct(stats.supervised(t) / max(stats.supervised(split_total), 1)) if t else "–")
+                cells.append(f"{t.rows} ({percent(t.rows / max(split_total.rows, 1))})" if t else "0")
+                cells.append(percent(stats.supervised(t) / max(stats.supervised(split_total), 1)) if t else "–")
             rows.append(cells)
         headers = [dim] + [h for s in splits for h in (f"{s} rows", f"{s} supervised {stats.unit}")]
         out.append(_table(headers, rows) + "</div></div>")
