@@ -30,7 +30,7 @@ from dsc.compiler.errors import SpecError, did_you_mean
 from dsc.compiler.record import Conversation
 from dsc.compiler.transforms.common import MISSING, walk
 
-from .agent import FINISH, parse_react
+from .agent import extract_prediction
 from .artifact import Artifact, load_artifact
 from .evaluation import load_items, resolve_eval_config
 from .prompting import PromptBuilder
@@ -109,8 +109,7 @@ def row_item(row: dict[str, Any], art: Artifact, builder: PromptBuilder, answer_
             return None
         last = [m for m in conv.messages[first:] if m.role == "assistant" and _supervised(m.to_dict(), "assistant")]
         text = last[-1].content if last else ""
-        step = parse_react(text)
-        answer = step.argument if step is not None and step.name == FINISH else text.strip()
+        answer = extract_prediction(text, None)  # the answer as `dsc eval` reads a reply
         if not answer:
             return None
     question = next((m.get("content") or "" for m in reversed(prompt_messages) if m.get("role") == "user"), "")
