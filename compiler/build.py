@@ -757,12 +757,11 @@ def build_context(loaded: LoadedSpec) -> BuildContext:
                         transforms=transforms if transforms.active() else None, built_transforms=transforms)
 
 
-def _build_loaded(loaded: LoadedSpec, out_dir: str | Path | None, *, executor: ExecutorChoice,
+def _build_loaded(loaded: LoadedSpec, out: Path, *, executor: ExecutorChoice,
                   progress: Progress | None, before_place: Callable[[dict[str, Any]], None] | None, cache: bool,
                   cache_dir: str | Path | None) -> BuildResult:
     spec = loaded.spec
     progress = progress or Progress()
-    out = Path(out_dir) if out_dir is not None else default_out_dir(loaded)
     ctx = build_context(loaded)
     template, tokenizer, transforms = ctx.template, ctx.tokenizer, ctx.built_transforms
     inputs = resolve_inputs(loaded)
@@ -799,7 +798,7 @@ def _build_loaded(loaded: LoadedSpec, out_dir: str | Path | None, *, executor: E
         progress.start("write artifact")
         layout = _Layout(tally.split_rows, spec.output.shard_rows, spec.output.row_group_rows)
         with art.staged_directory(out) as tmp, _Spill(store.tmp, layout, tokenizer is not None,
-                                                                  is_weighted(spec)) as spill:
+                                                                  ctx.weighted) as spill:
             _distribute(spill, layout, chosen, rendered)
             # Past this point only counts are needed: the keys and per-row arrays go.
             selection_report = chosen.selection.report
@@ -813,7 +812,7 @@ def _build_loaded(loaded: LoadedSpec, out_dir: str | Path | None, *, executor: E
                 stats.start_split(name)
             for name, n_rows in tally.written.items():
                 names_ = art.write_split(tmp, name, _counted(spill.tables(name), stats, name), n_rows,
-                                         tokenized=tokenizer is not None, weighted=is_weighted(spec),
+                                         tokenized=tokenizer is not None, weighted=ctx.weighted,
                                          shard_rows=spec.output.shard_rows,
                                          row_group_rows=spec.output.row_group_rows)
                 for n in names_:
