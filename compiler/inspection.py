@@ -275,7 +275,7 @@ def meta_keys(batch: pa.RecordBatch, dim: str) -> list[str]:
     return [NONE_KEY if v is None else str(v) for v in values]
 
 
-STAT_COLUMNS = ["id", "meta", "text", "loss_spans", "labels"]
+STAT_COLUMNS = ["id", "meta", "text", "loss_spans", "labels", "weights", "loss_weights"]  # (columns a split lacks are skipped)
 
 
 def artifact_stats(art: Artifact) -> ArtifactStats:

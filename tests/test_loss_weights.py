@@ -4,6 +4,7 @@ is exactly masking, all-ones is exactly the unweighted loss)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from artifact_helpers import make_project, tokenize_block
 from dsc.compiler.build import build
+from dsc.compiler.card import write_card
 from dsc.compiler.errors import SpecError
 from dsc.compiler.render import LossPolicy, LossSpec, render
 from dsc.compiler.spec import load_spec, parse_spec
@@ -244,6 +246,14 @@ def test_weighted_artifact_columns_and_card(tmp_path, tiny_model_dir):
     assert "loss_weights" in t2.column_names and "weights" not in t2.column_names
     assert t2.column("loss_weights").to_pylist() == table.column("loss_weights").to_pylist()
     assert "Supervised chars by their loss weight" in (tmp_path / "out2" / "README.md").read_text()
+    # the card counted while writing is the one the artifact gives when read back (dsc inspect,
+    # dsc report and write_card without counts read the weights from the shards)
+    for out in (tmp_path / "out", tmp_path / "out2"):
+        manifest = json.loads((out / "manifest.json").read_text())
+        copy = tmp_path / f"{out.name}-card"
+        shutil.copytree(out, copy)
+        write_card(copy, manifest)
+        assert (copy / "README.md").read_text() == (out / "README.md").read_text()
 
 
 def test_weighted_build_is_deterministic_across_workers(tmp_path, tiny_model_dir):
