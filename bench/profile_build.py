@@ -14,7 +14,7 @@ Modes:
 - `py-spy`: `py-spy record --subprocesses` of `python -m dsc.cli build` (needs py-spy on PATH:
   `pip install py-spy`); writes a speedscope JSON and prints py-spy's own summary.
 
-Wrapping works by replacing names in `dsc.compiler.build` (and the modules it imports lazily)
+Wrapping works by replacing names in `dsc.compiler.engine.driver` (and the modules it imports lazily)
 before the build starts; forked workers inherit the replacements. A stage whose function is not
 found (build.py changed) is reported as such, not silently dropped.
 """
@@ -46,25 +46,25 @@ for _k, _v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_
 # build.py has moved a stage, "module|module2" and "attr|attr2" list candidates, paired in order:
 # the first one found is timed.
 STAGES: list[tuple[str, str, str, str]] = [
-    ("read (parse source files)", "dsc.compiler.build", "iter_raw_rows", "gen"),
-    ("normalise (format → Conversation)", "dsc.compiler.build", "normalise_row", "fn"),
-    ("transforms", "dsc.compiler.build", "process_row", "fn"),
-    ("normalised rows → Arrow (segment_row)", "dsc.compiler.build", "segment_row", "fn"),
-    ("segment write (SegmentWriter.add)", "dsc.compiler.rowfiles:SegmentWriter", "add", "method"),
-    ("select (dedup/mix)", "dsc.compiler.build|dsc.compiler.mix", "select_keys|select", "fn"),
-    ("split + order", "dsc.compiler.build", "_final_order", "fn"),
-    ("read back Conversations (read_conversations)", "dsc.compiler.build", "read_conversations", "fn"),
-    ("special-token policy", "dsc.compiler.build", "apply_special_token_policy", "fn"),
-    ("render (template + spans)", "dsc.compiler.build", "render", "fn"),
-    ("tokenize (encode_arrays)", "dsc.compiler.tokenize:RowTokenizer", "encode_arrays", "method"),
-    ("render batch → Arrow (_render_batch, includes the 3 above)", "dsc.compiler.build", "_render_batch", "fn"),
-    ("rendered part write (write_part)", "dsc.compiler.build", "write_part", "fn"),
-    ("gather output rows (segments + parts → artifact rows)", "dsc.compiler.build:_OutputWriter|dsc.compiler.build",
+    ("read (parse source files)", "dsc.compiler.engine.driver", "iter_raw_rows", "gen"),
+    ("normalise (format → Conversation)", "dsc.compiler.engine.driver", "normalise_row", "fn"),
+    ("transforms", "dsc.compiler.engine.driver", "process_row", "fn"),
+    ("normalised rows → Arrow (segment_row)", "dsc.compiler.engine.driver", "segment_row", "fn"),
+    ("segment write (SegmentWriter.add)", "dsc.compiler.engine.rowfiles:SegmentWriter", "add", "method"),
+    ("select (dedup/mix)", "dsc.compiler.engine.driver|dsc.compiler.stages.select.mix", "select_keys|select", "fn"),
+    ("split + order", "dsc.compiler.engine.driver", "_final_order", "fn"),
+    ("read back Conversations (read_conversations)", "dsc.compiler.engine.driver", "read_conversations", "fn"),
+    ("special-token policy", "dsc.compiler.engine.driver", "apply_special_token_policy", "fn"),
+    ("render (template + spans)", "dsc.compiler.engine.driver", "render", "fn"),
+    ("tokenize (encode_arrays)", "dsc.compiler.stages.tokenize.tokenize:RowTokenizer", "encode_arrays", "method"),
+    ("render batch → Arrow (_render_batch, includes the 3 above)", "dsc.compiler.engine.driver", "_render_batch", "fn"),
+    ("rendered part write (write_part)", "dsc.compiler.engine.driver", "write_part", "fn"),
+    ("gather output rows (segments + parts → artifact rows)", "dsc.compiler.engine.driver:_OutputWriter|dsc.compiler.engine.driver",
      "gather|_distribute", "fn"),
-    ("parquet write (write_split)", "dsc.compiler.artifact", "write_split", "fn"),
-    ("hash outputs (sha256_file)", "dsc.compiler.artifact", "sha256_file", "fn"),
-    ("hash inputs (resolve_inputs)", "dsc.compiler.build", "resolve_inputs", "fn"),
-    ("dataset card", "dsc.compiler.card", "write_card", "fn"),
+    ("parquet write (write_split)", "dsc.compiler.stages.write.artifact", "write_split", "fn"),
+    ("hash outputs (sha256_file)", "dsc.compiler.stages.write.artifact", "sha256_file", "fn"),
+    ("hash inputs (resolve_inputs)", "dsc.compiler.engine.driver", "resolve_inputs", "fn"),
+    ("dataset card", "dsc.compiler.stages.write.card", "write_card", "fn"),
 ]
 CHUNK_FUNCTIONS = ("_normalise_chunk", "_finish_chunk")  # what a worker runs per chunk
 
@@ -152,7 +152,7 @@ def _timed(name: str, fn: Any, kind: str) -> Any:
 
 def install_timers(dump_dir: Path, pickle_every: int) -> list[str]:
     """Wrap every stage function; returns the stages that could not be found."""
-    import dsc.compiler.build as b
+    import dsc.compiler.engine.driver as b
 
     missing = []
     for stage, module, attr, kind in STAGES:
@@ -193,7 +193,7 @@ def install_timers(dump_dir: Path, pickle_every: int) -> list[str]:
                 TIMERS.dump(dump_dir / f"timers-{os.getpid()}.json")
             return out
 
-        # Picklable by reference: the pool sends "dsc.compiler.build._finish_chunk".
+        # Picklable by reference: the pool sends "dsc.compiler.engine.driver._finish_chunk".
         chunk_wrapper.__module__, chunk_wrapper.__qualname__ = b.__name__, fname
         chunk_wrapper.__name__ = fname
         setattr(b, fname, chunk_wrapper)
@@ -202,7 +202,7 @@ def install_timers(dump_dir: Path, pickle_every: int) -> list[str]:
 
 def _main_phases() -> Any:
     """Wall time of the main process between progress events (the build's own phases)."""
-    import dsc.compiler.build as b
+    import dsc.compiler.engine.driver as b
 
     class Phases(b.Progress):
         def __init__(self) -> None:
@@ -236,8 +236,8 @@ def _cache_kwargs(build_loaded: Any, cache: bool) -> dict[str, Any]:
 
 def run_timers(spec: Path, out: Path, workers: int, pickle_every: int, cache: bool = False) -> dict[str, Any]:
     t_import = time.perf_counter()
-    from dsc.compiler.build import build_loaded
-    from dsc.compiler.spec import load_spec
+    from dsc.compiler.engine.driver import build_loaded
+    from dsc.compiler.spec.model import load_spec
 
     imported = time.perf_counter()
     dump_dir = Path(tempfile.mkdtemp(prefix="dsc-timers-"))
@@ -304,7 +304,7 @@ def print_timers(r: dict[str, Any]) -> None:
 def install_worker_profilers(dump_dir: Path) -> None:
     import cProfile
 
-    import dsc.compiler.build as b
+    import dsc.compiler.engine.driver as b
 
     main_pid = os.getpid()
     state: dict[str, Any] = {"pid": None, "prof": None}
@@ -335,8 +335,8 @@ def run_cprofile(spec: Path, out: Path, workers: int, top: int, save: Path | Non
     import cProfile
     import pstats
 
-    from dsc.compiler.build import build_loaded
-    from dsc.compiler.spec import load_spec
+    from dsc.compiler.engine.driver import build_loaded
+    from dsc.compiler.spec.model import load_spec
 
     dump_dir = Path(tempfile.mkdtemp(prefix="dsc-prof-"))
     try:

@@ -134,11 +134,11 @@ def prepare_corpus(work: Path, tokenizer: Path, n: int, seed: int, tool_schemas:
 def find_dsc() -> tuple[list[str] | None, str]:
     """The `dsc` command if `dsc build --workers` exists, else (None, why not)."""
     try:
-        found = importlib.util.find_spec("dsc.compiler.build") is not None
+        found = importlib.util.find_spec("dsc.compiler.engine.driver") is not None
     except (ImportError, ValueError):
         found = False
     if not found:
-        return None, "not measured yet: `dsc.compiler.build` does not exist"
+        return None, "not measured yet: `dsc.compiler.engine.driver` does not exist"
     exe = Path(PY).parent / "dsc"
     cmd = [str(exe)] if exe.exists() else [PY, "-c", "import sys; from dsc.cli import main; sys.exit(main())"]
     r = subprocess.run(cmd + ["build", "--help"], capture_output=True, text=True, env=_child_env(), cwd=REPO)

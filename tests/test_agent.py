@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from dsc.compiler.templating import load_template
+from dsc.compiler.stages.render.templating import load_template
 from dsc.runtime.agent import (AgentSettings, cut_at_stop, parse_react, parse_tool_call, run_agent, run_direct,
                                start_episodes)
 from dsc.runtime.config import EvalTask

@@ -120,7 +120,7 @@ def test_baseline_labels_are_the_assistant_generations(spec_dir, baseline_rows):
 
 
 def test_dsc_build_equals_baseline(spec_dir, baseline_rows, tmp_path, monkeypatch):
-    from dsc.compiler.build import build
+    from dsc.compiler.engine.driver import build
 
     monkeypatch.setenv("DSC_CACHE_DIR", str(tmp_path / "dsc-cache"))  # a cold build, not ~/.cache/dsc
     base = baseline_rows

@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from dsc.cli import app
-from dsc.compiler.build import build
-from dsc.compiler.errors import BuildError
+from dsc.compiler.engine.driver import build
+from dsc.compiler.core.errors import BuildError
 
 REPO = Path(__file__).resolve().parent.parent
 EXCERPT = REPO / "specs" / "data" / "fireact" / "gpt_format__multitask.excerpt.jsonl"
@@ -186,7 +186,7 @@ def test_cli_build_timings_name_every_stage_in_order(tmp_path):
 def test_process_age_counts_from_process_start():
     import time
 
-    from dsc.compiler.timings import process_age
+    from dsc.compiler.engine.timings import process_age
 
     a = process_age()
     time.sleep(0.05)
@@ -198,7 +198,7 @@ def test_failed_build_leaves_previous_artifact_untouched(tmp_path, monkeypatch):
     out = tmp_path / "out"
     build(make_spec(tmp_path), out)
     before = tree_bytes(out)
-    from dsc.compiler import artifact
+    from dsc.compiler.stages.write import artifact
 
     def crash(*a, **k):
         raise KeyboardInterrupt
@@ -219,7 +219,8 @@ def test_killed_build_leaves_previous_artifact_untouched(tmp_path):
     # A child build that stops (and is SIGKILLed) after writing its first shard.
     child = f"""
 import time, pathlib
-from dsc.compiler import artifact, build
+from dsc.compiler.stages.write import artifact
+from dsc.compiler.engine import driver as build
 real = artifact.write_split
 def slow(*a, **k):
     names = real(*a, **k)
@@ -277,7 +278,7 @@ def test_a_build_reads_each_input_file_once_for_its_hash(tmp_path, monkeypatch):
     """The manifest's input hashes serve the rows' provenance: a multi-GB input is not hashed twice."""
     from collections import Counter
 
-    from dsc.compiler import sources
+    from dsc.compiler.stages.read import sources
 
     split_excerpt(tmp_path)
     hashed: Counter[str] = Counter()

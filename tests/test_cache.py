@@ -12,12 +12,12 @@ import pytest
 from typer.testing import CliRunner
 
 from dsc.cli import app
-from dsc.compiler import build as build_module
-from dsc.compiler import cache as cache_module
-from dsc.compiler.build import build
-from dsc.compiler.cache import CACHE_FORMAT, normalised_key, rendered_key
-from dsc.compiler.spec import load_spec
-from dsc.compiler.tokenize import RowTokenizer
+from dsc.compiler.engine import driver as build_module
+from dsc.compiler.engine import cache as cache_module
+from dsc.compiler.engine.driver import build
+from dsc.compiler.engine.cache import CACHE_FORMAT, normalised_key, rendered_key
+from dsc.compiler.spec.model import load_spec
+from dsc.compiler.stages.tokenize.tokenize import RowTokenizer
 
 REPO = Path(__file__).resolve().parent.parent
 EXCERPT = REPO / "specs" / "data" / "fireact" / "gpt_format__multitask.excerpt.jsonl"
@@ -170,8 +170,8 @@ def test_one_input_byte_invalidates_only_that_source(project, monkeypatch):
 def test_what_the_keys_cover(project, monkeypatch):
     root, tok = project
     loaded = load_spec(make_project(root, tok))
-    from dsc.compiler.build import resolve_inputs
-    from dsc.compiler.templating import load_template
+    from dsc.compiler.engine.driver import resolve_inputs
+    from dsc.compiler.stages.render.templating import load_template
 
     def keys(loaded):
         spec, base = loaded.spec, loaded.base_dir

@@ -8,9 +8,9 @@ import matplotlib
 import pyarrow.parquet as pq
 from artifact_helpers import make_project
 
-from dsc.compiler.build import build
-from dsc.compiler.card import LENGTH_CHART, MIX_CHART, card_text, length_chart, mix_chart
-from dsc.compiler.inspection import ArtifactStats, Tally
+from dsc.compiler.engine.driver import build
+from dsc.compiler.stages.write.card import LENGTH_CHART, MIX_CHART, card_text, length_chart, mix_chart
+from dsc.compiler.artifacts.inspection import ArtifactStats, Tally
 
 
 def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
@@ -99,8 +99,8 @@ def test_counts_taken_while_writing_equal_the_artifact_read_back(tmp_path):
 
     from tiny import make_tokenizer
 
-    from dsc.compiler.card import write_card
-    from dsc.compiler.inspection import Artifact, artifact_stats
+    from dsc.compiler.stages.write.card import write_card
+    from dsc.compiler.artifacts.inspection import Artifact, artifact_stats
 
     tok = make_tokenizer(tmp_path / "tok")
     spec = make_project(tmp_path, rows=60, extra=f"tokenize: {{tokenizer: {tok}}}\n"

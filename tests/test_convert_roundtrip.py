@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dsc.compiler.record import Conversation, Message, Meta, Provenance
-from dsc.compiler.transforms.convert import ConvertStep, apply_steps, prepare_steps
+from dsc.compiler.stages.transforms.convert import ConvertStep, apply_steps, prepare_steps
 
 TOOLS = [
     {"name": "search", "parameters": {"type": "object", "properties": {"query": {"type": "string"}},

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from dsc.compiler.dialects import DIALECTS, get_dialect
 from dsc.compiler.dialects.react import ReactDialect, format_action, parse_action
 from dsc.compiler.record import BadRow, ToolCall
-from dsc.compiler.transforms.react import ToolDef, load_tools
+from dsc.compiler.stages.transforms.react import ToolDef, load_tools
 
 REPO = Path(__file__).resolve().parent.parent
 AGENT_FLAN = REPO / "specs" / "data" / "agent-flan"
@@ -224,7 +224,7 @@ def test_every_dialect_has_an_example_spec():
 
 @pytest.mark.parametrize("spec", DIALECT_SPECS, ids=lambda p: p.stem)
 def test_dialect_spec_builds_and_parses_back(spec, tmp_path):
-    from dsc.compiler.build import build
+    from dsc.compiler.engine.driver import build
     from dsc.runtime.artifact import load_artifact
 
     build(spec, tmp_path / "art", workers=1, cache=False)
@@ -251,7 +251,7 @@ def test_dialect_spec_builds_and_parses_back(spec, tmp_path):
 def test_eval_prompts_stops_and_parses_as_the_artifact_was_built(tmp_path):
     """`dsc eval` on a Hermes-built artifact: the eval tools listed in the system turn in Hermes'
     words, Hermes' stop string, the model's `<tool_call>` parsed by Hermes' parser."""
-    from dsc.compiler.build import build
+    from dsc.compiler.engine.driver import build
     from dsc.runtime.artifact import load_artifact
     from dsc.runtime.config import EvalTask
     from dsc.runtime.evaluation import run_task
@@ -323,7 +323,7 @@ def _conv(messages, tools=None):
 
 
 def _to_dialect(c, **options):
-    from dsc.compiler.transforms.convert import ConvertStep, apply_steps, prepare_steps
+    from dsc.compiler.stages.transforms.convert import ConvertStep, apply_steps, prepare_steps
 
     steps = [ConvertStep.model_validate({"step": "to_dialect", **options})]
     return apply_steps(c, steps, prepare_steps(steps, Path(".")))
@@ -371,7 +371,7 @@ def test_to_dialect_quarantines_parallel_calls_in_react():
 
 def test_agent_flan_dialect_gives_back_the_source_text(tmp_path):
     """toolbench rows → OpenAI tool calls (react_to_tool_calls) → agent_flan: the source's text."""
-    from dsc.compiler.build import build
+    from dsc.compiler.engine.driver import build
     from dsc.runtime.artifact import load_artifact
 
     build(REPO / "specs" / "dialect-agent-flan.yaml", tmp_path / "art", workers=1, cache=False)

@@ -10,8 +10,8 @@ from artifact_helpers import edit_first_answer, input_lines, make_project, write
 from typer.testing import CliRunner
 
 from dsc.cli import app
-from dsc.compiler.build import build
-from dsc.compiler.diff import diff_artifacts
+from dsc.compiler.engine.driver import build
+from dsc.compiler.artifacts.diff import diff_artifacts
 
 runner = CliRunner()
 

@@ -253,7 +253,7 @@ def _write(path, text):
 def test_spec_blocks_are_validated_with_positions(tmp_path):
     from ruamel.yaml import YAML
 
-    from dsc.compiler.errors import SpecError
+    from dsc.compiler.core.errors import SpecError
     from dsc.runtime.config import EvalConfig, TrainConfig, validate_spec_block
 
     spec = tmp_path / "spec.yaml"

@@ -22,9 +22,9 @@ from typer.testing import CliRunner  # noqa: E402
 
 from artifact_helpers import make_project, tokenize_block, tree_digest  # noqa: E402
 from dsc.cli import app  # noqa: E402
-from dsc.compiler.build import build  # noqa: E402
-from dsc.compiler.errors import BuildError  # noqa: E402
-from dsc.compiler.executors import ContextRecipe, ExecutorChoice  # noqa: E402
+from dsc.compiler.engine.driver import build  # noqa: E402
+from dsc.compiler.core.errors import BuildError  # noqa: E402
+from dsc.compiler.engine.executors import ContextRecipe, ExecutorChoice  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -153,7 +153,7 @@ def fails_on_three(seq: int) -> int:
 
 
 def test_results_come_back_in_task_order(ray_session, tmp_path):
-    from dsc.compiler.executors.ray import RayExecutor
+    from dsc.compiler.engine.executors.ray import RayExecutor
 
     recipe = ContextRecipe(str(REPO / "specs" / "fireact-chat.yaml"))
     marker = str(tmp_path / "last-task-done")

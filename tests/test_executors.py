@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from artifact_helpers import make_project
 from dsc.cli import app
-from dsc.compiler.errors import SpecError
-from dsc.compiler.executors import ContextRecipe, ExecutorChoice, open_executor, worker_context
-from dsc.compiler.executors.local import LocalExecutor
+from dsc.compiler.core.errors import SpecError
+from dsc.compiler.engine.executors import ContextRecipe, ExecutorChoice, open_executor, worker_context
+from dsc.compiler.engine.executors.local import LocalExecutor
 
 
 def later_first(seq: int) -> tuple[int, str]:
@@ -31,7 +31,7 @@ def test_local_executor_keeps_task_order(workers):
 
 def test_ray_missing_is_a_clear_usage_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as if it were not installed
-    monkeypatch.delitem(sys.modules, "dsc.compiler.executors.ray", raising=False)
+    monkeypatch.delitem(sys.modules, "dsc.compiler.engine.executors.ray", raising=False)
     with pytest.raises(SpecError, match=r"pip install 'dsc\[ray\]'"):
         open_executor(ExecutorChoice("ray", 2), "ctx", ContextRecipe("spec.yaml"))
     spec = make_project(tmp_path, rows=5)

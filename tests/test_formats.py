@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from dsc.compiler.formats import FORMATS, Normalised, get_format, register_format, require_str, without
-from dsc.compiler.formats.react import split_react
+from dsc.compiler.stages.read.formats import FORMATS, Normalised, get_format, register_format, require_str, without
+from dsc.compiler.stages.read.formats.react import split_react
 from dsc.compiler.record import BadRow, Message
-from dsc.compiler.sources import SourceSpec, iter_raw_rows, normalise_row
+from dsc.compiler.stages.read.sources import SourceSpec, iter_raw_rows, normalise_row
 
 
 def run(fmt: str, row: dict, **fields: str) -> Normalised:
@@ -82,7 +82,7 @@ def test_user_registered_format_is_usable_from_a_source(tmp_path):
 
 
 PLUGIN = '''
-from dsc.compiler.formats import Message, Normalised, register_format
+from dsc.compiler.stages.read.formats import Message, Normalised, register_format
 
 @register_format("test_plugin_fmt", fields={"text": "text"})
 def fmt(row, fields):
@@ -94,7 +94,7 @@ def fmt(row, fields):
 def test_formats_are_found_through_entry_points(tmp_path, monkeypatch):
     import importlib.metadata
 
-    from dsc.compiler.formats import FORMAT_REGISTRY
+    from dsc.compiler.stages.read.formats import FORMAT_REGISTRY
 
     (tmp_path / "dsc_test_plugin.py").write_text(PLUGIN)
     (tmp_path / "dsc_broken_plugin.py").write_text("raise RuntimeError('boom')\n")

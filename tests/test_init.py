@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from dsc.cli import app
-from dsc.compiler.build import build
-from dsc.compiler.spec import load_spec
+from dsc.compiler.engine.driver import build
+from dsc.compiler.spec.model import load_spec
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "specs" / "data"

@@ -9,8 +9,8 @@ from artifact_helpers import make_project, tokenize_block
 from typer.testing import CliRunner
 
 from dsc.cli import app
-from dsc.compiler.build import build
-from dsc.compiler.inspection import (CONDITION_STYLE, CONTEXT_STYLES, IGNORE_INDEX, SPAN_SUPERVISED,
+from dsc.compiler.engine.driver import build
+from dsc.compiler.artifacts.inspection import (CONDITION_STYLE, CONTEXT_STYLES, IGNORE_INDEX, SPAN_SUPERVISED,
                                      SUPERVISED_STYLES, artifact_stats, conditioning_strings, find_rows,
                                      find_tokenizer, open_artifact, styled_text)
 

@@ -14,7 +14,7 @@ from artifact_helpers import REPO
 from typer.testing import CliRunner
 
 from dsc.cli import app
-from dsc.compiler.build import build
+from dsc.compiler.engine.driver import build
 from dsc.runtime.artifact import load_artifact
 from dsc.runtime.evaluation import score_predictions
 from dsc.runtime.prompting import PromptBuilder

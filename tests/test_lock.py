@@ -9,8 +9,8 @@ from artifact_helpers import input_lines, make_project, tree_digest, write_input
 from typer.testing import CliRunner
 
 from dsc.cli import app
-from dsc.compiler.errors import LockError
-from dsc.compiler.lock import (LOCK_FILE, LockedInput, LockedRef, LockEntry, compare, lock_path, read_lock)
+from dsc.compiler.core.errors import LockError
+from dsc.compiler.artifacts.lock import (LOCK_FILE, LockedInput, LockedRef, LockEntry, compare, lock_path, read_lock)
 
 runner = CliRunner()
 
@@ -174,8 +174,8 @@ def test_lock_error_is_a_dsc_error_with_exit_1():
 
 
 def test_hub_inputs_are_locked_by_id_and_revision(tmp_path):
-    from dsc.compiler.lock import locked_inputs
-    from dsc.compiler.spec import parse_spec
+    from dsc.compiler.artifacts.lock import locked_inputs
+    from dsc.compiler.spec.model import parse_spec
 
     sha = "a" * 40
     text = (f"dsc: 1\nname: h\nsources:\n  pinned: {{hub: {{id: org/data, revision: {sha}}}, format: openai}}\n"

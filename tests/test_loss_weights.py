@@ -15,13 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from artifact_helpers import make_project, tokenize_block
-from dsc.compiler.build import build
-from dsc.compiler.card import write_card
-from dsc.compiler.errors import SpecError
-from dsc.compiler.render import LossPolicy, LossSpec, render
-from dsc.compiler.spec import load_spec, parse_spec
-from dsc.compiler.tokenize import supervised_mask
-from dsc.compiler.weights import WeightRule, react_parts, token_weights, weigh
+from dsc.compiler.engine.driver import build
+from dsc.compiler.stages.write.card import write_card
+from dsc.compiler.core.errors import SpecError
+from dsc.compiler.stages.render.render import LossPolicy, LossSpec, render
+from dsc.compiler.spec.model import load_spec, parse_spec
+from dsc.compiler.stages.tokenize.tokenize import supervised_mask
+from dsc.compiler.stages.render.weights import WeightRule, react_parts, token_weights, weigh
 from dsc.runtime.artifact import load_artifact
 from dsc.runtime.features import IGNORE, WEIGHTS, PadCollator, build_features, packing_collator
 from dsc.runtime.loss import weighted_lm_loss, weighted_trainer_class
@@ -108,7 +108,7 @@ def test_react_parts():
 
 
 def _row(messages, rules, mode=LossPolicy.assistant, template="chatml"):
-    from dsc.compiler.templating import load_template
+    from dsc.compiler.stages.render.templating import load_template
 
     return render(make_conv(messages), load_template(template, HERE), LossSpec(mode=mode, weights=rules))
 
@@ -125,7 +125,7 @@ def test_weighted_pieces_cover_the_mask_and_later_rules_win():
     assert [(w.start, w.end) for w in r.weights][0][0] == r.spans[0][0]
     # the pieces tile the supervised spans exactly
     covered = [(w.start, w.end) for w in r.weights]
-    from dsc.compiler.render import merge_spans
+    from dsc.compiler.stages.render.render import merge_spans
 
     assert merge_spans(covered) == r.spans and all(a < b for a, b in covered)
     assert all(x.end <= y.start for x, y in zip(r.weights, r.weights[1:]))
@@ -143,7 +143,7 @@ def test_weighted_pieces_cover_the_mask_and_later_rules_win():
 
 def test_unweighted_rows_have_no_pieces():
     assert _row(REACT_CHAT, []).weights is None
-    from dsc.compiler.templating import load_template
+    from dsc.compiler.stages.render.templating import load_template
 
     assert render(make_conv(REACT_CHAT), load_template("chatml", HERE), LossPolicy.assistant).weights is None
 
@@ -223,7 +223,7 @@ def test_weighted_artifact_columns_and_card(tmp_path, tiny_model_dir):
         seen |= set(w[labels != IGNORE].tolist())
         # the pieces tile loss_spans
         pieces = [(p["start"], p["end"]) for p in row["loss_weights"]]
-        from dsc.compiler.render import merge_spans
+        from dsc.compiler.stages.render.render import merge_spans
 
         assert merge_spans(pieces) == [tuple(s) for s in row["loss_spans"]]
         text = row["text"]

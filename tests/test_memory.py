@@ -1,6 +1,6 @@
 """A build's peak memory does not grow with its number of rows: sources are streamed into on-disk
 segments, selection reads compact keys, rendering reads rows by number, and the artifact is
-written a row group at a time (`dsc.compiler.build`). Holding the rows as Python objects, as the
+written a row group at a time (`dsc.compiler.engine.driver`). Holding the rows as Python objects, as the
 build once did, costs several KB per row (about 65 MB more for the larger build below)."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 SCRIPT = """
 import resource, sys
-from dsc.compiler.build import build
+from dsc.compiler.engine.driver import build
 build(sys.argv[1], sys.argv[2], workers=1, cache=False)
 print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """

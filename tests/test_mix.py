@@ -3,9 +3,9 @@ up/down-sampling), capability ratios in rows and in a weight measure."""
 import pytest
 from pydantic import ValidationError
 
-from dsc.compiler.mix import MixBucket, apply_capability_ratios, mix_problems, select
+from dsc.compiler.stages.select.mix import MixBucket, apply_capability_ratios, mix_problems, select
 from dsc.compiler.record import Conversation, Message, Meta, Provenance
-from dsc.compiler.transforms.capabilities import CapabilitiesSpec
+from dsc.compiler.stages.transforms.capabilities import CapabilitiesSpec
 
 
 def row(source, i, group=None, label=None, capability=None, text=None, method=None):

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsc.compiler.render import LossPolicy, render
-from dsc.compiler.templating import TemplateRenderError, load_template
+from dsc.compiler.stages.render.render import LossPolicy, render
+from dsc.compiler.stages.render.templating import TemplateRenderError, load_template
 from test_templates import SEARCH_TOOL, WEATHER_TOOL, make_conv, tool_conversations
 
 HERE = Path(__file__).resolve().parent

@@ -9,8 +9,8 @@ from artifact_helpers import input_lines, make_project, write_input_lines
 from typer.testing import CliRunner
 
 from dsc.cli import app
-from dsc.compiler.build import build
-from dsc.compiler.plan import plan
+from dsc.compiler.engine.driver import build
+from dsc.compiler.artifacts.plan import plan
 
 runner = CliRunner()
 

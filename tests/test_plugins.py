@@ -13,22 +13,22 @@ import pytest
 from typer.testing import CliRunner
 
 from dsc.cli import app
-from dsc.compiler.errors import SpecError
-from dsc.compiler.formats import FORMAT_REGISTRY, register_format
-from dsc.compiler.plugins import manifest_plugins
-from dsc.compiler.registry import DuplicateNameError, PluginLoadError, Registry
-from dsc.compiler.spec import load_spec
-from dsc.compiler.transforms.convert import CONVERTERS
-from dsc.compiler.transforms.filters import FILTERS
-from dsc.compiler.transforms.negatives import RULES
+from dsc.compiler.core.errors import SpecError
+from dsc.compiler.stages.read.formats import FORMAT_REGISTRY, register_format
+from dsc.compiler.core.plugins import manifest_plugins
+from dsc.compiler.core.registry import DuplicateNameError, PluginLoadError, Registry
+from dsc.compiler.spec.model import load_spec
+from dsc.compiler.stages.transforms.convert import CONVERTERS
+from dsc.compiler.stages.transforms.filters import FILTERS
+from dsc.compiler.stages.transforms.negatives import RULES
 from dsc.runtime.scorers import SCORERS, register_scorer
 from dsc.runtime.tools import TOOLS, register_tool
 
 runner = CliRunner()
 
 PLUGIN = '''\
-from dsc.compiler.formats import Message, Normalised, register_format, require_str
-from dsc.compiler.transforms.filters import FILTERS
+from dsc.compiler.stages.read.formats import Message, Normalised, register_format, require_str
+from dsc.compiler.stages.transforms.filters import FILTERS
 
 
 @register_format("qa_pairs", fields={"question": "q", "answer": "a"})
@@ -160,8 +160,8 @@ def test_plugin_round_trip_through_the_cli(tmp_path, monkeypatch):
 
 
 def stage1_keys(spec_path: Path) -> dict[str, str]:
-    from dsc.compiler.build import resolve_inputs
-    from dsc.compiler.cache import normalised_key
+    from dsc.compiler.engine.driver import resolve_inputs
+    from dsc.compiler.engine.cache import normalised_key
 
     loaded = load_spec(spec_path)
     inputs = resolve_inputs(loaded)
@@ -254,7 +254,7 @@ def test_the_manifest_names_the_module_of_a_used_callable_the_spec_does_not_list
 def test_plugin_import_errors_are_located(tmp_path, plugins, line, message):
     spec = make_project(tmp_path, SPEC.replace("[myplugin.py, myscorer.py]", plugins))
     (tmp_path / "broken.py").write_text("raise RuntimeError('boom')\n")
-    (tmp_path / "twin.py").write_text("from dsc.compiler.transforms.filters import FILTERS\n\n\n"
+    (tmp_path / "twin.py").write_text("from dsc.compiler.stages.transforms.filters import FILTERS\n\n\n"
                                       "@FILTERS.register('short_answer')\ndef other(conv, arg):\n    return None\n")
     r = runner.invoke(app, ["validate", str(spec)])
     assert r.exit_code == 2 and "Traceback" not in r.output
@@ -288,7 +288,7 @@ def test_eval_imports_plugins_for_their_scorers(tmp_path, monkeypatch):
 
 
 def test_diff_names_a_plugin_that_moved():
-    from dsc.compiler.diff import _notes
+    from dsc.compiler.artifacts.diff import _notes
 
     a = {"plugins": [{"module": "myplugin", "path": "myplugin.py", "sha256": "a" * 64}]}
     b = {"plugins": [{"module": "myplugin", "path": "myplugin.py", "sha256": "b" * 64},
@@ -303,7 +303,7 @@ def test_diff_names_a_plugin_that_moved():
 
 
 def _options():
-    from dsc.compiler.transforms.common import Strict
+    from dsc.compiler.stages.transforms.common import Strict
     return Strict
 
 
@@ -338,11 +338,11 @@ def test_a_user_definition_named_like_a_builtin_is_an_error_naming_both(kind):
 def test_entry_points_are_discovered_for_every_registry(kind, tmp_path, monkeypatch):
     registry, builtin, _ = KINDS[kind]
     register_line = {
-        "format": "from dsc.compiler.formats import register_format as r\nreg = r",
-        "filter": "from dsc.compiler.transforms.filters import FILTERS\nreg = FILTERS.register",
-        "convert step": ("from dsc.compiler.transforms.convert import CONVERTERS\nfrom dsc.compiler.transforms.common "
+        "format": "from dsc.compiler.stages.read.formats import register_format as r\nreg = r",
+        "filter": "from dsc.compiler.stages.transforms.filters import FILTERS\nreg = FILTERS.register",
+        "convert step": ("from dsc.compiler.stages.transforms.convert import CONVERTERS\nfrom dsc.compiler.stages.transforms.common "
                          "import Strict\nreg = lambda n: CONVERTERS.register(n, Strict)"),
-        "negative rule": ("from dsc.compiler.transforms.negatives import RULES\nfrom dsc.compiler.transforms.common "
+        "negative rule": ("from dsc.compiler.stages.transforms.negatives import RULES\nfrom dsc.compiler.stages.transforms.common "
                           "import Strict\nreg = lambda n: RULES.register(n, Strict)"),
         "scorer": "from dsc.runtime.scorers import register_scorer\nreg = register_scorer",
         "tool": "from dsc.runtime.tools import register_tool\nreg = register_tool",
@@ -398,7 +398,7 @@ def test_the_runtime_imports_no_compiler_stage_for_its_registries():
     import subprocess
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "['dsc.compiler', 'dsc.compiler.errors', 'dsc.compiler.registry']"
+    assert out.strip() == "['dsc.compiler', 'dsc.compiler.core.errors', 'dsc.compiler.core.registry']"
 
 
 @pytest.fixture(autouse=True)

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 from artifact_helpers import REPO, make_project
 from rich.console import Console
 
-from dsc.compiler.build import build
-from dsc.compiler.diff import diff_artifacts
-from dsc.compiler.plan import plan
+from dsc.compiler.engine.driver import build
+from dsc.compiler.artifacts.diff import diff_artifacts
+from dsc.compiler.artifacts.plan import plan
 from dsc.runtime.config import EvalTask
 from dsc.runtime.evaluation import run_task
 from dsc.runtime.prompting import PromptBuilder
@@ -84,7 +84,7 @@ def test_eval_reports_items_and_a_running_score(tmp_path):
     data = tmp_path / "q.jsonl"
     data.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n"
                             for q, a in [("3+4?", "7"), ("4+4?", "8"), ("5+2?", "7"), ("1+1?", "2")]))
-    source = (REPO / "compiler" / "templates" / "chatml.jinja").read_text()
+    source = (REPO / "src" / "dsc" / "compiler" / "stages" / "render" / "templates" / "chatml.jinja").read_text()
     builder = PromptBuilder.from_source(source, [{"role": "user", "content": "{{ question }}"}])
     rec = Recorder()
     eps = run_task("sum", EvalTask(data=str(data), scorers=["em"]), generator=FixedGenerator(), builder=builder,

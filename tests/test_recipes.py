@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from dsc.cli import app
-from dsc.compiler.build import build, resolve_inputs
-from dsc.compiler.errors import SpecError
-from dsc.compiler.spec import load_spec
+from dsc.compiler.engine.driver import build, resolve_inputs
+from dsc.compiler.core.errors import SpecError
+from dsc.compiler.spec.model import load_spec
 
 REPO = Path(__file__).resolve().parent.parent
 SPECS = REPO / "specs"

@@ -79,7 +79,7 @@ def test_remembered_escapes_stay_bounded(monkeypatch):
 
 def test_stored_json_keeps_key_order_and_hashes_do_not_depend_on_it():
     from dsc.compiler.record import Conversation, Message, Meta, Provenance, ToolCall, compact_json
-    from dsc.compiler.transforms.decontam import dedup_key
+    from dsc.compiler.stages.transforms.decontam import dedup_key
 
     value = {"b": 1, "a": [{"d": None, "c": "é"}], "é": 2.5}
     assert compact_json(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":"))

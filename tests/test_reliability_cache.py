@@ -8,9 +8,9 @@ import time
 from typer.testing import CliRunner
 
 from dsc.cli import app
-from dsc.compiler.build import build
-from dsc.compiler.cache import cache_root
-from dsc.compiler.cache_upkeep import entries, parse_size
+from dsc.compiler.engine.driver import build
+from dsc.compiler.engine.cache import cache_root
+from dsc.compiler.engine.cache_upkeep import entries, parse_size
 
 from test_build import make_spec, split_excerpt, tree_bytes
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 import dsc.compiler as compiler_pkg
-from dsc.compiler import artifact as art
-from dsc.compiler.build import build
-from dsc.compiler.verify import verify
+from dsc.compiler.stages.write import artifact as art
+from dsc.compiler.engine.driver import build
+from dsc.compiler.artifacts.verify import verify
 
 from test_build import make_spec, split_excerpt, tree_bytes
 

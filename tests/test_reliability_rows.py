@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dsc.compiler.build import build
-from dsc.compiler.card import row_accounting
-from dsc.compiler.errors import BuildError
+from dsc.compiler.engine.driver import build
+from dsc.compiler.stages.write.card import row_accounting
+from dsc.compiler.core.errors import BuildError
 
 REPO = Path(__file__).resolve().parent.parent
 EXCERPT = REPO / "specs" / "data" / "fireact" / "gpt_format__multitask.excerpt.jsonl"
@@ -154,7 +154,7 @@ def test_only_bad_rows_stop_the_build_with_one_message(tmp_path):
 
 PEAK_CHILD = """
 import json, sys, threading, time, psutil
-from dsc.compiler.build import build
+from dsc.compiler.engine.driver import build
 peak = [0]
 stop = threading.Event()
 def sample():

@@ -1,5 +1,5 @@
 """Reliability, hostile templates: chat templates, prompt/assemble texts and eval prompts run in
-dsc's bounded Jinja sandbox (dsc.compiler.sandbox). Internals are refused, nothing executes, and
+dsc's bounded Jinja sandbox (dsc.compiler.core.sandbox). Internals are refused, nothing executes, and
 every cost bomb stops fast with TemplateLimitError. See docs/RELIABILITY.md."""
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from dsc.cli import app
-from dsc.compiler import sandbox
+from dsc.compiler.core import sandbox
 from dsc.compiler.record import BadRow
-from dsc.compiler.sandbox import TemplateLimitError
-from dsc.compiler.templating import ChatTemplate, TemplateRenderError
-from dsc.compiler.transforms.common import render_text
+from dsc.compiler.core.sandbox import TemplateLimitError
+from dsc.compiler.stages.render.templating import ChatTemplate, TemplateRenderError
+from dsc.compiler.stages.transforms.common import render_text
 from dsc.runtime.prompting import fill
 
 MESSAGES = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]

@@ -8,7 +8,7 @@ import pytest
 from test_templates import fireact_gpt, hf_render, make_conv, tool_conversations  # noqa: F401 (a fixture)
 
 from dsc.compiler.record import BadRow
-from dsc.compiler.render import (
+from dsc.compiler.stages.render.render import (
     ESCAPE_CHAR,
     LossPolicy,
     Rendered,
@@ -19,7 +19,7 @@ from dsc.compiler.render import (
     merge_spans,
     render,
 )
-from dsc.compiler.templating import BUILTIN_TEMPLATES, ChatTemplate, load_template
+from dsc.compiler.stages.render.templating import BUILTIN_TEMPLATES, ChatTemplate, load_template
 
 HERE = Path(__file__).resolve().parent
 

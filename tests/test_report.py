@@ -17,10 +17,10 @@ from artifact_helpers import REPO, input_lines, make_project, tokenize_block, wr
 from typer.testing import CliRunner
 
 from dsc.cli import app
-from dsc.compiler.build import build
-from dsc.compiler.inspection import IGNORE_INDEX, open_artifact
-from dsc.compiler.render import merge_spans
-from dsc.compiler.report import sample_quotas
+from dsc.compiler.engine.driver import build
+from dsc.compiler.artifacts.inspection import IGNORE_INDEX, open_artifact
+from dsc.compiler.stages.render.render import merge_spans
+from dsc.compiler.artifacts.report import sample_quotas
 
 runner = CliRunner()
 

@@ -101,7 +101,7 @@ def test_chat_spec_build_train_eval(tmp_path, tiny_model_dir, corpus):
 
 
 def test_alpaca_artifact_trains_and_continues_inline(tmp_path, tiny_model_dir):
-    from dsc.compiler.build import build
+    from dsc.compiler.engine.driver import build
     from dsc.runtime.train import train
 
     spec = tmp_path / "spec.yaml"

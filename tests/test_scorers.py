@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from dsc.compiler.errors import SpecError
+from dsc.compiler.core.errors import SpecError
 from dsc.runtime.evaluation import bootstrap_ci, score, summarize
 from dsc.runtime.scorers import SCORERS, get_scorer, normalize_answer, register_scorer, scorer_names
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from dsc.compiler.errors import BuildError, SpecError
+from dsc.compiler.core.errors import BuildError, SpecError
 from dsc.compiler.record import BadRow
-from dsc.compiler.sources import (
+from dsc.compiler.stages.read.sources import (
     RawRow,
     SourceSpec,
     input_fingerprints,

@@ -6,8 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from dsc.cli import app
-from dsc.compiler.errors import SpecError
-from dsc.compiler.spec import load_spec, json_schema
+from dsc.compiler.core.errors import SpecError
+from dsc.compiler.spec.model import load_spec, json_schema
 
 GOOD = """\
 dsc: 1

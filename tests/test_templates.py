@@ -10,10 +10,10 @@ from pathlib import Path
 import jinja2.meta
 import pytest
 
-from dsc.compiler.errors import SpecError
+from dsc.compiler.core.errors import SpecError
 from dsc.compiler.record import BadRow, Conversation, Message, Meta, Provenance, ToolCall, canonical_json
-from dsc.compiler.render import LossPolicy, render, render_prompt
-from dsc.compiler.templating import (
+from dsc.compiler.stages.render.render import LossPolicy, render, render_prompt
+from dsc.compiler.stages.render.templating import (
     _COMPILED,
     BUILTIN_TEMPLATES,
     NAMED_SPECIAL_TOKENS,
@@ -538,7 +538,7 @@ def test_syntax_error_names_file_and_line(tmp_path):
 
 
 def test_file_template_relative_to_base(tmp_path):
-    (tmp_path / "my.jinja").write_text((HERE.parent / "compiler" / "templates" / "chatml.jinja").read_text())
+    (tmp_path / "my.jinja").write_text((HERE.parent / "src" / "dsc" / "compiler" / "stages" / "render" / "templates" / "chatml.jinja").read_text())
     tpl = load_template("my.jinja", tmp_path)
     assert tpl.ref == "my.jinja" and tpl.sha256 == load_template("chatml", HERE).sha256
 

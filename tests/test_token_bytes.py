@@ -1,4 +1,4 @@
-"""Offsets from token ids (dsc.compiler.token_bytes): exact where allowed, refused elsewhere,
+"""Offsets from token ids (dsc.compiler.stages.tokenize.token_bytes): exact where allowed, refused elsewhere,
 and a batch whose tokens do not spell its text falls back to the library's offsets.
 
 The equality of labels with the library's offsets on every built-in template and on hypothesis
@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_tokenize_reuse import _edit_tokenizer, byte_level_bpe, sentencepiece_like, wordpiece_bert
 
-from dsc.compiler.render import Rendered
-from dsc.compiler.token_bytes import byte_offsets, plan_byte_lengths, spans_to_bytes
-from dsc.compiler.tokenize import RowTokenizer
+from dsc.compiler.stages.render.render import Rendered
+from dsc.compiler.stages.tokenize.token_bytes import byte_offsets, plan_byte_lengths, spans_to_bytes
+from dsc.compiler.stages.tokenize.tokenize import RowTokenizer
 
 
 @pytest.fixture(scope="module")

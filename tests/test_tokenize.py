@@ -11,11 +11,11 @@ import pytest
 from pydantic import ValidationError
 from test_templates import fireact_gpt, make_conv, tool_conversations  # noqa: F401 (a fixture)
 
-from dsc.compiler.errors import BuildError
+from dsc.compiler.core.errors import BuildError
 from dsc.compiler.record import BadRow
-from dsc.compiler.render import LossPolicy, Rendered, render
-from dsc.compiler.templating import load_template
-from dsc.compiler.tokenize import IGNORE_INDEX, RowTokenizer, RowTooLong, TokenizeSpec, supervised_mask
+from dsc.compiler.stages.render.render import LossPolicy, Rendered, render
+from dsc.compiler.stages.render.templating import load_template
+from dsc.compiler.stages.tokenize.tokenize import IGNORE_INDEX, RowTokenizer, RowTooLong, TokenizeSpec, supervised_mask
 
 HERE = Path(__file__).resolve().parent
 
@@ -188,9 +188,9 @@ def test_build_path_does_not_import_transformers(tiny_tokenizer_dir):
 
     code = (
         "import sys, pathlib\n"
-        "from dsc.compiler.templating import load_template\n"
-        "from dsc.compiler.render import render, LossPolicy\n"
-        "from dsc.compiler.tokenize import RowTokenizer\n"
+        "from dsc.compiler.stages.render.templating import load_template\n"
+        "from dsc.compiler.stages.render.render import render, LossPolicy\n"
+        "from dsc.compiler.stages.tokenize.tokenize import RowTokenizer\n"
         f"t = load_template('tokenizer:{tiny_tokenizer_dir}', pathlib.Path('.'))\n"
         f"tok = RowTokenizer.load({str(tiny_tokenizer_dir)!r}, pathlib.Path('.'))\n"
         "assert 'transformers' not in sys.modules, 'transformers was imported'\n"

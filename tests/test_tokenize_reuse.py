@@ -1,4 +1,4 @@
-"""Segment reuse gives exactly the tokens of whole-text tokenisation (dsc.compiler.segments).
+"""Segment reuse gives exactly the tokens of whole-text tokenisation (dsc.compiler.stages.tokenize.segments).
 
 Every built-in template on real FireAct rows, with a tokenizer whose added special tokens are
 those templates' control tokens; hypothesis texts around special tokens on several kinds of
@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from test_templates import fireact_gpt, make_conv  # noqa: F401 (a fixture)
 
 from dsc.compiler.record import BadRow
-from dsc.compiler.render import LossPolicy, Rendered, render
-from dsc.compiler.segments import SegmentCache, encode_segmented, encode_whole, library_encoder, plan_segments
-from dsc.compiler.templating import BUILTIN_TEMPLATES, load_template
-from dsc.compiler.tokenize import IGNORE_INDEX, RowTokenizer, TokenizeSpec
+from dsc.compiler.stages.render.render import LossPolicy, Rendered, render
+from dsc.compiler.stages.tokenize.segments import SegmentCache, encode_segmented, encode_whole, library_encoder, plan_segments
+from dsc.compiler.stages.render.templating import BUILTIN_TEMPLATES, load_template
+from dsc.compiler.stages.tokenize.tokenize import IGNORE_INDEX, RowTokenizer, TokenizeSpec
 
 HERE = Path(__file__).resolve().parent
 
@@ -139,7 +139,7 @@ def whole(tok_dirs) -> dict[str, RowTokenizer]:
 
 @pytest.fixture(scope="module")
 def whole_bytes(tok_dirs) -> dict[str, RowTokenizer]:
-    """Whole texts, offsets from ids where the tokenizer allows it (dsc.compiler.token_bytes)."""
+    """Whole texts, offsets from ids where the tokenizer allows it (dsc.compiler.stages.tokenize.token_bytes)."""
     return {k: RowTokenizer.load(str(d), Path("/"), segment_reuse=False) for k, d in tok_dirs.items()}
 
 
@@ -338,7 +338,7 @@ def test_probe_catches_a_splitter_that_cuts_where_the_tokenizer_does_not(tok_dir
 
     from tokenizers import Tokenizer
 
-    from dsc.compiler.segments import Splitter, _probe
+    from dsc.compiler.stages.tokenize.segments import Splitter, _probe
 
     tok = Tokenizer.from_file(str(tok_dirs["byte-level"] / "tokenizer.json"))
     word = "Thought"
@@ -439,7 +439,7 @@ def _leftmost_longest(text: str, tokens: list[str]) -> list[str]:
 def test_token_pattern_is_leftmost_longest(tokens, text):
     import re
 
-    from dsc.compiler.segments import token_pattern
+    from dsc.compiler.stages.tokenize.segments import token_pattern
 
     assert re.compile("(" + token_pattern(tokens) + ")").split(text) == _leftmost_longest(text, tokens)
 
@@ -484,7 +484,7 @@ def test_loading_leaves_forked_workers_their_thread_pool(tok_dirs):
     code = (
         "import os\n"
         "from pathlib import Path\n"
-        "from dsc.compiler.tokenize import RowTokenizer\n"
+        "from dsc.compiler.stages.tokenize.tokenize import RowTokenizer\n"
         f"rt = RowTokenizer.load({str(tok_dirs['byte-level'])!r}, Path('/'))\n"
         "assert rt.segment_reuse\n"
         "pid = os.fork()\n"

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from dsc.compiler.errors import SpecError
+from dsc.compiler.core.errors import SpecError
 from dsc.runtime.tools import BM25Search, build_tools, calculate, register_tool, Tool, tool_names
 
 

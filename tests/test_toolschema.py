@@ -12,11 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from dsc.cli import app
-from dsc.compiler import toolschema
-from dsc.compiler.build import build
-from dsc.compiler.errors import SpecError
+from dsc.compiler.core import toolschema
+from dsc.compiler.engine.driver import build
+from dsc.compiler.core.errors import SpecError
 from dsc.compiler.record import BadRow
-from dsc.compiler.transforms.react import ToolDef, parse_arguments, tool_from_spec
+from dsc.compiler.stages.transforms.react import ToolDef, parse_arguments, tool_from_spec
 
 # OpenAI's function-calling guide example, verbatim in shape.
 WEATHER = {"type": "function", "function": {

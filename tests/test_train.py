@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dsc.compiler.errors import SpecError
+from dsc.compiler.core.errors import SpecError
 from dsc.runtime.artifact import ArtifactError, load_artifact
 from dsc.runtime.features import IGNORE, PadCollator, packing_collator
 from dsc.runtime.modeling import ModelError

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 
 from dsc.compiler.record import BadRow, Conversation, Message, Meta, Provenance
-from dsc.compiler.sources import iter_raw_rows, normalise_row
-from dsc.compiler.spec import load_spec
-from dsc.compiler.transforms.assemble import AssembleSpec, Joiner, apply_assemble, inference_turns, make_assembler
-from dsc.compiler.transforms.condition import ConditionSpec, apply_condition
-from dsc.compiler.transforms.pipeline import build_transforms, inference, process_row
+from dsc.compiler.stages.read.sources import iter_raw_rows, normalise_row
+from dsc.compiler.spec.model import load_spec
+from dsc.compiler.stages.transforms.assemble import AssembleSpec, Joiner, apply_assemble, inference_turns, make_assembler
+from dsc.compiler.stages.transforms.condition import ConditionSpec, apply_condition
+from dsc.compiler.stages.transforms.pipeline import build_transforms, inference, process_row
 
 REPO = Path(__file__).resolve().parent.parent
 NAT = REPO / "specs" / "data" / "nat"

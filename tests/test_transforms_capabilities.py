@@ -3,7 +3,7 @@ import pytest
 from pydantic import ValidationError
 
 from dsc.compiler.record import Conversation, Message, Meta, Provenance, ToolCall
-from dsc.compiler.transforms.capabilities import CapabilitiesSpec, decompose, supervised_chars, tag_turns
+from dsc.compiler.stages.transforms.capabilities import CapabilitiesSpec, decompose, supervised_chars, tag_turns
 
 RULES = [{"capability": "retrieval", "tool_call": True},
          {"capability": "understanding", "after": "tool"},

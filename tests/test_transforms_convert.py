@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from dsc.compiler.record import BadRow, Conversation, Message, Meta, Provenance
-from dsc.compiler.transforms.convert import CONVERTERS, ConvertStep, apply_steps, prepare_steps
-from dsc.compiler.transforms.react import ToolDef, parse_arguments
+from dsc.compiler.stages.transforms.convert import CONVERTERS, ConvertStep, apply_steps, prepare_steps
+from dsc.compiler.stages.transforms.react import ToolDef, parse_arguments
 
 REPO = Path(__file__).resolve().parent.parent
 FIRE = REPO / "specs" / "data" / "fireact-recipe"
@@ -143,7 +143,7 @@ def test_where_limits_a_step_and_registry_errors():
 
 
 def test_users_can_register_a_converter():
-    from dsc.compiler.transforms.common import Strict
+    from dsc.compiler.stages.transforms.common import Strict
 
     class Opts(Strict):
         suffix: str

@@ -3,7 +3,7 @@ import pytest
 from pydantic import ValidationError
 
 from dsc.compiler.record import Conversation, Message, Meta, Provenance, ToolCall
-from dsc.compiler.transforms.filters import FILTERS, FilterEntry, apply_filters
+from dsc.compiler.stages.transforms.filters import FILTERS, FilterEntry, apply_filters
 
 
 def conv(*pairs, source="s", success=None):

@@ -3,7 +3,7 @@ import pytest
 from pydantic import ValidationError
 
 from dsc.compiler.record import BadRow, Conversation, Message, Meta, Provenance
-from dsc.compiler.transforms.label import LabelSpec, apply_label, apply_labels, label_classes
+from dsc.compiler.stages.transforms.label import LabelSpec, apply_label, apply_labels, label_classes
 
 NAT_FOUR = {"field": "info.f1", "bins": [
     {"class": "totally_incorrect", "eq": 0},

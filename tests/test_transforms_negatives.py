@@ -2,8 +2,8 @@
 import json
 
 from dsc.compiler.record import Conversation, Message, Meta, Provenance, ToolCall
-from dsc.compiler.transforms.common import rule_of
-from dsc.compiler.transforms.negatives import NegativeRule, apply_rules, prepare_rules
+from dsc.compiler.stages.transforms.common import rule_of
+from dsc.compiler.stages.transforms.negatives import NegativeRule, apply_rules, prepare_rules
 
 POOL = [{"name": f"tool{i}", "description": f"d{i}",
          "parameters": {"type": "object", "properties": {"x": {"type": "string"}}}} for i in range(6)]

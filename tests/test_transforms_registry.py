@@ -7,11 +7,11 @@ import pytest
 from pydantic import ValidationError
 
 from dsc.compiler.record import Conversation, Message, Meta, Provenance
-from dsc.compiler.transforms.common import Strict
-from dsc.compiler.transforms.convert import ConvertStep
-from dsc.compiler.transforms.filters import FilterRegistry
-from dsc.compiler.transforms.negatives import NegativeRule
-from dsc.compiler.transforms.registry import Registry, RegistryEntry, prepare_entries, registry_entry
+from dsc.compiler.stages.transforms.common import Strict
+from dsc.compiler.stages.transforms.convert import ConvertStep
+from dsc.compiler.stages.transforms.filters import FilterRegistry
+from dsc.compiler.stages.transforms.negatives import NegativeRule
+from dsc.compiler.stages.transforms.registry import Registry, RegistryEntry, prepare_entries, registry_entry
 
 THINGS = Registry("thing")
 
@@ -67,8 +67,8 @@ def test_the_spec_entries_differ_only_in_their_key():
     assert (ConvertStep.entry_key, NegativeRule.entry_key) == ("step", "rule")
     assert list(ConvertStep.model_fields) == ["step", "where", "options"]
     assert list(NegativeRule.model_fields) == ["rule", "where", "options"]
-    assert ConvertStep.__module__ == "dsc.compiler.transforms.convert"
-    assert NegativeRule.__module__ == "dsc.compiler.transforms.negatives"
+    assert ConvertStep.__module__ == "dsc.compiler.stages.transforms.convert"
+    assert NegativeRule.__module__ == "dsc.compiler.stages.transforms.negatives"
     with pytest.raises(ValidationError, match="missing `rule`"):
         NegativeRule.model_validate({"step": "no_tools"})
 

@@ -9,7 +9,7 @@ from artifact_helpers import make_project
 from typer.testing import CliRunner
 
 from dsc.cli import app
-from dsc.compiler.verify import verify
+from dsc.compiler.artifacts.verify import verify
 
 runner = CliRunner()
 

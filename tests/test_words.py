@@ -1,4 +1,4 @@
-"""Word-by-word tokenisation of ASCII text (dsc.compiler.words) gives exactly the library's ids.
+"""Word-by-word tokenisation of ASCII text (dsc.compiler.stages.tokenize.words) gives exactly the library's ids.
 
 Three pre-tokenizer shapes (GPT-2's ByteLevel regex, Llama-3's and Qwen2's isolating Split before
 a regex-free ByteLevel, and a Split that leaves gaps), hypothesis texts over all of ASCII (control
@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_tokenize_reuse import _edit_tokenizer, byte_level_bpe, train_byte_level
 
-from dsc.compiler import words as words_mod
-from dsc.compiler.segments import library_encoder
-from dsc.compiler.tokenize import RowTokenizer
-from dsc.compiler.words import GPT2_PATTERN, WordEncoder, ascii_pattern, plan_words
+from dsc.compiler.stages.tokenize import words as words_mod
+from dsc.compiler.stages.tokenize.segments import library_encoder
+from dsc.compiler.stages.tokenize.tokenize import RowTokenizer
+from dsc.compiler.stages.tokenize.words import GPT2_PATTERN, WordEncoder, ascii_pattern, plan_words
 
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                   r"|\s*[\r\n]+|\s+(?!\S)|\s+")

@@ -113,7 +113,7 @@ def make_model(out: Path, tokenizer_dir: Path, size: ModelSize, seed: int) -> Pa
 
 def prepare(settings: Settings) -> dict[str, Any]:
     """Data, tokenizer and the three built artifacts under the work directory."""
-    from dsc.compiler.build import build
+    from dsc.compiler.engine.driver import build
 
     work = settings.work = settings.work.resolve()
     if work.exists():

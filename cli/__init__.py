@@ -1,2 +1,0 @@
-"""dsc: a declarative dataset-spec compiler for fine-tuning LLM agents."""
-__version__ = "0.1.0"

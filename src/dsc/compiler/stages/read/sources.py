@@ -1,0 +1,613 @@
+"""Sources: the spec's `sources:` entries, reading their rows (streamed), and normalising a
+raw row into the canonical `Conversation`.
+
+Reading never holds a whole corpus as Python objects: JSONL is read line by line, JSON arrays
+and objects-of-rows are parsed incrementally (ijson), CSV by the `csv` module, Parquet in record
+batches, `datasets` save_to_disk directories memory-mapped, hub datasets in streaming mode.
+
+Files are matched from `path` (files or glob patterns relative to the spec's directory) and
+always read in sorted order, so the order in which they are listed or stored never matters.
+A row that cannot be parsed (a broken JSONL line, a CSV record with the wrong number of
+fields) becomes a `RawRow` with `error` set, and the build quarantines it; a file that cannot
+be read at all is a `BuildError`; a path that matches nothing is a `SpecError`.
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import functools
+import glob
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator, model_validator
+
+from dsc.compiler.core.errors import BuildError, SpecError, allowed_list
+from dsc.compiler.stages.read.formats import MISSING, format_names, get_format, get_path, kind
+from dsc.compiler.record import BadRow, Conversation, Meta, Provenance, content_hash
+
+SourceType = Literal["jsonl", "json", "csv", "parquet", "arrow"]
+SOURCE_TYPES: tuple[str, ...] = ("jsonl", "json", "csv", "parquet", "arrow")
+EXTENSIONS: dict[str, str] = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+# Branch names move; a hub source must name something that does not.
+MOVING_REVISIONS = ("main", "master", "head", "refs/heads/main", "refs/heads/master")
+# Field path of the key of a row in a JSON object-of-rows (`{"key": {...row...}, ...}`).
+KEY_FIELD = "__key__"
+# `save_to_disk` writes these; `state.json` also holds a path/mtime-dependent fingerprint, so
+# it is left out of a directory's hash (the data files and dataset_info.json are hashed).
+ARROW_MARKERS = ("dataset_info.json", "state.json")
+UNHASHED_IN_ARROW_DIR = ("state.json",)
+
+_READ_BATCH = 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# Spec models
+# ---------------------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HubSource(_Strict):
+    """A Hugging Face hub dataset, pinned to a revision (a commit sha or a tag)."""
+
+    id: str = Field(min_length=1)
+    revision: str = Field(min_length=1)
+    split: str = "train"
+    config: str | None = None
+
+    @field_validator("revision")
+    @classmethod
+    def _pinned(cls, v: str) -> str:
+        if v.strip().lower() in MOVING_REVISIONS:
+            raise ValueError(f"revision '{v}' is a branch that moves; pin a commit sha or a tag")
+        return v
+
+    def display(self) -> str:
+        return f"hf://{self.id}@{self.revision}/{self.config or 'default'}/{self.split}"
+
+
+class SourceTags(_Strict):
+    task: str | None = None
+    method: str | None = None  # react / cot / reflexion / ...
+    capability: str | None = None
+
+
+class SourceSpec(_Strict):
+    """One entry of the spec's `sources:` mapping (its name is the key)."""
+
+    # `type` is declared first so that the `path` check below can see it.
+    type: SourceType | None = Field(
+        None, description="File type; inferred from the extension (a directory is a save_to_disk dir: arrow)")
+    path: str | list[str] | None = Field(
+        None, description="File(s) or glob pattern(s) relative to the spec; matched files are read sorted")
+    hub: HubSource | None = Field(None, description="A Hugging Face hub dataset pinned to a revision")
+    format: str | None = Field(None, description="Registered format that normalises each row (openai, sharegpt, ...)")
+    fields: dict[str, str] = Field(
+        default_factory=dict, description="Canonical field -> raw field path, overriding the format's defaults")
+    tags: SourceTags = Field(default_factory=SourceTags, description="task / method / capability of every row")
+    limit: StrictInt | None = Field(None, ge=0, description="Read only the first N rows of the source")
+    lookup: str | None = Field(
+        None, min_length=1, description="This source is a lookup table keyed by this field (joined, not emitted)")
+    license: str | None = Field(None, description="Licence of the data, shown in the dataset card")
+    id: str | None = Field(None, min_length=1, description="Raw field holding the row's id (part of the record id)")
+    group: str | None = Field(
+        None, min_length=1, description="Raw field grouping rows for splits and caps (default: the id field)")
+
+    @field_validator("path")
+    @classmethod
+    def _paths(cls, v: str | list[str] | None, info: ValidationInfo) -> str | list[str] | None:
+        patterns = [v] if isinstance(v, str) else v or []
+        if isinstance(v, list) and not v:
+            raise ValueError("`path` is an empty list; give at least one file or glob pattern")
+        for p in patterns:
+            if not p.strip():
+                raise ValueError("`path` has an empty entry")
+            explicit = info.data.get("type")
+            suffix = Path(p).suffix.lower()
+            if explicit is None and suffix and not glob.has_magic(suffix) and suffix not in EXTENSIONS:
+                raise ValueError(f"cannot tell the type of '{p}' from its extension; set `type:` to one of "
+                                 f"{allowed_list(SOURCE_TYPES)} (extensions: {allowed_list(EXTENSIONS)})")
+        return v
+
+    @field_validator("format")
+    @classmethod
+    def _format_known(cls, v: str | None) -> str | None:
+        if v is not None:
+            get_format(v)  # ValueError naming the registered formats, with a did-you-mean
+        return v
+
+    @field_validator("fields")
+    @classmethod
+    def _fields_known(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        name = info.data.get("format")
+        if v and name is not None:
+            get_format(name).check_fields(v)
+        return v
+
+    @model_validator(mode="after")
+    def _shape(self) -> "SourceSpec":
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("a source needs exactly one of `path` (files or glob patterns, relative to the spec) "
+                             "or `hub` (a Hugging Face dataset: {id, revision, split, config})")
+        if self.hub is not None and self.type is not None:
+            raise ValueError("`type` applies to `path` sources only (a hub dataset has its own)")
+        if self.lookup is not None:
+            given = sorted(k for k in ("format", "fields", "tags", "id", "group") if k in self.model_fields_set)
+            if given:
+                raise ValueError(f"a lookup source (`lookup: {self.lookup}`) is joined, not emitted as rows: "
+                                 f"remove {allowed_list(given)}")
+        elif self.format is None:
+            raise ValueError("missing `format` (how to read each row); registered formats: "
+                             + allowed_list(format_names()))
+        return self
+
+    def patterns(self) -> list[str]:
+        return [self.path] if isinstance(self.path, str) else list(self.path or [])
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows and files
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RawRow:
+    source: str
+    file: str  # as the user sees it: relative to the spec's directory (or hf://id@revision/...)
+    file_sha256: str
+    row: int  # 0-based: record index (JSONL: line index, so the line number is row + 1)
+    data: dict[str, Any] | None
+    error: str | None = None  # why the row could not be parsed (data is None then)
+    key: str | None = None  # the row's key in a JSON object-of-rows (field path `__key__`)
+    line: bytes | None = None  # a JSONL line not parsed yet (`iter_raw_rows(defer_parsing=True)`)
+
+    def parsed(self) -> "RawRow | None":
+        """The row with its deferred line parsed (None: the line is blank, so it is no row)."""
+        if self.line is None:
+            return self
+        return _parse_jsonl_line(self.source, self.file, self.file_sha256, self.row, self.line)
+
+
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    path: Path  # absolute
+    display: str  # relative to the spec's directory when the pattern was
+    type: str
+
+
+def _type_of(path: Path, explicit: str | None) -> str:
+    if path.is_dir():
+        if explicit not in (None, "arrow"):
+            raise SpecError(f"'{path.name}' is a directory, which only `type: arrow` reads")
+        return "arrow"
+    if explicit is not None:
+        return explicit
+    t = EXTENSIONS.get(path.suffix.lower())
+    if t is None:
+        raise SpecError(f"cannot tell the type of '{path.name}' from its extension; set `type:` to one of "
+                        f"{allowed_list(SOURCE_TYPES)}")
+    return t
+
+
+def _is_arrow_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / m).is_file() for m in (*ARROW_MARKERS, "dataset_dict.json"))
+
+
+def resolve_files(spec: SourceSpec, base_dir: Path | str, name: str | None = None) -> list[InputFile]:
+    """The files a `path` source reads, sorted by their displayed path and deduplicated.
+
+    SpecError when a file is missing or a pattern matches nothing (named in the message)."""
+    base = Path(base_dir)
+    who = f"source '{name}': " if name else ""
+    found: dict[str, InputFile] = {}
+    for pattern in spec.patterns():
+        if glob.has_magic(pattern):
+            matches = sorted(glob.glob(pattern, root_dir=base, recursive=True))
+            # Plain directories matched by a wide pattern are skipped; save_to_disk dirs are rows.
+            matches = [m for m in matches if not (base / m).is_dir() or _is_arrow_dir(base / m)]
+            if not matches:
+                raise SpecError(f"{who}pattern '{pattern}' matches no file (relative to {base})")
+        else:
+            p = base / pattern
+            if not p.exists():
+                raise SpecError(f"{who}file '{pattern}' does not exist (relative to {base})")
+            if p.is_dir() and not _is_arrow_dir(p):
+                raise SpecError(f"{who}'{pattern}' is a directory but not a `datasets` save_to_disk directory "
+                                f"(it has no {' or '.join(ARROW_MARKERS)})")
+            matches = [pattern]
+        for m in matches:
+            display = Path(os.path.normpath(m)).as_posix()
+            path = (base / m).resolve()
+            try:
+                found.setdefault(display, InputFile(path, display, _type_of(path, spec.type)))
+            except SpecError as e:
+                raise SpecError(who + e.message) from None
+    return [found[k] for k in sorted(found)]
+
+
+def _file_sha256(path: Path) -> str:
+    # Not cached by (size, mtime): a same-size rewrite within the clock's resolution would
+    # keep a stale hash, and the hash is what versions the artifact.
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _dir_files(path: Path) -> list[Path]:
+    return sorted((p for p in path.rglob("*") if p.is_file() and p.name not in UNHASHED_IN_ARROW_DIR),
+                  key=lambda p: p.relative_to(path).as_posix())
+
+
+def _sha256(path: Path) -> str:
+    if not path.is_dir():
+        return _file_sha256(path)
+    h = hashlib.sha256()
+    for p in _dir_files(path):
+        h.update(f"{p.relative_to(path).as_posix()}\0{_file_sha256(p)}\n".encode())
+    return h.hexdigest()
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in _dir_files(path)) if path.is_dir() else path.stat().st_size
+
+
+def input_fingerprints(name: str, spec: SourceSpec, base_dir: Path | str) -> list[dict[str, Any]]:
+    """`{path, size, sha256}` per input file, sorted by path; a hub source gives its revision
+    as `sha256` and no size (the revision pins the content)."""
+    if spec.hub is not None:
+        return [{"path": spec.hub.display(), "size": None, "sha256": spec.hub.revision}]
+    return [{"path": f.display, "size": _size(f.path), "sha256": _sha256(f.path)}
+            for f in resolve_files(spec, base_dir, name)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Readers (one per type; each yields RawRows of one file)
+# ---------------------------------------------------------------------------------------------
+
+
+def _read_jsonl(name: str, f: InputFile, sha: str, defer_parsing: bool = False) -> Iterator[RawRow]:
+    """Rows of a JSONL file; with `defer_parsing`, each non-blank line as a RawRow holding its
+    bytes (`RawRow.parsed()` does the rest), so that the parsing can happen in a worker."""
+    with open(f.path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            if defer_parsing:
+                if raw.strip():
+                    yield RawRow(name, f.display, sha, lineno - 1, None, line=raw)
+                continue
+            row = _parse_jsonl_line(name, f.display, sha, lineno - 1, raw)
+            if row is not None:
+                yield row
+
+
+def _parse_jsonl_line(name: str, display: str, sha: str, row: int, raw: bytes) -> RawRow | None:
+    lineno = row + 1
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return RawRow(name, display, sha, row, None, f"line {lineno} is not valid UTF-8 (byte {e.start})")
+    if not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        return RawRow(name, display, sha, row, None, f"broken JSON on line {lineno}: {e.msg}: column {e.colno}")
+    if not isinstance(value, dict):
+        return RawRow(name, display, sha, row, None, f"line {lineno} is {kind(value)}, expected a JSON object")
+    return RawRow(name, display, sha, row, value)
+
+
+def _read_json(name: str, f: InputFile, sha: str) -> Iterator[RawRow]:
+    import ijson
+
+    with open(f.path, "rb") as fh:
+        head = fh.read(4096)
+        start = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
+        first = head[start:].lstrip()[:1]
+        fh.seek(start)
+        row = 0
+        try:
+            if first == b"[":
+                for value in ijson.items(fh, "item", use_float=True):
+                    if isinstance(value, dict):
+                        yield RawRow(name, f.display, sha, row, value)
+                    else:
+                        yield RawRow(name, f.display, sha, row, None,
+                                     f"item {row} is {kind(value)}, expected a JSON object")
+                    row += 1
+            elif first == b"{":
+                for key, value in ijson.kvitems(fh, "", use_float=True):
+                    if isinstance(value, dict):
+                        yield RawRow(name, f.display, sha, row, value, key=key)
+                    else:
+                        yield RawRow(name, f.display, sha, row, None,
+                                     f"the value of key '{key}' is {kind(value)}, expected a JSON object "
+                                     "(a .json source holds an array of rows or an object whose values are rows; "
+                                     "one row per line is .jsonl)", key=key)
+                    row += 1
+            else:
+                what = ("empty" if not first else
+                        f"neither an array nor an object (starts with {first.decode(errors='replace')!r})")
+                raise BuildError(f"source '{name}': {f.display} is {what}; a .json source holds an array of rows "
+                                 "or an object whose values are rows")
+        except ijson.JSONError as e:
+            raise BuildError(f"source '{name}': {f.display} has broken JSON after {row} rows "
+                             f"({str(e).strip().splitlines()[0]}); the rest of the file cannot be read") from None
+
+
+# csv's default field limit (128 KiB) is below a long agent trajectory.
+_CSV_FIELD_LIMIT = 1 << 30
+
+
+def _read_csv(name: str, f: InputFile, sha: str) -> Iterator[RawRow]:
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)
+    try:
+        with open(f.path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None:
+                return
+            dupes = sorted({h for h in header if header.count(h) > 1})
+            if dupes:
+                raise BuildError(f"source '{name}': {f.display} has repeated CSV columns {allowed_list(dupes)}")
+            row = 0
+            for record in reader:
+                if not record:
+                    continue  # blank line
+                if len(record) != len(header):
+                    yield RawRow(name, f.display, sha, row, None,
+                                 f"CSV line {reader.line_num}: {len(record)} fields, the header has {len(header)}")
+                else:
+                    yield RawRow(name, f.display, sha, row, dict(zip(header, record)))
+                row += 1
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise BuildError(f"source '{name}': cannot read {f.display} as CSV: {e}") from None
+
+
+def _read_parquet(name: str, f: InputFile, sha: str) -> Iterator[RawRow]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(f.path)
+    except (pa.ArrowException, OSError) as e:
+        raise BuildError(f"source '{name}': cannot read {f.display} as Parquet: {e}") from None
+    with pf:
+        row = 0
+        for batch in pf.iter_batches(batch_size=_READ_BATCH):
+            for d in batch.to_pylist():
+                yield RawRow(name, f.display, sha, row, d)
+                row += 1
+
+
+def _read_arrow(name: str, f: InputFile, sha: str) -> Iterator[RawRow]:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(f.path))  # memory-mapped, never loaded whole
+    except Exception as e:  # noqa: BLE001 — datasets raises many types for unreadable dirs
+        raise BuildError(f"source '{name}': cannot load {f.display} as a `datasets` save_to_disk "
+                         f"directory: {e}") from None
+    if isinstance(ds, datasets.DatasetDict):
+        splits = sorted(ds)
+        raise BuildError(f"source '{name}': {f.display} holds a DatasetDict with splits {allowed_list(splits)}; "
+                         f"point `path` at one split directory, e.g. '{f.display}/{splits[0] if splits else 'train'}'")
+    ds = ds.with_format(None)  # plain Python values whatever format was saved with it
+    row = 0
+    for batch in ds.iter(batch_size=_READ_BATCH):
+        columns = list(batch)
+        n = len(batch[columns[0]]) if columns else 0
+        for i in range(n):
+            yield RawRow(name, f.display, sha, row, {c: batch[c][i] for c in columns})
+            row += 1
+
+
+_READERS = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet,
+            "arrow": _read_arrow}
+
+
+def _offline_hint() -> str:
+    flags = [v for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+             if os.environ.get(v, "").lower() in ("1", "true", "yes", "on")]
+    if flags:
+        return f" ({' and '.join(flags)} set: only a copy already in the local cache can be used)"
+    return ""
+
+
+def _read_hub(name: str, hub: HubSource) -> Iterator[RawRow]:
+    display = hub.display()
+
+    def fail(what: str, e: Exception) -> BuildError:
+        return BuildError(f"source '{name}': cannot {what} hub dataset '{hub.id}' (revision '{hub.revision}', "
+                          f"split '{hub.split}'): {type(e).__name__}: {e}{_offline_hint()}")
+
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(hub.id, hub.config, revision=hub.revision, split=hub.split, streaming=True)
+        it = iter(ds)
+    except Exception as e:  # noqa: BLE001 — offline, not found, bad split, auth: all end the build
+        raise fail("open", e) from None
+    row = 0
+    while True:
+        try:
+            example = next(it)
+        except StopIteration:
+            return
+        except Exception as e:  # noqa: BLE001
+            raise fail(f"read row {row} of", e) from None
+        yield RawRow(name, display, hub.revision, row, dict(example))
+        row += 1
+
+
+def _all_rows(name: str, spec: SourceSpec, base: Path, defer_parsing: bool,
+              known_sha256: Mapping[str, str]) -> Iterator[RawRow]:
+    if spec.hub is not None:
+        yield from _read_hub(name, spec.hub)
+        return
+    for f in resolve_files(spec, base, name):
+        read = _READERS[f.type]
+        if defer_parsing and f.type == "jsonl":
+            read = functools.partial(_read_jsonl, defer_parsing=True)
+        yield from read(name, f, known_sha256.get(f.display) or _sha256(f.path))
+
+
+def iter_raw_rows(name: str, spec: SourceSpec, base_dir: Path | str, *, defer_parsing: bool = False,
+                  known_sha256: Mapping[str, str] | None = None) -> Iterator[RawRow]:
+    """The source's rows, streamed, files in sorted order; at most `spec.limit` of them (the
+    first ones, unparseable rows included, so a limit always reads the same rows).
+
+    `defer_parsing`: JSONL lines come unparsed (`RawRow.parsed()`), for a caller that parses in
+    worker processes; not with a `limit` (which counts parsed rows).
+    `known_sha256`: file (as `input_fingerprints` names it) → its sha256, already computed by
+    the caller (the build hashes every input for the manifest): the file is not read twice."""
+    if spec.limit == 0:
+        return
+    rows = _all_rows(name, spec, Path(base_dir), defer_parsing and spec.limit is None, known_sha256 or {})
+    try:
+        for n, raw in enumerate(rows, 1):
+            yield raw
+            if spec.limit is not None and n >= spec.limit:
+                return
+    finally:
+        rows.close()  # close the open file now, not when the generator is collected
+
+
+# ---------------------------------------------------------------------------------------------
+# Field values, lookups, normalisation
+# ---------------------------------------------------------------------------------------------
+
+
+def field_value(raw: RawRow, path: str) -> Any:
+    """The value of a field path in a raw row (`__key__`: the row's key in a JSON object)."""
+    if path == KEY_FIELD:
+        return raw.key if raw.key is not None else MISSING
+    return get_path(raw.data or {}, path)
+
+
+def key_str(value: Any) -> str:
+    """A scalar as a join/group key: strings as they are, numbers and booleans as JSON, so the
+    question id 17 in one file and "17" in another meet. ValueError for other values."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int, float)):
+        return json.dumps(value)
+    raise ValueError(f"is {kind(value)}, expected a string or a number")
+
+
+def load_lookup(spec: SourceSpec, base_dir: Path | str, name: str = "lookup") -> dict[str, dict[str, Any]]:
+    """A lookup source as `{key: row}`, keyed by `key_str` of its `lookup` field.
+
+    Lookup tables are joined into other rows, so they must be clean: a broken row, a row
+    without the key, or one key with two different rows is a BuildError."""
+    if spec.lookup is None:
+        raise ValueError(f"source '{name}' is not a lookup source (it has no `lookup:` key field)")
+    table: dict[str, dict[str, Any]] = {}
+    where: dict[str, str] = {}
+    for raw in iter_raw_rows(name, spec, base_dir):
+        at = f"{raw.file} row {raw.row}"
+        if raw.error is not None:
+            raise BuildError(f"lookup source '{name}': {at}: {raw.error}")
+        value = field_value(raw, spec.lookup)
+        if value is MISSING or value is None:
+            raise BuildError(f"lookup source '{name}': {at} has no key field '{spec.lookup}'")
+        try:
+            key = key_str(value)
+        except ValueError as e:
+            raise BuildError(f"lookup source '{name}': {at}: key field '{spec.lookup}' {e}") from None
+        assert raw.data is not None
+        if key in table and table[key] != raw.data:
+            raise BuildError(f"lookup source '{name}': key '{key}' has two different rows ({where[key]} and {at})")
+        table.setdefault(key, raw.data)
+        where.setdefault(key, at)
+    return table
+
+
+def _jsonable(value: Any) -> Any:
+    """Raw values as JSON can hold them (parquet/arrow rows may carry dates, bytes, decimals),
+    so that `meta.extra` always serialises the same way."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{len(value)} bytes, sha256 {hashlib.sha256(value).hexdigest()[:16]}>"
+    try:
+        return float(value)  # Decimal, numpy scalars
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _required_key(raw: RawRow, path: str, what: str) -> str:
+    value = field_value(raw, path)
+    if value is MISSING or value is None:
+        raise BadRow(f"missing {what} field '{path}'")
+    try:
+        return key_str(value)
+    except ValueError as e:
+        raise BadRow(f"{what} field '{path}' {e}") from None
+
+
+def normalise_row(raw: RawRow, name: str, spec: SourceSpec) -> Conversation:
+    """A raw row → the canonical `Conversation` (BadRow when it cannot be normalised).
+
+    id = `<source>:<hash>` of the normalised messages, tools and the raw `id` field's value
+    (so it does not depend on file order or row position; identical rows share an id and the
+    build keeps one); group = the `group` field's value, else the `id` field's value, else the id."""
+    if raw.error is not None:
+        raise BadRow(raw.error)
+    if raw.data is None or spec.format is None:
+        raise BadRow(f"source '{name}' has no rows to normalise (lookup source)")
+    fmt = get_format(spec.format)
+    norm = fmt(raw.data, spec.fields)
+    if not norm.messages:
+        raise BadRow("empty conversation: the format produced no messages")
+    raw_id = _required_key(raw, spec.id, "id") if spec.id else None
+    messages = [m.to_dict(canonical=True) for m in norm.messages]
+    digest = content_hash({"messages": messages, "tools": norm.tools, "id": raw_id})
+    cid = f"{name}:{digest}"
+    if spec.group:
+        group = _required_key(raw, spec.group, "group")
+    else:
+        group = raw_id if raw_id is not None else cid
+    extra = _jsonable(norm.extra)
+    if raw.key is not None:
+        extra.setdefault(KEY_FIELD, raw.key)
+    tools = _jsonable(norm.tools) if norm.tools is not None else None
+    return Conversation(
+        id=cid,
+        group=group,
+        messages=norm.messages,
+        tools=tools,
+        meta=Meta(
+            source=name,
+            provenance=Provenance(raw.file, raw.file_sha256, raw.row, [f"format:{spec.format}"]),
+            task=spec.tags.task,
+            method=spec.tags.method,
+            capability=spec.tags.capability,
+            extra=extra,
+        ),
+    )

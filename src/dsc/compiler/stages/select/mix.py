@@ -1,0 +1,565 @@
+"""Selection over the whole set of rows (main process): exact dedup, mixing by buckets, then
+capability ratios — all before the train/validation split.
+
+    mix:
+      positive: {count: 500}                          # a bucket named after a source selects its rows
+      negative: {ratio: 2.0, of: positive, per_group_max: 3}
+      cot: {where: {method: cot}, rate: 0.5}          # or any `where:` selector
+      hotpot: {where: {task: hotpotqa}, proportion: 0.6}
+      others: {where: {task: [mmlu, strategyqa]}, proportion: 0.4}
+
+Each row belongs to the first bucket (in spec order) whose selector matches it; rows in no bucket
+are kept as they are. A bucket takes one of:
+
+- `count: N`   — exactly N rows;
+- `rate: r`    — round(r × available) rows (r > 1 upsamples);
+- `ratio: r, of: <bucket>` — round(r × what `of` selected) rows (NAT's 1:2 pos:neg);
+- `proportion: p` — the proportion buckets share one pool: each gets p of it, and the pool is as
+  large as the scarcest bucket allows without upsampling (proportions sum to 1);
+- nothing — every row (with `per_group_max` applied).
+
+`per_group_max: k` keeps at most k rows per group (e.g. per question) before counting.
+
+Every choice is a seeded hash rank of row ids: a bucket's selection depends only on its own rows,
+so adding a source never changes which rows another source contributes. NAT's own code samples
+with python `random.sample` under seed 42; that exact subset cannot be reproduced by a hash rank
+(and would change whenever the file order does) — the counts, ratios and caps are the recipe.
+Upsampling repeats the whole bucket as often as needed, then the top-ranked rows for the rest;
+a row's k-th copy has id `<id>#k` and the same group (so it lands in the same split).
+
+The stage reads compact per-row keys (`KeyTable`: id, group, a class code for source / task /
+method / capability / label / success / rule, the dedup hash, supervised chars and tokens), never
+the rows themselves, so it scales to millions of rows in little memory; `select` also takes a list
+of `Conversation`s (keys are made from them and the chosen rows returned as Conversations).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field, model_validator
+
+from dsc.compiler.record import Conversation, Meta, Provenance
+from dsc.compiler.stages.transforms.capabilities import CapabilitiesSpec, supervised_chars
+from dsc.compiler.stages.transforms.common import RULE_STEP, Strict, Where, copy_conv, rank_key, rule_of
+from dsc.compiler.stages.transforms.decontam import dedup_key
+
+MIX_HOW = ("count", "rate", "ratio", "proportion")
+
+
+class MixBucket(Strict):
+    where: Where | None = Field(None, description="which rows (default: the source of the bucket's name)")
+    count: int | None = Field(None, ge=0)
+    rate: float | None = Field(None, ge=0.0)
+    ratio: float | None = Field(None, ge=0.0)
+    of: str | None = None
+    proportion: float | None = Field(None, gt=0.0, le=1.0)
+    per_group_max: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> "MixBucket":
+        given = [k for k in MIX_HOW if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of `count`, `rate`, `ratio` or `proportion`, not {' and '.join(given)}")
+        if (self.ratio is None) != (self.of is None):
+            raise ValueError("`ratio` needs `of: <bucket>` (and `of` needs `ratio`)")
+        return self
+
+    def how(self) -> str | None:
+        return next((k for k in MIX_HOW if getattr(self, k) is not None), None)
+
+
+def mix_problems(mix: dict[str, MixBucket], sources: Iterable[str]) -> list[tuple[str, tuple[Any, ...]]]:
+    """Cross-bucket problems as (message, location under `mix`)."""
+    from dsc.compiler.core.errors import did_you_mean
+
+    out: list[tuple[str, tuple[Any, ...]]] = []
+    sources = list(sources)
+    for name, b in mix.items():
+        if b.where is None and name not in sources:
+            out.append((f"mix bucket '{name}' has no `where:` and is not a source name{did_you_mean(name, sources)}"
+                        f" (sources: {', '.join(sources)})", (name,)))
+        if b.of is not None and b.of not in mix:
+            out.append((f"`of: {b.of}` is not a mix bucket{did_you_mean(b.of, list(mix))}", (name, "of")))
+    for name in mix:  # ratio chains must end
+        seen, cur = [name], mix[name].of
+        while cur is not None and cur in mix:
+            if cur in seen:
+                out.append((f"mix buckets refer to each other in a loop: {' → '.join(seen + [cur])}", (name, "of")))
+                break
+            seen.append(cur)
+            cur = mix[cur].of
+    props = {n: b.proportion for n, b in mix.items() if b.proportion is not None}
+    if props and abs(sum(props.values()) - 1.0) > 1e-6:
+        first = next(iter(props))
+        out.append((f"proportions sum to {sum(props.values()):g}, not 1 ({', '.join(props)})", (first, "proportion")))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Keys: what selection reads of each row
+# ---------------------------------------------------------------------------------------------
+
+COPY_STEP = "copy:"
+
+
+class RowClass(NamedTuple):
+    """The attributes `where:` selectors and the reports look at; rows share a handful of them."""
+
+    source: str
+    task: str | None
+    method: str | None
+    capability: str | None
+    label: str | None
+    success: bool | None
+    rule: str | None  # the negative rule that made the row
+    copy: bool  # the row's last provenance step is a copy
+
+    @classmethod
+    def of(cls, conv: Conversation) -> "RowClass":
+        m = conv.meta
+        return cls(m.source, m.task, m.method, m.capability, m.label, m.success, rule_of(conv), is_copy(conv))
+
+    def stand_in(self) -> Conversation:
+        """A row with exactly these attributes, so `Where.matches` (one definition of matching)
+        decides for the whole class."""
+        steps = [f"{RULE_STEP}{self.rule}"] if self.rule is not None else []
+        return Conversation("", "", [], Meta(self.source, Provenance("", "", 0, steps), task=self.task,
+                                             method=self.method, capability=self.capability,
+                                             success=self.success, label=self.label))
+
+
+def dedup_hash(conv: Conversation) -> int:
+    """`dedup_key` as a 64-bit integer (the key is 16 hex digits: the same equality)."""
+    return int(dedup_key(conv), 16)
+
+
+@dataclass
+class KeyTable:
+    """Compact selection keys, one entry per row (row i of every column)."""
+
+    ids: pa.Array  # string
+    groups: pa.Array  # string; null where the group is the row's id
+    cls: np.ndarray  # int32 index into `classes`
+    classes: list[RowClass]
+    dedup: np.ndarray  # uint64 dedup hash (zeros when dedup was not computed)
+    chars: np.ndarray  # int64 supervised characters (capabilities measure: chars)
+    tokens: np.ndarray  # float64 supervised tokens (measure: tokens); NaN where not computed
+
+    def __len__(self) -> int:
+        return len(self.cls)
+
+    @classmethod
+    def from_conversations(cls, convs: Sequence[Conversation], *, dedup: bool = True) -> "KeyTable":
+        codes: dict[RowClass, int] = {}
+        cl = np.fromiter((codes.setdefault(RowClass.of(c), len(codes)) for c in convs), np.int32, len(convs))
+        return cls(
+            ids=pa.array([c.id for c in convs], pa.string()),
+            groups=pa.array([None if c.group == c.id else c.group for c in convs], pa.string()),
+            cls=cl, classes=list(codes),
+            dedup=np.fromiter((dedup_hash(c) if dedup else 0 for c in convs), np.uint64, len(convs)),
+            chars=np.fromiter((supervised_chars(c) for c in convs), np.int64, len(convs)),
+            tokens=np.full(len(convs), np.nan))
+
+    @classmethod
+    def concat(cls, tables: Sequence["KeyTable"]) -> "KeyTable":
+        """One table over several (e.g. one per source), classes merged."""
+        if len(tables) == 1:
+            return tables[0]
+        codes: dict[RowClass, int] = {}
+        remapped = []
+        for t in tables:
+            mapping = np.array([codes.setdefault(c, len(codes)) for c in t.classes] or [0], np.int32)
+            remapped.append(mapping[t.cls] if len(t) else np.zeros(0, np.int32))
+        return cls(
+            ids=pa.concat_arrays([t.ids for t in tables]) if tables else pa.array([], pa.string()),
+            groups=pa.concat_arrays([t.groups for t in tables]) if tables else pa.array([], pa.string()),
+            cls=np.concatenate(remapped) if remapped else np.zeros(0, np.int32), classes=list(codes),
+            dedup=np.concatenate([t.dedup for t in tables]) if tables else np.zeros(0, np.uint64),
+            chars=np.concatenate([t.chars for t in tables]) if tables else np.zeros(0, np.int64),
+            tokens=np.concatenate([t.tokens for t in tables]) if tables else np.zeros(0))
+
+    def class_mask(self, predicate: Callable[[RowClass], bool]) -> np.ndarray:
+        """Per class: does the predicate hold (index it with `cls` for rows)."""
+        return np.array([bool(predicate(c)) for c in self.classes] + [False], bool)
+
+
+@dataclass
+class Rows:
+    """A selection: rows of a KeyTable (`base`) and, for copies, the id suffix (`#2`, `#2#3`)."""
+
+    base: np.ndarray  # int64
+    suffix: np.ndarray  # object: "" for an original row
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: Any) -> "Rows":
+        return Rows(self.base[index], self.suffix[index])
+
+    @staticmethod
+    def of(base: np.ndarray) -> "Rows":
+        suffix = np.empty(len(base), object)
+        suffix[:] = ""
+        return Rows(np.asarray(base, np.int64), suffix)
+
+    @staticmethod
+    def concat(parts: Iterable["Rows"]) -> "Rows":
+        parts = list(parts)
+        if not parts:
+            return Rows.of(np.zeros(0, np.int64))
+        return Rows(np.concatenate([p.base for p in parts]), np.concatenate([p.suffix for p in parts]))
+
+    def copies(self, k: int) -> "Rows":
+        """The k-th copy of each row (k >= 2): id `<id><suffix>#k`."""
+        memo: dict[str, str] = {}
+        suffix = np.empty(len(self), object)
+        suffix[:] = [memo.setdefault(s, f"{s}#{k}") for s in self.suffix]
+        return Rows(self.base.copy(), suffix)
+
+
+_ID_CHUNK = 1 << 16
+
+
+def iter_ids(table: KeyTable, rows: Rows) -> Iterator[list[str]]:
+    """The rows' ids (copies: `<id>#k`), a chunk at a time (never a million strings at once)."""
+    for start in range(0, len(rows), _ID_CHUNK):
+        part = rows[start:start + _ID_CHUNK]
+        ids = table.ids.take(pa.array(part.base)).to_pylist()
+        if any(part.suffix):
+            ids = [i + s for i, s in zip(ids, part.suffix)]
+        yield ids
+
+
+def row_groups(table: KeyTable, rows: Rows) -> Iterator[list[str]]:
+    """The rows' groups (a copy has its original's group), a chunk at a time."""
+    for start in range(0, len(rows), _ID_CHUNK):
+        part = rows[start:start + _ID_CHUNK].base
+        idx = pa.array(part)
+        groups = table.groups.take(idx).to_pylist()
+        ids = table.ids.take(idx).to_pylist()
+        yield [g if g is not None else i for g, i in zip(groups, ids)]
+
+
+def hash_prefixes(keys: Iterable[list[str]], prefix: str, n: int) -> np.ndarray:
+    """First 8 bytes (big-endian) of sha256(prefix + key) per key: sorting by them sorts by the
+    hex digest, except where two prefixes tie (see `ranked`)."""
+    out = np.empty(n, np.uint64)
+    at = 0
+    for chunk in keys:
+        digests = b"".join(hashlib.sha256((prefix + k).encode("utf-8")).digest()[:8] for k in chunk)
+        out[at:at + len(chunk)] = np.frombuffer(digests, ">u8")
+        at += len(chunk)
+    return out
+
+
+def ranked(table: KeyTable, rows: Rows, seed: int, purpose: str) -> Rows:
+    """The rows sorted by `rank_key(seed, purpose, id)`: a seeded shuffle."""
+    if len(rows) == 0:
+        return rows
+    prefix = hash_prefixes(iter_ids(table, rows), f"{seed}\x1f{purpose}\x1f", len(rows))
+    order = np.argsort(prefix, kind="stable")
+    sp = prefix[order]
+    tied = np.flatnonzero(sp[1:] == sp[:-1])
+    if tied.size:  # equal 64-bit prefixes (or equal ids): order these runs by the full key
+        starts = tied[np.r_[True, np.diff(tied) > 1]]
+        for s in starts:
+            e = s + 1
+            while e < len(sp) and sp[e] == sp[s]:
+                e += 1
+            run = order[s:e]
+            ids = next(iter_ids(table, rows[run]))
+            keys = [rank_key(seed, purpose, i) for i in ids]
+            order[s:e] = run[sorted(range(len(run)), key=keys.__getitem__)]
+    return rows[order]
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def copy_of(conv: Conversation, k: int) -> Conversation:
+    """The k-th copy (k >= 2) of a row: a distinct, stable id, same group."""
+    new = copy_conv(conv)
+    new.id = f"{conv.id}#{k}"
+    new.meta.provenance.steps.append(f"{COPY_STEP}{k}")
+    return new
+
+
+def is_copy(conv: Conversation) -> bool:
+    steps = conv.meta.provenance.steps
+    return bool(steps) and steps[-1].startswith(COPY_STEP)
+
+
+def copy_count(table: KeyTable, rows: Rows) -> int:
+    copied = table.class_mask(lambda c: c.copy)[table.cls[rows.base]] if len(rows) else np.zeros(0, bool)
+    return int(np.count_nonzero((rows.suffix != "") | copied))
+
+
+def _unit_count(target: float) -> int:
+    """How many rows of weight 1 `take` adds: the first n with n + 1/2 >= target (n >= 0)."""
+    n = max(0, math.ceil(target - 0.5))
+    while n > 0 and (n - 1) + 0.5 >= target:
+        n -= 1
+    while n + 0.5 < target:
+        n += 1
+    return n
+
+
+def take(rows: Rows, target: float, weight: np.ndarray | None) -> Rows:
+    """Rows from `rows` (already ranked) until their total weight is as close to `target` as
+    one more row can bring it; past the end, start again with copies (`#2`, `#3`, ...).
+    `weight`: per KeyTable row (None: every row weighs 1)."""
+    n = len(rows)
+    if n == 0 or target <= 0:
+        return rows[:0]
+    if weight is None:
+        count = _unit_count(target)
+        full, rest = divmod(count, n)
+        passes = [rows if p == 0 else rows.copies(p + 1) for p in range(full)]
+        if rest:
+            passes.append(rows[:rest] if full == 0 else rows[:rest].copies(full + 1))
+        return Rows.concat(passes)
+    w = weight[rows.base].tolist()
+    picked: list[Rows] = []
+    total = 0.0
+    passes_done = 0
+    while True:
+        for i, wi in enumerate(w):
+            # add the row when that brings the total closer to the target (ties: stop)
+            if total + wi / 2 >= target:
+                part = rows[:i]
+                picked.append(part if passes_done == 0 else part.copies(passes_done + 1))
+                return Rows.concat(picked)
+            total += wi
+        picked.append(rows if passes_done == 0 else rows.copies(passes_done + 1))
+        passes_done += 1
+        if all(x <= 0 for x in w):
+            return Rows.concat(picked)
+
+
+def _cap_groups(table: KeyTable, rows: Rows, k: int, seed: int) -> tuple[Rows, int]:
+    """At most k rows per group, the first k of each group in `group-cap` rank order."""
+    order = ranked(table, rows, seed, "group-cap")
+    if len(order) == 0:
+        return order, 0
+    groups = pa.array([g for chunk in row_groups(table, order) for g in chunk], pa.string())
+    codes = pc.dictionary_encode(groups).indices.to_numpy(zero_copy_only=False)
+    by_code = np.argsort(codes, kind="stable")
+    sorted_codes = codes[by_code]
+    starts = np.r_[0, np.flatnonzero(sorted_codes[1:] != sorted_codes[:-1]) + 1]
+    run_start = np.repeat(starts, np.diff(np.r_[starts, len(codes)]))
+    position = np.empty(len(codes), np.int64)
+    position[by_code] = np.arange(len(codes)) - run_start
+    kept = order[position < k]
+    return kept, len(rows) - len(kept)
+
+
+def _largest_remainder(shares: dict[str, float], total: int, caps: dict[str, int]) -> dict[str, int]:
+    """Integer counts summing to `total` (or less when capped) in proportion to `shares`."""
+    raw = {k: shares[k] * total for k in shares}
+    counts = {k: min(caps[k], math.floor(v + 1e-9)) for k, v in raw.items()}
+    left = total - sum(counts.values())
+    for k in sorted(raw, key=lambda k: (-(raw[k] - math.floor(raw[k] + 1e-9)), k)):
+        if left <= 0:
+            break
+        if counts[k] < caps[k]:
+            counts[k] += 1
+            left -= 1
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------
+# The selection stage
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SelectionResult:
+    rows: Any  # Rows over the KeyTable given to `select`, or Conversations when it was given those
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def dedup(table: KeyTable, rows: Rows) -> tuple[Rows, Counter[str]]:
+    """Keep one row per dedup key: the first of `rows` (sorted by id: the smallest id)."""
+    if len(rows) == 0:
+        return rows, Counter()
+    _, first = np.unique(table.dedup[rows.base], return_index=True)
+    keep = np.zeros(len(rows), bool)
+    keep[first] = True
+    removed: Counter[str] = Counter(table.classes[c].source for c in table.cls[rows.base[~keep]].tolist())
+    return rows[keep], removed
+
+
+def apply_mix(table: KeyTable, rows: Rows, mix: dict[str, MixBucket], seed: int) -> tuple[Rows, dict]:
+    selectors = {name: (b.where or Where(source=name)) for name, b in mix.items()}
+    stand_ins = [c.stand_in() for c in table.classes]
+    # each class (so each row) belongs to the first bucket whose selector matches it
+    bucket_of = np.array([next((i for i, w in enumerate(selectors.values()) if w.matches(s)), -1)
+                          for s in stand_ins] + [-1], np.int64)
+    row_bucket = bucket_of[table.cls[rows.base]] if len(rows) else np.zeros(0, np.int64)
+    buckets = {name: rows[row_bucket == i] for i, name in enumerate(mix)}
+    others = rows[row_bucket == -1]
+    report: dict[str, Any] = {}
+    capped: dict[str, Rows] = {}
+    for name, b in mix.items():
+        pool = buckets[name]
+        dropped = 0
+        if b.per_group_max is not None:
+            pool, dropped = _cap_groups(table, pool, b.per_group_max, seed)
+        capped[name] = ranked(table, pool, seed, "mix")
+        report[name] = {"available": len(buckets[name]), "over_group_cap": dropped, "how": b.how() or "all"}
+    selected: dict[str, Rows] = {}
+
+    def resolve(name: str) -> Rows:
+        if name in selected:
+            return selected[name]
+        b, pool = mix[name], capped[name]
+        how = b.how()
+        if how == "count":
+            target = float(b.count)
+        elif how == "rate":
+            target = float(round(b.rate * len(pool)))
+        elif how == "ratio":
+            target = float(round(b.ratio * len(resolve(b.of))))
+            report[name]["of_selected"] = len(selected[b.of])
+        elif how is None:
+            target = float(len(pool))
+        else:
+            raise AssertionError("proportions are resolved together")
+        report[name]["requested"] = getattr(b, how) if how else None
+        report[name]["target"] = int(target)
+        selected[name] = take(pool, target, None)
+        return selected[name]
+
+    props = {n: b.proportion for n, b in mix.items() if b.proportion is not None}
+    if props:
+        total = math.floor(min(len(capped[n]) / p for n, p in props.items()) + 1e-9)
+        counts = _largest_remainder(props, total, {n: len(capped[n]) for n in props})
+        for n in props:
+            selected[n] = take(capped[n], counts[n], None)
+            report[n].update(requested=props[n], target=counts[n])
+        pool_total = sum(len(selected[n]) for n in props)
+        for n in props:
+            report[n]["realised"] = round(len(selected[n]) / pool_total, 6) if pool_total else 0.0
+    for name in mix:
+        resolve(name)
+    for name, b in mix.items():
+        r = report[name]
+        r["selected"] = len(selected[name])
+        r["copies"] = copy_count(table, selected[name])
+        if b.rate is not None:
+            r["realised"] = round(len(selected[name]) / len(capped[name]), 6) if len(capped[name]) else 0.0
+        if b.ratio is not None:
+            base = len(selected[b.of])
+            r["realised"] = round(len(selected[name]) / base, 6) if base else 0.0
+    out = Rows.concat([selected[name] for name in mix] + [others])
+    report["_unmatched_kept"] = len(others)
+    return out, report
+
+
+def capability_ratios(table: KeyTable, rows: Rows, spec: CapabilitiesSpec, seed: int,
+                      weight: np.ndarray | None) -> tuple[Rows, dict]:
+    """Rebalance tagged rows by capability; `weight` per KeyTable row (None: each row weighs 1)."""
+    requested = spec.requested()
+    caps = {c: i for i, c in enumerate(requested)}
+    cap_of = np.array([caps.get(c.capability, -1) if c.capability is not None else -1 for c in table.classes]
+                      + [-1], np.int64)
+    row_cap = cap_of[table.cls[rows.base]] if len(rows) else np.zeros(0, np.int64)
+    by_cap = {c: rows[row_cap == i] for c, i in caps.items()}
+    rest = rows[row_cap == -1]
+
+    def weights(rs: Rows) -> list[float]:
+        return [1.0] * len(rs) if weight is None else weight[rs.base].tolist()
+
+    # Python floats summed left to right, as a loop over the rows would (the report shows them)
+    avail = {c: sum(weights(rs)) for c, rs in by_cap.items()}
+    if spec.rates is not None:
+        targets = {c: spec.rates[c] * avail[c] for c in requested}
+    else:
+        usable = {c: avail[c] / p for c, p in requested.items()}
+        pool = min(usable.values()) if usable else 0.0
+        targets = {c: requested[c] * pool for c in requested}
+    chosen = {c: take(ranked(table, by_cap[c], seed, "capability"), targets[c], weight) for c in requested}
+    got = {c: sum(weights(chosen[c])) for c in requested}
+    total = sum(got.values())
+    report: dict[str, Any] = {"measure": spec.measure, "mode": "rates" if spec.rates is not None else "proportions",
+                              "per_capability": {}}
+    for c in requested:
+        realised = (got[c] / avail[c] if avail[c] else 0.0) if spec.rates is not None else \
+            (got[c] / total if total else 0.0)
+        report["per_capability"][c] = {
+            "requested": requested[c], "realised": round(realised, 6),
+            "available_rows": len(by_cap[c]), "available": avail[c],
+            "selected_rows": len(chosen[c]), "selected": got[c],
+            "target": round(targets[c], 3),
+            "max_row": max(weights(by_cap[c]), default=0),
+        }
+    report["untagged_kept"] = len(rest)
+    return Rows.concat([chosen[c] for c in requested] + [rest]), report
+
+
+def select_keys(table: KeyTable, *, seed: int, dedup_rows: bool, mix: dict[str, MixBucket] | None,
+                capabilities: CapabilitiesSpec | None, weight: np.ndarray | None = None) -> SelectionResult:
+    """Dedup → mix → capability ratios over keys. `weight`: the capability measure per row
+    (None: rows). Input order does not matter (everything is ranked by id)."""
+    report: dict[str, Any] = {}
+    rows = Rows.of(pc.sort_indices(table.ids).to_numpy() if len(table) else np.zeros(0, np.int64))
+    if dedup_rows:
+        rows, removed = dedup(table, rows)
+        report["dedup_removed"] = dict(sorted(removed.items()))
+    if mix:
+        rows, report["mix"] = apply_mix(table, rows, mix, seed)
+    if capabilities is not None and (capabilities.rates is not None or capabilities.proportions is not None):
+        rows, report["capabilities"] = capability_ratios(table, rows, capabilities, seed, weight)
+    return SelectionResult(rows, report)
+
+
+# ---------------------------------------------------------------------------------------------
+# The same stage over Conversations (small inputs, tests, library users)
+# ---------------------------------------------------------------------------------------------
+
+
+def materialise(convs: Sequence[Conversation], rows: Rows) -> list[Conversation]:
+    """The selected rows as Conversations (copies made with `copy_of`)."""
+    out = []
+    for b, suffix in zip(rows.base.tolist(), rows.suffix.tolist()):
+        conv = convs[b]
+        for k in suffix.split("#")[1:]:
+            conv = copy_of(conv, int(k))
+        out.append(conv)
+    return out
+
+
+def _weights(convs: Sequence[Conversation], weight: Callable[[Conversation], float] | None) -> np.ndarray | None:
+    return None if weight is None else np.array([float(weight(c)) for c in convs], np.float64)
+
+
+def apply_capability_ratios(rows: list[Conversation], spec: CapabilitiesSpec, seed: int,
+                            weight: Callable[[Conversation], float]) -> tuple[list[Conversation], dict]:
+    convs = list(rows)
+    table = KeyTable.from_conversations(convs, dedup=False)
+    chosen, report = capability_ratios(table, Rows.of(np.arange(len(convs))), spec, seed, _weights(convs, weight))
+    return materialise(convs, chosen), report
+
+
+def select(rows: KeyTable | list[Conversation], *, seed: int, dedup_rows: bool, mix: dict[str, MixBucket] | None,
+           capabilities: CapabilitiesSpec | None, weight: Any = None) -> SelectionResult:
+    """Dedup → mix → capability ratios. Over a KeyTable (`weight`: an array per row, or None)
+    the result's rows are `Rows`; over Conversations (`weight`: a function of a row) they are
+    Conversations. Input order does not matter (everything is ranked by id)."""
+    if isinstance(rows, KeyTable):
+        return select_keys(rows, seed=seed, dedup_rows=dedup_rows, mix=mix, capabilities=capabilities, weight=weight)
+    convs = list(rows)
+    table = KeyTable.from_conversations(convs, dedup=dedup_rows)
+    result = select_keys(table, seed=seed, dedup_rows=dedup_rows, mix=mix, capabilities=capabilities,
+                         weight=_weights(convs, weight))
+    return SelectionResult(materialise(convs, result.rows), result.report)

@@ -1,0 +1,259 @@
+"""Prompt assembly: turns prepended (or appended) to every trajectory, from inline text or
+files, each a sandboxed Jinja template over the record and over lookup sources joined by a key.
+
+NAT stores trajectories without their instruction and question; its loader prepends them
+(`data/utils.py::load_data_with_prompts`). The same, as a spec:
+
+    sources:
+      questions: {path: data/nat/strategyqa_questions.jsonl, lookup: id}   # joined, not emitted
+    assemble:
+      question: lookup.questions.question          # what "the question" is (inference, decontamination)
+      prepend:
+        - {role: user, file: prompts/strategyqa_instruction.txt}
+        - {role: assistant, content: "I've understood your instruction, start please."}
+        - {id: question, role: user, content: "Question: {{ lookup.questions.question }}."}
+
+A template sees the raw row's fields at the top level (`{{ id }}`, `{{ info.f1 }}`), `record`
+(id, group), `meta`, `messages`, and `lookup.<source>`: the lookup row whose key (the lookup
+source's `lookup:` field) equals the record's join field — by default the field of the same
+name in the raw row, or the path given in `join: {<source>: <path>}`. A record whose join key
+is missing, or has no row in the lookup table, goes to quarantine.
+
+Assembled turns are not supervised unless a turn says `loss: true`. Prepended turns go after the
+record's leading system messages.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from dsc.compiler.record import BadRow, Conversation, Message
+
+from .common import (MISSING, NAME_RE, PATH_RE, Strict, add_step, compile_text, get_field, lookup_refs,
+                     render_bounded, render_text)
+
+# A placeholder the runtime fills in with the user's question at inference time.
+QUESTION_PLACEHOLDER = "{{ question }}"
+
+
+class Turn(Strict):
+    role: Literal["system", "user", "assistant"]
+    content: str | None = Field(None, description="Jinja text of the turn")
+    file: str | None = Field(None, description="a file holding the Jinja text (relative to the spec)")
+    loss: bool | None = Field(False, description="supervise this turn (null: the spec's loss policy decides)")
+    id: str | None = Field(None, pattern=NAME_RE, description="a name for `condition.turn` to refer to")
+    inference: str | None = Field(
+        None, description="the turn's text at inference time, with {{ question }} for the question "
+                          "(default: the turn itself, with `assemble.question` standing for the question)")
+
+    @model_validator(mode="after")
+    def _one_text(self) -> "Turn":
+        if (self.content is None) == (self.file is None):
+            raise ValueError("a turn needs exactly one of `content` (inline text) or `file`")
+        if self.content is not None:
+            compile_text(self.content)
+        return self
+
+
+class AssembleSpec(Strict):
+    prepend: list[Turn] = Field(default_factory=list)
+    append: list[Turn] = Field(default_factory=list)
+    join: dict[str, str] = Field(default_factory=dict,
+                                 description="lookup source → the record's field path holding its key")
+    question: str | None = Field(None, pattern=PATH_RE,
+                                 description="path (in the template context) of the question, e.g. "
+                                             "lookup.questions.question")
+
+    @field_validator("join")
+    @classmethod
+    def _paths(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, path in v.items():
+            if not re.match(PATH_RE, path):
+                raise ValueError(f"join path {path!r} of '{name}' is not a field path like 'id' or 'meta.extra.qid'")
+        return v
+
+    @model_validator(mode="after")
+    def _ids(self) -> "AssembleSpec":
+        if not self.prepend and not self.append:
+            raise ValueError("`assemble` needs `prepend` or `append` turns")
+        seen: set[str] = set()
+        for t in [*self.prepend, *self.append]:
+            if t.id is not None:
+                if t.id in seen:
+                    raise ValueError(f"two assembled turns have id '{t.id}'")
+                seen.add(t.id)
+        return self
+
+    def turn_ids(self) -> dict[str, tuple[str, int]]:
+        """id → ('prepend' | 'append', index)."""
+        out = {t.id: ("prepend", i) for i, t in enumerate(self.prepend) if t.id}
+        out.update({t.id: ("append", i) for i, t in enumerate(self.append) if t.id})
+        return out
+
+
+@dataclass(frozen=True)
+class ResolvedTurn:
+    role: str
+    text: str  # the Jinja source (file content for `file:` turns)
+    loss: bool | None
+    id: str | None
+    inference: str | None
+    where: str  # for messages: "assemble.prepend[2]"
+
+
+@dataclass
+class Joiner:
+    """Lookup tables and, per lookup, the record field whose value is the key to join on."""
+
+    tables: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # lookup → key → row
+    join: dict[str, str] = field(default_factory=dict)  # lookup → record field path
+
+    def joined(self, conv: Conversation, names: list[str]) -> dict[str, Any]:
+        """The lookup rows of this record: BadRow when a join key is missing or unknown."""
+        from dsc.compiler.stages.read.sources import key_str
+
+        out: dict[str, Any] = {}
+        for name in names:
+            path = self.join.get(name)
+            if not path:
+                raise BadRow(f"lookup '{name}': no join field")
+            value = get_field(conv, path)
+            if value is MISSING or value is None:
+                raise BadRow(f"lookup '{name}' joins on field '{path}', which this row does not have")
+            try:
+                key = key_str(value)
+            except ValueError as e:
+                raise BadRow(f"lookup '{name}': join field '{path}' {e}") from None
+            row = self.tables.get(name, {}).get(key)
+            if row is None:
+                raise BadRow(f"lookup '{name}' has no row with key {key!r} (joined on '{path}')")
+            out[name] = row
+        return out
+
+
+@dataclass
+class Assembler:
+    """An AssembleSpec with its files read (once, before workers fork)."""
+
+    spec: AssembleSpec
+    prepend: list[ResolvedTurn]
+    append: list[ResolvedTurn]
+    joiner: Joiner = field(default_factory=Joiner)
+
+    def lookups_used(self) -> list[str]:
+        names: set[str] = set()
+        for t in [*self.prepend, *self.append]:
+            names |= lookup_refs(t.text)
+        names |= set(path_lookups(self.spec.question))
+        return sorted(names)
+
+
+def path_lookups(path: str | None) -> list[str]:
+    """The lookup a field path reads (`lookup.questions.question` → ['questions'])."""
+    if path and path.startswith("lookup.") and len(path.split(".")) > 1:
+        return [path.split(".")[1]]
+    return []
+
+
+def join_paths(names: list[str], explicit: dict[str, str], lookup_keys: dict[str, str]) -> dict[str, str]:
+    """Per lookup: the spec's `join` path, else the field named like the lookup's key field."""
+    return {n: explicit.get(n, lookup_keys.get(n, "")) for n in names}
+
+
+def read_turns(turns: list[Turn], base_dir: Path, section: str) -> list[ResolvedTurn]:
+    """Turn specs → resolved turns; ValueError naming the file when one cannot be read or parsed."""
+    out = []
+    for i, t in enumerate(turns):
+        where = f"assemble.{section}[{i}]"
+        if t.file is not None:
+            p = Path(base_dir) / t.file
+            try:
+                text = p.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                raise ValueError(f"prompt file '{t.file}' does not exist (relative to {base_dir})") from None
+            except (OSError, UnicodeDecodeError) as e:
+                raise ValueError(f"cannot read prompt file '{t.file}': {e}") from None
+            try:
+                compile_text(text)
+            except ValueError as e:
+                raise ValueError(f"prompt file '{t.file}': {e}") from None
+        else:
+            assert t.content is not None
+            text = t.content
+        out.append(ResolvedTurn(t.role, text, t.loss, t.id, t.inference, where))
+    return out
+
+
+def make_assembler(spec: AssembleSpec, base_dir: Path) -> Assembler:
+    return Assembler(spec, read_turns(spec.prepend, base_dir, "prepend"), read_turns(spec.append, base_dir, "append"))
+
+
+def leading_system(messages: list[Message]) -> int:
+    n = 0
+    while n < len(messages) and messages[n].role == "system":
+        n += 1
+    return n
+
+
+def apply_assemble(conv: Conversation, asm: Assembler) -> dict[str, int]:
+    """Insert the assembled turns in place; returns the message index of each turn with an id."""
+    from .common import template_context
+
+    ctx = template_context(conv, asm.joiner.joined(conv, asm.lookups_used()))
+    pre = [Message(t.role, render_text(t.text, ctx, t.where), loss=t.loss) for t in asm.prepend]
+    post = [Message(t.role, render_text(t.text, ctx, t.where), loss=t.loss) for t in asm.append]
+    at = leading_system(conv.messages)
+    conv.messages[at:at] = pre
+    conv.messages.extend(post)
+    positions = {t.id: at + i for i, t in enumerate(asm.prepend) if t.id}
+    n = len(conv.messages)
+    positions.update({t.id: n - len(post) + i for i, t in enumerate(asm.append) if t.id})
+    add_step(conv, "assemble")
+    return positions
+
+
+def question_of(conv: Conversation, joiner: Joiner | None, path: str | None) -> str | None:
+    """The record's question: the value at `path` in the template context (lookups joined), else
+    the first user message's content."""
+    from .common import template_context, walk
+
+    if path:
+        ctx = template_context(conv, joiner.joined(conv, path_lookups(path)) if joiner is not None else None)
+        value = walk(ctx, path.split("."))
+        if value is MISSING or value is None:
+            raise BadRow(f"question field '{path}' is missing")
+        return str(value)
+    first = next((m for m in conv.messages if m.role == "user"), None)
+    return first.content if first is not None else None
+
+
+def inference_turns(asm: Assembler) -> list[dict[str, Any]]:
+    """The prepended turns as they are at inference time: each turn's `inference` text, else the
+    turn rendered with the question path standing for `{{ question }}`. ValueError when a turn
+    reads anything else of the record (it is unknown at inference time)."""
+    import jinja2
+
+    ctx: dict[str, Any] = {}
+    if asm.spec.question:
+        node = ctx
+        parts = asm.spec.question.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = QUESTION_PLACEHOLDER
+    out = []
+    for t in asm.prepend:
+        if t.inference is not None:
+            text = t.inference
+        else:
+            try:
+                text = render_bounded(t.text, ctx)
+            except jinja2.UndefinedError as e:
+                hint = ("" if asm.spec.question else " (set `assemble.question` to the field that holds the question)")
+                raise ValueError(f"{t.where} reads something only a training row has ({e.message}); "
+                                 f"give the turn an `inference:` text with {{{{ question }}}}{hint}") from None
+        out.append({"role": t.role, "content": text})
+    return out

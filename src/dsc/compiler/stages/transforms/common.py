@@ -1,0 +1,270 @@
+"""Pieces shared by the transform stages: the strict spec base, row selectors (`where:`),
+field paths over a record, the sandboxed text-template environment and seeded hashing.
+
+Nothing here imports `dsc.compiler.spec.model` (which imports the stage modules), so every stage
+module can use it.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Annotated, Any
+
+import jinja2
+import jinja2.nodes
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator, model_serializer
+
+from dsc.compiler.record import BadRow, Conversation, Message
+from dsc.compiler.core.sandbox import BoundedSandbox, bounded_render
+
+NAME_RE = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
+PATH_RE = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_-]+)*$"  # a dotted field path
+META_ATTRS = ("source", "task", "method", "capability", "success", "score", "label")
+
+
+class Strict(BaseModel):
+    """Base of every spec model of these stages: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def one_line(e: ValidationError) -> str:
+    """The first problem of a pydantic error as `key: message` (for errors raised in validators)."""
+    err = e.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    more = len(e.errors()) - 1
+    return (f"'{loc}': {msg}" if loc else msg) + (f" (and {more} more)" if more else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Selectors
+# ---------------------------------------------------------------------------------------------
+
+StrOrList = str | list[str]
+
+
+def _as_set(v: StrOrList | None) -> frozenset[str] | None:
+    if v is None:
+        return None
+    return frozenset([v] if isinstance(v, str) else v)
+
+
+class Where(Strict):
+    """Which rows a stage applies to: every key given must match (a list means any of).
+
+    `rule` matches rows made by that negative rule; `rule: none` matches rows no rule made."""
+
+    source: StrOrList | None = None
+    task: StrOrList | None = None
+    method: StrOrList | None = None
+    capability: StrOrList | None = None
+    label: StrOrList | None = None
+    success: bool | None = None
+    rule: StrOrList | None = None
+
+    @field_validator("source", "task", "method", "capability", "label", "rule")
+    @classmethod
+    def _non_empty(cls, v: StrOrList | None) -> StrOrList | None:
+        if isinstance(v, list) and not v:
+            raise ValueError("an empty list matches nothing; leave the key out to match every row")
+        return v
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: Any) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+    def matches(self, conv: Conversation) -> bool:
+        m = conv.meta
+        for key in ("source", "task", "method", "capability", "label"):
+            allowed = _as_set(getattr(self, key))
+            if allowed is not None and getattr(m, key) not in allowed:
+                return False
+        if self.success is not None and m.success is not self.success:
+            return False
+        rules = _as_set(self.rule)
+        if rules is not None:
+            made_by = rule_of(conv)
+            if (made_by or "none") not in rules:
+                return False
+        return True
+
+
+def matches(where: Where | None, conv: Conversation) -> bool:
+    return where is None or where.matches(conv)
+
+
+RULE_STEP = "rule:"
+
+
+def rule_of(conv: Conversation) -> str | None:
+    """The negative rule that made this row (from its provenance), if any."""
+    for step in conv.meta.provenance.steps:
+        if step.startswith(RULE_STEP):
+            return step[len(RULE_STEP):]
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Field paths over a record
+# ---------------------------------------------------------------------------------------------
+
+MISSING: Any = object()
+
+
+def walk(value: Any, parts: list[str]) -> Any:
+    """Follow `parts` through mappings and lists (negative indices allowed); MISSING if absent."""
+    cur = value
+    for part in parts:
+        if isinstance(cur, Mapping):
+            if part not in cur:
+                return MISSING
+            cur = cur[part]
+        elif isinstance(cur, list) and re.fullmatch(r"-?\d+", part):
+            i = int(part)
+            if not -len(cur) <= i < len(cur):
+                return MISSING
+            cur = cur[i]
+        else:
+            return MISSING
+    return cur
+
+
+def get_field(conv: Conversation, path: str) -> Any:
+    """The value of a field path over a record (MISSING when absent):
+
+    - `record.id`, `record.group`: the record's own id and group;
+    - `messages.<i>.<key>`: a message (negative indices count from the end: `messages.-1.content`);
+    - `meta.<attr>` for the record's meta attributes (source, task, method, capability, success,
+      score, label); `meta.extra.<path>` or `meta.<other>`: the raw row's other fields;
+    - anything else: a path into the raw row's other fields (`info.reward`, `id`)."""
+    parts = path.split(".")
+    head = parts[0]
+    if head == "record" and len(parts) == 2 and parts[1] in ("id", "group"):
+        return getattr(conv, parts[1])
+    if head == "messages":
+        return walk([m.to_dict() for m in conv.messages], parts[1:])
+    if head == "meta" and len(parts) >= 2:
+        if parts[1] in META_ATTRS:
+            return walk(getattr(conv.meta, parts[1]), parts[2:])
+        if parts[1] == "extra":
+            return walk(conv.meta.extra, parts[2:])
+        return walk(conv.meta.extra, parts[1:])
+    if isinstance(conv.meta.extra, Mapping) and path in conv.meta.extra:
+        return conv.meta.extra[path]  # a raw key that itself contains dots
+    return walk(conv.meta.extra, parts)
+
+
+def template_context(conv: Conversation, lookup: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What a text template sees: the raw row's fields at the top level (`{{ id }}`,
+    `{{ info.f1 }}`), plus `record` (id, group), `meta`, `messages` and `lookup.<source>`."""
+    ctx: dict[str, Any] = dict(conv.meta.extra) if isinstance(conv.meta.extra, Mapping) else {}
+    ctx.update({
+        "record": {"id": conv.id, "group": conv.group},
+        "meta": {**{a: getattr(conv.meta, a) for a in META_ATTRS}, "extra": conv.meta.extra},
+        "messages": [m.to_dict() for m in conv.messages],
+        "lookup": dict(lookup or {}),
+    })
+    return ctx
+
+
+# ---------------------------------------------------------------------------------------------
+# Text templates (prompt turns, responses): sandboxed Jinja, undefined names are errors
+# ---------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _env() -> BoundedSandbox:
+    # Jinja's default drops one trailing newline: a prompt file's final newline is not part of
+    # the turn (an editor adds one), the same as for inline text.
+    return BoundedSandbox(undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+@lru_cache(maxsize=256)
+def compile_text(source: str) -> jinja2.Template:
+    """Compile a text template (ValueError with the Jinja message when it does not parse)."""
+    try:
+        return _env().from_string(source)
+    except jinja2.TemplateSyntaxError as e:
+        raise ValueError(f"template does not parse: {e.message} (template line {e.lineno})") from None
+
+
+def _compiles(source: str) -> str:
+    compile_text(source)
+    return source
+
+
+# A spec string that is a Jinja text template: it must parse at `dsc validate`, not per row.
+JinjaText = Annotated[str, AfterValidator(_compiles)]
+
+
+def render_bounded(source: str, context: Mapping[str, Any]) -> str:
+    """A text template rendered under the sandbox's limits (Jinja errors propagate)."""
+    out: list[str] = []
+    bounded_render(_env(), compile_text(source).generate(**context), out)
+    return "".join(out)
+
+
+def render_text(source: str, context: Mapping[str, Any], what: str) -> str:
+    """Render a text template; a name the row does not have → BadRow naming it."""
+    try:
+        return render_bounded(source, context)
+    except jinja2.UndefinedError as e:
+        raise BadRow(f"{what}: {e.message}") from None
+    except jinja2.TemplateError as e:
+        raise BadRow(f"{what}: {e}") from None
+
+
+def lookup_refs(source: str) -> set[str]:
+    """Lookup sources a template reads (`lookup.questions...` or `lookup['questions']`)."""
+    tree = _env().parse(source)
+    out: set[str] = set()
+    for node in tree.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
+        if isinstance(node.node, jinja2.nodes.Name) and node.node.name == "lookup":
+            if isinstance(node, jinja2.nodes.Getattr):
+                out.add(node.attr)
+            elif isinstance(node.arg, jinja2.nodes.Const) and isinstance(node.arg.value, str):
+                out.add(node.arg.value)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeded, order-independent hashing
+# ---------------------------------------------------------------------------------------------
+
+
+def unit_hash(*parts: Any) -> float:
+    """A seeded uniform number in [0, 1) for a key; the same key always gives the same number."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def rank_key(seed: int, purpose: str, key: str) -> str:
+    """Sort key of a seeded hash rank: sorting by it is a seeded shuffle that does not depend on
+    which other keys are present (adding rows never reorders the others)."""
+    return hashlib.sha256(f"{seed}\x1f{purpose}\x1f{key}".encode("utf-8")).hexdigest() + "\x1f" + key
+
+
+# ---------------------------------------------------------------------------------------------
+# Small record helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def copy_conv(conv: Conversation, **changes: Any) -> Conversation:
+    """A deep copy, so stages never mutate their input (key order of tools and extra kept: the
+    template renders tools as given)."""
+    out = copy.deepcopy(conv)
+    for k, v in changes.items():
+        setattr(out, k, v)
+    return out
+
+
+def add_step(conv: Conversation, step: str) -> None:
+    conv.meta.provenance.steps.append(step)
+
+
+def first_index(messages: list[Message], role: str) -> int | None:
+    return next((i for i, m in enumerate(messages) if m.role == role), None)

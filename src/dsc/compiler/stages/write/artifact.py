@@ -1,0 +1,263 @@
+"""Writing the artifact directory: parquet shards, manifest, card, quarantine, template.
+
+The whole directory is written under a temporary sibling and swapped into place at the end,
+so an interrupted build never leaves a half-written artifact where the last good one was.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dsc.compiler.core.errors import BuildError
+from dsc.compiler.record import canonical_json
+
+ARTIFACT_FORMAT = 1
+MANIFEST = "manifest.json"
+QUARANTINE = "quarantine.jsonl"
+TEMPLATE_FILE = "chat_template.jinja"
+CARD = "README.md"
+DATA_DIR = "data"
+
+TOOL_CALL_TYPE = pa.struct([("id", pa.string()), ("name", pa.string()), ("arguments", pa.string())])
+MESSAGE_TYPE = pa.struct([
+    ("role", pa.string()),
+    ("content", pa.string()),
+    ("tool_calls", pa.list_(TOOL_CALL_TYPE)),
+    ("name", pa.string()),
+    ("tool_call_id", pa.string()),
+    ("loss", pa.bool_()),
+    ("capability", pa.string()),
+])
+PROVENANCE_TYPE = pa.struct([
+    ("file", pa.string()),
+    ("file_sha256", pa.string()),
+    ("row", pa.int64()),
+    ("steps", pa.list_(pa.string())),
+])
+META_TYPE = pa.struct([
+    ("source", pa.string()),
+    ("task", pa.string()),
+    ("method", pa.string()),
+    ("capability", pa.string()),
+    ("success", pa.bool_()),
+    ("score", pa.float64()),
+    ("label", pa.string()),
+    ("extra", pa.string()),
+    ("provenance", PROVENANCE_TYPE),
+])
+
+
+# `loss_weights`: the weighted pieces of `loss_spans` (a spec with `loss.weights` only): sorted,
+# non-overlapping, covering the loss spans exactly; `weights`: per token, float32, 0 where labels
+# are -100 (tokenised artifacts of such a spec).
+WEIGHTED_SPAN_TYPE = pa.struct([("start", pa.int64()), ("end", pa.int64()), ("weight", pa.float32())])
+
+
+def row_schema(tokenized: bool, weighted: bool = False) -> pa.Schema:
+    fields = [
+        ("id", pa.string()),
+        ("group", pa.string()),
+        ("messages", pa.list_(MESSAGE_TYPE)),
+        ("tools", pa.string()),
+        ("meta", META_TYPE),
+        ("text", pa.string()),
+        ("loss_spans", pa.list_(pa.list_(pa.int64()))),
+    ]
+    if weighted:
+        fields.append(("loss_weights", pa.list_(WEIGHTED_SPAN_TYPE)))
+    if tokenized:
+        fields += [("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32()))]
+        if weighted:
+            fields.append(("weights", pa.list_(pa.float32())))
+    return pa.schema(fields)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def shard_names(split: str, n_rows: int, shard_rows: int) -> list[str]:
+    n = max(1, -(-n_rows // shard_rows))
+    return [f"{DATA_DIR}/{split}-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
+
+
+def write_split(out: Path, split: str, rows: Iterable[dict[str, Any]] | Iterable[pa.Table | pa.RecordBatch],
+                n_rows: int, *, tokenized: bool, shard_rows: int, row_group_rows: int,
+                weighted: bool = False) -> list[str]:
+    """Write one split's rows (already in their final order) as parquet shards; returns relative paths.
+
+    `rows`: row dicts, or Arrow tables / record batches of rows in the row schema (the build
+    streams these, a row group at a time)."""
+    schema = row_schema(tokenized, weighted)
+    names = shard_names(split, n_rows, shard_rows)
+    take = _row_taker(iter(rows), schema)
+    for name in names:
+        path = out / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with pq.ParquetWriter(path, schema, compression="zstd", write_statistics=True) as writer:
+            remaining = shard_rows
+            while remaining > 0:
+                batch = take(min(row_group_rows, remaining))
+                if batch is None:
+                    break
+                writer.write_table(batch, row_group_size=row_group_rows)
+                remaining -= batch.num_rows
+    return names
+
+
+def _row_taker(it: Iterator[Any], schema: pa.Schema):
+    """A function giving the next n rows of `it` as one table (fewer at the end; None when done)."""
+    pending: list[pa.Table] = []
+    have = 0
+
+    def take(n: int) -> pa.Table | None:
+        nonlocal have
+        dicts: list[dict[str, Any]] = []
+        while have < n:
+            item = next(it, None)
+            if item is None:
+                break
+            if isinstance(item, dict):
+                dicts.append(item)
+                if len(dicts) >= n:
+                    return pa.Table.from_pylist(dicts, schema=schema)
+                continue
+            table = pa.Table.from_batches([item]) if isinstance(item, pa.RecordBatch) else item
+            pending.append(table)
+            have += table.num_rows
+        if dicts:
+            return pa.Table.from_pylist(dicts, schema=schema)
+        if not have:
+            return None
+        table = pa.concat_tables(pending)
+        head, rest = table.slice(0, n), table.slice(n)
+        pending[:] = [rest] if rest.num_rows else []
+        have = rest.num_rows
+        return head.combine_chunks()
+
+    return take
+
+
+def write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(canonical_json(row) + "\n")
+
+
+def content_version(manifest_without_version: dict[str, Any]) -> str:
+    """The artifact version: a hash over everything that determines its bytes (the data files'
+    hashes, the resolved spec, the inputs, the template, the tokenizer, the dsc version)."""
+    return hashlib.sha256(canonical_json(manifest_without_version).encode("utf-8")).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic placement
+# ---------------------------------------------------------------------------------------------
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return False
+    try:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return rc == 0
+
+
+_HELD_LOCKS: set[int] = set()  # descriptors of the output locks this process holds
+
+
+def _drop_inherited_locks() -> None:
+    # A forked worker must not keep its parent's lock alive (if the parent is killed, the lock
+    # goes with it, whatever the workers are doing).
+    for fd in list(_HELD_LOCKS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
+@contextmanager
+def output_lock(final: Path) -> Iterator[Path]:
+    """Hold `<out>.lock` (an exclusive fcntl.flock) for one build into `final`.
+
+    A second build into the same directory waits here until the first has placed its artifact,
+    then builds and replaces it: never two builds staging (and cleaning up) beside one artifact.
+    The kernel drops the lock when its holder dies (a SIGKILL included); the file stays, empty."""
+    import fcntl
+
+    final = Path(final).resolve()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    path = final.parent / f"{final.name}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _HELD_LOCKS.add(fd)
+        yield path
+    finally:
+        _HELD_LOCKS.discard(fd)
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+@contextmanager
+def staged_directory(final: Path) -> Iterator[Path]:
+    """Yield a fresh temporary directory beside `final`; on success swap it into place.
+
+    On any failure (or a kill) the temporary directory is all that is touched: the previous
+    artifact at `final` stays as it was. Stale temporaries from killed builds are removed."""
+    final = final.resolve()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        if not (final / MANIFEST).is_file() and any(final.iterdir()):
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise BuildError(f"{final} exists and is not a dsc artifact (no manifest.json); refusing to replace it")
+        if _exchange(tmp, final):
+            shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old artifact
+            return
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, final)

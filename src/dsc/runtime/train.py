@@ -1,0 +1,506 @@
+"""`dsc train`: fine-tune a model from a compiled artifact (transformers Trainer + peft).
+
+Single process::
+
+    dsc train build/fireact --model path/to/base --out runs/fireact lora.r=16 epochs=3
+
+Several GPUs run the same command under the standard launchers (the Trainer picks up the
+distributed environment; only rank 0 writes run.json and the model card)::
+
+    accelerate launch -m dsc.cli train build/fireact --model path/to/base --out runs/fireact
+    torchrun --nproc_per_node 4 -m dsc.cli train build/fireact --model path/to/base --out runs/fireact
+
+`batch_size` is per device: the effective batch is batch_size × grad_accum × number of processes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from dsc.compiler.core.errors import SpecError, allowed_list, did_you_mean
+
+from .artifact import Artifact, ArtifactError, load_artifact
+from .config import Layer, TrainConfig, copy_layer, override_layer, resolve, yaml_layer
+from .features import FeatureStats, PadCollator, build_features, packing_collator, tokenizer_sha256, use_stored_tokens
+from .loss import weighted_trainer_class
+from .modeling import (Device, ModelError, eos_ids_for, library_versions, load_tokenizer, pick_device,
+                       peft_compat, pin_template, progress_enabled, quiet_libraries, read_json,
+                       resolve_model_ref)
+
+log = logging.getLogger("dsc.runtime")
+
+CHECKPOINTS = "checkpoints"
+RUN_FILE = "run.json"
+_RESUME_KEY = "dsc-run-key.json"  # in the checkpoints folder: what a resumed run must match
+
+
+def resolve_train_config(artifact: Artifact, config_file: str | Path | None = None,
+                         overrides: Sequence[str] = (), model: str | None = None) -> TrainConfig:
+    """Spec `train:` block < config file < key=value overrides < --model."""
+    layers: list[Layer] = [copy_layer("the spec's train: block (manifest.json)", artifact.spec.get("train"))]
+    if config_file is not None:
+        layers.append(yaml_layer(config_file))
+    if overrides:
+        layers.append(override_layer(list(overrides)))
+    if model is not None:
+        layers.append(Layer(label="--model", data={"model": model}))
+    return resolve(TrainConfig, layers, "train")
+
+
+def default_out_dir(artifact: Artifact) -> Path:
+    return Path("runs") / f"{artifact.name}-{artifact.version[:12] or 'unversioned'}"
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    run: dict[str, Any]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.run["metrics"]
+
+
+@dataclass
+class TrainSession:
+    """Everything prepared for one run; `run()` trains and writes the output directory.
+
+    Split from `train()` so that tests (and callers) can inspect what the Trainer will see.
+    """
+
+    artifact: Artifact
+    config: TrainConfig
+    model_ref: str
+    out_dir: Path
+    device: Device
+    tokenizer: Any
+    model: Any
+    trainer: Any
+    eos_ids: list[int]
+    feature_stats: dict[str, FeatureStats]
+    tokenization_note: str
+    template_differed: bool
+    resume_from: str | None
+    warnings: list[str] = field(default_factory=list)
+
+    def run(self) -> TrainResult:
+        trainer = self.trainer
+        result = trainer.train(resume_from_checkpoint=self.resume_from)
+        metrics: dict[str, Any] = {k: _num(v) for k, v in result.metrics.items()}
+        if trainer.eval_dataset is not None:
+            metrics.update({k: _num(v) for k, v in trainer.evaluate().items()})
+        losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+        if losses:
+            metrics["final_loss"] = float(losses[-1])
+            metrics["first_loss"] = float(losses[0])
+        metrics["global_step"] = trainer.state.global_step
+        tokens = getattr(trainer.state, "num_input_tokens_seen", 0) or 0
+        if tokens:
+            metrics["tokens_seen"] = int(tokens)
+            runtime = metrics.get("train_runtime") or 0
+            if runtime:
+                metrics["tokens_per_second"] = round(tokens / runtime, 2)
+        self._save(trainer)
+        run = self._run_record(metrics)
+        if trainer.is_world_process_zero():
+            (self.out_dir / RUN_FILE).write_text(json.dumps(run, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            (self.out_dir / "README.md").write_text(model_card(run), encoding="utf-8")
+        return TrainResult(out_dir=self.out_dir, run=run)
+
+    def _save(self, trainer: Any) -> None:
+        from transformers import GenerationConfig
+
+        trainer.save_model(str(self.out_dir))  # the adapter for LoRA, the whole model for full FT
+        if not trainer.is_world_process_zero():
+            return
+        self.tokenizer.save_pretrained(str(self.out_dir))
+        gen = getattr(_base_model(self.model), "generation_config", None) or GenerationConfig()
+        gen.eos_token_id = list(self.eos_ids)
+        if gen.pad_token_id is None:
+            gen.pad_token_id = self.tokenizer.pad_token_id
+        gen.save_pretrained(str(self.out_dir))
+        # The exact template file beside the weights (the tokenizer config carries it too).
+        (self.out_dir / "chat_template.jinja").write_text(self.artifact.template_source, encoding="utf-8")
+
+    def _run_record(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        a = self.artifact
+        return {
+            "dsc_run": 1,
+            "artifact": {"path": str(a.path.resolve()), "name": a.name, "version": a.version},
+            "spec_hash": a.spec_hash,
+            "template": {"ref": a.template_ref, "sha256": a.template_sha256, "end_of_turn": a.end_of_turn,
+                         "model_template_differed": self.template_differed},
+            "base_model": self.model_ref,
+            "base_model_path": str(Path(self.model_ref).resolve()) if Path(self.model_ref).exists() else None,
+            "method": "full" if self.config.full else "lora",
+            "hyperparameters": self.config.model_dump(mode="json"),
+            "device": {"type": self.device.name, "precision": self.device.precision},
+            "tokenization": {"source": self.feature_stats[self.config.train_split].source,
+                             "reason": self.tokenization_note,
+                             "splits": {k: v.to_dict() for k, v in sorted(self.feature_stats.items())}},
+            "eos_token_id": list(self.eos_ids),
+            "inference": a.inference,
+            "metrics": metrics,
+            "versions": library_versions(),
+            "warnings": list(self.warnings),
+        }
+
+
+def _num(v: Any) -> Any:
+    return float(v) if isinstance(v, float) else v
+
+
+def _base_model(model: Any) -> Any:
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+class _WarningCollector(logging.Handler):
+    """Keeps this run's warnings for run.json (they are also shown as usual)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def prepare_training(artifact_dir: str | Path, *, model: str | None = None, config_file: str | Path | None = None,
+                     overrides: Sequence[str] = (), out: str | Path | None = None, resume: bool = False,
+                     callbacks: Sequence[Any] = ()) -> TrainSession:
+    collector = _WarningCollector()
+    log.addHandler(collector)
+    try:
+        session = _prepare(artifact_dir, model=model, config_file=config_file, overrides=overrides, out=out,
+                           resume=resume, callbacks=callbacks)
+    finally:
+        log.removeHandler(collector)
+    session.warnings = collector.messages
+    return session
+
+
+def progress_callback(progress: Any) -> Any:
+    """A transformers TrainerCallback that drives `progress` (the build's interface plus `note`):
+    optimizer steps done of the total (so the bar shows an ETA), and the last logged loss and
+    the tokens per second so far beside it. Only the main process reports."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class ProgressCallback(TrainerCallback):
+        def __init__(self) -> None:
+            self.started = 0.0
+            self.step = 0
+            self.tokens_at_start = 0
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if not state.is_world_process_zero:
+                return
+            self.started, self.step = time.monotonic(), state.global_step
+            self.tokens_at_start = getattr(state, "num_input_tokens_seen", 0) or 0
+            progress.start("train", state.max_steps or None)
+            if state.global_step:  # resumed: the steps already done
+                progress.advance(state.global_step)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero and state.global_step > self.step:
+                progress.advance(state.global_step - self.step)
+                self.step = state.global_step
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
+                   **kwargs: Any) -> None:
+            if not state.is_world_process_zero:
+                return
+            parts = []
+            if logs and isinstance(logs.get("loss"), (int, float)):
+                parts.append(f"loss {logs['loss']:.4f}")
+            if logs and isinstance(logs.get("eval_loss"), (int, float)):
+                parts.append(f"eval loss {logs['eval_loss']:.4f}")
+            tokens = (getattr(state, "num_input_tokens_seen", 0) or 0) - self.tokens_at_start
+            elapsed = time.monotonic() - self.started
+            if tokens > 0 and elapsed > 0:
+                parts.append(f"{tokens / elapsed:.0f} tokens/s")
+            if parts and hasattr(progress, "note"):
+                progress.note(" · ".join(parts))
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero:
+                progress.done()
+
+    return ProgressCallback()
+
+
+def train(artifact_dir: str | Path, **kwargs: Any) -> TrainResult:
+    """Prepare and run; see `prepare_training` for the arguments."""
+    return prepare_training(artifact_dir, **kwargs).run()
+
+
+def _prepare(artifact_dir: str | Path, *, model: str | None, config_file: str | Path | None,
+             overrides: Sequence[str], out: str | Path | None, resume: bool,
+             callbacks: Sequence[Any]) -> TrainSession:
+    quiet_libraries()
+    artifact = load_artifact(artifact_dir)
+    config = resolve_train_config(artifact, config_file, overrides, model)
+    if config.model is None:
+        raise SpecError("no model to train: pass --model (a local directory or a hub id) or set train.model")
+    if config.train_split not in artifact.shards:
+        raise ArtifactError(f"artifact {artifact.path} has no '{config.train_split}' split to train on "
+                            f"(it has: {', '.join(artifact.splits)})")
+    eval_split = config.eval_split if config.eval_split in artifact.shards else None
+    if config.eval_split and eval_split is None:
+        log.warning("the artifact has no '%s' split: no validation loss", config.eval_split)
+
+    model_ref = resolve_model_ref(config.model)
+    device = pick_device(config.precision, config.device, config.quantization)
+    out_dir = Path(out) if out is not None else default_out_dir(artifact)
+    resume_from = _checkpoint_to_resume(out_dir, resume, _resume_key(artifact, config))
+
+    from transformers import set_seed
+
+    set_seed(config.seed)  # LoRA/head initialisation draws from torch's RNG
+
+    tokenizer = load_tokenizer(model_ref)
+    template_differed = pin_template(tokenizer, artifact.template_source, model_ref)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+    model_sha = tokenizer_sha256(model_ref)
+    stored, note = use_stored_tokens(artifact, config.train_split, model_sha)
+    stats: dict[str, FeatureStats] = {}
+    train_ds, stats[config.train_split] = build_features(artifact, config.train_split, tokenizer,
+                                                         max_length=config.max_length, use_stored=stored)
+    if len(train_ds) == 0:
+        raise ArtifactError(f"no trainable rows in split '{config.train_split}' (every row lacks supervised tokens)")
+    eval_ds = None
+    if eval_split:
+        eval_ds, stats[eval_split] = build_features(artifact, eval_split, tokenizer, max_length=config.max_length,
+                                                    use_stored=stored)
+        if len(eval_ds) == 0:
+            eval_ds = None
+
+    net = _load_model(model_ref, config, device, len(tokenizer))
+    eos_ids = eos_ids_for(tokenizer, artifact.end_of_turn, getattr(_base_model(net).generation_config,
+                                                                   "eos_token_id", None))
+    trainer = _make_trainer(config, device, net, tokenizer, train_ds, eval_ds, out_dir, callbacks)
+    if trainer.is_world_process_zero():
+        (out_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+        (out_dir / CHECKPOINTS / _RESUME_KEY).write_text(
+            json.dumps(_resume_key(artifact, config), indent=2, sort_keys=True), encoding="utf-8")
+    return TrainSession(
+        artifact=artifact, config=config, model_ref=model_ref, out_dir=out_dir, device=device, tokenizer=tokenizer,
+        model=net, trainer=trainer, eos_ids=eos_ids, feature_stats=stats, tokenization_note=note,
+        template_differed=template_differed, resume_from=resume_from,
+    )
+
+
+def _resume_key(artifact: Artifact, config: TrainConfig) -> dict[str, Any]:
+    return {"artifact_version": artifact.version, "config": config.model_dump(mode="json")}
+
+
+def _checkpoint_to_resume(out_dir: Path, resume: bool, key: dict[str, Any]) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt_dir = out_dir / CHECKPOINTS
+    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    if not resume:
+        if last is not None or (out_dir / RUN_FILE).exists():
+            raise SpecError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
+        return None
+    if last is None:
+        raise SpecError(f"--resume: no checkpoint in {ckpt_dir} to continue from")
+    saved = read_json(ckpt_dir / _RESUME_KEY)
+    if saved is not None and saved != key:
+        diffs = _diff_keys(saved, key)
+        raise SpecError(f"--resume: the run in {out_dir} used different settings ({', '.join(diffs)}); "
+                        "resume with the same artifact and settings, or start a new --out")
+    return last
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def _load_model(model_ref: str, config: TrainConfig, device: Device, vocab_size: int) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {}
+    if config.attn_implementation:
+        kwargs["attn_implementation"] = config.attn_implementation
+    # Full FT keeps fp32 master weights (the Trainer autocasts); LoRA can hold the frozen base in bf16.
+    kwargs["dtype"] = device.torch_dtype if (not config.full and device.cuda) else torch.float32
+    if config.quantization != "none":
+        kwargs["quantization_config"] = _bnb_config(config.quantization, device)
+    try:
+        net = AutoModelForCausalLM.from_pretrained(model_ref, **kwargs)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load model '{model_ref}': {str(e).strip().splitlines()[0]}") from None
+    if net.get_input_embeddings().num_embeddings < vocab_size:
+        raise ModelError(f"model '{model_ref}' has {net.get_input_embeddings().num_embeddings} embeddings "
+                         f"but its tokenizer has {vocab_size} tokens")
+    net.config.use_cache = False  # caching is useless in training and conflicts with checkpointing
+    if config.full:
+        return net
+    return _add_lora(net, config)
+
+
+def _bnb_config(quantization: str, device: Device) -> Any:
+    import importlib.util
+
+    from transformers import BitsAndBytesConfig
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise SpecError(f"quantization '{quantization}' needs the bitsandbytes package (pip install bitsandbytes)")
+    if quantization == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=device.torch_dtype)
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def _add_lora(net: Any, config: TrainConfig) -> Any:
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if config.quantization != "none":
+        net = prepare_model_for_kbit_training(net, use_gradient_checkpointing=config.gradient_checkpointing)
+    lora = LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=config.lora.target_modules,
+        task_type="CAUSAL_LM",
+        bias="none",
+    )
+    try:
+        with peft_compat():
+            net = get_peft_model(net, lora)
+    except ValueError as e:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, mod in net.named_modules()
+                         if type(mod).__name__ in ("Linear", "Linear8bitLt", "Linear4bit")})
+        raise SpecError(f"lora.target_modules {config.lora.target_modules}: {str(e).splitlines()[0]} "
+                        f"(this model's linear layers: {', '.join(linear)}; or use 'all-linear')") from None
+    if config.gradient_checkpointing:
+        net.enable_input_require_grads()  # checkpointed blocks need a grad-requiring input under LoRA
+    return net
+
+
+def _make_trainer(config: TrainConfig, device: Device, net: Any, tokenizer: Any, train_ds: Any, eval_ds: Any,
+                  out_dir: Path, callbacks: Sequence[Any]) -> Any:
+    from transformers import SchedulerType, TrainingArguments
+
+    schedulers = [s.value for s in SchedulerType]
+    if config.lr_scheduler not in schedulers:
+        raise SpecError(f"train setting 'lr_scheduler': unknown scheduler '{config.lr_scheduler}'"
+                        f"{did_you_mean(config.lr_scheduler, schedulers)}; allowed: {allowed_list(schedulers)}")
+    has_eval = eval_ds is not None
+    args = TrainingArguments(
+        output_dir=str(out_dir / CHECKPOINTS),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size or config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_steps if config.warmup_steps is not None else config.warmup_ratio,
+        lr_scheduler_type=config.lr_scheduler,
+        max_grad_norm=config.max_grad_norm,
+        bf16=device.precision == "bf16",
+        fp16=device.precision == "fp16",
+        use_cpu=not device.cuda,
+        **_checkpointing_args(TrainingArguments, config.gradient_checkpointing),
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        eval_strategy=("steps" if config.eval_steps else "epoch") if has_eval else "no",
+        eval_steps=config.eval_steps,
+        save_strategy="steps" if config.save_steps else "epoch",
+        save_steps=config.save_steps or 500,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        disable_tqdm=not progress_enabled(),
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding",
+    )
+    collator = packing_collator() if config.packing else PadCollator(tokenizer.pad_token_id)
+    trainer = weighted_trainer_class()(
+        model=net,
+        args=args,
+        data_collator=collator,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+    )
+    if not progress_enabled():  # no bar, and no raw log dicts on stdout in its place
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def _checkpointing_args(args_cls: Any, enabled: bool) -> dict[str, Any]:
+    # transformers 5.x renamed gradient_checkpointing* to activation_checkpointing* (old names warn).
+    name = "activation_checkpointing" if "activation_checkpointing" in args_cls.__dataclass_fields__ \
+        else "gradient_checkpointing"
+    return {name: enabled, f"{name}_kwargs": {"use_reentrant": False} if enabled else None}
+
+
+def model_card(run: dict[str, Any]) -> str:
+    """A Hub-style model card naming the artifact version the model was trained on."""
+    a = run["artifact"]
+    m = run["metrics"]
+    hp = run["hyperparameters"]
+    lines = [
+        "---",
+        f"base_model: {json.dumps(run['base_model'])}",
+        *(["library_name: peft"] if run["method"] == "lora" else []),
+        "tags:",
+        "- dsc",
+        f"- {run['method']}",
+        "---",
+        "",
+        f"# {a['name']} ({run['method']} fine-tune of {run['base_model']})",
+        "",
+        f"Trained by `dsc train` on the dsc artifact **{a['name']}**, version `{a['version']}` "
+        f"(spec hash `{run['spec_hash'][:16]}`).",
+        "",
+        f"- Chat template: `{run['template']['ref']}` (sha256 `{run['template']['sha256'][:16]}`), saved with the "
+        "tokenizer; generation stops at its end of turn "
+        f"(eos ids {run['eos_token_id']}).",
+        f"- Tokenisation: {run['tokenization']['source']} ({run['tokenization']['reason']}).",
+        f"- Steps: {m.get('global_step')}; final training loss: {_fmt(m.get('final_loss'))}; "
+        f"validation loss: {_fmt(m.get('eval_loss'))}.",
+        f"- Hyperparameters: learning rate {hp['learning_rate']}, batch {hp['batch_size']} × accumulation "
+        f"{hp['grad_accum']}, epochs {hp['epochs']}, max steps {hp['max_steps']}, max length {hp['max_length']}"
+        + (f", LoRA r={hp['lora']['r']} alpha={hp['lora']['alpha']} dropout={hp['lora']['dropout']} "
+           f"targets={hp['lora']['target_modules']}" if run["method"] == "lora" else ", full fine-tuning")
+        + f", seed {hp['seed']}.",
+        "",
+        "## Inference",
+        "",
+        "Prompts must be rendered with this model's chat template and the artifact's inference-time "
+        "messages (recorded in `run.json` under `inference`); `dsc eval` does both:",
+        "",
+        "```",
+        "dsc eval <this directory> --tasks eval.yaml",
+        "```",
+        "",
+        "Library versions: " + ", ".join(f"{k} {v}" for k, v in sorted(run["versions"].items())) + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else "n/a"
