@@ -6,8 +6,9 @@
 Same artifact rows (the stored `input_ids`/`labels` of the train split), same model, same batch
 size (rows per step), same optimiser settings, full fine-tuning, one torch thread. Reports, per
 run, non-padding tokens per second of training (`train_runtime`, the Trainer's own clock, in
-both) and the share of non-padding tokens in the batches the model saw (both counted by the same
-wrapper around each run's collator). dsc packs each step's rows into bins of at most
+both; and per CPU second of the training loop, steadier on a shared machine) and the share of
+non-padding tokens in the batches the model saw (both counted by the same wrapper around each
+run's collator). dsc packs each step's rows into bins of at most
 `pack_length` tokens (default: the artifact's tokenize.max_length, else the batch's longest row),
 one sequence per bin, the bins padded to the longest; the baseline pads each batch to its
 longest row (`DataCollatorForSeq2Seq`, what HF fine-tuning scripts use).
@@ -19,7 +20,25 @@ import functools
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
+
+
+def cpu_clock():
+    """A TrainerCallback timing the training loop in process CPU seconds (one torch thread: the
+    compute, less sensitive than wall time to other jobs on a shared machine)."""
+    from transformers import TrainerCallback
+
+    class CpuClock(TrainerCallback):
+        seconds = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.process_time()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.seconds = time.process_time() - self.started
+
+    return CpuClock()
 
 
 class CountingCollator:
@@ -35,9 +54,11 @@ class CountingCollator:
         self.total += int(batch["input_ids"].numel())
         return batch
 
-    def row(self, name: str, seconds: float) -> dict:
+    def row(self, name: str, seconds: float, cpu_seconds: float) -> dict:
         return {"run": name, "tokens": self.real, "seconds": round(seconds, 2),
-                "tokens_per_second": round(self.real / seconds, 1), "non_pad_share": round(self.real / self.total, 4)}
+                "tokens_per_second": round(self.real / seconds, 1), "cpu_seconds": round(cpu_seconds, 2),
+                "tokens_per_cpu_second": round(self.real / cpu_seconds, 1),
+                "non_pad_share": round(self.real / self.total, 4)}
 
 
 def run_dsc(artifact: Path, model: Path, steps: int, batch_size: int, lr: float,
@@ -49,11 +70,13 @@ def run_dsc(artifact: Path, model: Path, steps: int, batch_size: int, lr: float,
     if pack_length is not None:
         overrides.append(f"pack_length={pack_length}")
     with tempfile.TemporaryDirectory() as out:
-        session = prepare_training(artifact, model=str(model), out=Path(out) / "run", overrides=overrides)
+        clock = cpu_clock()
+        session = prepare_training(artifact, model=str(model), out=Path(out) / "run", overrides=overrides,
+                                   callbacks=[clock])
         counter = session.trainer.data_collator = CountingCollator(session.trainer.data_collator)
         result = session.run()
     bins = resolve_pack_length(session.artifact, session.config) or "longest row"
-    return counter.row(f"dsc train (packing, bins of {bins})", result.metrics["train_runtime"])
+    return counter.row(f"dsc train (packing, bins of {bins})", result.metrics["train_runtime"], clock.seconds)
 
 
 def run_hf(artifact: Path, model: Path, steps: int, batch_size: int, lr: float) -> dict:
@@ -71,9 +94,10 @@ def run_hf(artifact: Path, model: Path, steps: int, batch_size: int, lr: float) 
                                  learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=max(1, steps // 20),
                                  save_strategy="no", report_to=[], logging_steps=1000, use_cpu=True,
                                  seed=42, disable_tqdm=True)
-        trainer = Trainer(model=net, args=args, train_dataset=ds, data_collator=collator)
+        clock = cpu_clock()
+        trainer = Trainer(model=net, args=args, train_dataset=ds, data_collator=collator, callbacks=[clock])
         metrics = trainer.train().metrics
-    return collator.row("HF Trainer (padded batches)", metrics["train_runtime"])
+    return collator.row("HF Trainer (padded batches)", metrics["train_runtime"], clock.seconds)
 
 
 def main() -> None:
@@ -93,6 +117,7 @@ def main() -> None:
     runs = [run_hf, functools.partial(run_dsc, pack_length=args.pack_length)][::-1 if args.dsc_first else 1]
     rows = [fn(args.artifact, args.model, args.steps, args.batch_size, args.lr) for fn in runs][::-1 if args.dsc_first else 1]
     rows[1]["speedup"] = round(rows[1]["tokens_per_second"] / rows[0]["tokens_per_second"], 2)
+    rows[1]["speedup_cpu"] = round(rows[1]["tokens_per_cpu_second"] / rows[0]["tokens_per_cpu_second"], 2)
     print(json.dumps(rows, indent=2))
 
 
