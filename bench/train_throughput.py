@@ -2,6 +2,11 @@
 
     python bench/train_throughput.py --artifact DIR --model DIR [--steps 100 --batch-size 16]
         [--pack-length N] [--dsc-first]
+    python bench/train_throughput.py --prepare fireact --work DIR   # prints --artifact/--model
+
+`--prepare fireact` builds the length spread of real agent data: FireAct's multitask trajectories
+(../shared/data/fireact, 1.3k conversations, 67-1,287 tokens), ChatML, tokenised with a byte-level
+BPE (vocab 8k) trained on their own text, and a tiny Llama (hidden 128, 2 layers) built from code.
 
 Same artifact rows (the stored `input_ids`/`labels` of the train split), same model, same batch
 size (rows per step), same optimiser settings, full fine-tuning, one torch thread. Reports, per
@@ -100,10 +105,55 @@ def run_hf(artifact: Path, model: Path, steps: int, batch_size: int, lr: float) 
     return collator.row("HF Trainer (padded batches)", metrics["train_runtime"], clock.seconds)
 
 
+FIREACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "fireact" / "gpt_format__multitask.jsonl"
+
+
+def prepare_fireact(work: Path) -> tuple[Path, Path]:
+    """The FireAct artifact and tiny model described in the module doc, under `work`."""
+    import sys
+
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from dsc.compiler.build import build
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from tiny import CHATML_WITH_GENERATION, SPECIAL_TOKENS
+
+    texts = [m["content"] for line in FIREACT.read_text(encoding="utf-8").splitlines()
+             for m in json.loads(line)["messages"]]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainer=trainers.BpeTrainer(
+        vocab_size=8000, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="<|im_end|>", unk_token="<unk>",
+                                   pad_token="<pad>")
+    fast.chat_template = CHATML_WITH_GENERATION
+    fast.save_pretrained(work / "tokenizer")
+    (work / "fireact.yaml").write_text(
+        f"dsc: 1\nname: fireact-multitask\nseed: 42\nsources:\n  fireact: {{path: {FIREACT}, format: openai}}\n"
+        "template: chatml\nloss: assistant\ntokenize: {tokenizer: tokenizer}\nsplit: {validation: 0.05, by: group}\n",
+        encoding="utf-8")
+    artifact = Path(build(work / "fireact.yaml", work / "build", cache=False).out_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(fast), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=4096,
+                         bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
+                         pad_token_id=fast.pad_token_id, tie_word_embeddings=True)
+    LlamaForCausalLM(config).save_pretrained(work / "model")
+    fast.save_pretrained(work / "model")
+    return artifact, work / "model"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--artifact", type=Path, required=True)
-    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--artifact", type=Path)
+    ap.add_argument("--model", type=Path)
+    ap.add_argument("--prepare", choices=["fireact"], help="build a bench artifact and model, print their paths")
+    ap.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / ".work" / "train-throughput")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -111,6 +161,12 @@ def main() -> None:
     ap.add_argument("--dsc-first", action="store_true", help="run dsc before the baseline (order check)")
     args = ap.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.prepare:
+        artifact, model = prepare_fireact(args.work.resolve())
+        print(f"--artifact {artifact} --model {model}")
+        return
+    if args.artifact is None or args.model is None:
+        ap.error("--artifact and --model are required (or --prepare)")
     import torch
 
     torch.set_num_threads(1)
