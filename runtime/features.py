@@ -224,10 +224,15 @@ class PackingCollator:
     padding after a bin's rows is one more segment (positions from 0 again, labels -100, loss
     weight 0), so it is attended to by nothing and adds nothing to the loss.
     Loss weights, when the rows have them, are laid out alongside (0 on padding).
+
+    `one_sequence` packs the whole batch into one bin, for flash-attention: it finds packed rows
+    (varlen) only in a batch of one sequence, and there attention is computed per row, so one long
+    bin costs nothing extra.
     """
 
     pad_id: int = 0  # written on bin padding; the tokenizer's pad id keeps it out of the Trainer's token count
     pack_length: int | None = None
+    one_sequence: bool = False
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
@@ -235,7 +240,7 @@ class PackingCollator:
 
         flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE)
         lengths = [len(f["input_ids"]) for f in features]
-        bins = pack_bins(lengths, self.pack_length or max(lengths))
+        bins = pack_bins(lengths, sum(lengths) if self.one_sequence else self.pack_length or max(lengths))
         width = max(sum(lengths[i] for i in members) for members in bins)
         shape = (len(bins), width)
         batch = {"input_ids": torch.full(shape, self.pad_id, dtype=torch.long),

@@ -137,7 +137,8 @@ class TrainSession:
             "base_model": self.model_ref,
             "base_model_path": str(Path(self.model_ref).resolve()) if Path(self.model_ref).exists() else None,
             "method": "full" if self.config.full else "lora",
-            "packing": ({"pack_length": resolve_pack_length(a, self.config)} if self.config.packing else None),
+            "packing": ({"pack_length": resolve_pack_length(a, self.config),
+                         "one_sequence": uses_flash_attention(self.model)} if self.config.packing else None),
             "hyperparameters": self.config.model_dump(mode="json"),
             "device": {"type": self.device.name, "precision": self.device.precision},
             "tokenization": {"source": self.feature_stats[self.config.train_split].source,
@@ -403,6 +404,17 @@ def resolve_pack_length(artifact: Artifact, config: TrainConfig) -> int | None:
     return (artifact.tokenizer or {}).get("max_length")
 
 
+def uses_flash_attention(net: Any) -> bool:
+    return "flash" in (getattr(_base_model(net).config, "_attn_implementation", None) or "")
+
+
+def batch_collator(config: TrainConfig, tokenizer: Any, net: Any, pack_length: int | None) -> Any:
+    if not config.packing:
+        return PadCollator(tokenizer.pad_token_id)
+    # flash-attention separates packed rows only in a batch of one sequence (and then per row)
+    return PackingCollator(tokenizer.pad_token_id, pack_length, one_sequence=uses_flash_attention(net))
+
+
 def _make_trainer(config: TrainConfig, device: Device, net: Any, tokenizer: Any, train_ds: Any, eval_ds: Any,
                   out_dir: Path, callbacks: Sequence[Any], pack_length: int | None = None) -> Any:
     from transformers import SchedulerType, TrainingArguments
@@ -443,8 +455,7 @@ def _make_trainer(config: TrainConfig, device: Device, net: Any, tokenizer: Any,
         dataloader_num_workers=0,
         include_num_input_tokens_seen="non_padding",
     )
-    collator = (PackingCollator(tokenizer.pad_token_id, pack_length) if config.packing
-                else PadCollator(tokenizer.pad_token_id))
+    collator = batch_collator(config, tokenizer, net, pack_length)
     trainer = weighted_trainer_class()(
         model=net,
         args=args,

@@ -16,7 +16,7 @@ from dsc.compiler.errors import SpecError
 from dsc.runtime.artifact import load_artifact
 from dsc.runtime.config import TrainConfig
 from dsc.runtime.features import IGNORE, WEIGHTS, PackingCollator, PadCollator, pack_bins
-from dsc.runtime.train import prepare_training, resolve_pack_length
+from dsc.runtime.train import batch_collator, prepare_training, resolve_pack_length
 
 from test_runtime_support import make_artifact
 
@@ -88,6 +88,25 @@ def test_packed_batch_layout():
     assert default["input_ids"].tolist() == [list(range(50, 59)), [*range(20, 25), *range(40, 44)],
                                              [10, 11, 12, 30, 31, 7, 7, 7, 7]]
     assert PackingCollator(pad_id=7, pack_length=8)(rows)["input_ids"].tolist() == batch["input_ids"].tolist()
+
+
+def test_flash_attention_gets_the_batch_as_one_sequence():
+    """flash-attention reads packed rows (varlen) only from a batch of one sequence; bins in a
+    batch of several would be attended across, so there the whole batch is one bin."""
+    from types import SimpleNamespace
+
+    rows = [_row(3, 10), _row(5, 20), _row(2, 30)]
+    tokenizer = SimpleNamespace(pad_token_id=7)
+
+    def collator(attn):
+        return batch_collator(TrainConfig(packing=True, pack_length=5), tokenizer,
+                              SimpleNamespace(config=SimpleNamespace(_attn_implementation=attn)), 5)
+
+    flash = collator("flash_attention_2")(rows)
+    assert flash["input_ids"].tolist() == [[20, 21, 22, 23, 24, 10, 11, 12, 30, 31]]
+    assert flash["position_ids"].tolist() == [[0, 1, 2, 3, 4, 0, 1, 2, 0, 1]]
+    assert collator("sdpa")(rows)["input_ids"].shape == (2, 5)  # masking_utils: bins of pack_length
+    assert isinstance(batch_collator(TrainConfig(), tokenizer, None, None), PadCollator)
 
 
 # ---------------------------------------------------------------------------------------------
