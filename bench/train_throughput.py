@@ -116,7 +116,7 @@ def prepare_fireact(work: Path) -> tuple[Path, Path]:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from dsc.compiler.build import build
+    from dsc.compiler.engine.driver import build
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from tiny import CHATML_WITH_GENERATION, SPECIAL_TOKENS

@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsc.compiler.errors import SpecError
+from dsc.compiler.core.errors import SpecError
 from dsc.runtime.artifact import load_artifact
 from dsc.runtime.config import TrainConfig
 from dsc.runtime.features import IGNORE, WEIGHTS, PackingCollator, PadCollator, pack_bins
