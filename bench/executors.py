@@ -40,6 +40,7 @@ import argparse
 import hashlib
 import importlib
 import json
+import math
 import os
 import pickle
 import shutil
@@ -508,13 +509,15 @@ def decompose(ref: list[Run], others: dict[str, tuple[list[Run], int]]) -> dict[
     cpu_parallel = _median([sum(m.get("task_cpu_s", 0.0) for m in stage_maps(r)) for r in ok])
     total = s1["total (spawn to exit)"]
     tasks = {STAGE_NAMES[i]: _median([stage_maps(r)[i]["tasks"] for r in ok]) for i in (0, 1)}
+    rendered_rows = _median([stage_maps(r)[1].get("rows_in", 0) for r in ok])
     out: dict[str, Any] = {
         "total_w1_s": total, "parallel_s": parallel, "serial_s": total - parallel,
         "parallel_by_stage_s": dict(zip(STAGE_NAMES, task_s)),
         "parallel_fraction": parallel / total, "max_speedup": total / (total - parallel),
         "cpu_total_s": cpu_total, "cpu_parallel_s": cpu_parallel, "cpu_serial_s": cpu_total - cpu_parallel,
         "max_speedup_cpu": cpu_total / (cpu_total - cpu_parallel),
-        "serial_breakdown_s": d1, "tasks": tasks, "n_tasks": sum(tasks.values()), "excess": {},
+        "serial_breakdown_s": d1, "tasks": tasks, "n_tasks": sum(tasks.values()), "rendered_rows": rendered_rows,
+        "excess": {},
     }
     for name, (runs, workers) in others.items():
         s = median_stages(runs)
@@ -524,22 +527,55 @@ def decompose(ref: list[Run], others: dict[str, tuple[list[Run], int]]) -> dict[
         for stage, work in zip(STAGE_NAMES, task_s):
             serial_in_stage = s1[stage] - work
             extra += s[stage] - serial_in_stage - work / workers
+        mine = [r for r in runs if not r.error]
         out["excess"][name] = {"workers": workers, "stage_excess_s": extra, "start_s": s["executor start"],
-                               "stop_s": s["executor stop"], "measured_total_s": s["total (spawn to exit)"]}
+                               "stop_s": s["executor stop"], "measured_total_s": s["total (spawn to exit)"],
+                               # render tasks depend on the worker count (about four per worker)
+                               "n_tasks": _median([sum(m["tasks"] for m in stage_maps(r)) for r in mine])}
     return out
 
 
 def fit_overheads(small: dict[str, Any], large: dict[str, Any], name: str) -> dict[str, float]:
-    """Fixed and per-task parts of a configuration's excess, from two corpus sizes:
-    excess = fixed + per_task × tasks / workers. `fixed` holds what a stage pays once whatever its
-    size (Ray: a Dataset's planning and start, Ray Data's actors, each worker's context load at its
-    first task); `per_task` what every task costs (scheduling, pickling, the object store)."""
+    """Fixed and per-task parts of a configuration's excess, from two corpus sizes (each with that
+    configuration's own task count): excess = fixed + per_task × tasks / workers. `fixed` holds
+    what a build pays once whatever its size (Ray: each Dataset's planning and start, Ray Data's
+    actors, each worker's context load at its first task); `per_task` what a task costs beyond
+    its work (scheduling, pickling, the object store), which grows with the bytes a task moves."""
     a, b = small["excess"][name], large["excess"][name]
     w = a["workers"]
-    dk = large["n_tasks"] - small["n_tasks"]
+    dk = b["n_tasks"] - a["n_tasks"]
     per_task = (b["stage_excess_s"] - a["stage_excess_s"]) * w / dk if dk else 0.0
-    fixed = a["stage_excess_s"] - per_task * small["n_tasks"] / w
-    return {"fixed_s": fixed, "per_task_s": per_task, "start_s": a["start_s"], "stop_s": a["stop_s"]}
+    fixed = a["stage_excess_s"] - per_task * a["n_tasks"] / w
+    return {"fixed_s": fixed, "per_task_s": per_task, "start_s": a["start_s"], "stop_s": a["stop_s"],
+            "excess_small_s": a["stage_excess_s"], "excess_large_s": b["stage_excess_s"],
+            "tasks_small": a["n_tasks"], "tasks_large": b["n_tasks"]}
+
+
+def marginal(small: dict[str, Any], large: dict[str, Any], rows_small: int, rows_large: int) -> dict[str, float]:
+    """Serial and parallel seconds per row, from the growth between the two sizes (what is fixed
+    per build, start-up, drops out): the bound on the speed-up of a very large corpus on any
+    number of workers is (serial + parallel) / serial per row."""
+    dr = rows_large - rows_small
+    serial = (large["serial_s"] - small["serial_s"]) / dr
+    parallel = (large["parallel_s"] - small["parallel_s"]) / dr
+    return {"serial_s_per_row": serial, "parallel_s_per_row": parallel,
+            "fixed_serial_s": small["serial_s"] - serial * rows_small,
+            "bound_large_corpus": (serial + parallel) / serial if serial > 0 else float("inf")}
+
+
+def render_tasks(rows: int, workers: int) -> int:
+    """How many render tasks the build makes for `rows` rows on `workers` workers (its own rule)."""
+    found = None
+    for module, attr in (("dsc.compiler.build", "_render_task_rows"), ("dsc.compiler.stages.render.rows", "render_task_rows")):
+        try:
+            found = getattr(importlib.import_module(module), attr, None)
+        except ImportError:
+            continue
+        if found is not None:
+            break
+    if found is None or rows <= 0:
+        return 0
+    return math.ceil(rows / found(rows, workers))
 
 
 def project(d: dict[str, Any], ray: dict[str, float], ns: list[int]) -> list[dict[str, float]]:
@@ -547,10 +583,12 @@ def project(d: dict[str, Any], ray: dict[str, float], ns: list[int]) -> list[dic
     serial + start + stop + fixed + (parallel + per_task × tasks) / N."""
     serial, parallel, total = d["serial_s"], d["parallel_s"], d["total_w1_s"]
     ray_fixed = ray["start_s"] + ray["stop_s"] + max(0.0, ray["fixed_s"])
+    chunks = d["tasks"][STAGE_NAMES[0]]
     out = []
     for n in ns:
         ideal = serial + parallel / n
-        t_ray = serial + ray_fixed + (parallel + max(0.0, ray["per_task_s"]) * d["n_tasks"]) / n
+        tasks = chunks + render_tasks(int(d["rendered_rows"]), n)
+        t_ray = serial + ray_fixed + (parallel + max(0.0, ray["per_task_s"]) * tasks) / n
         ideal_cpu = d["cpu_serial_s"] + d["cpu_parallel_s"] / n
         out.append({"workers": n, "ideal_s": ideal, "speedup_ideal": total / ideal, "ray_s": t_ray,
                     "speedup_ray": total / t_ray, "ideal_cpu_s": ideal_cpu,
@@ -625,9 +663,15 @@ def markdown(report: dict[str, Any]) -> str:
                           f"{r['speedup_cpu']:.2f}× | {r['ray_s']:.2f} | {r['speedup_ray']:.2f}× |" for r in proj]
             lines += ["", "Serial part, driver steps of local w1 (s): " + "; ".join(
                 f"{k} {v:.2f}" for k, v in d["serial_breakdown_s"].items()) + "."]
+        pr = c.get("per_row")
+        if pr:
+            lines += ["", f"Per row (growth from 1× to {scale}×): serial {pr['serial_s_per_row'] * 1e6:.0f} µs, parallel "
+                      f"{pr['parallel_s_per_row'] * 1e6:.0f} µs, fixed serial {pr['fixed_serial_s']:.2f} s per build: "
+                      f"a very large corpus is bound at **{pr['bound_large_corpus']:.1f}×** on any number of workers.", ""]
         for name, o in c.get("overheads", {}).items():
-            lines.append(f"- {name}: overhead beyond serial + parallel/workers, fitted over the two sizes: "
-                         f"{o['fixed_s']:.2f} s per build + {o['per_task_s'] * 1000:.0f} ms per task; "
+            lines.append(f"- {name}: the two per-row stages took {o['excess_small_s']:.2f} s ({o['tasks_small']:.0f} tasks) "
+                         f"and {o['excess_large_s']:.2f} s ({o['tasks_large']:.0f} tasks) beyond serial + parallel/workers; "
+                         f"fitted: {o['fixed_s']:.2f} s per build + {o['per_task_s'] * 1000:.0f} ms per task; "
                          f"executor start {o['start_s']:.2f} s, stop {o['stop_s']:.2f} s")
         lines += ["", *data_lines(c)]
         lines.append("")
@@ -696,6 +740,7 @@ def summarise(runs: list[Run], accounts: dict[str, Run], rows: dict[str, int], s
                                                   {n_: (scaled[n_], w) for (k, w) in CONFIGS[1:] if (n_ := config_name(k, w))})
         entry["overheads"] = {n_: fit_overheads(entry["decomposition"], entry["decomposition_scaled"], n_)
                               for n_ in entry["decomposition"]["excess"] if n_ in entry["decomposition_scaled"]["excess"]}
+        entry["per_row"] = marginal(entry["decomposition"], entry["decomposition_scaled"], n, n * scale)
         ray_fit = entry["overheads"].get(config_name("ray", 2))
         if ray_fit:
             entry["projection"] = project(entry["decomposition"], ray_fit, ns)
