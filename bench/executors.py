@@ -221,8 +221,12 @@ def run_child(a: argparse.Namespace) -> None:
 
     from dsc.compiler.build import build_loaded
     from dsc.compiler.executors import ExecutorChoice
-    from dsc.compiler.spec import load_spec
     from dsc.compiler.timings import TimedProgress
+
+    try:  # the package layout (src/dsc/compiler/spec/model.py)
+        from dsc.compiler.spec.model import load_spec
+    except ModuleNotFoundError:  # the flat layout (compiler/spec.py)
+        from dsc.compiler.spec import load_spec
 
     imported = process_age()
     missing = []
@@ -633,6 +637,9 @@ def markdown(report: dict[str, Any]) -> str:
     if missing:  # the build's code moved: those driver steps are not in the serial breakdown
         lines += ["Driver steps not found (not timed): " + "; ".join(missing) + ".", ""]
     for corpus, c in report["corpora"].items():
+        if "error" in c:
+            lines += [f"#### {corpus}: no `local --workers 1` run at one of the sizes: {c['error']}", ""]
+            continue
         lines += [f"#### {corpus}: {c['rows']:,} rows (1×), {c['rows'] * report['params']['scale']:,} rows "
                   f"({report['params']['scale']}×)", ""]
         lines += ["| stage (wall s, median) | " + " | ".join(c["stages"]) + " |",
@@ -717,6 +724,10 @@ def summarise(runs: list[Run], accounts: dict[str, Run], rows: dict[str, int], s
     report_corpora: dict[str, Any] = {}
     for corpus, n in rows.items():
         mine = [r for r in runs if r.corpus == corpus]
+        if not any(not r.error and r.config == config_name(*REFERENCE) for r in mine if r.scale == 1) or \
+                not any(not r.error and r.config == config_name(*REFERENCE) for r in mine if r.scale == scale):
+            report_corpora[corpus] = {"rows": n, "error": next((r.error for r in mine if r.error), "no runs")}
+            continue
         by = {config_name(*c): [r for r in mine if r.config == config_name(*c) and r.scale == 1] for c in CONFIGS}
         entry: dict[str, Any] = {
             "rows": n,
