@@ -219,3 +219,21 @@ def test_tasks_stream_in_bounded_windows(ray_session, tmp_path):
         assert next(results) == 0
         assert len(drawn) <= 2 * window
         assert [0, *results] == [2 * i for i in range(5 * window + 7)]
+
+
+def test_without_address_a_local_ray_of_its_own(monkeypatch, tmp_path):
+    """Without --address dsc starts a local Ray of its own (ray.init(address="local")): a bare
+    ray.init() would join the cluster RAY_ADDRESS (or an earlier `ray start`) names, and then
+    refuse num_cpus with a traceback (checked by hand with a live cluster: ValueError before,
+    a separate local Ray after)."""
+    from dsc.compiler.engine.executors.ray import RayExecutor
+
+    calls: list = []
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
+    with RayExecutor(ContextRecipe(str(tmp_path / "spec.yaml")), workers=2, address=None) as ex:
+        assert ex.workers == 2
+    assert calls[0]["address"] == "local" and calls[0]["num_cpus"] == 2
+    assert calls[-1] == "shutdown"

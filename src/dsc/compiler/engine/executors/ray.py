@@ -95,9 +95,11 @@ class RayExecutor(Executor):
     def __enter__(self) -> "RayExecutor":
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # the build reports its own progress
         if not ray.is_initialized():
-            if self.address is None:  # a local Ray with as many CPUs as workers
-                ray.init(num_cpus=max(1, self.workers), include_dashboard=False, log_to_driver=False,
-                         logging_level="ERROR")
+            if self.address is None:  # a local Ray of our own, with as many CPUs as workers
+                # address="local": without it ray.init joins the cluster RAY_ADDRESS or an earlier
+                # `ray start` on this machine names, and then refuses num_cpus (a traceback).
+                ray.init(address="local", num_cpus=max(1, self.workers), include_dashboard=False,
+                         log_to_driver=False, logging_level="ERROR")
             else:
                 ray.init(address=self.address, log_to_driver=False, logging_level="ERROR")
             self._started = True
