@@ -12,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from dsc.cli import app
-from dsc.compiler.engine import driver as build_module
+from dsc.compiler.stages.read import normalise as normalise_stage
+from dsc.compiler.stages.render import rows as render_stage
 from dsc.compiler.engine import cache as cache_module
 from dsc.compiler.engine.driver import build
 from dsc.compiler.engine.cache import CACHE_FORMAT, normalised_key, rendered_key
@@ -91,7 +92,7 @@ class Counting:
     def __init__(self, monkeypatch):
         self.read = 0
         self.encoded = 0
-        real_rows, real_encode = build_module.iter_raw_rows, RowTokenizer.encode_arrays
+        real_rows, real_encode = normalise_stage.iter_raw_rows, RowTokenizer.encode_arrays
 
         def rows(*a, **k):
             for r in real_rows(*a, **k):
@@ -102,7 +103,7 @@ class Counting:
             self.encoded += len(batch)
             return real_encode(tok, batch, **kw)
 
-        monkeypatch.setattr(build_module, "iter_raw_rows", rows)
+        monkeypatch.setattr(normalise_stage, "iter_raw_rows", rows)
         monkeypatch.setattr(RowTokenizer, "encode_arrays", encode)
 
 
@@ -110,8 +111,8 @@ def forbid_reading_and_rendering(monkeypatch):
     def fail(*a, **k):
         raise AssertionError("a cached build read or rendered rows")
 
-    monkeypatch.setattr(build_module, "iter_raw_rows", fail)
-    monkeypatch.setattr(build_module, "render", fail)
+    monkeypatch.setattr(normalise_stage, "iter_raw_rows", fail)
+    monkeypatch.setattr(render_stage, "render", fail)
     monkeypatch.setattr(RowTokenizer, "encode_arrays", fail)
 
 

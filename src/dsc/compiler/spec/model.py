@@ -188,6 +188,11 @@ class LoadedSpec:
             raise self.error(str(e), loc) from None
 
 
+def default_out_dir(loaded: LoadedSpec) -> Path:
+    """Where a spec's artifact goes when no output is given: build/<name> beside the spec."""
+    return loaded.base_dir / "build" / loaded.spec.name
+
+
 def _position(tree: Any, loc: tuple[Any, ...]) -> tuple[int | None, int | None]:
     """1-based (line, col) of the deepest node of `loc` that exists in the YAML tree.
 
