@@ -11,7 +11,7 @@ A **normalised** entry is stage 1 of one source (read, normalise, row transforms
 `dsc.compiler.engine.rowfiles`). Its key is a sha256 over everything stage 1 reads: the dsc version and a
 hash of dsc's own code, the source's name and spec, its inputs' sha256s, the lookup sources (spec
 and inputs), every file the spec's sections name (prompt files, tool files), the spec sections
-that act per row (all but the ones listed in `LATER_SECTIONS`), the seed, and — when capability
+that shape stage-1 rows (those `spec.model.SECTION_READERS` gives to "rows"), the seed, and — when capability
 ratios are measured in tokens — the template, loss policy, tokenizer and its settings. An entry
 is written in `tmp/` and renamed into place, with the size and CRC-32 of each file in
 `entry.json`; an entry that does not check out is deleted and rebuilt.
@@ -55,6 +55,7 @@ from dsc.compiler.engine.cache_upkeep import max_cache_bytes, prune, remove_dir,
 from dsc.compiler.core.errors import BuildError
 from dsc.compiler.core.plugins import stage1_modules
 from dsc.compiler.record import canonical_json
+from dsc.compiler.spec.model import SECTION_READERS, sections_read_by
 from dsc.compiler.engine.rowfiles import ArrowFileWriter, SegmentInfo, file_crc
 
 # 2: stored JSON strings (tools, tool-call arguments, meta.extra) keep the data's key order, and
@@ -66,14 +67,13 @@ RENDERED = "rendered"
 PARTS = "parts"
 STALE_TMP_SECONDS = 24 * 3600
 
-# Spec sections stage 1 does not read (checked against dsc.compiler.stages.transforms.pipeline and
-# dsc.compiler.stages.read.sources): later stages, documentation, runtime settings. `sources` enters the key
-# as the source itself and the lookup sources; `template`, `loss`, `special_tokens` and
-# `tokenize` only when capability ratios are measured in tokens; `capabilities.rates` and
-# `.proportions` are selection (stage 2); `plugins` as the code of the callables stage 1 runs. Any section not named here (a new one) is keyed.
-LATER_SECTIONS = frozenset({"name", "description", "license", "max_bad_rows", "split", "output", "dedup", "mix",
-                            "train", "eval", "sources", "template", "loss", "special_tokens", "tokenize",
-                            "plugins"})
+# Spec sections that do not enter a normalised key as they are: every section but the ones that
+# shape stage-1 rows (`SECTION_READERS` in the spec model says which part of the build reads each).
+# `sources` enters the key as the source itself and the lookup sources; `template`, `loss`,
+# `special_tokens` and `tokenize` only when capability ratios are measured in tokens;
+# `capabilities.rates` and `.proportions` are selection (stage 2); `plugins` as the code of the
+# callables stage 1 runs.
+LATER_SECTIONS = frozenset(SECTION_READERS) - sections_read_by("rows")
 SELECTION_ONLY_CAPABILITIES = ("rates", "proportions")
 
 

@@ -152,6 +152,36 @@ class Spec(Strict):
         return {k: v for k, v in self.sources.items() if v.lookup is None}
 
 
+# Which part of a build reads each section of the spec: one entry per `Spec` field (importing
+# this module fails when a field has none, so a new section cannot be left out). The build
+# cache keys a source's stage-1 segment by the "rows" sections (`engine.cache.normalised_key`):
+#   rows       shapes stage-1 rows (normalise, row transforms): keyed as it is
+#   sources    the sources: keyed as the source itself and its lookup sources
+#   rendering  read by render + tokenise; stage 1 reads it only when capability ratios are
+#              measured in tokens (keyed then)
+#   code       the plugins: keyed as the code of the callables stage 1 runs
+#   later      selection, splits, output, documentation, runtime settings: stage 1 never reads it
+SECTION_READERS: dict[str, Literal["rows", "sources", "rendering", "code", "later"]] = {
+    "dsc": "rows", "seed": "rows", "label": "rows", "filters": "rows", "convert": "rows",
+    "decontaminate": "rows", "assemble": "rows", "condition": "rows", "negatives": "rows",
+    "capabilities": "rows",  # its `rates`/`proportions` are selection (engine.cache drops them)
+    "sources": "sources",
+    "template": "rendering", "loss": "rendering", "special_tokens": "rendering", "tokenize": "rendering",
+    "plugins": "code",
+    "name": "later", "description": "later", "license": "later", "max_bad_rows": "later", "split": "later",
+    "output": "later", "dedup": "later", "mix": "later", "train": "later", "eval": "later",
+}
+if set(SECTION_READERS) != set(Spec.model_fields):
+    raise TypeError(f"SECTION_READERS must name every Spec field: missing "
+                    f"{sorted(set(Spec.model_fields) - set(SECTION_READERS))}, "
+                    f"unknown {sorted(set(SECTION_READERS) - set(Spec.model_fields))}")
+
+
+def sections_read_by(reader: str) -> frozenset[str]:
+    """The spec sections `SECTION_READERS` gives to `reader`."""
+    return frozenset(name for name, r in SECTION_READERS.items() if r == reader)
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading with positions
 # ---------------------------------------------------------------------------------------------
