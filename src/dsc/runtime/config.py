@@ -17,15 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from dsc.compiler.core.errors import SpecError, allowed_list, did_you_mean
+from dsc.compiler.core.strict import StrictSettings
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 # --------------------------------------------------------------------------------------------
@@ -33,7 +30,7 @@ class _Strict(BaseModel):
 # --------------------------------------------------------------------------------------------
 
 
-class LoraSettings(_Strict):
+class LoraSettings(StrictSettings):
     """LoRA adapter settings. Defaults are FireAct's (alpaca-lora fork): r=8, alpha=16, dropout=0.05, q/v."""
 
     r: int = Field(8, ge=1)
@@ -43,7 +40,7 @@ class LoraSettings(_Strict):
     target_modules: list[str] | Literal["all-linear"] = Field(default_factory=lambda: ["q_proj", "v_proj"])
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictSettings):
     """Hyperparameters of `dsc train`."""
 
     model: str | None = None  # base model: a local directory or a hub id; `--model` overrides
@@ -87,7 +84,7 @@ class TrainConfig(_Strict):
 # --------------------------------------------------------------------------------------------
 
 
-class Subset(_Strict):
+class Subset(StrictSettings):
     """Which items to evaluate. FireAct: `random.Random(233).shuffle(indices)`, then `[start:start+n]`."""
 
     seed: int | None = 233  # None: file order
@@ -95,12 +92,12 @@ class Subset(_Strict):
     start: int = Field(0, ge=0)
 
 
-class PromptMessage(_Strict):
+class PromptMessage(StrictSettings):
     role: Literal["system", "user", "assistant"]
     content: str  # Jinja over `question` (and the item's other fields)
 
 
-class EvalTask(_Strict):
+class EvalTask(StrictSettings):
     """One evaluation task: a question file, how to prompt, how to score."""
 
     data: str  # jsonl / json (a list of objects) / csv; relative to the config file
@@ -146,7 +143,7 @@ class EvalTask(_Strict):
         return self
 
 
-class EvalConfig(_Strict):
+class EvalConfig(StrictSettings):
     tasks: dict[str, EvalTask] = Field(min_length=1)
     seed: int = 0  # bootstrap resampling
     bootstrap: int = Field(1000, ge=0)  # resamples for the 95% confidence interval; 0: none

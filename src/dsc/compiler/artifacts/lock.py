@@ -25,20 +25,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from dsc import __version__
 from dsc.compiler.core.errors import LockError
 from dsc.compiler.core.plugins import manifest_plugins
+from dsc.compiler.core.strict import Strict as _Strict
 from dsc.compiler.spec.model import LoadedSpec, load_spec
 
 LOCK_FILE = "dsc.lock"
 LOCK_FORMAT = 1
 MAX_LISTED = 12  # mismatches listed in one error message
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class LockedInput(_Strict):

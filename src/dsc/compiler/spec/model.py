@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_serializer, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, field_validator, model_serializer, model_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
@@ -21,6 +21,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from dsc.compiler.core.errors import SpecError, allowed_list, did_you_mean
 from dsc.compiler.core.plugins import LoadedPlugin, PluginImportError, import_plugin
 from dsc.compiler.core.registry import DuplicateNameError
+from dsc.compiler.core.strict import Strict
 from dsc.compiler.stages.render.render import LossPolicy, LossSpec, SpecialTokenPolicy
 from dsc.compiler.stages.read.sources import SourceSpec
 from dsc.compiler.stages.tokenize.tokenize import TokenizeSpec
@@ -43,12 +44,6 @@ LossField = Annotated[
     Discriminator(lambda v: "dict" if isinstance(v, (dict, LossSpec)) else "str"),
 ]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
-
-
-class Strict(BaseModel):
-    """Base of every spec model: unknown keys are errors, never silently dropped."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class SplitSpec(Strict):

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator, model_validator
+from pydantic import Field, StrictInt, ValidationInfo, field_validator, model_validator
 
 from dsc.compiler.core.errors import BuildError, SpecError, allowed_list
+from dsc.compiler.core.strict import Strict
 from dsc.compiler.stages.read.formats import MISSING, format_names, get_format, get_path, kind
 from dsc.compiler.record import BadRow, Conversation, Meta, Provenance, content_hash
 
@@ -61,11 +62,7 @@ _READ_BATCH = 1024
 # ---------------------------------------------------------------------------------------------
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class HubSource(_Strict):
+class HubSource(Strict):
     """A Hugging Face hub dataset, pinned to a revision (a commit sha or a tag)."""
 
     id: str = Field(min_length=1)
@@ -84,13 +81,13 @@ class HubSource(_Strict):
         return f"hf://{self.id}@{self.revision}/{self.config or 'default'}/{self.split}"
 
 
-class SourceTags(_Strict):
+class SourceTags(Strict):
     task: str | None = None
     method: str | None = None  # react / cot / reflexion / ...
     capability: str | None = None
 
 
-class SourceSpec(_Strict):
+class SourceSpec(Strict):
     """One entry of the spec's `sources:` mapping (its name is the key)."""
 
     # `type` is declared first so that the `path` check below can see it.

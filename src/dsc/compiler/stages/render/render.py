@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from dsc.compiler.core.strict import Strict
 
 from dsc.compiler.record import BadRow, Conversation, Message
 from dsc.compiler.stages.render.templating import ChatTemplate, TemplateRenderError
@@ -45,10 +47,8 @@ class LossPolicy(str, Enum):
     per_message = "per-message"  # each message's `loss` flag; None → assistant True, others False
 
 
-class LossSpec(BaseModel):
+class LossSpec(Strict):
     """`loss:` as a mapping: the mask (`mode`, as the string form) and per-span `weights` on top."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: LossPolicy = Field(LossPolicy.assistant, description="which text is supervised (as `loss: <mode>`)")
     weights: list[WeightRule] = Field(default_factory=list, description=(

@@ -20,7 +20,9 @@ import re
 from typing import Literal, NamedTuple, get_args
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from dsc.compiler.core.strict import Strict
 
 from dsc.compiler.dialects.react import react_parts  # noqa: F401  (the `part:` grammar; re-exported)
 
@@ -28,10 +30,8 @@ Part = Literal["thought", "action", "action_input", "observation", "final_answer
 PARTS: tuple[str, ...] = get_args(Part)
 
 
-class WeightRule(BaseModel):
+class WeightRule(Strict):
     """One rule of `loss.weights`: `pattern` (a regex) or `part` (a ReAct part), and its weight."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     pattern: str | None = Field(None, description="a regular expression over the rendered text (Python re)")
     part: Part | None = Field(None, description="a part of a ReAct text: " + ", ".join(PARTS))

@@ -34,7 +34,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from dsc.compiler.core.strict import StrictSettings
 
 from dsc.compiler.core.errors import BuildError, SpecError
 from dsc.compiler.record import BadRow
@@ -50,9 +52,7 @@ from dsc.compiler.stages.tokenize.words import WordEncoder, plan_words
 IGNORE_INDEX = -100
 
 
-class TokenizeSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TokenizeSpec(StrictSettings):
     tokenizer: str = Field(description="a local tokenizer directory (with tokenizer.json) or a Hugging Face hub id")
     max_length: int | None = Field(None, gt=0, description="longest row in tokens; None: no limit")
     overflow: Literal["drop", "truncate", "error"] = Field(

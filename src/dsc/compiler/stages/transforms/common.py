@@ -15,20 +15,15 @@ from typing import Annotated, Any
 
 import jinja2
 import jinja2.nodes
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator, model_serializer
+from pydantic import AfterValidator, ValidationError, field_validator, model_serializer
 
 from dsc.compiler.record import BadRow, Conversation, Message
 from dsc.compiler.core.sandbox import BoundedSandbox, bounded_render
+from dsc.compiler.core.strict import Strict
 
 NAME_RE = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
 PATH_RE = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_-]+)*$"  # a dotted field path
 META_ATTRS = ("source", "task", "method", "capability", "success", "score", "label")
-
-
-class Strict(BaseModel):
-    """Base of every spec model of these stages: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def one_line(e: ValidationError) -> str:
