@@ -46,7 +46,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -55,8 +55,12 @@ from dsc.compiler.engine.cache_upkeep import max_cache_bytes, prune, remove_dir,
 from dsc.compiler.core.errors import BuildError
 from dsc.compiler.core.plugins import stage1_modules
 from dsc.compiler.record import canonical_json
-from dsc.compiler.spec.model import SECTION_READERS, sections_read_by
+from dsc.compiler.spec.model import SECTION_READERS, Spec, sections_read_by
 from dsc.compiler.engine.rowfiles import ArrowFileWriter, SegmentInfo, file_crc
+
+if TYPE_CHECKING:
+    from dsc.compiler.stages.render.templating import ChatTemplate
+    from dsc.compiler.stages.tokenize.tokenize import RowTokenizer
 
 # 2: stored JSON strings (tools, tool-call arguments, meta.extra) keep the data's key order, and
 # rows.arrow lost its `tools_json` column.
@@ -136,12 +140,12 @@ def referenced_files(value: Any, base_dir: Path) -> list[dict[str, str]]:
     return [{"path": p, "sha256": _sha256_file(base_dir / p)} for p in sorted(found)]
 
 
-def _tokens_measured(spec: Any) -> bool:
+def _tokens_measured(spec: Spec) -> bool:
     caps = spec.capabilities
     return caps is not None and caps.measure == "tokens" and spec.tokenize is not None
 
 
-def _rendering(spec: Any, template: Any, tokenizer: Any) -> dict[str, Any]:
+def _rendering(spec: Spec, template: ChatTemplate, tokenizer: RowTokenizer | None) -> dict[str, Any]:
     """What rendering and tokenising read, besides the rows."""
     return {
         "template": {"ref": spec.template, "sha256": template.sha256},
@@ -152,8 +156,8 @@ def _rendering(spec: Any, template: Any, tokenizer: Any) -> dict[str, Any]:
     }
 
 
-def normalised_key(spec: Any, source: str, inputs: list[dict[str, Any]], base_dir: Path, *, template: Any,
-                   tokenizer: Any) -> str:
+def normalised_key(spec: Spec, source: str, inputs: list[dict[str, Any]], base_dir: Path, *,
+                   template: ChatTemplate, tokenizer: RowTokenizer | None) -> str:
     """The key of a source's stage-1 segment (see the module docstring)."""
     sections = spec.model_dump(mode="json", exclude=set(LATER_SECTIONS))
     if isinstance(sections.get("capabilities"), dict):
@@ -192,7 +196,7 @@ def _jsonschema_version() -> str:
     return md.version("jsonschema")
 
 
-def rendered_key(spec: Any, normalised: str, *, template: Any, tokenizer: Any) -> str:
+def rendered_key(spec: Spec, normalised: str, *, template: ChatTemplate, tokenizer: RowTokenizer | None) -> str:
     """The key of the rendered rows of a normalised segment."""
     return _digest({"cache_format": CACHE_FORMAT, "normalised": normalised,
                     "rendering": _rendering(spec, template, tokenizer)})

@@ -1,8 +1,11 @@
 """The spec: YAML loaded with line/column positions, validated by strict pydantic models.
 
-Every stage module owns the pydantic model of its own section; `Spec` composes them.
-Any problem becomes one `SpecError` located at `file:line:col`, with what is allowed and a
-did-you-mean where a close name exists.
+`Spec` composes the section models: those no stage registry shapes live in
+`dsc.compiler.spec.sections` (loss, tokenize, where, mix); the sources' and the row transforms'
+models still live with their stages, whose registries (formats, filters, convert steps, negative
+rules) validate the names they allow. `SECTION_READERS` says which part of the build reads each
+section. Any problem becomes one `SpecError` located at `file:line:col`, with what is allowed
+and a did-you-mean where a close name exists (`dsc.compiler.core.errors`).
 """
 from __future__ import annotations
 
@@ -20,10 +23,8 @@ from dsc.compiler.core.errors import SpecError, allowed_list, did_you_mean, mode
 from dsc.compiler.core.plugins import LoadedPlugin, PluginImportError, import_plugin
 from dsc.compiler.core.registry import DuplicateNameError
 from dsc.compiler.core.strict import Strict
-from dsc.compiler.stages.render.render import LossPolicy, LossSpec, SpecialTokenPolicy
+from dsc.compiler.spec.sections import LossPolicy, LossSpec, MixBucket, SpecialTokenPolicy, TokenizeSpec
 from dsc.compiler.stages.read.sources import SourceSpec
-from dsc.compiler.stages.tokenize.tokenize import TokenizeSpec
-from dsc.compiler.stages.select.mix import MixBucket
 from dsc.compiler.stages.transforms.assemble import AssembleSpec
 from dsc.compiler.stages.transforms.capabilities import CapabilitiesSpec
 from dsc.compiler.stages.transforms.condition import ConditionSpec

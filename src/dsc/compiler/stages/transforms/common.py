@@ -15,11 +15,12 @@ from typing import Annotated, Any
 
 import jinja2
 import jinja2.nodes
-from pydantic import AfterValidator, ValidationError, field_validator, model_serializer
+from pydantic import AfterValidator, ValidationError
 
 from dsc.compiler.record import BadRow, Conversation, Message
 from dsc.compiler.core.sandbox import BoundedSandbox, bounded_render
-from dsc.compiler.core.strict import Strict
+from dsc.compiler.core.strict import Strict  # noqa: F401 (the base of the transforms' section models)
+from dsc.compiler.spec.sections import RULE_STEP, StrOrList, Where, matches, rule_of  # noqa: F401 (re-exported)
 
 NAME_RE = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
 PATH_RE = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_-]+)*$"  # a dotted field path
@@ -38,70 +39,6 @@ def one_line(e: ValidationError) -> str:
 # ---------------------------------------------------------------------------------------------
 # Selectors
 # ---------------------------------------------------------------------------------------------
-
-StrOrList = str | list[str]
-
-
-def _as_set(v: StrOrList | None) -> frozenset[str] | None:
-    if v is None:
-        return None
-    return frozenset([v] if isinstance(v, str) else v)
-
-
-class Where(Strict):
-    """Which rows a stage applies to: every key given must match (a list means any of).
-
-    `rule` matches rows made by that negative rule; `rule: none` matches rows no rule made."""
-
-    source: StrOrList | None = None
-    task: StrOrList | None = None
-    method: StrOrList | None = None
-    capability: StrOrList | None = None
-    label: StrOrList | None = None
-    success: bool | None = None
-    rule: StrOrList | None = None
-
-    @field_validator("source", "task", "method", "capability", "label", "rule")
-    @classmethod
-    def _non_empty(cls, v: StrOrList | None) -> StrOrList | None:
-        if isinstance(v, list) and not v:
-            raise ValueError("an empty list matches nothing; leave the key out to match every row")
-        return v
-
-    @model_serializer(mode="wrap")
-    def _compact(self, handler: Any) -> dict[str, Any]:
-        return {k: v for k, v in handler(self).items() if v is not None}
-
-    def matches(self, conv: Conversation) -> bool:
-        m = conv.meta
-        for key in ("source", "task", "method", "capability", "label"):
-            allowed = _as_set(getattr(self, key))
-            if allowed is not None and getattr(m, key) not in allowed:
-                return False
-        if self.success is not None and m.success is not self.success:
-            return False
-        rules = _as_set(self.rule)
-        if rules is not None:
-            made_by = rule_of(conv)
-            if (made_by or "none") not in rules:
-                return False
-        return True
-
-
-def matches(where: Where | None, conv: Conversation) -> bool:
-    return where is None or where.matches(conv)
-
-
-RULE_STEP = "rule:"
-
-
-def rule_of(conv: Conversation) -> str | None:
-    """The negative rule that made this row (from its provenance), if any."""
-    for step in conv.meta.provenance.steps:
-        if step.startswith(RULE_STEP):
-            return step[len(RULE_STEP):]
-    return None
-
 
 # ---------------------------------------------------------------------------------------------
 # Field paths over a record
