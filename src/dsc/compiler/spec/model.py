@@ -1,9 +1,10 @@
 """The spec: YAML loaded with line/column positions, validated by strict pydantic models.
 
 `Spec` composes the section models: those no stage registry shapes live in
-`dsc.compiler.spec.sections` (loss, tokenize, where, mix); the sources' and the row transforms'
-models still live with their stages, whose registries (formats, filters, convert steps, negative
-rules) validate the names they allow. `SECTION_READERS` says which part of the build reads each
+`dsc.compiler.spec.sections` (label, capabilities, condition, decontaminate, loss, tokenize,
+where, mix); the sources', filters', convert steps', negative rules' and assemble's models still
+live with their stages, whose registries (formats, filters, convert steps, negative rules) and
+template compiler validate what they allow. `SECTION_READERS` says which part of the build reads each
 section. Any problem becomes one `SpecError` located at `file:line:col`, with what is allowed
 and a did-you-mean where a close name exists (`dsc.compiler.core.errors`).
 """
@@ -23,15 +24,12 @@ from dsc.compiler.core.errors import SpecError, allowed_list, did_you_mean, mode
 from dsc.compiler.core.plugins import LoadedPlugin, PluginImportError, import_plugin
 from dsc.compiler.core.registry import DuplicateNameError
 from dsc.compiler.core.strict import Strict
-from dsc.compiler.spec.sections import LossPolicy, LossSpec, MixBucket, SpecialTokenPolicy, TokenizeSpec
+from dsc.compiler.spec.sections import (CapabilitiesSpec, ConditionSpec, DecontamSpec, LabelSpec, LossPolicy, LossSpec,
+                                        MixBucket, SpecialTokenPolicy, TokenizeSpec)
 from dsc.compiler.stages.read.sources import SourceSpec
 from dsc.compiler.stages.transforms.assemble import AssembleSpec
-from dsc.compiler.stages.transforms.capabilities import CapabilitiesSpec
-from dsc.compiler.stages.transforms.condition import ConditionSpec
 from dsc.compiler.stages.transforms.convert import ConvertStep
-from dsc.compiler.stages.transforms.decontam import DecontamSpec
 from dsc.compiler.stages.transforms.filters import FilterEntry
-from dsc.compiler.stages.transforms.label import LabelSpec
 from dsc.compiler.stages.transforms.negatives import NegativeRule
 
 SPEC_FORMAT_VERSION = 1

@@ -8,6 +8,7 @@ keep their old names (`stages.render.render.LossSpec`, `stages.tokenize.tokenize
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from enum import Enum
@@ -21,6 +22,10 @@ from dsc.compiler.record import Conversation
 
 if TYPE_CHECKING:
     from dsc.compiler.spec.model import Spec
+
+
+NAME_RE = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
+PATH_RE = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_-]+)*$"  # a dotted field path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,6 +94,236 @@ def rule_of(conv: Conversation) -> str | None:
         if step.startswith(RULE_STEP):
             return step[len(RULE_STEP):]
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# `label:`
+# ---------------------------------------------------------------------------------------------
+
+SUCCESS, FAILURE = "success", "failure"
+
+
+class Bin(Strict):
+    class_: str = Field(alias="class", pattern=NAME_RE, description="the class of scores in this bin")
+    eq: float | None = None
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+
+    model_config = Strict.model_config | {"populate_by_name": True, "serialize_by_alias": True}
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "Bin":
+        if self.eq is not None:
+            if any(v is not None for v in (self.gt, self.ge, self.lt, self.le)):
+                raise ValueError("a bin has either `eq` or bounds (`gt`/`ge`, `lt`/`le`), not both")
+        else:
+            if self.gt is not None and self.ge is not None:
+                raise ValueError("give one lower bound: `gt` or `ge`")
+            if self.lt is not None and self.le is not None:
+                raise ValueError("give one upper bound: `lt` or `le`")
+            if all(v is None for v in (self.gt, self.ge, self.lt, self.le)):
+                raise ValueError("a bin needs `eq` or at least one bound (`gt`, `ge`, `lt`, `le`)")
+            lo, lo_open = self.lower()
+            hi, hi_open = self.upper()
+            if lo > hi or (lo == hi and (lo_open or hi_open)):
+                raise ValueError("this bin's bounds admit no value")
+        return self
+
+    def lower(self) -> tuple[float, bool]:
+        """(bound, open) — open: the bound itself is excluded."""
+        if self.eq is not None:
+            return self.eq, False
+        if self.gt is not None:
+            return self.gt, True
+        if self.ge is not None:
+            return self.ge, False
+        return -math.inf, True
+
+    def upper(self) -> tuple[float, bool]:
+        if self.eq is not None:
+            return self.eq, False
+        if self.lt is not None:
+            return self.lt, True
+        if self.le is not None:
+            return self.le, False
+        return math.inf, True
+
+    def contains(self, x: float) -> bool:
+        lo, lo_open = self.lower()
+        hi, hi_open = self.upper()
+        return (x > lo if lo_open else x >= lo) and (x < hi if hi_open else x <= hi)
+
+    def describe(self) -> str:
+        if self.eq is not None:
+            return f"== {self.eq:g}"
+        lo, lo_open = self.lower()
+        hi, hi_open = self.upper()
+        left = "" if lo == -math.inf else f"{lo:g} {'<' if lo_open else '<='} "
+        right = "" if hi == math.inf else f" {'<' if hi_open else '<='} {hi:g}"
+        return f"{left}x{right}"
+
+
+def _overlap(a: Bin, b: Bin) -> bool:
+    # The intersection starts at the larger lower bound (an open bound is the tighter one at a
+    # tie) and ends at the smaller upper bound (likewise).
+    start, start_open = max(a.lower(), b.lower(), key=lambda t: (t[0], t[1]))
+    end, end_open = min(a.upper(), b.upper(), key=lambda t: (t[0], not t[1]))
+    return start < end or (start == end and not start_open and not end_open)
+
+
+class LabelSpec(Strict):
+    where: Where | None = Field(None, description="the rows this rule labels (a list of rules: the first that matches)")
+    field: str = Field(min_length=1, description="field path of the label value, e.g. info.reward or meta.score")
+    pattern: str | None = Field(None, description="regex over the field's text; group 1 is the value")
+    bins: list[Bin] | None = Field(None, min_length=1, description="classes by bins over a numeric score")
+    success: list[str] | None = Field(None, description="bin classes that count as success (meta.success)")
+
+    @field_validator("pattern")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                rx = re.compile(v)
+            except re.error as e:
+                raise ValueError(f"not a valid regular expression: {e}") from None
+            if rx.groups < 1:
+                raise ValueError("the pattern needs a group: group 1 is the label value")
+        return v
+
+    @model_validator(mode="after")
+    def _classes(self) -> "LabelSpec":
+        if self.bins is None:
+            if self.success is not None:
+                raise ValueError("`success` lists bin classes; a boolean label (no `bins`) needs none")
+            return self
+        for i, a in enumerate(self.bins):
+            for b in self.bins[i + 1:]:
+                if _overlap(a, b):
+                    raise ValueError(f"bins overlap: '{a.class_}' ({a.describe()}) and '{b.class_}' ({b.describe()})")
+        names = self.classes()
+        for s in self.success or []:
+            if s not in names:
+                raise ValueError(f"`success` names class '{s}' that no bin produces (bins: {', '.join(names)})")
+        return self
+
+    def classes(self) -> list[str]:
+        """The classes this label can produce, in order."""
+        if self.bins is None:
+            return [SUCCESS, FAILURE]
+        out: list[str] = []
+        for b in self.bins:
+            if b.class_ not in out:
+                out.append(b.class_)
+        return out
+
+
+LabelRules = LabelSpec | list[LabelSpec]
+
+
+def label_rules(label: LabelRules | None) -> list[LabelSpec]:
+    if label is None:
+        return []
+    return list(label) if isinstance(label, list) else [label]
+
+
+def label_classes(label: LabelRules | None) -> list[str]:
+    """Every class some rule can give, in rule order."""
+    out: list[str] = []
+    for rule in label_rules(label):
+        out += [c for c in rule.classes() if c not in out]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# `capabilities:`
+# ---------------------------------------------------------------------------------------------
+
+
+class CapabilityRule(Strict):
+    capability: str = Field(pattern=NAME_RE)
+    where: Where | None = None
+    tool_call: bool | list[str] | None = None
+    pattern: str | None = None
+    after: Literal["user", "tool", "system", "assistant", "start"] | None = None
+    position: Literal["first", "last", "only"] | None = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise ValueError(f"not a valid regular expression: {e}") from None
+        return v
+
+
+class CapabilitiesSpec(Strict):
+    rules: list[CapabilityRule] = Field(min_length=1)
+    default: str | None = Field(None, pattern=NAME_RE)
+    rates: dict[str, float] | None = None
+    proportions: dict[str, float] | None = None
+    measure: Literal["rows", "tokens", "chars"] = "rows"
+    decompose: bool = False
+
+    @model_validator(mode="after")
+    def _ratios(self) -> "CapabilitiesSpec":
+        if self.rates is not None and self.proportions is not None:
+            raise ValueError("give `rates` or `proportions`, not both")
+        for name, v in (self.rates or {}).items():
+            if v < 0:
+                raise ValueError(f"rate of '{name}' is negative")
+        if self.proportions is not None:
+            if any(v <= 0 for v in self.proportions.values()):
+                raise ValueError("proportions must be positive (to drop a capability, use `rates` with 0)")
+            total = sum(self.proportions.values())
+            if abs(total - 1.0) > 1e-6:
+                raise ValueError(f"proportions sum to {total:g}, not 1")
+        return self
+
+    def produced(self) -> list[str]:
+        """The capabilities the rules (and default) can tag, in rule order."""
+        out: list[str] = []
+        for r in self.rules:
+            if r.capability not in out:
+                out.append(r.capability)
+        if self.default is not None and self.default not in out:
+            out.append(self.default)
+        return out
+
+    def requested(self) -> dict[str, float]:
+        return dict(self.rates if self.rates is not None else self.proportions or {})
+
+
+# ---------------------------------------------------------------------------------------------
+# `condition:`, `decontaminate:`
+# ---------------------------------------------------------------------------------------------
+
+
+class ConditionSpec(Strict):
+    turn: str = Field("first_user", description="first_user | last_user | system | an assembled turn's id")
+    position: Literal["prefix", "suffix"] = "suffix"
+    strings: dict[str, str] = Field(min_length=1, description="label class → conditioning string")
+    inference: str = Field(description="the class whose string the prompt carries at inference time")
+    unlabelled: Literal["error", "keep"] = Field(
+        "error", description="a row with no label or a class without a string: bad row, or kept unconditioned")
+
+    # `inference` naming a class without a string is checked with the label classes
+    # (dsc.compiler.stages.transforms.pipeline.check_semantics), so a misspelt class is reported once.
+
+
+class EvalSet(Strict):
+    source: str = Field(description="a lookup source holding the evaluation questions")
+    field: str = Field("question", description="field path of the question in its rows")
+
+
+class DecontamSpec(Strict):
+    against: list[EvalSet] = Field(min_length=1)
+    question: str | None = Field(None, pattern=PATH_RE)
+    ngram: int = Field(8, ge=1)
+    threshold: float = Field(0.5, gt=0.0, le=1.0)
 
 
 # ---------------------------------------------------------------------------------------------

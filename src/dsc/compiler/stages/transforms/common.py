@@ -20,10 +20,8 @@ from pydantic import AfterValidator, ValidationError
 from dsc.compiler.record import BadRow, Conversation, Message
 from dsc.compiler.core.sandbox import BoundedSandbox, bounded_render
 from dsc.compiler.core.strict import Strict  # noqa: F401 (the base of the transforms' section models)
-from dsc.compiler.spec.sections import RULE_STEP, StrOrList, Where, matches, rule_of  # noqa: F401 (re-exported)
+from dsc.compiler.spec.sections import NAME_RE, PATH_RE, RULE_STEP, StrOrList, Where, matches, rule_of  # noqa: F401 (re-exported)
 
-NAME_RE = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
-PATH_RE = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_-]+)*$"  # a dotted field path
 META_ATTRS = ("source", "task", "method", "capability", "success", "score", "label")
 
 
