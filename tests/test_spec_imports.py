@@ -47,3 +47,14 @@ def test_loading_a_spec_imports_no_stage_engine_or_array_code(tmp_path):
     loaded = json.loads(out.stdout)
     bad = [m for m in loaded if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)]
     assert not bad, f"loading a spec imported {bad}"
+
+
+def test_the_section_models_import_no_stage():
+    import ast
+
+    import dsc.compiler.spec.sections as sections
+
+    tree = ast.parse(open(sections.__file__, encoding="utf-8").read())
+    imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert imported and not [m for m in imported if m.startswith(("dsc.compiler.stages", "dsc.compiler.engine"))]
