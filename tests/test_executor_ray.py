@@ -20,7 +20,7 @@ if os.environ.get("CI") != "true":  # CI installs the `test` extra, which has ra
 import ray  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from artifact_helpers import make_project, tokenize_block, tree_digest  # noqa: E402
+from artifact_helpers import EXCERPT, make_project, tokenize_block, tree_digest  # noqa: E402
 from dsc.cli import app  # noqa: E402
 from dsc.compiler.engine.driver import build  # noqa: E402
 from dsc.compiler.core.errors import BuildError  # noqa: E402
@@ -131,6 +131,36 @@ def test_cli_executor_ray(ray_session, tmp_path):
     assert f"version {local.manifest['version']}" in output
     assert tree_digest(tmp_path / "ray") == tree_digest(tmp_path / "local")
 
+
+
+def test_hub_source_on_ray_is_the_local_artifact(ray_session, tmp_path, monkeypatch):
+    """A hub source is read in the driver (streamed, like a file source) and shipped to the
+    workers as raw rows, so the Ray build of a hub spec is the local one. The hub is offline here:
+    `datasets.load_dataset` serves the excerpt's rows, and it must be called in this process only."""
+    import json
+
+    import datasets
+
+    if ray_session.kind != "local-ray":
+        pytest.skip("where the rows come from does not depend on the cluster's shape")
+    rows = [json.loads(line) for line in EXCERPT.read_text().splitlines()[:30]]
+    calls = []
+
+    def served(path, name=None, *, revision=None, split=None, streaming=False, **_):
+        calls.append((path, revision, split, streaming))
+        return iter([dict(r) for r in rows])
+
+    monkeypatch.setattr(datasets, "load_dataset", served)
+    spec = tmp_path / "hub.yaml"
+    spec.write_text("dsc: 1\nname: hub\nseed: 3\nsources:\n"
+                    "  chat: {hub: {id: org/chat, revision: " + "b" * 40 + "}, format: openai}\n"
+                    "template: chatml\nloss: assistant\nsplit: {validation: 0.2}\n")
+    local = build(spec, tmp_path / "local", workers=1, cache=False)
+    on_ray = build(spec, tmp_path / "ray", executor=RAY, cache=False)
+    assert calls == [("org/chat", "b" * 40, "train", True)] * 2
+    assert local.written["train"] + local.written.get("validation", 0) == 30
+    assert tree_digest(tmp_path / "ray") == tree_digest(tmp_path / "local")
+    assert on_ray.manifest["version"] == local.manifest["version"]
 
 # Stage functions for the executor's own tests (module level: Ray actors import them by name).
 
