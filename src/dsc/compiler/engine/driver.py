@@ -114,7 +114,7 @@ def _build_loaded(loaded: LoadedSpec, out: Path, *, executor: ExecutorChoice, pr
             (tmp / art.TEMPLATE_FILE).write_text(ctx.template.source, encoding="utf-8")
             manifest = build_manifest(loaded, ctx, inputs, read, selection_report, counts, quarantine, files)
             art.write_json(tmp / art.MANIFEST, manifest)
-            from dsc.compiler.stages.write.card import write_card
+            from dsc.compiler.stages.write.card import write_card  # matplotlib: loaded only to write a card
 
             write_card(tmp, manifest, stats)
             progress.done()
