@@ -1,10 +1,10 @@
 """The spec: YAML loaded with line/column positions, validated by strict pydantic models.
 
 `Spec` composes the section models: those no stage registry shapes live in
-`dsc.compiler.spec.sections` (label, capabilities, condition, decontaminate, loss, tokenize,
-where, mix); the sources', filters', convert steps', negative rules' and assemble's models still
-live with their stages, whose registries (formats, filters, convert steps, negative rules) and
-template compiler validate what they allow. `SECTION_READERS` says which part of the build reads each
+`dsc.compiler.spec.sections` (label, capabilities, condition, decontaminate, assemble, loss,
+tokenize, where, mix); the sources', filters', convert steps' and negative rules' models still
+live with their stages, whose registries (formats, filters, convert steps, negative rules)
+validate the names and options they allow. `SECTION_READERS` says which part of the build reads each
 section. Any problem becomes one `SpecError` located at `file:line:col`, with what is allowed
 and a did-you-mean where a close name exists (`dsc.compiler.core.errors`).
 """
@@ -24,10 +24,9 @@ from dsc.compiler.core.errors import SpecError, allowed_list, did_you_mean, mode
 from dsc.compiler.core.plugins import LoadedPlugin, PluginImportError, import_plugin
 from dsc.compiler.core.registry import DuplicateNameError
 from dsc.compiler.core.strict import Strict
-from dsc.compiler.spec.sections import (CapabilitiesSpec, ConditionSpec, DecontamSpec, LabelSpec, LossPolicy, LossSpec,
-                                        MixBucket, SpecialTokenPolicy, TokenizeSpec)
+from dsc.compiler.spec.sections import (AssembleSpec, CapabilitiesSpec, ConditionSpec, DecontamSpec, LabelSpec,
+                                        LossPolicy, LossSpec, MixBucket, SpecialTokenPolicy, TokenizeSpec)
 from dsc.compiler.stages.read.sources import SourceSpec
-from dsc.compiler.stages.transforms.assemble import AssembleSpec
 from dsc.compiler.stages.transforms.convert import ConvertStep
 from dsc.compiler.stages.transforms.filters import FilterEntry
 from dsc.compiler.stages.transforms.negatives import NegativeRule

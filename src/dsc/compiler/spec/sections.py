@@ -1,5 +1,6 @@
-"""The spec's section models that no stage registry shapes: the loss policy and its weight rules,
-tokenisation settings, row selectors (`where:`) and mix buckets.
+"""The spec's section models that no stage registry shapes: row selectors (`where:`), label,
+capabilities, condition, decontaminate, assemble, the loss policy and its weight rules,
+tokenisation settings and mix buckets.
 
 They live here, not in their stages, so that `dsc.compiler.spec.model` validates a spec without
 importing the stage code (numpy, pyarrow, tokenizers); the stages import them from here and
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from pydantic import Field, field_validator, model_serializer, model_validator
 
 from dsc.compiler.core.errors import did_you_mean
+from dsc.compiler.core.sandbox import compile_text
 from dsc.compiler.core.strict import Strict, StrictSettings
 from dsc.compiler.record import Conversation
 
@@ -324,6 +326,66 @@ class DecontamSpec(Strict):
     question: str | None = Field(None, pattern=PATH_RE)
     ngram: int = Field(8, ge=1)
     threshold: float = Field(0.5, gt=0.0, le=1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# `assemble:`
+# ---------------------------------------------------------------------------------------------
+
+
+class Turn(Strict):
+    role: Literal["system", "user", "assistant"]
+    content: str | None = Field(None, description="Jinja text of the turn")
+    file: str | None = Field(None, description="a file holding the Jinja text (relative to the spec)")
+    loss: bool | None = Field(False, description="supervise this turn (null: the spec's loss policy decides)")
+    id: str | None = Field(None, pattern=NAME_RE, description="a name for `condition.turn` to refer to")
+    inference: str | None = Field(
+        None, description="the turn's text at inference time, with {{ question }} for the question "
+                          "(default: the turn itself, with `assemble.question` standing for the question)")
+
+    @model_validator(mode="after")
+    def _one_text(self) -> "Turn":
+        if (self.content is None) == (self.file is None):
+            raise ValueError("a turn needs exactly one of `content` (inline text) or `file`")
+        if self.content is not None:
+            compile_text(self.content)
+        return self
+
+
+class AssembleSpec(Strict):
+    prepend: list[Turn] = Field(default_factory=list)
+    append: list[Turn] = Field(default_factory=list)
+    join: dict[str, str] = Field(default_factory=dict,
+                                 description="lookup source → the record's field path holding its key")
+    question: str | None = Field(None, pattern=PATH_RE,
+                                 description="path (in the template context) of the question, e.g. "
+                                             "lookup.questions.question")
+
+    @field_validator("join")
+    @classmethod
+    def _paths(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, path in v.items():
+            if not re.match(PATH_RE, path):
+                raise ValueError(f"join path {path!r} of '{name}' is not a field path like 'id' or 'meta.extra.qid'")
+        return v
+
+    @model_validator(mode="after")
+    def _ids(self) -> "AssembleSpec":
+        if not self.prepend and not self.append:
+            raise ValueError("`assemble` needs `prepend` or `append` turns")
+        seen: set[str] = set()
+        for t in [*self.prepend, *self.append]:
+            if t.id is not None:
+                if t.id in seen:
+                    raise ValueError(f"two assembled turns have id '{t.id}'")
+                seen.add(t.id)
+        return self
+
+    def turn_ids(self) -> dict[str, tuple[str, int]]:
+        """id → ('prepend' | 'append', index)."""
+        out = {t.id: ("prepend", i) for i, t in enumerate(self.prepend) if t.id}
+        out.update({t.id: ("append", i) for i, t in enumerate(self.append) if t.id})
+        return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,15 +10,15 @@ import copy
 import hashlib
 import re
 from collections.abc import Mapping
-from functools import lru_cache
-from typing import Annotated, Any
+from typing import Any
 
 import jinja2
 import jinja2.nodes
-from pydantic import AfterValidator, ValidationError
+from pydantic import ValidationError
 
 from dsc.compiler.record import BadRow, Conversation, Message
-from dsc.compiler.core.sandbox import BoundedSandbox, bounded_render
+from dsc.compiler.core.sandbox import JinjaText, bounded_render, compile_text  # noqa: F401 (JinjaText re-exported)
+from dsc.compiler.core.sandbox import text_environment as _env
 from dsc.compiler.core.strict import Strict  # noqa: F401 (the base of the transforms' section models)
 from dsc.compiler.spec.sections import NAME_RE, PATH_RE, RULE_STEP, StrOrList, Where, matches, rule_of  # noqa: F401 (re-exported)
 
@@ -104,31 +104,6 @@ def template_context(conv: Conversation, lookup: Mapping[str, Any] | None = None
 # ---------------------------------------------------------------------------------------------
 # Text templates (prompt turns, responses): sandboxed Jinja, undefined names are errors
 # ---------------------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=1)
-def _env() -> BoundedSandbox:
-    # Jinja's default drops one trailing newline: a prompt file's final newline is not part of
-    # the turn (an editor adds one), the same as for inline text.
-    return BoundedSandbox(undefined=jinja2.StrictUndefined, autoescape=False)
-
-
-@lru_cache(maxsize=256)
-def compile_text(source: str) -> jinja2.Template:
-    """Compile a text template (ValueError with the Jinja message when it does not parse)."""
-    try:
-        return _env().from_string(source)
-    except jinja2.TemplateSyntaxError as e:
-        raise ValueError(f"template does not parse: {e.message} (template line {e.lineno})") from None
-
-
-def _compiles(source: str) -> str:
-    compile_text(source)
-    return source
-
-
-# A spec string that is a Jinja text template: it must parse at `dsc validate`, not per row.
-JinjaText = Annotated[str, AfterValidator(_compiles)]
 
 
 def render_bounded(source: str, context: Mapping[str, Any]) -> str:
