@@ -191,3 +191,31 @@ def test_results_come_back_in_task_order(ray_session, tmp_path):
         assert list(ex.map(later_first, [(i, marker) for i in range(6)])) == [0, 10, 20, 30, 40, 50]
         with pytest.raises(BuildError, match="task 3 is bad"):
             list(ex.map(fails_on_three, range(6)))
+
+
+def doubled(seq: int) -> int:
+    return 2 * seq
+
+
+def test_tasks_stream_in_bounded_windows(ray_session, tmp_path):
+    """Many more tasks than a window: all come back in order, and the driver draws tasks from the
+    stage's (lazy) task stream only about two windows ahead of what it has handed on, so its
+    memory does not grow with the corpus."""
+    from dsc.compiler.engine.executors.ray import WINDOW_TASKS_PER_WORKER, RayExecutor
+
+    if ray_session.kind != "local-ray":
+        pytest.skip("windowing is the driver's; once is enough")
+    drawn = []
+
+    def tasks():
+        for i in range(5 * WINDOW_TASKS_PER_WORKER * 2 + 7):
+            drawn.append(i)
+            yield i
+
+    recipe = ContextRecipe(str(REPO / "specs" / "fireact-chat.yaml"))
+    with RayExecutor(recipe, workers=2, address=None) as ex:
+        window = WINDOW_TASKS_PER_WORKER * ex.workers
+        results = ex.map(doubled, tasks())
+        assert next(results) == 0
+        assert len(drawn) <= 2 * window
+        assert [0, *results] == [2 * i for i in range(5 * window + 7)]
