@@ -14,9 +14,9 @@ Modes:
 - `py-spy`: `py-spy record --subprocesses` of `python -m dsc.cli build` (needs py-spy on PATH:
   `pip install py-spy`); writes a speedscope JSON and prints py-spy's own summary.
 
-Wrapping works by replacing names in `dsc.compiler.engine.driver` (and the modules it imports lazily)
-before the build starts; forked workers inherit the replacements. A stage whose function is not
-found (build.py changed) is reported as such, not silently dropped.
+Wrapping works by replacing names in the modules that call them (`dsc.compiler.engine.driver`, the
+stage modules it calls) before the build starts; forked workers inherit the replacements. A stage
+whose function is not found (the code moved) is reported as such, not silently dropped.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ _T0 = time.perf_counter()
 
 import argparse  # noqa: E402
 import functools  # noqa: E402
+import importlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import pickle  # noqa: E402
@@ -46,27 +47,28 @@ for _k, _v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_
 # build.py has moved a stage, "module|module2" and "attr|attr2" list candidates, paired in order:
 # the first one found is timed.
 STAGES: list[tuple[str, str, str, str]] = [
-    ("read (parse source files)", "dsc.compiler.engine.driver", "iter_raw_rows", "gen"),
-    ("normalise (format → Conversation)", "dsc.compiler.engine.driver", "normalise_row", "fn"),
-    ("transforms", "dsc.compiler.engine.driver", "process_row", "fn"),
-    ("normalised rows → Arrow (segment_row)", "dsc.compiler.engine.driver", "segment_row", "fn"),
+    ("read (parse source files)", "dsc.compiler.stages.read.normalise", "iter_raw_rows", "gen"),
+    ("normalise (format → Conversation)", "dsc.compiler.stages.read.normalise", "normalise_row", "fn"),
+    ("transforms", "dsc.compiler.stages.read.normalise", "process_row", "fn"),
+    ("normalised rows → Arrow (segment_row)", "dsc.compiler.stages.read.normalise", "segment_row", "fn"),
     ("segment write (SegmentWriter.add)", "dsc.compiler.engine.rowfiles:SegmentWriter", "add", "method"),
-    ("select (dedup/mix)", "dsc.compiler.engine.driver|dsc.compiler.stages.select.mix", "select_keys|select", "fn"),
-    ("split + order", "dsc.compiler.engine.driver", "_final_order", "fn"),
-    ("read back Conversations (read_conversations)", "dsc.compiler.engine.driver", "read_conversations", "fn"),
-    ("special-token policy", "dsc.compiler.engine.driver", "apply_special_token_policy", "fn"),
-    ("render (template + spans)", "dsc.compiler.engine.driver", "render", "fn"),
+    ("select (dedup/mix)", "dsc.compiler.stages.select.mix", "select", "fn"),
+    ("split + order", "dsc.compiler.stages.select.selected", "final_order", "fn"),
+    ("read back Conversations (read_conversations)", "dsc.compiler.stages.render.rows", "read_conversations", "fn"),
+    ("special-token policy", "dsc.compiler.stages.render.rows", "apply_special_token_policy", "fn"),
+    ("render (template + spans)", "dsc.compiler.stages.render.rows", "render", "fn"),
     ("tokenize (encode_arrays)", "dsc.compiler.stages.tokenize.tokenize:RowTokenizer", "encode_arrays", "method"),
-    ("render batch → Arrow (_render_batch, includes the 3 above)", "dsc.compiler.engine.driver", "_render_batch", "fn"),
-    ("rendered part write (write_part)", "dsc.compiler.engine.driver", "write_part", "fn"),
-    ("gather output rows (segments + parts → artifact rows)", "dsc.compiler.engine.driver:_OutputWriter|dsc.compiler.engine.driver",
-     "gather|_distribute", "fn"),
+    ("render batch → Arrow (render_batch, includes the 3 above)", "dsc.compiler.stages.render.rows", "render_batch", "fn"),
+    ("rendered part write (write_part)", "dsc.compiler.stages.render.rows", "write_part", "fn"),
+    ("gather output rows (segments + parts → artifact rows)", "dsc.compiler.engine.driver",
+     "distribute", "fn"),
     ("parquet write (write_split)", "dsc.compiler.stages.write.artifact", "write_split", "fn"),
     ("hash outputs (sha256_file)", "dsc.compiler.stages.write.artifact", "sha256_file", "fn"),
     ("hash inputs (resolve_inputs)", "dsc.compiler.engine.driver", "resolve_inputs", "fn"),
     ("dataset card", "dsc.compiler.stages.write.card", "write_card", "fn"),
 ]
-CHUNK_FUNCTIONS = ("_normalise_chunk", "_finish_chunk")  # what a worker runs per chunk
+# what a worker runs per chunk: (module, function)
+CHUNK_FUNCTIONS = (("dsc.compiler.stages.read.normalise", "normalise_chunk"), ("dsc.compiler.stages.render.rows", "render_part"))
 
 
 def _resolve(module: str, attr: str) -> tuple[Any, str] | None:
@@ -152,8 +154,6 @@ def _timed(name: str, fn: Any, kind: str) -> Any:
 
 def install_timers(dump_dir: Path, pickle_every: int) -> list[str]:
     """Wrap every stage function; returns the stages that could not be found."""
-    import dsc.compiler.engine.driver as b
-
     missing = []
     for stage, module, attr, kind in STAGES:
         found = _resolve(module, attr)
@@ -164,10 +164,11 @@ def install_timers(dump_dir: Path, pickle_every: int) -> list[str]:
         setattr(owner, name, _timed(stage, getattr(owner, name), kind))
     main_pid = os.getpid()
     counter = {"n": 0}
-    for fname in CHUNK_FUNCTIONS:
+    for module, fname in CHUNK_FUNCTIONS:
+        b = importlib.import_module(module)
         fn = getattr(b, fname, None)
         if fn is None:
-            missing.append(f"chunk function {fname}")
+            missing.append(f"chunk function {module}.{fname}")
             continue
 
         def chunk_wrapper(chunk: list[Any], _fn: Any = fn, _name: str = fname) -> Any:
@@ -193,7 +194,7 @@ def install_timers(dump_dir: Path, pickle_every: int) -> list[str]:
                 TIMERS.dump(dump_dir / f"timers-{os.getpid()}.json")
             return out
 
-        # Picklable by reference: the pool sends "dsc.compiler.engine.driver._finish_chunk".
+        # Picklable by reference: the pool sends "dsc.compiler.stages.render.rows.render_part".
         chunk_wrapper.__module__, chunk_wrapper.__qualname__ = b.__name__, fname
         chunk_wrapper.__name__ = fname
         setattr(b, fname, chunk_wrapper)
@@ -304,11 +305,10 @@ def print_timers(r: dict[str, Any]) -> None:
 def install_worker_profilers(dump_dir: Path) -> None:
     import cProfile
 
-    import dsc.compiler.engine.driver as b
-
     main_pid = os.getpid()
     state: dict[str, Any] = {"pid": None, "prof": None}
-    for fname in CHUNK_FUNCTIONS:
+    for module, fname in CHUNK_FUNCTIONS:
+        b = importlib.import_module(module)
         fn = getattr(b, fname, None)
         if fn is None:
             continue

@@ -398,7 +398,8 @@ def test_the_runtime_imports_no_compiler_stage_for_its_registries():
     import subprocess
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "['dsc.compiler', 'dsc.compiler.core', 'dsc.compiler.core.errors', 'dsc.compiler.core.registry']"
+    assert out.strip() == ("['dsc.compiler', 'dsc.compiler.core', 'dsc.compiler.core.errors', "
+                           "'dsc.compiler.core.registry', 'dsc.compiler.core.strict']")
 
 
 @pytest.fixture(autouse=True)

@@ -23,6 +23,6 @@ def resolve_workers(workers: Optional[int]) -> int:
     """The worker count a command runs with: the option's value, else one per usable CPU."""
     if workers is not None:
         return workers
-    from dsc.compiler.engine.driver import cpu_count
+    from dsc.compiler.engine.resources import cpu_count
 
     return max(1, min(MAX_DEFAULT_WORKERS, cpu_count()))

@@ -12,20 +12,16 @@ spec's `train:` and `eval:` blocks cheaply.
 from __future__ import annotations
 
 import copy
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from dsc.compiler.core.errors import SpecError, allowed_list, did_you_mean
+from dsc.compiler.core.errors import SpecError, allowed_list, did_you_mean, fields_at, more_problems, yaml_position
+from dsc.compiler.core.strict import StrictSettings
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 # --------------------------------------------------------------------------------------------
@@ -33,7 +29,7 @@ class _Strict(BaseModel):
 # --------------------------------------------------------------------------------------------
 
 
-class LoraSettings(_Strict):
+class LoraSettings(StrictSettings):
     """LoRA adapter settings. Defaults are FireAct's (alpaca-lora fork): r=8, alpha=16, dropout=0.05, q/v."""
 
     r: int = Field(8, ge=1)
@@ -43,7 +39,7 @@ class LoraSettings(_Strict):
     target_modules: list[str] | Literal["all-linear"] = Field(default_factory=lambda: ["q_proj", "v_proj"])
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictSettings):
     """Hyperparameters of `dsc train`."""
 
     model: str | None = None  # base model: a local directory or a hub id; `--model` overrides
@@ -97,7 +93,7 @@ class TrainConfig(_Strict):
 # --------------------------------------------------------------------------------------------
 
 
-class Subset(_Strict):
+class Subset(StrictSettings):
     """Which items to evaluate. FireAct: `random.Random(233).shuffle(indices)`, then `[start:start+n]`."""
 
     seed: int | None = 233  # None: file order
@@ -105,12 +101,12 @@ class Subset(_Strict):
     start: int = Field(0, ge=0)
 
 
-class PromptMessage(_Strict):
+class PromptMessage(StrictSettings):
     role: Literal["system", "user", "assistant"]
     content: str  # Jinja over `question` (and the item's other fields)
 
 
-class EvalTask(_Strict):
+class EvalTask(StrictSettings):
     """One evaluation task: a question file, how to prompt, how to score."""
 
     data: str  # jsonl / json (a list of objects) / csv; relative to the config file
@@ -156,7 +152,7 @@ class EvalTask(_Strict):
         return self
 
 
-class EvalConfig(_Strict):
+class EvalConfig(StrictSettings):
     tasks: dict[str, EvalTask] = Field(min_length=1)
     seed: int = 0  # bootstrap resampling
     bootstrap: int = Field(1000, ge=0)  # resamples for the 95% confidence interval; 0: none
@@ -264,52 +260,6 @@ def _has_path(data: Any, loc: tuple[Any, ...]) -> bool:
     return True
 
 
-def _position(data: Any, loc: tuple[Any, ...]) -> tuple[int | None, int | None]:
-    """1-based line/col of the deepest part of `loc` that ruamel recorded."""
-    node, line, col = data, None, None
-    for part in loc:
-        lc = getattr(node, "lc", None)
-        try:
-            if isinstance(node, dict) and part in node:
-                if lc is not None:
-                    line, col = lc.key(part)
-                node = node[part]
-            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-                if lc is not None:
-                    line, col = lc.item(part)
-                node = node[part]
-            else:
-                break
-        except (KeyError, TypeError, AttributeError):
-            break
-    return (line + 1 if line is not None else None, col + 1 if col is not None else None)
-
-
-def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The field names allowed at `loc` (for did-you-mean), following nested models and the
-    element models of lists and dicts (a dict key or list index keeps the element model)."""
-    current: Any = model
-    for part in loc:
-        nested = _unwrap(current)
-        if nested is None:
-            return []
-        field = nested.model_fields.get(str(part))
-        current = field.annotation if field is not None else nested
-    nested = _unwrap(current)
-    return list(nested.model_fields) if nested is not None else []
-
-
-def _unwrap(annotation: Any) -> Any:
-    """The model inside Optional[...], list[...], dict[str, ...]."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _unwrap(arg)
-        if found is not None:
-            return found
-    return None
-
-
 # The recipes' own script flags (FireAct's alpaca-lora, NAT's HF Trainer) → our names, for hints.
 _RECIPE_NAMES = {
     "lr": "learning_rate",
@@ -354,7 +304,7 @@ def _located_error(model: type[BaseModel], error: ValidationError, layers: list[
     loc = tuple(first["loc"])
     key = _dotted(loc)
     if first["type"] == "extra_forbidden":
-        allowed = _fields_at(model, loc[:-1])
+        allowed = fields_at(model, loc[:-1])
         name = str(loc[-1])
         hint = f" (did you mean '{_RECIPE_NAMES[name]}'?)" if name in _RECIPE_NAMES else did_you_mean(name, allowed)
         message = f"unknown {what} setting '{key}'{hint}"
@@ -365,14 +315,12 @@ def _located_error(model: type[BaseModel], error: ValidationError, layers: list[
     else:
         msg = first["msg"].removeprefix("Value error, ")
         message = f"{what} setting '{key}': {msg}" if key else f"{what}: {msg}"
-    more = len(errors) - 1
-    if more:
-        message += f" (and {more} more problem{'s' if more > 1 else ''})"
+    message += more_problems(len(errors) - 1)
     # Report against the last layer that supplied the key (that is the value that was used).
     for layer in reversed(layers):
         if loc and _has_path(layer.data, loc):
             if layer.file:
-                line, col = _position(layer.data, loc)
+                line, col = yaml_position(layer.data, loc)
                 return SpecError(message, layer.file, line, col)
             return SpecError(f"{message} (in {layer.label})")
     return SpecError(message)

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
+
+from dsc.compiler.core.strict import StrictSettings
 
 from dsc.compiler.core.errors import SpecError, allowed_list, did_you_mean
 from dsc.compiler.core.registry import FunctionRegistry
@@ -91,8 +93,8 @@ def _settings(model: type[BaseModel], tool: str, data: dict[str, Any]) -> Any:
 # --- finish ------------------------------------------------------------------------------------
 
 
-class _NoSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _NoSettings(StrictSettings):
+    pass  # a tool without settings: any key is unknown
 
 
 @register_tool(FINISH)
@@ -104,9 +106,7 @@ def _finish(settings: dict[str, Any], base_dir: Path) -> Tool:
 # --- search: BM25 over a local corpus ----------------------------------------------------------------
 
 
-class SearchSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SearchSettings(StrictSettings):
     corpus: str  # jsonl of {"title"?: str, "text": str}; relative to the eval config
     k: int = Field(1, ge=1)  # passages per observation (FireAct's Google tool returned one snippet)
     max_chars: int = Field(1000, ge=1)  # per passage

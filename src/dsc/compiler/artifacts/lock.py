@@ -25,20 +25,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from dsc import __version__
 from dsc.compiler.core.errors import LockError
 from dsc.compiler.core.plugins import manifest_plugins
+from dsc.compiler.core.strict import Strict as _Strict
 from dsc.compiler.spec.model import LoadedSpec, load_spec
 
 LOCK_FILE = "dsc.lock"
 LOCK_FORMAT = 1
 MAX_LISTED = 12  # mismatches listed in one error message
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class LockedInput(_Strict):
@@ -116,7 +113,7 @@ def resolve_hub_revision(repo_id: str, revision: str) -> str | None:
 
 
 def locked_inputs(loaded: LoadedSpec, inputs: list[dict[str, Any]]) -> list[LockedInput]:
-    """Manifest-style inputs (`dsc.compiler.engine.driver.resolve_inputs`) as lock entries."""
+    """Manifest-style inputs (`dsc.compiler.stages.read.sources.resolve_inputs`) as lock entries."""
     out: list[LockedInput] = []
     for fp in inputs:
         source = loaded.spec.sources.get(fp["source"])
@@ -136,7 +133,8 @@ def _spec_sha256(loaded: LoadedSpec) -> str:
 
 def current_entry(loaded: LoadedSpec) -> LockEntry:
     """What the spec resolves to now, without building (no artifact version)."""
-    from dsc.compiler.engine.driver import library_versions, resolve_inputs
+    from dsc.compiler.stages.read.sources import resolve_inputs
+    from dsc.compiler.stages.write.manifest import library_versions
     from dsc.compiler.stages.render.templating import load_template
 
     spec, base = loaded.spec, loaded.base_dir
@@ -367,7 +365,8 @@ def build_with_lock(spec_path: str | Path, out_dir: str | Path | None = None, *,
     """`dsc build`: build, then write the spec's lock entry; with `locked`, check the lock before
     building and the artifact version before the new artifact replaces the old one, and leave
     the lock as it is."""
-    from dsc.compiler.engine.driver import build_loaded, default_out_dir
+    from dsc.compiler.engine.driver import build_loaded
+    from dsc.compiler.spec.model import default_out_dir
 
     loaded = load_spec(spec_path)
     out = Path(out_dir) if out_dir is not None else default_out_dir(loaded)

@@ -134,7 +134,8 @@ def _existing_version(path: Path) -> str | None:
 
 def plan(spec_path: str | Path, out_dir: str | Path | None = None, *, workers: int = 1,
          progress: Any = None, cache: bool = True, cache_dir: str | Path | None = None) -> PlanReport:
-    from dsc.compiler.engine.driver import build_loaded, default_out_dir
+    from dsc.compiler.engine.driver import build_loaded
+    from dsc.compiler.spec.model import default_out_dir
 
     loaded = load_spec(spec_path)
     with tempfile.TemporaryDirectory(prefix="dsc-plan-") as tmp:

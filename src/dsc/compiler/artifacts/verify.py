@@ -119,7 +119,8 @@ def verify(spec_path: str | Path, artifact: str | Path | None = None, *, workers
            progress: Any = None, cache: bool = True, cache_dir: str | Path | None = None) -> VerifyReport:
     """`cache=False` rebuilds from the inputs alone (a cache hit gives the same bytes, but CI
     may want the proof that does not rest on the cache)."""
-    from dsc.compiler.engine.driver import build_loaded, default_out_dir
+    from dsc.compiler.engine.driver import build_loaded
+    from dsc.compiler.spec.model import default_out_dir
 
     loaded = load_spec(spec_path)
     lpath, entry = _locked(loaded)

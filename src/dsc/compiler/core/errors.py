@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import difflib
 import re
+import types
+import typing
 from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel
 
 
 class DscError(Exception):
@@ -71,3 +76,96 @@ def did_you_mean(word: str, allowed: Iterable[str]) -> str:
 
 def allowed_list(allowed: Iterable[str]) -> str:
     return ", ".join(f"'{a}'" for a in sorted(allowed))
+
+
+# ---------------------------------------------------------------------------------------------
+# Located configuration errors: a pydantic error over YAML → `file:line:col: message`
+# (the spec, `dsc.compiler.spec.model`; runtime settings, `dsc.runtime.config`)
+# ---------------------------------------------------------------------------------------------
+
+
+def yaml_position(tree: Any, loc: tuple[Any, ...], *, top_if_missing: bool = False) -> tuple[int | None, int | None]:
+    """1-based (line, col) of the deepest node of `loc` that exists in a round-trip YAML tree:
+    the key's own position for a mapping entry (so 'unknown key' points at the key itself).
+    `top_if_missing`: where nothing of `loc` exists (a key missing at the top), the start of
+    the top-level mapping instead of (None, None)."""
+    node, best = tree, (None, None)
+    for part in loc:
+        lc = getattr(node, "lc", None)
+        try:
+            if isinstance(node, dict) and part in node:
+                at = lc.key(part) if lc is not None else None
+            elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+                at = lc.item(part) if lc is not None else None
+            else:
+                break
+        except (KeyError, TypeError, AttributeError):
+            break
+        if at is not None:
+            best = (at[0] + 1, at[1] + 1)
+        node = node[part]
+    if top_if_missing and best == (None, None) and hasattr(tree, "lc"):
+        best = (tree.lc.line + 1, tree.lc.col + 1)
+    return best
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """The concrete types inside Optional/Union/Annotated."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        out: list[Any] = []
+        for a in typing.get_args(annotation):
+            out.extend(_unwrap(a))
+        return out
+    return [annotation]
+
+
+def _is_model(t: Any) -> bool:
+    return isinstance(t, type) and issubclass(t, BaseModel)
+
+
+def model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model whose fields are allowed at `loc` (for did-you-mean); the dict keys
+    and list indices that pydantic puts in `loc` are skipped."""
+    current: Any = model
+    i = 0
+    while i < len(loc):
+        if not _is_model(current):
+            return None
+        field = current.model_fields.get(str(loc[i]))
+        if field is None:
+            return None
+        i += 1
+        nxt: Any = None
+        for t in _unwrap(field.annotation):
+            if _is_model(t):
+                nxt = t
+                break
+            if typing.get_origin(t) in (dict, list) and i < len(loc):
+                for u in _unwrap(typing.get_args(t)[-1]):
+                    if _is_model(u):
+                        nxt = u
+                        i += 1  # skip the key / index
+                        break
+                if nxt is not None:
+                    break
+        current = nxt
+    return current if _is_model(current) else None
+
+
+def fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed at `loc` ([] where no model is known)."""
+    found = model_at(model, loc)
+    return list(found.model_fields) if found is not None else []
+
+
+def more_problems(n: int) -> str:
+    """' (and N more problem(s))' for the problems a message leaves out."""
+    return f" (and {n} more problem{'s' if n > 1 else ''})" if n else ""
+
+
+def value_error_text(msg: str) -> str:
+    """A validator's message without pydantic's 'Value error, ' / 'Assertion failed, ' prefix."""
+    return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")

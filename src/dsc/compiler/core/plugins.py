@@ -33,9 +33,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsc.compiler.core.registry import forget_file, note_source, origin_of, source_sha256
+
+if TYPE_CHECKING:
+    from dsc.compiler.spec.model import Spec
 
 
 class PluginImportError(ValueError):
@@ -210,18 +213,18 @@ def _step_fns(entries: Iterable[Any]) -> list[Callable[..., Any] | None]:
     return out
 
 
-def _transform_fns(spec: Any) -> list[Callable[..., Any] | None]:
+def _transform_fns(spec: Spec) -> list[Callable[..., Any] | None]:
     from dsc.compiler.stages.transforms.filters import FILTERS
 
     return [FILTERS.get(f.name).fn for f in spec.filters] + _step_fns(spec.convert) + _step_fns(spec.negatives)
 
 
-def stage1_modules(spec: Any, source: str, base_dir: Path) -> list[PluginModule]:
+def stage1_modules(spec: Spec, source: str, base_dir: Path) -> list[PluginModule]:
     """The user modules stage 1 of `source` runs: its format and the row transforms."""
     return _modules([_format_fn(spec, source), *_transform_fns(spec)], base_dir)
 
 
-def _runtime_fns(spec: Any) -> list[Callable[..., Any] | None]:
+def _runtime_fns(spec: Spec) -> list[Callable[..., Any] | None]:
     """The scorers and tools the spec's `eval:` block names (not run by the build; recorded)."""
     block = spec.eval
     if not isinstance(block, dict):
@@ -241,7 +244,7 @@ def _runtime_fns(spec: Any) -> list[Callable[..., Any] | None]:
     return out
 
 
-def manifest_plugins(spec: Any, plugins: list[LoadedPlugin], base_dir: Path) -> list[PluginModule]:
+def manifest_plugins(spec: Spec, plugins: list[LoadedPlugin], base_dir: Path) -> list[PluginModule]:
     """The spec's plugins and every user module whose callables the spec uses, sorted."""
     found = {_plugin_module(p, base_dir) for p in plugins}
     formats = [_format_fn(spec, name) for name in spec.emitted_sources()]
@@ -249,7 +252,7 @@ def manifest_plugins(spec: Any, plugins: list[LoadedPlugin], base_dir: Path) -> 
     return sorted(found, key=lambda m: (m.module, m.path))
 
 
-def _format_fn(spec: Any, source: str) -> Callable[..., Any] | None:
+def _format_fn(spec: Spec, source: str) -> Callable[..., Any] | None:
     from dsc.compiler.stages.read.formats import get_format
 
     fmt = spec.sources[source].format

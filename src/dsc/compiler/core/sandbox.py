@@ -18,9 +18,11 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from functools import lru_cache
+from typing import Annotated, Any
 
 import jinja2
+from pydantic import AfterValidator
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.nodes import Concat
 from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment, safe_range
@@ -34,7 +36,8 @@ MAX_POWER_BITS = 4096  # largest result of `**`, in bits
 MAX_RECURSION = 200  # nested macro calls
 MAX_RENDER_BLOCKS = 1_000_000  # output pieces of one render (each costs memory beyond its characters)
 __all__ = ["MAX_RANGE", "MAX_RENDER_CHARS", "MAX_RENDER_SECONDS", "MAX_TEMPLATE_INT", "MAX_POWER_BITS",
-           "MAX_RECURSION", "MAX_RENDER_BLOCKS", "BoundedSandbox", "TemplateLimitError", "bounded_render"]
+           "MAX_RECURSION", "MAX_RENDER_BLOCKS", "BoundedSandbox", "JinjaText", "TemplateLimitError", "bounded_render",
+           "compile_text", "text_environment"]
 
 _WIDTH_RE = re.compile(r"\d+")
 
@@ -249,3 +252,33 @@ def bounded_render(env: BoundedSandbox, blocks: Iterator[str], out: list[str]) -
         raise _limit(str(e)) from None
     except MemoryError:
         raise _limit("out of memory while rendering") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Text templates (prompt turns, responses): sandboxed Jinja, undefined names are errors
+# ---------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def text_environment() -> BoundedSandbox:
+    # Jinja's default drops one trailing newline: a prompt file's final newline is not part of
+    # the turn (an editor adds one), the same as for inline text.
+    return BoundedSandbox(undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+@lru_cache(maxsize=256)
+def compile_text(source: str) -> jinja2.Template:
+    """Compile a text template (ValueError with the Jinja message when it does not parse)."""
+    try:
+        return text_environment().from_string(source)
+    except jinja2.TemplateSyntaxError as e:
+        raise ValueError(f"template does not parse: {e.message} (template line {e.lineno})") from None
+
+
+def _compiles(source: str) -> str:
+    compile_text(source)
+    return source
+
+
+# A spec string that is a Jinja text template: it must parse at `dsc validate`, not per row.
+JinjaText = Annotated[str, AfterValidator(_compiles)]

@@ -11,7 +11,7 @@ A **normalised** entry is stage 1 of one source (read, normalise, row transforms
 `dsc.compiler.engine.rowfiles`). Its key is a sha256 over everything stage 1 reads: the dsc version and a
 hash of dsc's own code, the source's name and spec, its inputs' sha256s, the lookup sources (spec
 and inputs), every file the spec's sections name (prompt files, tool files), the spec sections
-that act per row (all but the ones listed in `LATER_SECTIONS`), the seed, and — when capability
+that shape stage-1 rows (those `spec.model.SECTION_READERS` gives to "rows"), the seed, and — when capability
 ratios are measured in tokens — the template, loss policy, tokenizer and its settings. An entry
 is written in `tmp/` and renamed into place, with the size and CRC-32 of each file in
 `entry.json`; an entry that does not check out is deleted and rebuilt.
@@ -46,7 +46,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -55,7 +55,12 @@ from dsc.compiler.engine.cache_upkeep import max_cache_bytes, prune, remove_dir,
 from dsc.compiler.core.errors import BuildError
 from dsc.compiler.core.plugins import stage1_modules
 from dsc.compiler.record import canonical_json
+from dsc.compiler.spec.model import SECTION_READERS, Spec, sections_read_by
 from dsc.compiler.engine.rowfiles import ArrowFileWriter, SegmentInfo, file_crc
+
+if TYPE_CHECKING:
+    from dsc.compiler.stages.render.templating import ChatTemplate
+    from dsc.compiler.stages.tokenize.tokenize import RowTokenizer
 
 # 2: stored JSON strings (tools, tool-call arguments, meta.extra) keep the data's key order, and
 # rows.arrow lost its `tools_json` column.
@@ -66,14 +71,13 @@ RENDERED = "rendered"
 PARTS = "parts"
 STALE_TMP_SECONDS = 24 * 3600
 
-# Spec sections stage 1 does not read (checked against dsc.compiler.stages.transforms.pipeline and
-# dsc.compiler.stages.read.sources): later stages, documentation, runtime settings. `sources` enters the key
-# as the source itself and the lookup sources; `template`, `loss`, `special_tokens` and
-# `tokenize` only when capability ratios are measured in tokens; `capabilities.rates` and
-# `.proportions` are selection (stage 2); `plugins` as the code of the callables stage 1 runs. Any section not named here (a new one) is keyed.
-LATER_SECTIONS = frozenset({"name", "description", "license", "max_bad_rows", "split", "output", "dedup", "mix",
-                            "train", "eval", "sources", "template", "loss", "special_tokens", "tokenize",
-                            "plugins"})
+# Spec sections that do not enter a normalised key as they are: every section but the ones that
+# shape stage-1 rows (`SECTION_READERS` in the spec model says which part of the build reads each).
+# `sources` enters the key as the source itself and the lookup sources; `template`, `loss`,
+# `special_tokens` and `tokenize` only when capability ratios are measured in tokens;
+# `capabilities.rates` and `.proportions` are selection (stage 2); `plugins` as the code of the
+# callables stage 1 runs.
+LATER_SECTIONS = frozenset(SECTION_READERS) - sections_read_by("rows")
 SELECTION_ONLY_CAPABILITIES = ("rates", "proportions")
 
 
@@ -136,12 +140,12 @@ def referenced_files(value: Any, base_dir: Path) -> list[dict[str, str]]:
     return [{"path": p, "sha256": _sha256_file(base_dir / p)} for p in sorted(found)]
 
 
-def _tokens_measured(spec: Any) -> bool:
+def _tokens_measured(spec: Spec) -> bool:
     caps = spec.capabilities
     return caps is not None and caps.measure == "tokens" and spec.tokenize is not None
 
 
-def _rendering(spec: Any, template: Any, tokenizer: Any) -> dict[str, Any]:
+def _rendering(spec: Spec, template: ChatTemplate, tokenizer: RowTokenizer | None) -> dict[str, Any]:
     """What rendering and tokenising read, besides the rows."""
     return {
         "template": {"ref": spec.template, "sha256": template.sha256},
@@ -152,8 +156,8 @@ def _rendering(spec: Any, template: Any, tokenizer: Any) -> dict[str, Any]:
     }
 
 
-def normalised_key(spec: Any, source: str, inputs: list[dict[str, Any]], base_dir: Path, *, template: Any,
-                   tokenizer: Any) -> str:
+def normalised_key(spec: Spec, source: str, inputs: list[dict[str, Any]], base_dir: Path, *,
+                   template: ChatTemplate, tokenizer: RowTokenizer | None) -> str:
     """The key of a source's stage-1 segment (see the module docstring)."""
     sections = spec.model_dump(mode="json", exclude=set(LATER_SECTIONS))
     if isinstance(sections.get("capabilities"), dict):
@@ -192,7 +196,7 @@ def _jsonschema_version() -> str:
     return md.version("jsonschema")
 
 
-def rendered_key(spec: Any, normalised: str, *, template: Any, tokenizer: Any) -> str:
+def rendered_key(spec: Spec, normalised: str, *, template: ChatTemplate, tokenizer: RowTokenizer | None) -> str:
     """The key of the rendered rows of a normalised segment."""
     return _digest({"cache_format": CACHE_FORMAT, "normalised": normalised,
                     "rendering": _rendering(spec, template, tokenizer)})

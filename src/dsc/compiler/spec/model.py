@@ -1,37 +1,34 @@
 """The spec: YAML loaded with line/column positions, validated by strict pydantic models.
 
-Every stage module owns the pydantic model of its own section; `Spec` composes them.
-Any problem becomes one `SpecError` located at `file:line:col`, with what is allowed and a
-did-you-mean where a close name exists.
+`Spec` composes the section models: those no stage registry shapes live in
+`dsc.compiler.spec.sections` (label, capabilities, condition, decontaminate, assemble, loss,
+tokenize, where, mix); the sources', filters', convert steps' and negative rules' models still
+live with their stages, whose registries (formats, filters, convert steps, negative rules)
+validate the names and options they allow. `SECTION_READERS` says which part of the build reads each
+section. Any problem becomes one `SpecError` located at `file:line:col`, with what is allowed
+and a did-you-mean where a close name exists (`dsc.compiler.core.errors`).
 """
 from __future__ import annotations
 
 import re
-import types
-import typing
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_serializer, model_validator
+from pydantic import Discriminator, Field, Tag, ValidationError, field_validator, model_serializer, model_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
-from dsc.compiler.core.errors import SpecError, allowed_list, did_you_mean
+from dsc.compiler.core.errors import SpecError, allowed_list, did_you_mean, model_at, more_problems, value_error_text, yaml_position
 from dsc.compiler.core.plugins import LoadedPlugin, PluginImportError, import_plugin
 from dsc.compiler.core.registry import DuplicateNameError
-from dsc.compiler.stages.render.render import LossPolicy, LossSpec, SpecialTokenPolicy
+from dsc.compiler.core.strict import Strict
+from dsc.compiler.spec.sections import (AssembleSpec, CapabilitiesSpec, ConditionSpec, DecontamSpec, LabelSpec,
+                                        LossPolicy, LossSpec, MixBucket, SpecialTokenPolicy, TokenizeSpec)
 from dsc.compiler.stages.read.sources import SourceSpec
-from dsc.compiler.stages.tokenize.tokenize import TokenizeSpec
-from dsc.compiler.stages.select.mix import MixBucket
-from dsc.compiler.stages.transforms.assemble import AssembleSpec
-from dsc.compiler.stages.transforms.capabilities import CapabilitiesSpec
-from dsc.compiler.stages.transforms.condition import ConditionSpec
 from dsc.compiler.stages.transforms.convert import ConvertStep
-from dsc.compiler.stages.transforms.decontam import DecontamSpec
 from dsc.compiler.stages.transforms.filters import FilterEntry
-from dsc.compiler.stages.transforms.label import LabelSpec
 from dsc.compiler.stages.transforms.negatives import NegativeRule
 
 SPEC_FORMAT_VERSION = 1
@@ -43,12 +40,6 @@ LossField = Annotated[
     Discriminator(lambda v: "dict" if isinstance(v, (dict, LossSpec)) else "str"),
 ]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
-
-
-class Strict(BaseModel):
-    """Base of every spec model: unknown keys are errors, never silently dropped."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class SplitSpec(Strict):
@@ -152,6 +143,36 @@ class Spec(Strict):
         return {k: v for k, v in self.sources.items() if v.lookup is None}
 
 
+# Which part of a build reads each section of the spec: one entry per `Spec` field (importing
+# this module fails when a field has none, so a new section cannot be left out). The build
+# cache keys a source's stage-1 segment by the "rows" sections (`engine.cache.normalised_key`):
+#   rows       shapes stage-1 rows (normalise, row transforms): keyed as it is
+#   sources    the sources: keyed as the source itself and its lookup sources
+#   rendering  read by render + tokenise; stage 1 reads it only when capability ratios are
+#              measured in tokens (keyed then)
+#   code       the plugins: keyed as the code of the callables stage 1 runs
+#   later      selection, splits, output, documentation, runtime settings: stage 1 never reads it
+SECTION_READERS: dict[str, Literal["rows", "sources", "rendering", "code", "later"]] = {
+    "dsc": "rows", "seed": "rows", "label": "rows", "filters": "rows", "convert": "rows",
+    "decontaminate": "rows", "assemble": "rows", "condition": "rows", "negatives": "rows",
+    "capabilities": "rows",  # its `rates`/`proportions` are selection (engine.cache drops them)
+    "sources": "sources",
+    "template": "rendering", "loss": "rendering", "special_tokens": "rendering", "tokenize": "rendering",
+    "plugins": "code",
+    "name": "later", "description": "later", "license": "later", "max_bad_rows": "later", "split": "later",
+    "output": "later", "dedup": "later", "mix": "later", "train": "later", "eval": "later",
+}
+if set(SECTION_READERS) != set(Spec.model_fields):
+    raise TypeError(f"SECTION_READERS must name every Spec field: missing "
+                    f"{sorted(set(Spec.model_fields) - set(SECTION_READERS))}, "
+                    f"unknown {sorted(set(SECTION_READERS) - set(Spec.model_fields))}")
+
+
+def sections_read_by(reader: str) -> frozenset[str]:
+    """The spec sections `SECTION_READERS` gives to `reader`."""
+    return frozenset(name for name, r in SECTION_READERS.items() if r == reader)
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading with positions
 # ---------------------------------------------------------------------------------------------
@@ -169,7 +190,7 @@ class LoadedSpec:
         self.plugins = plugins or []  # the `plugins:` modules, imported
 
     def position(self, loc: tuple[Any, ...]) -> tuple[int | None, int | None]:
-        return _position(self.tree, loc)
+        return yaml_position(self.tree, loc, top_if_missing=True)
 
     def error(self, message: str, loc: tuple[Any, ...]) -> SpecError:
         line, col = self.position(loc)
@@ -188,26 +209,9 @@ class LoadedSpec:
             raise self.error(str(e), loc) from None
 
 
-def _position(tree: Any, loc: tuple[Any, ...]) -> tuple[int | None, int | None]:
-    """1-based (line, col) of the deepest node of `loc` that exists in the YAML tree.
-
-    The key's own position for a mapping entry (so 'unknown key' points at the key itself)."""
-    node, best = tree, (None, None)
-    for part in loc:
-        if isinstance(node, CommentedMap) and part in node:
-            line, col = node.lc.key(part)
-            best = (line + 1, col + 1)
-            node = node[part]
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
-            line, col = node.lc.item(part)
-            best = (line + 1, col + 1)
-            node = node[part]
-        else:
-            break
-    if best == (None, None) and hasattr(tree, "lc"):
-        # Nothing of `loc` exists (a key missing at the top): the start of the top-level mapping.
-        best = (tree.lc.line + 1, tree.lc.col + 1)
-    return best
+def default_out_dir(loaded: LoadedSpec) -> Path:
+    """Where a spec's artifact goes when no output is given: build/<name> beside the spec."""
+    return loaded.base_dir / "build" / loaded.spec.name
 
 
 # YAML aliases share one node: a few lines can stand for billions of values ("billion laughs")
@@ -249,48 +253,6 @@ def _to_plain(tree: Any, path: Path) -> Any:
     return plain(tree, tree, 0)
 
 
-def _unwrap(annotation: Any) -> list[Any]:
-    """The concrete types inside Optional/Union/Annotated."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _unwrap(typing.get_args(annotation)[0])
-    if origin in (Union, types.UnionType):
-        out: list[Any] = []
-        for a in typing.get_args(annotation):
-            out.extend(_unwrap(a))
-        return out
-    return [annotation]
-
-
-def _container_aware_model(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The pydantic model whose fields are allowed at `loc` (for did-you-mean); dict keys and
-    list indices that pydantic puts in `loc` are skipped."""
-    current: Any = model
-    i = 0
-    while i < len(loc):
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return None
-        field = current.model_fields.get(str(loc[i]))
-        if field is None:
-            return None
-        i += 1
-        nxt: Any = None
-        for t in _unwrap(field.annotation):
-            if isinstance(t, type) and issubclass(t, BaseModel):
-                nxt = t
-                break
-            if typing.get_origin(t) in (dict, list) and i < len(loc):
-                for u in _unwrap(typing.get_args(t)[-1]):
-                    if isinstance(u, type) and issubclass(u, BaseModel):
-                        nxt = u
-                        i += 1  # skip the key / index
-                        break
-                if nxt is not None:
-                    break
-        current = nxt
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
 def _strip_union_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     """pydantic inserts union member names ('int', 'function-after[...]') into loc; drop them."""
     return tuple(p for p in loc if not (isinstance(p, str) and (p in {"int", "float", "str", "bool", "list", "dict"}
@@ -303,7 +265,7 @@ def _describe(err: dict[str, Any], tree: Any) -> tuple[str, tuple[Any, ...]]:
     dotted = ".".join(str(p) for p in loc)
     if kind == "extra_forbidden":
         key = str(loc[-1])
-        parent = _container_aware_model(Spec, loc[:-1]) if len(loc) > 1 else Spec
+        parent = model_at(Spec, loc[:-1]) if len(loc) > 1 else Spec
         allowed = list(parent.model_fields) if parent else []
         where = ".".join(str(p) for p in loc[:-1])
         return (f"unknown key '{key}'" + (f" in '{where}'" if where else "") + did_you_mean(key, allowed)
@@ -322,11 +284,7 @@ def _describe(err: dict[str, Any], tree: Any) -> tuple[str, tuple[Any, ...]]:
         value = err.get("input")
         hint = did_you_mean(str(value), options) if isinstance(value, str) else ""
         return f"'{dotted}': {value!r} is not allowed{hint}; allowed: {expected}", loc
-    msg = err["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    if msg.startswith("Assertion failed, "):
-        msg = msg[len("Assertion failed, "):]
+    msg = value_error_text(err["msg"])
     value = err.get("input")
     shown = "" if isinstance(value, (dict, list)) or value is None else f" (got {value!r})"
     return (f"'{dotted}': {msg}{shown}" if dotted else msg), loc
@@ -362,7 +320,7 @@ def parse_spec(text: str, path: Path) -> LoadedSpec:
         raise SpecError("a spec must be a YAML mapping (key: value lines)", str(path), 1, 1)
     version = tree.get("dsc")
     if version is not None and version != SPEC_FORMAT_VERSION:
-        line, col = _position(tree, ("dsc",))
+        line, col = yaml_position(tree, ("dsc",), top_if_missing=True)
         raise SpecError(f"unsupported spec format 'dsc: {version}'; this dsc reads 'dsc: {SPEC_FORMAT_VERSION}'",
                         str(path), line, col)
     plugins = import_plugins(tree, path)
@@ -373,14 +331,13 @@ def parse_spec(text: str, path: Path) -> LoadedSpec:
         described = []
         for err in errors:
             message, loc = _describe(err, tree)
-            line, col = _position(tree, loc)
+            line, col = yaml_position(tree, loc, top_if_missing=True)
             # An unknown key usually explains a missing one (a typo): report it first.
             priority = 0 if err["type"] == "extra_forbidden" else 1
             described.append((priority, line is None, line or 0, col or 0, message, line, col))
         described.sort(key=lambda d: d[:4])
         *_, message, line, col = described[0]
-        if len(described) > 1:
-            message += f" (and {len(described) - 1} more problem{'s' if len(described) > 2 else ''})"
+        message += more_problems(len(described) - 1)
         raise SpecError(message, str(path), line, col) from None
     return LoadedSpec(spec, path, tree, text, plugins)
 
@@ -392,7 +349,7 @@ def import_plugins(tree: CommentedMap, path: Path) -> list[LoadedPlugin]:
     if refs is None:
         return []
     if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
-        line, col = _position(tree, ("plugins",))
+        line, col = yaml_position(tree, ("plugins",), top_if_missing=True)
         raise SpecError("'plugins' must be a list of Python files (relative to the spec) or dotted module names",
                         str(path), line, col)
     loaded = []
@@ -400,7 +357,7 @@ def import_plugins(tree: CommentedMap, path: Path) -> list[LoadedPlugin]:
         try:
             loaded.append(import_plugin(ref, path.parent))
         except (PluginImportError, DuplicateNameError) as e:
-            line, col = _position(tree, ("plugins", i))
+            line, col = yaml_position(tree, ("plugins", i), top_if_missing=True)
             raise SpecError(f"plugins[{i}]: cannot import {ref!r}: {e}", str(path), line, col) from None
     return loaded
 

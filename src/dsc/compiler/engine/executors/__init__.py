@@ -48,7 +48,7 @@ class ContextRecipe:
     build_id: str = ""  # tells one build's context from another's in a worker that serves several
 
     def load(self) -> Any:
-        from dsc.compiler.engine.driver import build_context
+        from dsc.compiler.engine.context import build_context
         from dsc.compiler.spec.model import load_spec
 
         return build_context(load_spec(self.spec_path))

@@ -23,13 +23,17 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator, model_validator
+from pydantic import Field, StrictInt, ValidationInfo, field_validator, model_validator
 
 from dsc.compiler.core.errors import BuildError, SpecError, allowed_list
+from dsc.compiler.core.strict import Strict
 from dsc.compiler.stages.read.formats import MISSING, format_names, get_format, get_path, kind
 from dsc.compiler.record import BadRow, Conversation, Meta, Provenance, content_hash
+
+if TYPE_CHECKING:
+    from dsc.compiler.spec.model import LoadedSpec
 
 SourceType = Literal["jsonl", "json", "csv", "parquet", "arrow"]
 SOURCE_TYPES: tuple[str, ...] = ("jsonl", "json", "csv", "parquet", "arrow")
@@ -58,11 +62,7 @@ _READ_BATCH = 1024
 # ---------------------------------------------------------------------------------------------
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class HubSource(_Strict):
+class HubSource(Strict):
     """A Hugging Face hub dataset, pinned to a revision (a commit sha or a tag)."""
 
     id: str = Field(min_length=1)
@@ -81,13 +81,13 @@ class HubSource(_Strict):
         return f"hf://{self.id}@{self.revision}/{self.config or 'default'}/{self.split}"
 
 
-class SourceTags(_Strict):
+class SourceTags(Strict):
     task: str | None = None
     method: str | None = None  # react / cot / reflexion / ...
     capability: str | None = None
 
 
-class SourceSpec(_Strict):
+class SourceSpec(Strict):
     """One entry of the spec's `sources:` mapping (its name is the key)."""
 
     # `type` is declared first so that the `path` check below can see it.
@@ -275,6 +275,18 @@ def input_fingerprints(name: str, spec: SourceSpec, base_dir: Path | str) -> lis
         return [{"path": spec.hub.display(), "size": None, "sha256": spec.hub.revision}]
     return [{"path": f.display, "size": _size(f.path), "sha256": _sha256(f.path)}
             for f in resolve_files(spec, base_dir, name)]
+
+
+def resolve_inputs(loaded: LoadedSpec) -> list[dict[str, Any]]:
+    """`{source, path, size, sha256}` of every input the spec reads, in a stable order (the
+    manifest's `inputs`; `dsc.lock` pins them)."""
+    spec, base = loaded.spec, loaded.base_dir
+    inputs: list[dict[str, Any]] = []
+    for name in sorted(spec.sources):
+        with loaded.at("sources", name):
+            for fp in input_fingerprints(name, spec.sources[name], base):
+                inputs.append({"source": name, **fp})
+    return inputs
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,52 +28,13 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from dsc.compiler.record import BadRow, Conversation, Message
+from dsc.compiler.spec.sections import (LossPolicy, LossSpec, SpecialTokenPolicy, is_weighted,  # noqa: F401 (re-exported)
+                                        loss_mode, loss_weight_rules)
 from dsc.compiler.stages.render.templating import ChatTemplate, TemplateRenderError
-from dsc.compiler.stages.render.weights import WeightedSpan, WeightRule, weigh
-
-
-class LossPolicy(str, Enum):
-    assistant = "assistant"  # every assistant turn, except ones whose Message.loss is False
-    all = "all"  # the whole text (FireAct's train_on_inputs=True)
-    last = "last"  # the last assistant turn only (nothing when that turn says loss=False)
-    per_message = "per-message"  # each message's `loss` flag; None → assistant True, others False
-
-
-class LossSpec(BaseModel):
-    """`loss:` as a mapping: the mask (`mode`, as the string form) and per-span `weights` on top."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    mode: LossPolicy = Field(LossPolicy.assistant, description="which text is supervised (as `loss: <mode>`)")
-    weights: list[WeightRule] = Field(default_factory=list, description=(
-        "per-span loss weights over the supervised text, applied in order (a later rule wins): "
-        "{pattern: <regex> | part: thought|action|action_input|observation|final_answer, weight: w}"))
-
-
-def loss_mode(loss: "LossPolicy | LossSpec | str") -> LossPolicy:
-    return loss.mode if isinstance(loss, LossSpec) else LossPolicy(loss)
-
-
-def loss_weight_rules(loss: "LossPolicy | LossSpec | str | None") -> list[WeightRule]:
-    """The spec's weight rules; empty for the string form (an unweighted artifact)."""
-    return list(loss.weights) if isinstance(loss, LossSpec) else []
-
-
-def is_weighted(spec: Any) -> bool:
-    """Whether a spec's artifact carries loss weights (`loss: {weights: [...]}` with rules)."""
-    return bool(loss_weight_rules(getattr(spec, "loss", None)))
-
-
-class SpecialTokenPolicy(str, Enum):
-    warn = "warn"  # keep the text, report which tokens were found
-    error = "error"  # reject the row (BadRow)
-    escape = "escape"  # break each occurrence with ESCAPE_CHAR (see escape_special_tokens)
+from dsc.compiler.stages.render.weights import WeightedSpan, weigh
 
 
 @dataclass

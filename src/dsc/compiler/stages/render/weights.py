@@ -17,45 +17,12 @@ exactly a span taken out of the mask.
 from __future__ import annotations
 
 import re
-from typing import Literal, NamedTuple, get_args
+from typing import NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dsc.compiler.dialects.react import react_parts  # noqa: F401  (the `part:` grammar; re-exported)
-
-Part = Literal["thought", "action", "action_input", "observation", "final_answer"]
-PARTS: tuple[str, ...] = get_args(Part)
-
-
-class WeightRule(BaseModel):
-    """One rule of `loss.weights`: `pattern` (a regex) or `part` (a ReAct part), and its weight."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    pattern: str | None = Field(None, description="a regular expression over the rendered text (Python re)")
-    part: Part | None = Field(None, description="a part of a ReAct text: " + ", ".join(PARTS))
-    weight: float = Field(ge=0.0, allow_inf_nan=False,
-                          description="the loss weight of the selected supervised characters (a finite number >= 0)")
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, v: str | None) -> str | None:
-        if v is not None:
-            if not v:
-                raise ValueError("must be a non-empty regular expression")
-            try:
-                re.compile(v)
-            except re.error as e:
-                raise ValueError(f"is not a valid regular expression: {e}") from None
-        return v
-
-    @model_validator(mode="after")
-    def _one_selector(self) -> "WeightRule":
-        if (self.pattern is None) == (self.part is None):
-            raise ValueError("a weight rule needs exactly one of 'pattern' (a regex) or 'part' "
-                             f"({', '.join(PARTS)}), and 'weight'")
-        return self
+from dsc.compiler.spec.sections import PARTS, Part, WeightRule  # noqa: F401 (re-exported)
 
 
 class WeightedSpan(NamedTuple):

@@ -44,64 +44,11 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field, model_validator
-
 from dsc.compiler.record import Conversation, Meta, Provenance
 from dsc.compiler.stages.transforms.capabilities import CapabilitiesSpec, supervised_chars
-from dsc.compiler.stages.transforms.common import RULE_STEP, Strict, Where, copy_conv, rank_key, rule_of
+from dsc.compiler.stages.transforms.common import RULE_STEP, Where, copy_conv, rank_key, rule_of
 from dsc.compiler.stages.transforms.decontam import dedup_key
-
-MIX_HOW = ("count", "rate", "ratio", "proportion")
-
-
-class MixBucket(Strict):
-    where: Where | None = Field(None, description="which rows (default: the source of the bucket's name)")
-    count: int | None = Field(None, ge=0)
-    rate: float | None = Field(None, ge=0.0)
-    ratio: float | None = Field(None, ge=0.0)
-    of: str | None = None
-    proportion: float | None = Field(None, gt=0.0, le=1.0)
-    per_group_max: int | None = Field(None, ge=1)
-
-    @model_validator(mode="after")
-    def _one_way(self) -> "MixBucket":
-        given = [k for k in MIX_HOW if getattr(self, k) is not None]
-        if len(given) > 1:
-            raise ValueError(f"give one of `count`, `rate`, `ratio` or `proportion`, not {' and '.join(given)}")
-        if (self.ratio is None) != (self.of is None):
-            raise ValueError("`ratio` needs `of: <bucket>` (and `of` needs `ratio`)")
-        return self
-
-    def how(self) -> str | None:
-        return next((k for k in MIX_HOW if getattr(self, k) is not None), None)
-
-
-def mix_problems(mix: dict[str, MixBucket], sources: Iterable[str]) -> list[tuple[str, tuple[Any, ...]]]:
-    """Cross-bucket problems as (message, location under `mix`)."""
-    from dsc.compiler.core.errors import did_you_mean
-
-    out: list[tuple[str, tuple[Any, ...]]] = []
-    sources = list(sources)
-    for name, b in mix.items():
-        if b.where is None and name not in sources:
-            out.append((f"mix bucket '{name}' has no `where:` and is not a source name{did_you_mean(name, sources)}"
-                        f" (sources: {', '.join(sources)})", (name,)))
-        if b.of is not None and b.of not in mix:
-            out.append((f"`of: {b.of}` is not a mix bucket{did_you_mean(b.of, list(mix))}", (name, "of")))
-    for name in mix:  # ratio chains must end
-        seen, cur = [name], mix[name].of
-        while cur is not None and cur in mix:
-            if cur in seen:
-                out.append((f"mix buckets refer to each other in a loop: {' → '.join(seen + [cur])}", (name, "of")))
-                break
-            seen.append(cur)
-            cur = mix[cur].of
-    props = {n: b.proportion for n, b in mix.items() if b.proportion is not None}
-    if props and abs(sum(props.values()) - 1.0) > 1e-6:
-        first = next(iter(props))
-        out.append((f"proportions sum to {sum(props.values()):g}, not 1 ({', '.join(props)})", (first, "proportion")))
-    return out
-
+from dsc.compiler.spec.sections import MIX_HOW, MixBucket, mix_problems  # noqa: F401 (re-exported)
 
 # ---------------------------------------------------------------------------------------------
 # Keys: what selection reads of each row

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from dsc.compiler.core.errors import BuildError, SpecError
 from dsc.compiler.record import BadRow
@@ -46,17 +45,9 @@ from dsc.compiler.stages.tokenize.token_bytes import (byte_offsets, plan_byte_le
                                       utf8_lengths)
 from dsc.compiler.stages.render.weights import token_weights
 from dsc.compiler.stages.tokenize.words import WordEncoder, plan_words
+from dsc.compiler.spec.sections import TokenizeSpec  # noqa: F401 (re-exported)
 
 IGNORE_INDEX = -100
-
-
-class TokenizeSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    tokenizer: str = Field(description="a local tokenizer directory (with tokenizer.json) or a Hugging Face hub id")
-    max_length: int | None = Field(None, gt=0, description="longest row in tokens; None: no limit")
-    overflow: Literal["drop", "truncate", "error"] = Field(
-        "drop", description="a row longer than max_length: drop it, truncate it, or fail with an error")
 
 
 @dataclass(slots=True)

@@ -24,75 +24,17 @@ record's leading system messages.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import Field, field_validator, model_validator
+from typing import Any
 
 from dsc.compiler.record import BadRow, Conversation, Message
+from dsc.compiler.spec.sections import AssembleSpec, Turn  # noqa: F401 (re-exported)
 
-from .common import (MISSING, NAME_RE, PATH_RE, Strict, add_step, compile_text, get_field, lookup_refs,
-                     render_bounded, render_text)
+from .common import MISSING, add_step, compile_text, get_field, lookup_refs, render_bounded, render_text
 
 # A placeholder the runtime fills in with the user's question at inference time.
 QUESTION_PLACEHOLDER = "{{ question }}"
-
-
-class Turn(Strict):
-    role: Literal["system", "user", "assistant"]
-    content: str | None = Field(None, description="Jinja text of the turn")
-    file: str | None = Field(None, description="a file holding the Jinja text (relative to the spec)")
-    loss: bool | None = Field(False, description="supervise this turn (null: the spec's loss policy decides)")
-    id: str | None = Field(None, pattern=NAME_RE, description="a name for `condition.turn` to refer to")
-    inference: str | None = Field(
-        None, description="the turn's text at inference time, with {{ question }} for the question "
-                          "(default: the turn itself, with `assemble.question` standing for the question)")
-
-    @model_validator(mode="after")
-    def _one_text(self) -> "Turn":
-        if (self.content is None) == (self.file is None):
-            raise ValueError("a turn needs exactly one of `content` (inline text) or `file`")
-        if self.content is not None:
-            compile_text(self.content)
-        return self
-
-
-class AssembleSpec(Strict):
-    prepend: list[Turn] = Field(default_factory=list)
-    append: list[Turn] = Field(default_factory=list)
-    join: dict[str, str] = Field(default_factory=dict,
-                                 description="lookup source → the record's field path holding its key")
-    question: str | None = Field(None, pattern=PATH_RE,
-                                 description="path (in the template context) of the question, e.g. "
-                                             "lookup.questions.question")
-
-    @field_validator("join")
-    @classmethod
-    def _paths(cls, v: dict[str, str]) -> dict[str, str]:
-        for name, path in v.items():
-            if not re.match(PATH_RE, path):
-                raise ValueError(f"join path {path!r} of '{name}' is not a field path like 'id' or 'meta.extra.qid'")
-        return v
-
-    @model_validator(mode="after")
-    def _ids(self) -> "AssembleSpec":
-        if not self.prepend and not self.append:
-            raise ValueError("`assemble` needs `prepend` or `append` turns")
-        seen: set[str] = set()
-        for t in [*self.prepend, *self.append]:
-            if t.id is not None:
-                if t.id in seen:
-                    raise ValueError(f"two assembled turns have id '{t.id}'")
-                seen.add(t.id)
-        return self
-
-    def turn_ids(self) -> dict[str, tuple[str, int]]:
-        """id → ('prepend' | 'append', index)."""
-        out = {t.id: ("prepend", i) for i, t in enumerate(self.prepend) if t.id}
-        out.update({t.id: ("append", i) for i, t in enumerate(self.append) if t.id})
-        return out
 
 
 @dataclass(frozen=True)

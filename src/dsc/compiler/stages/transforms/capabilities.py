@@ -33,70 +33,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Literal
-
-from pydantic import Field, field_validator, model_validator
 
 from dsc.compiler.record import Conversation, Message
+from dsc.compiler.spec.sections import CapabilitiesSpec, CapabilityRule  # noqa: F401 (re-exported)
 
-from .common import NAME_RE, Strict, Where, add_step, copy_conv
+from .common import add_step, copy_conv
 from dsc.compiler.dialects.react import parse_any_action
-
-
-class CapabilityRule(Strict):
-    capability: str = Field(pattern=NAME_RE)
-    where: Where | None = None
-    tool_call: bool | list[str] | None = None
-    pattern: str | None = None
-    after: Literal["user", "tool", "system", "assistant", "start"] | None = None
-    position: Literal["first", "last", "only"] | None = None
-
-    @field_validator("pattern")
-    @classmethod
-    def _regex(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                re.compile(v)
-            except re.error as e:
-                raise ValueError(f"not a valid regular expression: {e}") from None
-        return v
-
-
-class CapabilitiesSpec(Strict):
-    rules: list[CapabilityRule] = Field(min_length=1)
-    default: str | None = Field(None, pattern=NAME_RE)
-    rates: dict[str, float] | None = None
-    proportions: dict[str, float] | None = None
-    measure: Literal["rows", "tokens", "chars"] = "rows"
-    decompose: bool = False
-
-    @model_validator(mode="after")
-    def _ratios(self) -> "CapabilitiesSpec":
-        if self.rates is not None and self.proportions is not None:
-            raise ValueError("give `rates` or `proportions`, not both")
-        for name, v in (self.rates or {}).items():
-            if v < 0:
-                raise ValueError(f"rate of '{name}' is negative")
-        if self.proportions is not None:
-            if any(v <= 0 for v in self.proportions.values()):
-                raise ValueError("proportions must be positive (to drop a capability, use `rates` with 0)")
-            total = sum(self.proportions.values())
-            if abs(total - 1.0) > 1e-6:
-                raise ValueError(f"proportions sum to {total:g}, not 1")
-        return self
-
-    def produced(self) -> list[str]:
-        """The capabilities the rules (and default) can tag, in rule order."""
-        out: list[str] = []
-        for r in self.rules:
-            if r.capability not in out:
-                out.append(r.capability)
-        if self.default is not None and self.default not in out:
-            out.append(self.default)
-        return out
-
-    def requested(self) -> dict[str, float]:
-        return dict(self.rates if self.rates is not None else self.proportions or {})
 
 
 def _turn_calls(m: Message) -> list[str]:

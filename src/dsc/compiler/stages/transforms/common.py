@@ -10,25 +10,19 @@ import copy
 import hashlib
 import re
 from collections.abc import Mapping
-from functools import lru_cache
-from typing import Annotated, Any
+from typing import Any
 
 import jinja2
 import jinja2.nodes
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator, model_serializer
+from pydantic import ValidationError
 
 from dsc.compiler.record import BadRow, Conversation, Message
-from dsc.compiler.core.sandbox import BoundedSandbox, bounded_render
+from dsc.compiler.core.sandbox import JinjaText, bounded_render, compile_text  # noqa: F401 (JinjaText re-exported)
+from dsc.compiler.core.sandbox import text_environment as _env
+from dsc.compiler.core.strict import Strict  # noqa: F401 (the base of the transforms' section models)
+from dsc.compiler.spec.sections import NAME_RE, PATH_RE, RULE_STEP, StrOrList, Where, matches, rule_of  # noqa: F401 (re-exported)
 
-NAME_RE = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
-PATH_RE = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_-]+)*$"  # a dotted field path
 META_ATTRS = ("source", "task", "method", "capability", "success", "score", "label")
-
-
-class Strict(BaseModel):
-    """Base of every spec model of these stages: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def one_line(e: ValidationError) -> str:
@@ -43,70 +37,6 @@ def one_line(e: ValidationError) -> str:
 # ---------------------------------------------------------------------------------------------
 # Selectors
 # ---------------------------------------------------------------------------------------------
-
-StrOrList = str | list[str]
-
-
-def _as_set(v: StrOrList | None) -> frozenset[str] | None:
-    if v is None:
-        return None
-    return frozenset([v] if isinstance(v, str) else v)
-
-
-class Where(Strict):
-    """Which rows a stage applies to: every key given must match (a list means any of).
-
-    `rule` matches rows made by that negative rule; `rule: none` matches rows no rule made."""
-
-    source: StrOrList | None = None
-    task: StrOrList | None = None
-    method: StrOrList | None = None
-    capability: StrOrList | None = None
-    label: StrOrList | None = None
-    success: bool | None = None
-    rule: StrOrList | None = None
-
-    @field_validator("source", "task", "method", "capability", "label", "rule")
-    @classmethod
-    def _non_empty(cls, v: StrOrList | None) -> StrOrList | None:
-        if isinstance(v, list) and not v:
-            raise ValueError("an empty list matches nothing; leave the key out to match every row")
-        return v
-
-    @model_serializer(mode="wrap")
-    def _compact(self, handler: Any) -> dict[str, Any]:
-        return {k: v for k, v in handler(self).items() if v is not None}
-
-    def matches(self, conv: Conversation) -> bool:
-        m = conv.meta
-        for key in ("source", "task", "method", "capability", "label"):
-            allowed = _as_set(getattr(self, key))
-            if allowed is not None and getattr(m, key) not in allowed:
-                return False
-        if self.success is not None and m.success is not self.success:
-            return False
-        rules = _as_set(self.rule)
-        if rules is not None:
-            made_by = rule_of(conv)
-            if (made_by or "none") not in rules:
-                return False
-        return True
-
-
-def matches(where: Where | None, conv: Conversation) -> bool:
-    return where is None or where.matches(conv)
-
-
-RULE_STEP = "rule:"
-
-
-def rule_of(conv: Conversation) -> str | None:
-    """The negative rule that made this row (from its provenance), if any."""
-    for step in conv.meta.provenance.steps:
-        if step.startswith(RULE_STEP):
-            return step[len(RULE_STEP):]
-    return None
-
 
 # ---------------------------------------------------------------------------------------------
 # Field paths over a record
@@ -174,31 +104,6 @@ def template_context(conv: Conversation, lookup: Mapping[str, Any] | None = None
 # ---------------------------------------------------------------------------------------------
 # Text templates (prompt turns, responses): sandboxed Jinja, undefined names are errors
 # ---------------------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=1)
-def _env() -> BoundedSandbox:
-    # Jinja's default drops one trailing newline: a prompt file's final newline is not part of
-    # the turn (an editor adds one), the same as for inline text.
-    return BoundedSandbox(undefined=jinja2.StrictUndefined, autoescape=False)
-
-
-@lru_cache(maxsize=256)
-def compile_text(source: str) -> jinja2.Template:
-    """Compile a text template (ValueError with the Jinja message when it does not parse)."""
-    try:
-        return _env().from_string(source)
-    except jinja2.TemplateSyntaxError as e:
-        raise ValueError(f"template does not parse: {e.message} (template line {e.lineno})") from None
-
-
-def _compiles(source: str) -> str:
-    compile_text(source)
-    return source
-
-
-# A spec string that is a Jinja text template: it must parse at `dsc validate`, not per row.
-JinjaText = Annotated[str, AfterValidator(_compiles)]
 
 
 def render_bounded(source: str, context: Mapping[str, Any]) -> str:

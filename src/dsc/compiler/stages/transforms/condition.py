@@ -20,27 +20,14 @@ Rows whose class has no string are a bad row, unless `unlabelled: keep` (they st
 """
 from __future__ import annotations
 
-from typing import Any, Literal
-
-from pydantic import Field
+from typing import Any
 
 from dsc.compiler.record import BadRow, Conversation, Message
+from dsc.compiler.spec.sections import ConditionSpec  # noqa: F401 (re-exported)
 
-from .common import Strict, add_step
+from .common import add_step
 
 BUILTIN_TURNS = ("first_user", "last_user", "system")
-
-
-class ConditionSpec(Strict):
-    turn: str = Field("first_user", description="first_user | last_user | system | an assembled turn's id")
-    position: Literal["prefix", "suffix"] = "suffix"
-    strings: dict[str, str] = Field(min_length=1, description="label class → conditioning string")
-    inference: str = Field(description="the class whose string the prompt carries at inference time")
-    unlabelled: Literal["error", "keep"] = Field(
-        "error", description="a row with no label or a class without a string: bad row, or kept unconditioned")
-
-    # `inference` naming a class without a string is checked with the label classes
-    # (dsc.compiler.stages.transforms.pipeline.check_semantics), so a misspelt class is reported once.
 
 
 def _target(messages: list[Message], turn: str, positions: dict[str, int]) -> int | None:

@@ -21,24 +21,8 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from pydantic import Field
-
 from dsc.compiler.record import Conversation, canonical_arguments, content_hash
-
-from .common import PATH_RE, Strict
-
-
-class EvalSet(Strict):
-    source: str = Field(description="a lookup source holding the evaluation questions")
-    field: str = Field("question", description="field path of the question in its rows")
-
-
-class DecontamSpec(Strict):
-    against: list[EvalSet] = Field(min_length=1)
-    question: str | None = Field(None, pattern=PATH_RE)
-    ngram: int = Field(8, ge=1)
-    threshold: float = Field(0.5, gt=0.0, le=1.0)
-
+from dsc.compiler.spec.sections import DecontamSpec, EvalSet  # noqa: F401 (re-exported)
 
 _NON_WORD = re.compile(r"[^\w]+")
 

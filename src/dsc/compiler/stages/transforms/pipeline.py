@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsc.compiler.core.errors import did_you_mean
 from dsc.compiler.record import Conversation
@@ -43,12 +43,11 @@ from .filters import apply_filters
 from .label import apply_labels, label_classes
 from .negatives import apply_rules, prepare_rules
 
+if TYPE_CHECKING:
+    from dsc.compiler.spec.model import LoadedSpec, Spec
+
 # The sections that act per row (dedup and mix act on the whole set, in dsc.compiler.stages.select.mix).
 SECTIONS = ("label", "filters", "convert", "decontaminate", "assemble", "condition", "negatives", "capabilities")
-
-
-def _section(spec: Any, name: str) -> Any:
-    return getattr(spec, name, None)
 
 
 @dataclass
@@ -62,7 +61,7 @@ class RowOutcome:
 class Transforms:
     """Everything the per-row stage needs, prepared once in the main process."""
 
-    spec: Any
+    spec: Spec
     seed: int
     assembler: Assembler | None = None
     joiner: Joiner = field(default_factory=Joiner)
@@ -74,21 +73,21 @@ class Transforms:
     loss: Any = None
 
     def active(self) -> bool:
-        return any(_section(self.spec, s) for s in SECTIONS)
+        return any(getattr(self.spec, s) for s in SECTIONS)
 
 
-def _lookup_keys(spec: Any) -> dict[str, str]:
+def _lookup_keys(spec: Spec) -> dict[str, str]:
     return {n: s.lookup for n, s in spec.sources.items() if s.lookup is not None}
 
 
-def build_transforms(spec: Any, base_dir: Path, *, template: Any = None, tokenizer: Any = None) -> Transforms:
+def build_transforms(spec: Spec, base_dir: Path, *, template: Any = None, tokenizer: Any = None) -> Transforms:
     """Read prompt files, tool files, lookup tables and evaluation questions (once)."""
     from dsc.compiler.stages.read.sources import iter_raw_rows, load_lookup
     from dsc.compiler.stages.read.formats import MISSING, get_path
 
-    tr = Transforms(spec=spec, seed=spec.seed, template=template, tokenizer=tokenizer, loss=getattr(spec, "loss", None))
-    asm_spec = _section(spec, "assemble")
-    decon = _section(spec, "decontaminate")
+    tr = Transforms(spec=spec, seed=spec.seed, template=template, tokenizer=tokenizer, loss=spec.loss)
+    asm_spec = spec.assemble
+    decon = spec.decontaminate
     needed: list[str] = []
     if asm_spec is not None:
         tr.assembler = make_assembler(asm_spec, base_dir)
@@ -101,8 +100,8 @@ def build_transforms(spec: Any, base_dir: Path, *, template: Any = None, tokeniz
                            join_paths(needed, asm_spec.join if asm_spec is not None else {}, _lookup_keys(spec)))
         if tr.assembler is not None:
             tr.assembler.joiner = tr.joiner
-    tr.convert_prepared = prepare_steps(_section(spec, "convert") or [], base_dir)
-    tr.rules_prepared = prepare_rules(_section(spec, "negatives") or [], base_dir)
+    tr.convert_prepared = prepare_steps(spec.convert or [], base_dir)
+    tr.rules_prepared = prepare_rules(spec.negatives or [], base_dir)
     if decon is not None:
         d = Decontaminator(decon.ngram, decon.threshold)
         for ev in decon.against:
@@ -114,11 +113,11 @@ def build_transforms(spec: Any, base_dir: Path, *, template: Any = None, tokeniz
     return tr
 
 
-def _question_path(spec: Any) -> str | None:
-    decon = _section(spec, "decontaminate")
+def _question_path(spec: Spec) -> str | None:
+    decon = spec.decontaminate
     if decon is not None and decon.question:
         return decon.question
-    asm = _section(spec, "assemble")
+    asm = spec.assemble
     return asm.question if asm is not None else None
 
 
@@ -133,15 +132,15 @@ def _weight(conv: Conversation, tr: Transforms) -> float:
 def process_row(conv: Conversation, tr: Transforms) -> RowOutcome:
     """One normalised row → the rows it becomes (BadRow propagates: the row is quarantined)."""
     spec = tr.spec
-    label = _section(spec, "label")
+    label = spec.label
     if label is not None:
         apply_labels(conv, label)
-    filters = _section(spec, "filters")
+    filters = spec.filters
     if filters:
         why = apply_filters(conv, filters)
         if why is not None:
             return RowOutcome(dropped=f"filter: {why}")
-    steps = _section(spec, "convert")
+    steps = spec.convert
     if steps:
         conv = apply_steps(conv, steps, tr.convert_prepared)
     if tr.decontaminator is not None:
@@ -152,14 +151,14 @@ def process_row(conv: Conversation, tr: Transforms) -> RowOutcome:
     positions: dict[str, int] = {}
     if tr.assembler is not None:
         positions = apply_assemble(conv, tr.assembler)
-    cond = _section(spec, "condition")
+    cond = spec.condition
     if cond is not None:
         apply_condition(conv, cond, positions)
     rows = [conv]
-    rules = _section(spec, "negatives")
+    rules = spec.negatives
     if rules:
         rows += apply_rules(conv, rules, tr.rules_prepared, tr.seed)
-    caps = _section(spec, "capabilities")
+    caps = spec.capabilities
     if caps is not None:
         tagged: list[Conversation] = []
         for r in rows:
@@ -172,10 +171,10 @@ def process_row(conv: Conversation, tr: Transforms) -> RowOutcome:
     return out
 
 
-def weight_function(spec: Any, weights: dict[str, float]):
+def weight_function(spec: Spec, weights: dict[str, float]):
     """The measure capability ratios count in: 1 per row, supervised characters, or the
     supervised tokens computed per row in the workers (copies weigh what their original does)."""
-    caps = _section(spec, "capabilities")
+    caps = spec.capabilities
     measure = caps.measure if caps is not None else "rows"
     if measure == "chars":
         return lambda c: float(supervised_chars(c))
@@ -184,7 +183,7 @@ def weight_function(spec: Any, weights: dict[str, float]):
     return lambda c: 1.0
 
 
-def inference(spec: Any, tr: Transforms | None) -> dict[str, Any]:
+def inference(spec: Spec, tr: Transforms | None) -> dict[str, Any]:
     """The manifest's `inference` block (see `condition.inference_block`)."""
     asm = tr.assembler if tr is not None else None
     positions: dict[str, int] = {}
@@ -195,8 +194,8 @@ def inference(spec: Any, tr: Transforms | None) -> dict[str, Any]:
             prompt.append({"role": "user", "content": QUESTION_PLACEHOLDER})
     else:
         prompt = [{"role": "user", "content": QUESTION_PLACEHOLDER}]
-    block = inference_block(_section(spec, "condition"), prompt, positions)
-    dialect = dialect_inference(_section(spec, "convert") or [], tr.convert_prepared if tr is not None else [])
+    block = inference_block(spec.condition, prompt, positions)
+    dialect = dialect_inference(spec.convert or [], tr.convert_prepared if tr is not None else [])
     if dialect is not None:  # only specs that write a dialect (the others' manifests stay as they were)
         block["dialect"] = dialect
     return block
@@ -207,31 +206,31 @@ def inference(spec: Any, tr: Transforms | None) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _wheres(spec: Any) -> list[tuple[Any, tuple[Any, ...]]]:
+def _wheres(spec: Spec) -> list[tuple[Any, tuple[Any, ...]]]:
     """Every `where:` selector in the spec with its location."""
     out: list[tuple[Any, tuple[Any, ...]]] = []
-    label = _section(spec, "label")
+    label = spec.label
     if isinstance(label, list):
         out += [(r.where, ("label", i, "where")) for i, r in enumerate(label)]
     elif label is not None:
         out.append((label.where, ("label", "where")))
-    for i, f in enumerate(_section(spec, "filters") or []):
+    for i, f in enumerate(spec.filters or []):
         out.append((f.where, ("filters", i, "where")))
-    for i, s in enumerate(_section(spec, "convert") or []):
+    for i, s in enumerate(spec.convert or []):
         out.append((s.where, ("convert", i, "where")))
-    for i, r in enumerate(_section(spec, "negatives") or []):
+    for i, r in enumerate(spec.negatives or []):
         out.append((r.where, ("negatives", i, "where")))
-    caps = _section(spec, "capabilities")
+    caps = spec.capabilities
     for i, r in enumerate(caps.rules if caps is not None else []):
         out.append((r.where, ("capabilities", "rules", i, "where")))
-    for name, b in (_section(spec, "mix") or {}).items():
+    for name, b in (spec.mix or {}).items():
         out.append((b.where, ("mix", name, "where")))
     return [(w, loc) for w, loc in out if w is not None]
 
 
-def check_semantics(loaded: Any) -> None:
+def check_semantics(loaded: LoadedSpec) -> None:
     """Checks across sections; raises one located SpecError (exit 2)."""
-    from dsc.compiler.stages.select.mix import mix_problems
+    from dsc.compiler.spec.sections import mix_problems
 
     spec, base = loaded.spec, loaded.base_dir
     sources = list(spec.sources)
@@ -246,10 +245,10 @@ def check_semantics(loaded: Any) -> None:
             raise loaded.error(f"source '{name}' is used as a lookup but has no key: add `lookup: <key field>` "
                                f"to sources.{name}", loc)
 
-    label = _section(spec, "label")
+    label = spec.label
     classes = label_classes(label)
 
-    asm = _section(spec, "assemble")
+    asm = spec.assemble
     if asm is not None:
         for section in ("prepend", "append"):
             turns = getattr(asm, section)
@@ -266,7 +265,7 @@ def check_semantics(loaded: Any) -> None:
         with loaded.at("assemble"):
             inference_turns(make_assembler(asm, base))
 
-    cond = _section(spec, "condition")
+    cond = spec.condition
     if cond is not None:
         if label is None:
             raise loaded.error("`condition` needs a `label` section: conditioning strings are chosen by label class",
@@ -296,7 +295,7 @@ def check_semantics(loaded: Any) -> None:
                 raise loaded.error(f"condition turn '{cond.turn}' is appended after the trajectory; the "
                                    "conditioning string must be in the prompt (a prepended turn)", ("condition", "turn"))
 
-    caps = _section(spec, "capabilities")
+    caps = spec.capabilities
     if caps is not None:
         produced = caps.produced()
         for key in ("rates", "proportions"):
@@ -305,7 +304,7 @@ def check_semantics(loaded: Any) -> None:
                     raise loaded.error(f"ratio for capability '{cap}', which no rule produces"
                                        f"{did_you_mean(cap, produced)} (rules produce: {', '.join(produced)})",
                                        ("capabilities", key, cap))
-        if caps.measure == "tokens" and getattr(spec, "tokenize", None) is None:
+        if caps.measure == "tokens" and spec.tokenize is None:
             raise loaded.error("`measure: tokens` counts supervised tokens, which needs a `tokenize` section "
                                "(or use measure: chars)", ("capabilities", "measure"))
 
@@ -321,20 +320,20 @@ def check_semantics(loaded: Any) -> None:
                                        f"{did_you_mean(cls, classes)} (classes: {', '.join(classes)})",
                                        (*loc, "label"))
         if where.rule is not None:
-            rules = [r.rule for r in _section(spec, "negatives") or []]
+            rules = [r.rule for r in spec.negatives or []]
             for r in [where.rule] if isinstance(where.rule, str) else where.rule:
                 if r != "none" and r not in rules:
                     raise loaded.error(f"`where` names rule '{r}', which no `negatives` entry uses"
                                        f"{did_you_mean(r, rules)}", (*loc, "rule"))
 
-    mix = _section(spec, "mix")
+    mix = spec.mix
     if mix:
         problems = mix_problems(mix, emitted)
         if problems:
             msg, loc = problems[0]
             raise loaded.error(msg, ("mix", *loc))
 
-    decon = _section(spec, "decontaminate")
+    decon = spec.decontaminate
     if decon is not None:
         for i, ev in enumerate(decon.against):
             if ev.source not in spec.sources:
@@ -348,10 +347,10 @@ def check_semantics(loaded: Any) -> None:
             need_lookup(name, ("decontaminate", "question"))
 
     # Files the steps read (tools, tool pools): point at the key that names them.
-    for i, step in enumerate(_section(spec, "convert") or []):
+    for i, step in enumerate(spec.convert or []):
         with loaded.at("convert", i, *_file_key(step.options)):
             prepare_steps([step], base)
-    for i, rule in enumerate(_section(spec, "negatives") or []):
+    for i, rule in enumerate(spec.negatives or []):
         with loaded.at("negatives", i, *_file_key(rule.options)):
             prepare_rules([rule], base)
 

@@ -1,0 +1,50 @@
+"""The build context: what the per-row stages need (spec, template, tokenizer, transforms),
+loaded once per process and read by stage functions through `executors.worker_context()`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dsc.compiler.spec.model import LoadedSpec, Spec
+from dsc.compiler.stages.render.render import is_weighted
+from dsc.compiler.stages.render.templating import ChatTemplate, load_template
+from dsc.compiler.stages.transforms.pipeline import Transforms, build_transforms
+
+if TYPE_CHECKING:
+    from dsc.compiler.stages.tokenize.tokenize import RowTokenizer
+
+
+@dataclass
+class BuildContext:
+    """Everything a worker needs; inherited by forked workers, never mutated."""
+
+    spec: Spec
+    base_dir: Path
+    template: ChatTemplate
+    tokenizer: RowTokenizer | None = None  # when the spec tokenises
+    transforms: Transforms | None = None  # label/assemble/convert/... (None: the spec uses none)
+    built_transforms: Transforms | None = None  # as built, active or not (the manifest's inference block)
+
+    @property
+    def weighted(self) -> bool:
+        """The spec has loss weight rules: rows get `loss_weights` (and `weights` when tokenised)."""
+        return is_weighted(self.spec)
+
+
+def build_context(loaded: LoadedSpec) -> BuildContext:
+    """What the per-row stages need: the template, the tokenizer and the transforms, loaded once
+    per process (the driver; a Ray actor rebuilds it the same way from the spec)."""
+    spec, base = loaded.spec, loaded.base_dir
+    with loaded.at("template"):
+        template = load_template(spec.template, base)
+    tokenizer = None
+    if spec.tokenize is not None:
+        from dsc.compiler.stages.tokenize.tokenize import RowTokenizer
+
+        with loaded.at("tokenize", "tokenizer"):
+            tokenizer = RowTokenizer.load(spec.tokenize, base)
+    with loaded.at():  # prompt/tool files are checked by load_spec; this names any left (exit 2)
+        transforms = build_transforms(spec, base, template=template, tokenizer=tokenizer)
+    return BuildContext(spec=spec, base_dir=base, template=template, tokenizer=tokenizer,
+                        transforms=transforms if transforms.active() else None, built_transforms=transforms)

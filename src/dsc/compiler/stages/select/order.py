@@ -1,0 +1,65 @@
+"""Splits and output order: which split each selected row goes to (a seeded hash of its group,
+or of its id) and where in its split it is written (a seeded hash of its id). Both depend on
+nothing but the seed and the row, never on the worker count or the order of input files."""
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+
+from dsc.compiler.record import Conversation
+from dsc.compiler.spec.model import Spec
+from dsc.compiler.stages.select.mix import KeyTable, Rows, hash_prefixes, iter_ids, row_groups
+
+SPLITS = ("train", "validation", "test")
+
+
+def unit_hash(*parts: Any) -> float:
+    """A seeded, order-independent uniform number in [0, 1) for a key."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def assign_split(spec: Spec, conv: Conversation) -> str:
+    """The split one row goes to (what `final_order` computes for many at once)."""
+    key = conv.group if spec.split.by == "group" else conv.id
+    return SPLITS[split_code(spec, np.array([unit_hash(spec.seed, "split", key)]))[0]]
+
+
+def split_code(spec: Spec, u: np.ndarray) -> np.ndarray:
+    """0 train, 1 validation, 2 test for uniform numbers u."""
+    code = np.zeros(len(u), np.int8)
+    code[u < spec.split.validation + spec.split.test] = 2
+    code[u < spec.split.validation] = 1
+    return code
+
+
+def order_key(spec: Spec, conv_id: str) -> str:
+    """The key a row is ordered by within its split."""
+    return hashlib.sha256(f"{spec.seed}\x1forder\x1f{conv_id}".encode("utf-8")).hexdigest()
+
+
+def final_order(spec: Spec, table: KeyTable, sel: Rows) -> tuple[np.ndarray, np.ndarray]:
+    """(split code per selected row, the selected rows' positions in output order: split by
+    split, each by `order_key`; equal keys keep selection order)."""
+    n = len(sel)
+    split_keys = row_groups(table, sel) if spec.split.by == "group" else iter_ids(table, sel)
+    u = hash_prefixes(split_keys, f"{spec.seed}\x1fsplit\x1f", n).astype(np.float64) / 2.0**64
+    split = split_code(spec, u)
+    prefix = hash_prefixes(iter_ids(table, sel), f"{spec.seed}\x1forder\x1f", n)
+    order = np.lexsort((prefix, split))  # stable; split codes are in SPLITS order
+    sp, sr = prefix[order], split[order]
+    tied = np.flatnonzero((sp[1:] == sp[:-1]) & (sr[1:] == sr[:-1]))
+    if tied.size:  # equal 64-bit prefixes: order these runs by the whole key (stable)
+        i = 0
+        while i < len(tied):
+            s = e = tied[i]
+            while i < len(tied) and tied[i] == e:
+                e += 1
+                i += 1
+            run = order[s:e + 1]
+            ids = next(iter_ids(table, sel[run]))
+            keys = [order_key(spec, x) for x in ids]
+            order[s:e + 1] = run[sorted(range(len(run)), key=keys.__getitem__)]
+    return split, order
