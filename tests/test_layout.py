@@ -58,3 +58,13 @@ def test_own_code_uses_current_paths():
                 if old.search(line):
                     offenders.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
     assert not offenders, "old import paths:\n" + "\n".join(offenders)
+
+
+def test_the_spec_package_offers_the_old_module_names():
+    # `dsc.compiler.spec` was one module; it is a package now, and its public names still import
+    from dsc.compiler.spec import LoadedSpec, Spec, load_spec
+    from dsc.compiler.spec import model
+
+    assert (Spec, LoadedSpec, load_spec) == (model.Spec, model.LoadedSpec, model.load_spec)
+    with pytest.raises(ImportError):
+        from dsc.compiler.spec import no_such_name  # noqa: F401
