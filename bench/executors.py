@@ -74,24 +74,22 @@ def config_name(kind: str, workers: int) -> str:
 
 # Driver-side steps, timed in the driver only (a function a forked worker runs would be timed in
 # that worker, whose totals are not collected): (name, module[:Class], attribute, kind) as in
-# profile_build.STAGES, wrapped where the driver looks the name up. "old|new" lists candidates
-# (the first one found is timed): the names before and after the stages moved out of the driver.
+# profile_build.STAGES, wrapped where the driver looks the name up.
 # These only split the serial part; the parallel part is timed at the executor (TaskStats).
 DRIVER_STEPS: list[tuple[str, str, str, str]] = [
-    ("setup: template, tokenizer, transforms", "dsc.compiler.build", "build_context", "fn"),
-    ("setup: hash inputs", "dsc.compiler.build", "resolve_inputs", "fn"),
-    ("read: input lines into tasks", "dsc.compiler.build|dsc.compiler.stages.read.normalise", "_chunks|chunks", "gen"),
-    ("read: write segment", "dsc.compiler.rowfiles:SegmentWriter", "add", "method"),
-    ("read: close segment", "dsc.compiler.rowfiles:SegmentWriter", "close", "method"),
-    ("select: keys, dedup, mix, split, order", "dsc.compiler.build|dsc.compiler.build", "_choose|select_rows", "fn"),
-    ("render: read part index", "dsc.compiler.build:_Rendered|dsc.compiler.stages.render.rows:RenderedRows",
-     "add|add", "method"),
-    ("write: tally", "dsc.compiler.build|dsc.compiler.build", "_tally|tally", "fn"),
-    ("write: gather output rows", "dsc.compiler.build|dsc.compiler.build", "_distribute|distribute", "fn"),
-    ("write: parquet shards", "dsc.compiler.artifact", "write_split", "fn"),
-    ("write: hash shards", "dsc.compiler.artifact", "sha256_file", "fn"),
-    ("write: dataset card", "dsc.compiler.card", "write_card", "fn"),
-    ("release memory", "dsc.compiler.build", "release_memory", "fn"),
+    ("setup: template, tokenizer, transforms", "dsc.compiler.engine.driver", "build_context", "fn"),
+    ("setup: hash inputs", "dsc.compiler.engine.driver", "resolve_inputs", "fn"),
+    ("read: input lines into tasks", "dsc.compiler.stages.read.normalise", "chunks", "gen"),
+    ("read: write segment", "dsc.compiler.engine.rowfiles:SegmentWriter", "add", "method"),
+    ("read: close segment", "dsc.compiler.engine.rowfiles:SegmentWriter", "close", "method"),
+    ("select: keys, dedup, mix, split, order", "dsc.compiler.engine.driver", "select_rows", "fn"),
+    ("render: read part index", "dsc.compiler.stages.render.rows:RenderedRows", "add", "method"),
+    ("write: tally", "dsc.compiler.engine.driver", "tally", "fn"),
+    ("write: gather output rows", "dsc.compiler.engine.driver", "distribute", "fn"),
+    ("write: parquet shards", "dsc.compiler.stages.write.artifact", "write_split", "fn"),
+    ("write: hash shards", "dsc.compiler.stages.write.artifact", "sha256_file", "fn"),
+    ("write: dataset card", "dsc.compiler.stages.write.card", "write_card", "fn"),
+    ("release memory", "dsc.compiler.engine.driver", "release_memory", "fn"),
 ]
 SELECT_STEP = DRIVER_STEPS[5]
 
@@ -115,16 +113,16 @@ def _sized(x: Any) -> int:
 
 def _executor_class(kind: str) -> type:
     if kind == "ray":
-        from dsc.compiler.executors.ray import RayExecutor
+        from dsc.compiler.engine.executors.ray import RayExecutor
 
         return RayExecutor
-    from dsc.compiler.executors.local import LocalExecutor
+    from dsc.compiler.engine.executors.local import LocalExecutor
 
     return LocalExecutor
 
 
 def _install_map_counters(stats: dict[str, TaskStats], account: bool, kind: str) -> None:
-    from dsc.compiler.executors import Executor
+    from dsc.compiler.engine.executors import Executor
 
     def wrap(cls: type[Executor]) -> None:
         original = cls.map
@@ -213,20 +211,16 @@ def _dir_bytes(path: Path) -> int:
 
 
 def run_child(a: argparse.Namespace) -> None:
-    from dsc.compiler.timings import process_age
+    from dsc.compiler.engine.timings import process_age
 
     started = process_age()  # interpreter start to here: imports of this script
     set_offline()
     import profile_build  # the bench's stage-timer machinery (per-call wall/CPU accumulators)
 
-    from dsc.compiler.build import build_loaded
-    from dsc.compiler.executors import ExecutorChoice
-    from dsc.compiler.timings import TimedProgress
-
-    try:  # the package layout (src/dsc/compiler/spec/model.py)
-        from dsc.compiler.spec.model import load_spec
-    except ModuleNotFoundError:  # the flat layout (compiler/spec.py)
-        from dsc.compiler.spec import load_spec
+    from dsc.compiler.engine.driver import build_loaded
+    from dsc.compiler.engine.executors import ExecutorChoice
+    from dsc.compiler.engine.timings import TimedProgress
+    from dsc.compiler.spec.model import load_spec
 
     imported = process_age()
     missing = []
@@ -240,7 +234,7 @@ def run_child(a: argparse.Namespace) -> None:
     lifecycle: dict[str, float] = {}
     if a.executor == "ray":  # a local build never imports ray; a Ray build pays for it in its start-up
         t = time.perf_counter()
-        importlib.import_module("dsc.compiler.executors.ray")
+        importlib.import_module("dsc.compiler.engine.executors.ray")
 
         lifecycle["executor start (import ray)"] = time.perf_counter() - t
     _time_executor_lifecycle(lifecycle, a.executor)
@@ -569,17 +563,9 @@ def marginal(small: dict[str, Any], large: dict[str, Any], rows_small: int, rows
 
 def render_tasks(rows: int, workers: int) -> int:
     """How many render tasks the build makes for `rows` rows on `workers` workers (its own rule)."""
-    found = None
-    for module, attr in (("dsc.compiler.build", "_render_task_rows"), ("dsc.compiler.stages.render.rows", "render_task_rows")):
-        try:
-            found = getattr(importlib.import_module(module), attr, None)
-        except ImportError:
-            continue
-        if found is not None:
-            break
-    if found is None or rows <= 0:
-        return 0
-    return math.ceil(rows / found(rows, workers))
+    from dsc.compiler.stages.render.rows import render_task_rows
+
+    return math.ceil(rows / render_task_rows(rows, workers)) if rows > 0 else 0
 
 
 def project(d: dict[str, Any], ray: dict[str, float], ns: list[int]) -> list[dict[str, float]]:
