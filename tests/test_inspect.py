@@ -12,7 +12,8 @@ from dsc.cli import app
 from dsc.compiler.engine.driver import build
 from dsc.compiler.artifacts.inspection import (CONDITION_STYLE, CONTEXT_STYLES, IGNORE_INDEX, SPAN_SUPERVISED,
                                      SUPERVISED_STYLES, artifact_stats, conditioning_strings, find_rows,
-                                     find_tokenizer, open_artifact, styled_text)
+                                     find_tokenizer, styled_text)
+from dsc.compiler.artifacts.reader import open_artifact
 
 runner = CliRunner()
 
@@ -96,7 +97,7 @@ def test_stats_agree_with_the_manifest(tokenised):
     artifact, _ = tokenised
     art = open_artifact(artifact)
     stats = artifact_stats(art)
-    counts = art.manifest["counts"]
+    counts = art.manifest.counts.model_dump()
     assert {s: t.rows for s, t in stats.splits.items()} == counts["written"]
     assert {s: t.supervised_chars for s, t in stats.splits.items()} == counts["supervised_chars"]
     assert {s: t.supervised_tokens for s, t in stats.splits.items()} == counts["supervised_tokens"]

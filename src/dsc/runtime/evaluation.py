@@ -57,8 +57,7 @@ def resolve_eval_config(tasks_file: str | Path | None, artifact: Artifact | None
         base = Path(tasks_file).resolve().parent
     elif artifact is not None and artifact.spec.get("eval"):
         layers.append(copy_layer("the spec's eval: block (manifest.json)", artifact.spec["eval"]))
-        spec_dir = artifact.manifest.get("spec_dir")
-        base = (artifact.path / spec_dir).resolve() if spec_dir else Path.cwd()
+        base = Path.cwd()
     else:
         raise SpecError("no eval tasks: pass --tasks FILE, or --artifact for a spec with an eval: block")
     if overrides:
@@ -227,7 +226,7 @@ def observation_style(task: EvalTask, artifact: Artifact | None) -> str:
     alpaca rows), else one turn per observation."""
     if task.observation != "auto":
         return task.observation
-    if artifact is None or "train" not in artifact.shards:
+    if artifact is None or "train" not in artifact.splits:
         return "turn"
     table = artifact.table("train")
     for messages in table.column("messages").slice(0, 200).to_pylist():

@@ -158,7 +158,7 @@ def load_for_eval(ref: str, *, artifact: Artifact | None = None, batch_size: int
 
 def _template(path: str, local: bool, artifact: Artifact | None, run: dict[str, Any] | None, tokenizer: Any,
               ref: str) -> tuple[str, str, str | None]:
-    from .artifact import sha256_text
+    from dsc.compiler.core.hashing import sha256_text
 
     if artifact is not None:
         source, tref, sha = artifact.template_source, artifact.template_ref, artifact.template_sha256

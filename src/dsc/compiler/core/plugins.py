@@ -24,7 +24,6 @@ build stage), and records `manifest_plugins` — the spec's plugins and every us
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 import re
@@ -35,6 +34,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from dsc.compiler.core.hashing import sha256_bytes
 from dsc.compiler.core.registry import forget_file, note_source, origin_of, source_sha256
 
 
@@ -77,15 +77,11 @@ def _looks_like_file(ref: str) -> bool:
     return ref.endswith(".py") or "/" in ref or os.sep in ref
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _file_module_name(file: str) -> str:
     # Unique per file (two specs' `plugin.py` in different directories are different modules),
     # and a valid identifier so that pydantic/pickle can find the module in sys.modules.
     stem = re.sub(r"\W", "_", Path(file).stem)
-    return f"dsc_plugin_{stem}_{_sha256(file.encode())[:10]}"
+    return f"dsc_plugin_{stem}_{sha256_bytes(file.encode())[:10]}"
 
 
 def _describe(e: BaseException) -> str:
@@ -99,7 +95,7 @@ def _import_file(ref: str, base_dir: Path) -> LoadedPlugin:
         raise PluginImportError(f"no such file {path}")
     file = str(path.resolve())
     source = Path(file).read_bytes()
-    sha = _sha256(source)
+    sha = sha256_bytes(source)
     name = _file_module_name(file)
     # Executed afresh on every load (so the registries hold what this spec's plugins define
     # now), its own earlier definitions dropped first: neither a re-import nor an edit counts as
@@ -137,7 +133,7 @@ def _import_dotted(ref: str) -> LoadedPlugin:
     if not file:
         raise PluginImportError("the module has no source file")
     file = str(Path(file).resolve())
-    sha = _sha256(Path(file).read_bytes())
+    sha = sha256_bytes(Path(file).read_bytes())
     prev = _LOADED.get(file)
     if prev is not None and prev.sha256 != sha:
         forget_file(file)  # edited since it was imported: import it again

@@ -856,8 +856,7 @@ def _build_loaded(loaded: LoadedSpec, out: Path, *, executor: ExecutorChoice,
             plugins = manifest_plugins(spec, loaded.plugins, loaded.base_dir)
             if plugins:  # absent without user code, so plugin-free specs keep their versions
                 manifest["plugins"] = [m.to_dict() for m in plugins]
-            manifest["version"] = art.content_version(manifest)
-            art.write_json(tmp / art.MANIFEST, manifest)
+            manifest = art.write_manifest(tmp, manifest).to_dict()
             from dsc.compiler.stages.write.card import write_card
 
             write_card(tmp, manifest, stats)
