@@ -65,8 +65,14 @@ def test_without_a_matching_tokenizer_spans_are_shown_on_the_text(tokenised, tmp
 
 
 def test_conditioning_strings_are_highlighted():
-    manifest = {"spec": {"condition": {"strings": {"success": " Solve it **correctly**.", "failure": " Fail."}}},
-                "inference": {"condition": {"string": " Solve it **correctly**."}}}
+    from dsc.compiler.artifacts.manifest import Inference, InferenceCondition, Manifest
+
+    # only the two parts conditioning_strings reads
+    manifest = Manifest.model_construct(
+        spec={"condition": {"strings": {"success": " Solve it **correctly**.", "failure": " Fail."}}},
+        inference=Inference(messages=[], label="success",
+                            condition=InferenceCondition(turn="question", position="suffix",
+                                                         string=" Solve it **correctly**.")))
     conditions = conditioning_strings(manifest)
     assert conditions == {"failure": " Fail.", "success": " Solve it **correctly**."}
     text = "<|im_start|>user\nQ? Solve it **correctly**.<|im_end|>\n<|im_start|>assistant\nA<|im_end|>"

@@ -41,6 +41,22 @@ def test_every_example_spec_round_trips_through_the_model(spec, tmp_path):
     assert written == json.dumps(result.manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+def test_a_tokenised_weighted_artifact_round_trips_too(tmp_path):
+    from artifact_helpers import make_project, tokenize_block
+    from tiny import make_tokenizer
+
+    tok = make_tokenizer(tmp_path / "tok")
+    spec = make_project(tmp_path, rows=20, extra=tokenize_block(tok))
+    weighted = "loss:\n  mode: assistant\n  weights:\n    - {pattern: 'Action', weight: 0.5}\n"
+    spec.write_text(spec.read_text().replace("loss: assistant\n", weighted))
+    result = build(spec, tmp_path / "a", workers=1)
+    model = read_manifest(tmp_path / "a" / MANIFEST)
+    assert model.tokenizer is not None and model.counts.supervised_tokens
+    assert model.spec["loss"]["weights"]
+    assert manifest_text(model) == (tmp_path / "a" / MANIFEST).read_text(encoding="utf-8")
+    assert model.to_dict() == result.manifest
+
+
 def test_committed_json_schema_is_the_models():
     path = schema_path(REPO)
     assert path.is_file(), f"run `python -m dsc.compiler.artifacts.manifest` to write {path}"
@@ -93,9 +109,13 @@ def test_unknown_and_missing_keys_are_clear_errors_not_key_errors(nat_artifact, 
     assert r.exit_code == 2 and "unknown key 'countz'" in r.output and "Traceback" not in r.output
 
 
-def test_a_value_of_the_wrong_type_is_named():
-    with pytest.raises(ArtifactError, match="'counts': input should be a valid dictionary"):
-        parse_manifest({"format": 1, "counts": "many"}, "x/manifest.json")
+def test_a_value_of_the_wrong_type_is_named(nat_artifact):
+    m = json.loads((nat_artifact / MANIFEST).read_text())
+    with pytest.raises(ArtifactError, match=re.escape("x/manifest.json is not a valid dsc manifest (schema v1): "
+                                                      "'counts': input should be a valid dictionary")):
+        parse_manifest({**m, "counts": "many"}, "x/manifest.json")
+    with pytest.raises(ArtifactError, match="'counts.written.train': input should be a valid integer"):
+        parse_manifest({**m, "counts": {**m["counts"], "written": {"train": "12"}}}, "x/manifest.json")
     with pytest.raises(ArtifactError, match="not a JSON object"):
         parse_manifest([1], "x/manifest.json")
 

@@ -231,11 +231,9 @@ def find_rows(art: Artifact, *, split: str | None = None, ids: Iterable[str] = (
     """(split, row) pairs: the rows with the given ids (a unique prefix, or the hash after
     `source:`, is enough), else the first `n` rows of `split` (default: the first split)."""
     wanted = list(ids)
-    splits = art.splits
-    if split is not None and split not in splits:
-        raise ArtifactError(f"the artifact has no split '{split}'{did_you_mean(split, splits)}; "
-                            f"splits: {', '.join(splits)}")
-    search = [split] if split is not None else splits
+    if split is not None:
+        art.check_split(split)
+    search = [split] if split is not None else art.splits
     if not wanted:
         out: list[tuple[str, dict[str, Any]]] = []
         for row in art.rows(search[0]):
@@ -260,10 +258,8 @@ def find_rows(art: Artifact, *, split: str | None = None, ids: Iterable[str] = (
         resolved[matches[0]] = all_ids[matches[0]]
     found: dict[str, tuple[str, dict[str, Any]]] = {}
     for s in sorted(set(resolved.values()), key=split_sort_key):
-        for batch in art.batches(s):
-            mask = pc.is_in(batch.column("id"), value_set=pa.array([i for i, sp in resolved.items() if sp == s]))
-            for row in batch.filter(mask).to_pylist():
-                found[row["id"]] = (s, row)
+        for row in art.rows_with_ids(s, [i for i, sp in resolved.items() if sp == s]):
+            found[row["id"]] = (s, row)
     return [found[i] for i in resolved]
 
 

@@ -133,19 +133,13 @@ def locked_inputs(loaded: LoadedSpec, inputs: list[dict[str, Any]]) -> list[Lock
 
 def current_entry(loaded: LoadedSpec) -> LockEntry:
     """What the spec resolves to now, without building (no artifact version)."""
-    from dsc.compiler.engine.driver import library_versions, resolve_inputs
-    from dsc.compiler.stages.render.templating import load_template
+    from dsc.compiler.engine.driver import build_context, library_versions, resolve_inputs
 
     spec, base = loaded.spec, loaded.base_dir
-    with loaded.at("template"):
-        template = load_template(spec.template, base)
-    tokenizer = None
-    if spec.tokenize is not None:
-        from dsc.compiler.stages.tokenize.tokenize import RowTokenizer
-
-        with loaded.at("tokenize", "tokenizer"):
-            tok = RowTokenizer.load(spec.tokenize, base)
-        tokenizer = LockedRef(ref=spec.tokenize.tokenizer, sha256=tok.sha256)
+    ctx = build_context(loaded)  # the template and tokenizer exactly as a build loads them
+    template = ctx.template
+    tokenizer = (LockedRef(ref=spec.tokenize.tokenizer, sha256=ctx.tokenizer.sha256)
+                 if spec.tokenize is not None and ctx.tokenizer is not None else None)
     plugins = [m.to_dict() for m in manifest_plugins(spec, loaded.plugins, base)]
     return LockEntry(spec_sha256=sha256_text(loaded.text), dsc_version=__version__, libraries=library_versions(),
                      inputs=locked_inputs(loaded, resolve_inputs(loaded)),

@@ -62,7 +62,7 @@ class TemplateInfo(_Strict):
 class TokenizerInfo(_Strict):
     ref: str
     sha256: str
-    max_length: int
+    max_length: int | None  # None: no length limit
     overflow: str
 
 

@@ -11,7 +11,7 @@ Layout (the compiler's contract, see docs/ARCHITECTURE.md):
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -134,6 +134,15 @@ class Artifact:
         for batch in self.batches(split, columns):
             yield from batch.to_pylist()
 
+    def rows_with_ids(self, split: str, ids: Iterable[str]) -> Iterator[dict[str, Any]]:
+        """The split's rows whose id is one of `ids`, in artifact order."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        value_set = pa.array(sorted(set(ids)), pa.string())
+        for batch in self.batches(split):
+            yield from batch.filter(pc.is_in(batch.column("id"), value_set=value_set)).to_pylist()
+
     def table(self, split: str):
         """The split as one pyarrow Table (shards concatenated in order; read once)."""
         import pyarrow as pa
@@ -161,7 +170,7 @@ def open_artifact(path: str | Path) -> Artifact:
     what is wrong."""
     p = Path(path)
     if not p.exists():
-        raise ArtifactError(f"artifact not found: {p}")
+        raise ArtifactError(f"artifact directory not found: {p}")
     if not p.is_dir():
         raise ArtifactError(f"{p} is not an artifact directory (run `dsc build SPEC` to make one)")
     mpath = p / MANIFEST

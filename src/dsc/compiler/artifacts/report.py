@@ -24,8 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from dsc import __version__
 from dsc.compiler.artifacts import inspection as ins
@@ -206,10 +204,7 @@ def collect(art: Artifact, *, sample: int = DEFAULT_SAMPLE, seed: int = 0,
         wanted = dict((i, r) for r, i in chosen.get(split, []))
         if not wanted:
             continue
-        value_set = pa.array(sorted(wanted))
-        for batch in art.batches(split):
-            for row in batch.filter(pc.is_in(batch.column("id"), value_set=value_set)).to_pylist():
-                rows.append((split, wanted[row["id"]], row))
+        rows += [(split, wanted[row["id"]], row) for row in art.rows_with_ids(split, wanted)]
     # Browser order: by split, then the seeded rank (a shuffle that interleaves the sources).
     rows.sort(key=lambda t: (ins.split_sort_key(t[0]), t[1], t[2]["id"]))
     out_rows, token_total, with_tokens_rows = [], 0, 0

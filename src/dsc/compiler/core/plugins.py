@@ -28,7 +28,7 @@ import importlib
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -154,6 +154,21 @@ def import_plugin(ref: str, base_dir: Path) -> LoadedPlugin:
     if not ref:
         raise PluginImportError("an empty name")
     return _import_file(ref, base_dir) if _looks_like_file(ref) else _import_dotted(ref)
+
+
+def import_plugin_list(refs: Sequence[str], base_dir: Path, error: Callable[[int, str, str], Exception]
+                   ) -> list[LoadedPlugin]:
+    """Import each of `refs` in order (a spec's `plugins:`, `--plugin`); one that cannot be
+    imported, or registers a name another plugin has, raises `error(index, ref, why)`."""
+    from dsc.compiler.core.registry import DuplicateNameError
+
+    loaded = []
+    for i, ref in enumerate(refs):
+        try:
+            loaded.append(import_plugin(ref, base_dir))
+        except (PluginImportError, DuplicateNameError) as e:
+            raise error(i, ref, str(e)) from None
+    return loaded
 
 
 # ---------------------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def row_accounting(counts: dict[str, Any]) -> str:
     written = sum(counts["written"].values())
     quarantined = counts["quarantined"]
     bad = counts.get("bad_rows", 0)
-    duplicates = sum(n for reason, n in counts.get("quarantine_reasons", {}).items() if reason.startswith("dedup:"))
+    duplicates = sum(counts.get("duplicates_removed", {}).values())  # each one quarantined (stage dedup)
     filtered = sum(counts.get("dropped", {}).values())
     rest = read - written - quarantined - filtered
     line = (f"read {read} = written {written} + quarantined {quarantined} ({bad} bad, {duplicates} duplicates, "
