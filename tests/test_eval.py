@@ -157,14 +157,14 @@ def test_cli_eval_progress_over_items(workspace, tmp_path, monkeypatch):
 
     from rich.console import Console
 
-    import dsc.cli.app
+    import dsc.cli.root
 
     runner = CliRunner()
     args = ["eval", str(workspace["lora"]), "--tasks", str(workspace["tasks"]), "max_new_tokens=3", "--out"]
     r = runner.invoke(app, [*args, str(tmp_path / "quiet")])
     assert r.exit_code == 0, r.output
     drawn = io.StringIO()
-    monkeypatch.setattr(dsc.cli.app, "err_console", Console(file=drawn, force_terminal=True, width=120))
+    monkeypatch.setattr(dsc.cli.root, "err_console", Console(file=drawn, force_terminal=True, width=120))
     monkeypatch.delenv("DSC_NO_PROGRESS", raising=False)
     r = runner.invoke(app, [*args, str(tmp_path / "shown")])
     assert r.exit_code == 0, r.output

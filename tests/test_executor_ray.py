@@ -20,7 +20,7 @@ if os.environ.get("CI") != "true":  # CI installs the `test` extra, which has ra
 import ray  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from artifact_helpers import make_project, tokenize_block, tree_digest  # noqa: E402
+from artifact_helpers import EXCERPT, make_project, tokenize_block, tree_digest  # noqa: E402
 from dsc.cli import app  # noqa: E402
 from dsc.compiler.engine.driver import build  # noqa: E402
 from dsc.compiler.core.errors import BuildError  # noqa: E402
@@ -132,6 +132,36 @@ def test_cli_executor_ray(ray_session, tmp_path):
     assert tree_digest(tmp_path / "ray") == tree_digest(tmp_path / "local")
 
 
+
+def test_hub_source_on_ray_is_the_local_artifact(ray_session, tmp_path, monkeypatch):
+    """A hub source is read in the driver (streamed, like a file source) and shipped to the
+    workers as raw rows, so the Ray build of a hub spec is the local one. The hub is offline here:
+    `datasets.load_dataset` serves the excerpt's rows, and it must be called in this process only."""
+    import json
+
+    import datasets
+
+    if ray_session.kind != "local-ray":
+        pytest.skip("where the rows come from does not depend on the cluster's shape")
+    rows = [json.loads(line) for line in EXCERPT.read_text().splitlines()[:30]]
+    calls = []
+
+    def served(path, name=None, *, revision=None, split=None, streaming=False, **_):
+        calls.append((path, revision, split, streaming))
+        return iter([dict(r) for r in rows])
+
+    monkeypatch.setattr(datasets, "load_dataset", served)
+    spec = tmp_path / "hub.yaml"
+    spec.write_text("dsc: 1\nname: hub\nseed: 3\nsources:\n"
+                    "  chat: {hub: {id: org/chat, revision: " + "b" * 40 + "}, format: openai}\n"
+                    "template: chatml\nloss: assistant\nsplit: {validation: 0.2}\n")
+    local = build(spec, tmp_path / "local", workers=1, cache=False)
+    on_ray = build(spec, tmp_path / "ray", executor=RAY, cache=False)
+    assert calls == [("org/chat", "b" * 40, "train", True)] * 2
+    assert local.written["train"] + local.written.get("validation", 0) == 30
+    assert tree_digest(tmp_path / "ray") == tree_digest(tmp_path / "local")
+    assert on_ray.manifest["version"] == local.manifest["version"]
+
 # Stage functions for the executor's own tests (module level: Ray actors import them by name).
 
 def later_first(task: tuple[int, str]) -> int:
@@ -161,3 +191,49 @@ def test_results_come_back_in_task_order(ray_session, tmp_path):
         assert list(ex.map(later_first, [(i, marker) for i in range(6)])) == [0, 10, 20, 30, 40, 50]
         with pytest.raises(BuildError, match="task 3 is bad"):
             list(ex.map(fails_on_three, range(6)))
+
+
+def doubled(seq: int) -> int:
+    return 2 * seq
+
+
+def test_tasks_stream_in_bounded_windows(ray_session, tmp_path):
+    """Many more tasks than a window: all come back in order, and the driver draws tasks from the
+    stage's (lazy) task stream only about two windows ahead of what it has handed on, so its
+    memory does not grow with the corpus."""
+    from dsc.compiler.engine.executors.ray import WINDOW_TASKS_PER_WORKER, RayExecutor
+
+    if ray_session.kind != "local-ray":
+        pytest.skip("windowing is the driver's; once is enough")
+    drawn = []
+
+    def tasks():
+        for i in range(5 * WINDOW_TASKS_PER_WORKER * 2 + 7):
+            drawn.append(i)
+            yield i
+
+    recipe = ContextRecipe(str(REPO / "specs" / "fireact-chat.yaml"))
+    with RayExecutor(recipe, workers=2, address=None) as ex:
+        window = WINDOW_TASKS_PER_WORKER * ex.workers
+        results = ex.map(doubled, tasks())
+        assert next(results) == 0
+        assert len(drawn) <= 2 * window
+        assert [0, *results] == [2 * i for i in range(5 * window + 7)]
+
+
+def test_without_address_a_local_ray_of_its_own(monkeypatch, tmp_path):
+    """Without --address dsc starts a local Ray of its own (ray.init(address="local")): a bare
+    ray.init() would join the cluster RAY_ADDRESS (or an earlier `ray start`) names, and then
+    refuse num_cpus with a traceback (checked by hand with a live cluster: ValueError before,
+    a separate local Ray after)."""
+    from dsc.compiler.engine.executors.ray import RayExecutor
+
+    calls: list = []
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
+    with RayExecutor(ContextRecipe(str(tmp_path / "spec.yaml")), workers=2, address=None) as ex:
+        assert ex.workers == 2
+    assert calls[0]["address"] == "local" and calls[0]["num_cpus"] == 2
+    assert calls[-1] == "shutdown"

@@ -95,7 +95,7 @@ def test_eval_reports_items_and_a_running_score(tmp_path):
 
 
 def test_rich_bar_is_quiet_off_a_terminal_and_shows_notes_on_one(monkeypatch):
-    import dsc.cli.app as cli
+    import dsc.cli.root as cli
 
     assert not cli.RichProgress().enabled  # the suite: DSC_NO_PROGRESS, and no terminal
     monkeypatch.delenv("DSC_NO_PROGRESS", raising=False)

@@ -1,6 +1,7 @@
 """`dsc train` on CPU with a tiny model built from config: loss, reload, resume, full FT, labels."""
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -10,7 +11,7 @@ import torch
 
 from dsc.compiler.core.errors import SpecError
 from dsc.runtime.artifact import ArtifactError, load_artifact
-from dsc.runtime.features import IGNORE, PadCollator, packing_collator
+from dsc.runtime.features import IGNORE, PackingCollator, PadCollator, pack_bins
 from dsc.runtime.modeling import ModelError
 from dsc.runtime.train import prepare_training, train
 
@@ -203,15 +204,18 @@ def test_full_finetuning(artifact, tiny_model_dir, tmp_path):
 
 
 def test_packing_has_no_cross_row_leakage(artifact, tiny_model_dir, tmp_path):
-    """The same rows give the same loss padded one per row or packed into one sequence."""
+    """The same rows give the same loss padded one per row or packed into one sequence (bins:
+    tests/test_train_packing.py)."""
     session = prepare_training(artifact, model=str(tiny_model_dir), out=tmp_path / "p", overrides=FAST)
     rows = [session.trainer.train_dataset[i] for i in range(6)]
     model = session.model.eval()
     padded = PadCollator(session.tokenizer.pad_token_id)(rows)
-    packed = packing_collator()(rows)
+    packed = PackingCollator(session.tokenizer.pad_token_id, pack_length=100_000)(rows)  # one bin
     assert packed["input_ids"].shape[0] == 1 and "attention_mask" not in packed
     starts = (packed["position_ids"][0] == 0).nonzero().flatten().tolist()
-    assert starts == [0] + list(torch.tensor([len(r["input_ids"]) for r in rows[:-1]]).cumsum(0))
+    lengths = [len(r["input_ids"]) for r in rows]
+    (order,) = pack_bins(lengths, 100_000)  # the bin's rows, longest first
+    assert starts == [0, *itertools.accumulate(lengths[i] for i in order[:-1])]
     with torch.no_grad():
         loss_padded = model(**padded).loss
         loss_packed = model(**packed).loss

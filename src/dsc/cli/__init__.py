@@ -1,4 +1,4 @@
-"""The `dsc` command line (typer + rich): `dsc.cli.app` defines the app and its commands."""
-from dsc.cli.app import app, main
+"""The `dsc` command line (typer + rich): `dsc.cli.root` holds the typer app, its first commands and the console helpers the other command modules share."""
+from dsc.cli.root import app, main
 
 __all__ = ["app", "main"]

@@ -29,7 +29,7 @@ def verify_command(
     cache_dir: Optional[Path] = cache_dir_option(),
 ) -> None:
     """Rebuild SPEC in a temporary directory; check ARTIFACT (and dsc.lock) match it exactly."""
-    from dsc.cli.app import RichProgress, err_console, fail, out_console, run_guarded
+    from dsc.cli.root import RichProgress, err_console, fail, out_console, run_guarded
     from dsc.compiler.artifacts.verify import verify as run_verify
 
     progress = RichProgress()
@@ -62,7 +62,7 @@ def diff_command(
 
     Rows added, removed and changed by id; count deltas per split, source, label and capability;
     supervised token (or character) deltas; and a few changed rows side by side."""
-    from dsc.cli.app import RichProgress, fail, out_console, run_guarded
+    from dsc.cli.root import RichProgress, fail, out_console, run_guarded
     from dsc.compiler.artifacts.diff import diff_artifacts, example_pairs, render_diff, revision_artifacts
     from dsc.compiler.artifacts.reader import open_artifact
 
@@ -105,7 +105,7 @@ def inspect_command(
     """Show what rows train on: supervised spans coloured, token by token when tokenised.
 
     Conditioning strings are highlighted; a statistics table follows the rows."""
-    from dsc.cli.app import err_console, out_console, run_guarded
+    from dsc.cli.root import err_console, out_console, run_guarded
     from dsc.compiler.artifacts import inspection as ins
     from dsc.compiler.artifacts.reader import open_artifact
 
@@ -141,7 +141,7 @@ def plan_command(
     """Dry run: rows read, quarantined, filtered, generated, selected and split, per stage.
 
     Also the version a build would produce. Writes nothing (no artifact, no lock)."""
-    from dsc.cli.app import RichProgress, out_console, run_guarded
+    from dsc.cli.root import RichProgress, out_console, run_guarded
     from dsc.compiler.artifacts.plan import plan as run_plan
     from dsc.compiler.artifacts.plan import render_plan
 
@@ -174,7 +174,7 @@ def report_command(
 
     No network is needed to view it (CSS, script and SVG charts are inline); rows show what they
     train on (supervised spans, conditioning strings, token ids on hover when tokenised)."""
-    from dsc.cli.app import out_console, run_guarded
+    from dsc.cli.root import out_console, run_guarded
     from dsc.compiler.artifacts.report import write_report
 
     path, data = run_guarded(lambda: write_report(artifact, out, sample=sample, seed=seed, tokenizer=tokenizer))
@@ -193,7 +193,7 @@ def init_command(
 
     The spec builds as it is; the usual next steps (conditioning, negatives, mix) are in it,
     commented out."""
-    from dsc.cli.app import out_console, run_guarded
+    from dsc.cli.root import out_console, run_guarded
     from dsc.compiler.spec.init_spec import write_init
 
     path, sniffed = run_guarded(lambda: write_init(list(files), out, force=force))

@@ -23,7 +23,7 @@ def _root(cache_dir: Optional[Path]) -> Path:
 @cache_app.command("info")
 def info_command(cache_dir: Optional[Path] = cache_dir_option()) -> None:
     """Where the cache is, how many entries it holds, their size and the automatic cap."""
-    from dsc.cli.app import out_console, run_guarded
+    from dsc.cli.root import out_console, run_guarded
     from dsc.compiler.engine.cache_upkeep import entries, human, max_cache_bytes, other_formats
 
     def body() -> None:
@@ -50,7 +50,7 @@ def prune_command(
     cache_dir: Optional[Path] = cache_dir_option(),
 ) -> None:
     """Remove cache entries (by last use); without options, down to the automatic cap."""
-    from dsc.cli.app import out_console, run_guarded
+    from dsc.cli.root import out_console, run_guarded
     from dsc.compiler.engine.cache_upkeep import human, max_cache_bytes, parse_size, prune, remove_other_formats
 
     def body() -> None:

@@ -24,7 +24,7 @@ class _ConsoleWarnings(logging.Handler):
 
 
 def _attach_warnings() -> None:
-    from dsc.cli.app import err_console
+    from dsc.cli.root import err_console
 
     log = logging.getLogger("dsc.runtime")
     if not any(isinstance(h, _ConsoleWarnings) for h in log.handlers):
@@ -62,7 +62,7 @@ def export_lm_eval_command(
 
     Run it with `lm_eval --model hf --model_args pretrained=MODEL --include_path DIR --tasks NAME`
     (without --apply_chat_template: the prompts carry the artifact's chat template already)."""
-    from dsc.cli.app import out_console, run_guarded
+    from dsc.cli.root import out_console, run_guarded
 
     def body() -> Any:
         from dsc.runtime.lmeval_export import export_lm_eval
@@ -93,7 +93,7 @@ def train_command(
     Settings: the spec's train: block, then --config, then key=value overrides.
     Several GPUs: `accelerate launch -m dsc.cli train ...` or `torchrun --nproc_per_node N -m dsc.cli train ...`.
     """
-    from dsc.cli.app import RichProgress, out_console, run_guarded
+    from dsc.cli.root import RichProgress, out_console, run_guarded
 
     _attach_warnings()
     progress = RichProgress()  # steps, loss, tokens/s, ETA; off when stderr is not a terminal
@@ -148,7 +148,7 @@ def eval_command(
                                                                         "repeatable."),
 ) -> None:
     """Evaluate MODELS on eval tasks (direct answers or an agent loop) and print one table."""
-    from dsc.cli.app import RichProgress, out_console, run_guarded
+    from dsc.cli.root import RichProgress, out_console, run_guarded
 
     _attach_warnings()
     progress = RichProgress()  # off when stderr is not a terminal or DSC_NO_PROGRESS is set

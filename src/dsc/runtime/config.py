@@ -62,6 +62,9 @@ class TrainConfig(_Strict):
     max_grad_norm: float = Field(1.0, ge=0)
     max_length: int = Field(2048, ge=2)  # rows are truncated to this many tokens
     packing: bool = False  # several rows per sequence, no attention or position leakage between them
+    # packing: the most tokens in one packed sequence (rows are packed first-fit-decreasing into bins of it);
+    # None: the artifact's tokenize.max_length, else the longest row of each batch
+    pack_length: int | None = Field(None, ge=2)
     gradient_checkpointing: bool = False
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on capable GPUs, else fp32
     quantization: Literal["none", "4bit", "8bit"] = "none"  # QLoRA-style base model (GPU + bitsandbytes)
@@ -74,6 +77,13 @@ class TrainConfig(_Strict):
     save_total_limit: int | None = Field(2, ge=1)
     train_split: str = "train"
     eval_split: str | None = "validation"  # None: no validation loss
+
+    @field_validator("pack_length")
+    @classmethod
+    def _pack_length_needs_packing(cls, v: int | None, info: Any) -> int | None:
+        if v is not None and not info.data.get("packing"):
+            raise ValueError("pack_length applies to packed batches only; set packing: true, or drop pack_length")
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .artifact import Artifact, ArtifactError
 
@@ -190,25 +190,75 @@ class PadCollator:
         return batch
 
 
-def packing_collator():
-    """Flattens a batch into one sequence with position_ids restarting per row.
+def pack_bins(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """First-fit-decreasing: the row indices of each bin, every bin at most `capacity` tokens.
 
-    transformers derives a block-diagonal causal mask from the restarting position_ids (eager/sdpa
-    via `find_packed_sequence_indices`, flash-attention via cu_seqlens), and the collator masks the
-    label of each row's first token, so no row attends to or predicts from another. Loss weights,
-    when the rows have them, are flattened alongside (the masked first labels carry no loss).
+    Rows are taken longest first (ties by index, so the result depends only on the lengths), each
+    into the first bin it fits; a row longer than `capacity` gets a bin of its own."""
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        for b, free in enumerate(room):
+            if lengths[i] <= free:
+                bins[b].append(i)
+                room[b] -= lengths[i]
+                break
+        else:
+            bins.append([i])
+            room.append(capacity - lengths[i])  # negative for an over-long row: nothing else fits
+    return bins
+
+
+@dataclass(frozen=True)
+class PackingCollator:
+    """Packs a batch's rows into bins of at most `pack_length` tokens (`pack_bins`; None: the
+    batch's longest row), one sequence per bin, the bins right-padded to the longest bin.
+
+    Each bin is flattened by transformers' `DataCollatorWithFlattening`: position_ids restart at
+    every row and the label of each row's first token is -100 (the previous row's last token must
+    not predict it; unpacked, that label is never predicted either). No attention_mask is
+    returned, on purpose: given position_ids and no 2-D mask (and no cache), transformers'
+    `masking_utils` builds the block-diagonal causal mask itself (`find_packed_sequence_indices`,
+    for eager and sdpa), and flash-attention reads the same boundaries as varlen sequence lengths;
+    a 2-D padding mask would switch that detection off and let rows attend to each other. The
+    padding after a bin's rows is one more segment (positions from 0 again, labels -100, loss
+    weight 0), so it is attended to by nothing and adds nothing to the loss.
+    Loss weights, when the rows have them, are laid out alongside (0 on padding).
+
+    `one_sequence` packs the whole batch into one bin, for flash-attention: it finds packed rows
+    (varlen) only in a batch of one sequence, and there attention is computed per row, so one long
+    bin costs nothing extra.
     """
-    from transformers import DataCollatorWithFlattening
 
-    flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE)
+    pad_id: int = 0  # written on bin padding; the tokenizer's pad id keeps it out of the Trainer's token count
+    pack_length: int | None = None
+    one_sequence: bool = False
 
-    def collate(features: list[dict[str, Any]]) -> dict[str, Any]:
-        if WEIGHTS not in features[0]:
-            return flatten(features)
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
+        from transformers import DataCollatorWithFlattening
 
-        batch = flatten([{k: v for k, v in f.items() if k != WEIGHTS} for f in features])
-        batch[WEIGHTS] = torch.tensor([[w for f in features for w in f[WEIGHTS]]], dtype=torch.float32)
+        flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE)
+        lengths = [len(f["input_ids"]) for f in features]
+        bins = pack_bins(lengths, sum(lengths) if self.one_sequence else self.pack_length or max(lengths))
+        width = max(sum(lengths[i] for i in members) for members in bins)
+        shape = (len(bins), width)
+        batch = {"input_ids": torch.full(shape, self.pad_id, dtype=torch.long),
+                 "labels": torch.full(shape, IGNORE, dtype=torch.long),
+                 "position_ids": torch.zeros(shape, dtype=torch.long)}
+        weighted = WEIGHTS in features[0]
+        if weighted:
+            batch[WEIGHTS] = torch.zeros(shape, dtype=torch.float32)
+        for row, members in enumerate(bins):
+            flat = flatten([{"input_ids": features[i]["input_ids"], "labels": features[i]["labels"]}
+                            for i in members])
+            n = sum(lengths[i] for i in members)
+            for key in ("input_ids", "labels", "position_ids"):
+                batch[key][row, :n] = flat[key][0]
+            batch["position_ids"][row, n:] = torch.arange(width - n)
+            if weighted:
+                batch[WEIGHTS][row, :n] = torch.tensor([w for i in members for w in features[i][WEIGHTS]])
         return batch
 
-    return collate
+
+packing_collator = PackingCollator  # the earlier name

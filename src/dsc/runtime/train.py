@@ -24,7 +24,8 @@ from dsc.compiler.core.errors import SpecError, allowed_list, did_you_mean
 
 from .artifact import Artifact, ArtifactError, load_artifact
 from .config import Layer, TrainConfig, copy_layer, override_layer, resolve, yaml_layer
-from .features import FeatureStats, PadCollator, build_features, packing_collator, tokenizer_sha256, use_stored_tokens
+from .features import (FeatureStats, PackingCollator, PadCollator, build_features, tokenizer_sha256,
+                       use_stored_tokens)
 from .loss import weighted_trainer_class
 from .modeling import (Device, ModelError, eos_ids_for, library_versions, load_tokenizer, pick_device,
                        peft_compat, pin_template, progress_enabled, quiet_libraries, read_json,
@@ -136,6 +137,8 @@ class TrainSession:
             "base_model": self.model_ref,
             "base_model_path": str(Path(self.model_ref).resolve()) if Path(self.model_ref).exists() else None,
             "method": "full" if self.config.full else "lora",
+            "packing": ({"pack_length": resolve_pack_length(a, self.config),
+                         "one_sequence": uses_flash_attention(self.model)} if self.config.packing else None),
             "hyperparameters": self.config.model_dump(mode="json"),
             "device": {"type": self.device.name, "precision": self.device.precision},
             "tokenization": {"source": self.feature_stats[self.config.train_split].source,
@@ -285,7 +288,8 @@ def _prepare(artifact_dir: str | Path, *, model: str | None, config_file: str | 
     net = _load_model(model_ref, config, device, len(tokenizer))
     eos_ids = eos_ids_for(tokenizer, artifact.end_of_turn, getattr(_base_model(net).generation_config,
                                                                    "eos_token_id", None))
-    trainer = _make_trainer(config, device, net, tokenizer, train_ds, eval_ds, out_dir, callbacks)
+    trainer = _make_trainer(config, device, net, tokenizer, train_ds, eval_ds, out_dir, callbacks,
+                            resolve_pack_length(artifact, config))
     if trainer.is_world_process_zero():
         (out_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
         (out_dir / CHECKPOINTS / _RESUME_KEY).write_text(
@@ -392,8 +396,27 @@ def _add_lora(net: Any, config: TrainConfig) -> Any:
     return net
 
 
+def resolve_pack_length(artifact: Artifact, config: TrainConfig) -> int | None:
+    """The bin size of packed batches: `pack_length`, else the artifact's tokenize.max_length (the
+    longest row it promises), else None (each batch's longest row)."""
+    if config.pack_length is not None:
+        return config.pack_length
+    return (artifact.tokenizer or {}).get("max_length")
+
+
+def uses_flash_attention(net: Any) -> bool:
+    return "flash" in (getattr(_base_model(net).config, "_attn_implementation", None) or "")
+
+
+def batch_collator(config: TrainConfig, tokenizer: Any, net: Any, pack_length: int | None) -> Any:
+    if not config.packing:
+        return PadCollator(tokenizer.pad_token_id)
+    # flash-attention separates packed rows only in a batch of one sequence (and then per row)
+    return PackingCollator(tokenizer.pad_token_id, pack_length, one_sequence=uses_flash_attention(net))
+
+
 def _make_trainer(config: TrainConfig, device: Device, net: Any, tokenizer: Any, train_ds: Any, eval_ds: Any,
-                  out_dir: Path, callbacks: Sequence[Any]) -> Any:
+                  out_dir: Path, callbacks: Sequence[Any], pack_length: int | None = None) -> Any:
     from transformers import SchedulerType, TrainingArguments
 
     schedulers = [s.value for s in SchedulerType]
@@ -432,7 +455,7 @@ def _make_trainer(config: TrainConfig, device: Device, net: Any, tokenizer: Any,
         dataloader_num_workers=0,
         include_num_input_tokens_seen="non_padding",
     )
-    collator = packing_collator() if config.packing else PadCollator(tokenizer.pad_token_id)
+    collator = batch_collator(config, tokenizer, net, pack_length)
     trainer = weighted_trainer_class()(
         model=net,
         args=args,

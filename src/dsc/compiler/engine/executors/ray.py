@@ -1,9 +1,13 @@
 """The Ray backend: stage tasks on Ray Data (`dsc build --executor ray`), on a local Ray or a
 cluster (`--address auto|ray://host:port`). The only module that imports ray.
 
-Each map is one Ray Dataset: a pyarrow table with a row per task, `seq` (the task's stable key:
-its position among the stage's tasks) and `task` (the task, pickled), mapped with
-`map_batches(batch_format="pyarrow")` over `workers` Ray tasks of one CPU each. Each Ray worker
+A map streams its tasks through Ray Data in windows of `WINDOW_TASKS_PER_WORKER × workers`
+tasks: each window is one Ray Dataset, a pyarrow table with a row per task, `seq` (the task's
+stable key: its position among the stage's tasks) and `task` (the task, pickled), mapped with
+`map_batches(batch_format="pyarrow")` over `workers` Ray tasks of one CPU each. Two windows are
+in flight at a time (the next one runs while the driver takes in the last one's results and reads
+the rows of the one after), so the driver never holds more than about three windows of tasks and
+results, whatever the size of the corpus: that is the backpressure. Each Ray worker
 process rebuilds the BuildContext (spec, template, tokenizer, transforms) once per build, at its
 first task, and keeps it for every later task and stage of that build: Ray keeps worker processes
 between tasks, whereas an actor pool (a class-based callable) is started anew for every Dataset,
@@ -22,7 +26,9 @@ import logging
 import pickle
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
+from itertools import islice
 from typing import Any
 
 import pyarrow as pa
@@ -34,6 +40,10 @@ from dsc.compiler.engine.executors import ContextRecipe, Executor, set_worker_co
 
 TASK_SCHEMA = pa.schema([("seq", pa.int64()), ("task", pa.large_binary())])
 RESULT_SCHEMA = pa.schema([("seq", pa.int64()), ("ok", pa.bool_()), ("result", pa.large_binary())])
+
+# Tasks per worker in one window: enough that a window's Dataset start-up (≈0.1 s) is small
+# against its run, few enough that memory stays bounded (stage 1: 512 raw rows a task).
+WINDOW_TASKS_PER_WORKER = 16
 
 _LOADED: dict[ContextRecipe, Any] = {}  # in a Ray worker process: the build context of the current build
 
@@ -85,9 +95,11 @@ class RayExecutor(Executor):
     def __enter__(self) -> "RayExecutor":
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # the build reports its own progress
         if not ray.is_initialized():
-            if self.address is None:  # a local Ray with as many CPUs as workers
-                ray.init(num_cpus=max(1, self.workers), include_dashboard=False, log_to_driver=False,
-                         logging_level="ERROR")
+            if self.address is None:  # a local Ray of our own, with as many CPUs as workers
+                # address="local": without it ray.init joins the cluster RAY_ADDRESS or an earlier
+                # `ray start` on this machine names, and then refuses num_cpus (a traceback).
+                ray.init(address="local", num_cpus=max(1, self.workers), include_dashboard=False,
+                         log_to_driver=False, logging_level="ERROR")
             else:
                 ray.init(address=self.address, log_to_driver=False, logging_level="ERROR")
             self._started = True
@@ -105,25 +117,41 @@ class RayExecutor(Executor):
             self._started = False
 
     def map(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:
-        blocks = [pa.table([pa.array([seq], pa.int64()),
+        fn_name = _function_name(fn)
+        window = WINDOW_TASKS_PER_WORKER * max(1, self.workers)
+        it = iter(tasks)
+        # Two windows run at once (threads only wait on Ray; the work is in Ray's workers): the
+        # next window's tasks are read and started before the running one's results are handed on.
+        with ThreadPoolExecutor(2, thread_name_prefix="dsc-ray-window") as runner:
+            running: list[Future[list[tuple[bool, bytes]]]] = []
+            first_seq = 0
+            while True:
+                batch = list(islice(it, window))
+                if batch:
+                    running.append(runner.submit(self._run_window, fn_name, batch, first_seq))
+                    first_seq += len(batch)
+                if running and (not batch or len(running) == 2):
+                    for ok, result in running.pop(0).result():
+                        out = pickle.loads(result)
+                        if not ok:
+                            raise out
+                        yield out
+                if not batch and not running:
+                    return
+
+    def _run_window(self, fn_name: str, tasks: list[Any], first_seq: int) -> list[tuple[bool, bytes]]:
+        """One window of tasks as one Ray Dataset; the results in task order."""
+        blocks = [pa.table([pa.array([first_seq + i], pa.int64()),
                             pa.array([pickle.dumps(t, protocol=pickle.HIGHEST_PROTOCOL)], pa.large_binary())],
-                           schema=TASK_SCHEMA) for seq, t in enumerate(tasks)]
-        if not blocks:
-            return
+                           schema=TASK_SCHEMA) for i, t in enumerate(tasks)]
         ds = ray.data.from_arrow(blocks).map_batches(
-            _run_stage, fn_kwargs={"recipe": self.recipe, "fn_name": _function_name(fn)}, batch_format="pyarrow",
+            _run_stage, fn_kwargs={"recipe": self.recipe, "fn_name": fn_name}, batch_format="pyarrow",
             batch_size=1, compute=ray.data.TaskPoolStrategy(size=min(self.workers, len(blocks))), num_cpus=1)
-        waiting: dict[int, tuple[bool, bytes]] = {}  # results that came before an earlier task's
-        next_seq = 0
+        results: list[tuple[bool, bytes] | None] = [None] * len(tasks)
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             for seq, ok, result in zip(batch.column("seq").to_pylist(), batch.column("ok").to_pylist(),
                                        batch.column("result").to_pylist()):
-                waiting[seq] = (ok, result)
-            while next_seq in waiting:
-                ok, result = waiting.pop(next_seq)
-                out = pickle.loads(result)
-                if not ok:
-                    raise out
-                yield out
-                next_seq += 1
-        assert next_seq == len(blocks) and not waiting, "every task's result came back once"
+                assert results[seq - first_seq] is None, "a task's result came back twice"
+                results[seq - first_seq] = (ok, result)
+        assert all(r is not None for r in results), "every task's result came back"
+        return results  # type: ignore[return-value]

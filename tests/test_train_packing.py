@@ -1,0 +1,191 @@
+"""`dsc train packing=true`: first-fit-decreasing bins, the packed batch layout, the bin size rule,
+and that a packed step gives the loss and the gradients of its rows run one by one (weighted or
+not, sdpa and eager attention): packed rows do not see each other."""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dsc.compiler.core.errors import SpecError
+from dsc.runtime.artifact import load_artifact
+from dsc.runtime.config import TrainConfig
+from dsc.runtime.features import IGNORE, WEIGHTS, PackingCollator, PadCollator, pack_bins
+from dsc.runtime.train import batch_collator, prepare_training, resolve_pack_length
+
+from test_runtime_support import make_artifact
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    return make_artifact(tmp_path_factory.mktemp("art") / "arith", n_train=16, n_validation=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bins
+# ---------------------------------------------------------------------------------------------
+
+
+def test_pack_bins_is_first_fit_decreasing():
+    # longest first: 8 -> bin 0, 7 -> bin 1, 5 -> bin 2, 3 -> bin 1 (first with room), 2 -> bin 0, 1 -> bin 2
+    assert pack_bins([5, 3, 8, 2, 7, 1], 10) == [[2, 3], [4, 1], [0, 5]]
+    # equal lengths keep their order; an over-long row is a bin of its own that nothing joins
+    assert pack_bins([4, 4, 4], 8) == [[0, 1], [2]]
+    assert pack_bins([12, 3, 4], 10) == [[0], [2, 1]]
+    assert pack_bins([], 10) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 40), max_size=40), st.integers(1, 50))
+def test_pack_bins_bounds(lengths, capacity):
+    bins = pack_bins(lengths, capacity)
+    assert sorted(i for b in bins for i in b) == list(range(len(lengths)))  # every row once
+    loads = [sum(lengths[i] for i in b) for b in bins]
+    for b, load in zip(bins, loads):
+        assert load <= capacity or len(b) == 1  # within the bound, or one over-long row alone
+        assert [lengths[i] for i in b] == sorted((lengths[i] for i in b), reverse=True)
+    # first fit: no row of a later bin would have fitted into an earlier one
+    for j, later in enumerate(bins):
+        for i in range(j):
+            assert all(loads[i] + lengths[r] > capacity for r in later)
+    # deterministic, and the bins depend on the lengths only, not on the order they come in
+    assert pack_bins(lengths, capacity) == bins
+    shuffled = list(range(len(lengths)))
+    random.Random(0).shuffle(shuffled)
+    again = pack_bins([lengths[i] for i in shuffled], capacity)
+    assert [[lengths[shuffled[i]] for i in b] for b in again] == [[lengths[i] for i in b] for b in bins]
+
+
+def _row(n: int, first: int) -> dict:
+    ids = list(range(first, first + n))
+    return {"input_ids": ids, "labels": ids, WEIGHTS: [0.5] * n}
+
+
+def test_packed_batch_layout():
+    rows = [_row(3, 10), _row(5, 20), _row(2, 30), _row(4, 40), _row(9, 50)]
+    batch = PackingCollator(pad_id=7, pack_length=8)(rows)
+    assert "attention_mask" not in batch  # a 2-D mask would switch off transformers' packed-sequence masking
+    # bins (FFD over 3, 5, 2, 4, 9 into 8): [9] (over-long, alone), [5, 3], [4, 2]; padded to 9
+    assert batch["input_ids"].tolist() == [
+        list(range(50, 59)),
+        [20, 21, 22, 23, 24, 10, 11, 12, 7],
+        [40, 41, 42, 43, 30, 31, 7, 7, 7]]
+    assert batch["position_ids"].tolist() == [list(range(9)), [0, 1, 2, 3, 4, 0, 1, 2, 0],
+                                              [0, 1, 2, 3, 0, 1, 0, 1, 2]]
+    # each row's first label is masked (the previous row must not predict it), padding is -100
+    assert batch["labels"].tolist() == [
+        [IGNORE, *range(51, 59)],
+        [IGNORE, 21, 22, 23, 24, IGNORE, 11, 12, IGNORE],
+        [IGNORE, 41, 42, 43, IGNORE, 31, IGNORE, IGNORE, IGNORE]]
+    assert batch[WEIGHTS].tolist() == [[0.5] * 9, [0.5] * 8 + [0.0], [0.5] * 6 + [0.0] * 3]
+    # no pack_length: bins of the batch's longest row (9): [9], [5, 4], [3, 2]
+    default = PackingCollator(pad_id=7)(rows)
+    assert default["input_ids"].tolist() == [list(range(50, 59)), [*range(20, 25), *range(40, 44)],
+                                             [10, 11, 12, 30, 31, 7, 7, 7, 7]]
+    assert PackingCollator(pad_id=7, pack_length=8)(rows)["input_ids"].tolist() == batch["input_ids"].tolist()
+
+
+def test_flash_attention_gets_the_batch_as_one_sequence():
+    """flash-attention reads packed rows (varlen) only from a batch of one sequence; bins in a
+    batch of several would be attended across, so there the whole batch is one bin."""
+    from types import SimpleNamespace
+
+    rows = [_row(3, 10), _row(5, 20), _row(2, 30)]
+    tokenizer = SimpleNamespace(pad_token_id=7)
+
+    def collator(attn):
+        return batch_collator(TrainConfig(packing=True, pack_length=5), tokenizer,
+                              SimpleNamespace(config=SimpleNamespace(_attn_implementation=attn)), 5)
+
+    flash = collator("flash_attention_2")(rows)
+    assert flash["input_ids"].tolist() == [[20, 21, 22, 23, 24, 10, 11, 12, 30, 31]]
+    assert flash["position_ids"].tolist() == [[0, 1, 2, 3, 4, 0, 1, 2, 0, 1]]
+    assert collator("sdpa")(rows)["input_ids"].shape == (2, 5)  # masking_utils: bins of pack_length
+    assert isinstance(batch_collator(TrainConfig(), tokenizer, None, None), PadCollator)
+
+
+# ---------------------------------------------------------------------------------------------
+# The bin size rule and its setting
+# ---------------------------------------------------------------------------------------------
+
+
+def test_pack_length_rule_and_errors(artifact, tmp_path):
+    with_max = tmp_path / "with-max"
+    shutil.copytree(artifact, with_max)
+    manifest = json.loads((with_max / "manifest.json").read_text())
+    manifest["tokenizer"] = {"ref": "tok", "sha256": "0" * 64, "max_length": 300}
+    (with_max / "manifest.json").write_text(json.dumps(manifest))
+
+    packed = TrainConfig(packing=True)
+    assert resolve_pack_length(load_artifact(with_max), packed) == 300  # the artifact's tokenize.max_length
+    assert resolve_pack_length(load_artifact(artifact), packed) is None  # none: each batch's longest row
+    assert resolve_pack_length(load_artifact(with_max), TrainConfig(packing=True, pack_length=64)) == 64
+
+    with pytest.raises(SpecError, match="'pack_length': pack_length applies to packed batches only; "
+                                        "set packing: true") as e:
+        prepare_training(artifact, model="unused", out=tmp_path / "r1", overrides=["pack_length=64"])
+    assert "(in command-line overrides)" in str(e.value)
+    config = tmp_path / "train.yaml"
+    config.write_text("epochs: 1\npack_length: 64\n")
+    with pytest.raises(SpecError) as e:
+        prepare_training(artifact, model="unused", out=tmp_path / "r1", config_file=config)
+    assert (e.value.line, e.value.col) == (2, 1) and "set packing: true" in e.value.message
+    with pytest.raises(SpecError, match="'pack_length': Input should be greater than or equal to 2"):
+        prepare_training(artifact, model="unused", out=tmp_path / "r2", overrides=["packing=true", "pack_length=1"])
+    with pytest.raises(SpecError, match="unknown train setting 'pack_len' \\(did you mean 'pack_length'"):
+        prepare_training(artifact, model="unused", out=tmp_path / "r3", overrides=["pack_len=64"])
+
+
+# ---------------------------------------------------------------------------------------------
+# A packed step is its rows, one by one
+# ---------------------------------------------------------------------------------------------
+
+
+def _loss_and_grads(model, step):
+    model.zero_grad(set_to_none=True)
+    loss = step()
+    loss.backward()
+    return loss.detach(), {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("attn, weighted, method", [("sdpa", True, "full=true"),
+                                                    ("eager", False, "lora.dropout=0")])  # LoRA: peft's wrapper
+def test_packed_step_equals_its_rows_one_by_one(artifact, tiny_model_dir, tmp_path, attn, weighted, method):
+    session = prepare_training(artifact, model=str(tiny_model_dir), out=tmp_path / "run", overrides=[
+        method, "packing=true", "pack_length=250", "batch_size=16", f"attn_implementation={attn}",
+        "eval_split=null"])
+    trainer, model = session.trainer, session.model.train()
+    collate = trainer.data_collator  # what the Trainer packs its batches with
+    assert isinstance(collate, PackingCollator) and collate.pack_length == 250
+    rows = [dict(trainer.train_dataset[i]) for i in range(len(trainer.train_dataset))]
+    if weighted:  # per-token loss weights, 0 where the label is -100 (as the artifact gives them)
+        rng = random.Random(0)
+        for r in rows:
+            r[WEIGHTS] = [rng.choice([0.0, 0.25, 1.0, 2.0]) if lab != IGNORE else 0.0 for lab in r["labels"]]
+    batch = collate(rows)
+    lengths = [len(r["input_ids"]) for r in rows]
+    assert batch["input_ids"].shape[0] < len(rows)  # several rows (77-80 tokens) share a sequence ...
+    assert (batch["labels"][:, -1] == IGNORE).any()  # ... and some bin is padded
+
+    device = torch.device("cpu")
+    singles = [PadCollator(session.tokenizer.pad_token_id)([r]) for r in rows]
+    total = trainer._get_num_items_in_batch([batch], device)
+    # the step's loss denominator is the same packed or not (sum of the rows' weights)
+    assert float(total) == pytest.approx(float(trainer._get_num_items_in_batch(singles, device)), rel=1e-6)
+    expected_total = sum(sum(w for w, lab in zip(r.get(WEIGHTS, [1.0] * n)[1:], r["labels"][1:]) if lab != IGNORE)
+                         for r, n in zip(rows, lengths))
+    assert float(total) == pytest.approx(expected_total, rel=1e-6)
+
+    packed_loss, packed_grads = _loss_and_grads(
+        model, lambda: trainer.compute_loss(model, dict(batch), num_items_in_batch=total))
+    single_loss, single_grads = _loss_and_grads(
+        model, lambda: sum(trainer.compute_loss(model, dict(b), num_items_in_batch=total) for b in singles))
+    assert float(packed_loss) == pytest.approx(float(single_loss), rel=1e-5)
+    assert packed_grads.keys() == single_grads.keys() and len(packed_grads) > 0
+    for name, grad in packed_grads.items():
+        torch.testing.assert_close(grad, single_grads[name], rtol=1e-4, atol=1e-6, msg=name)
