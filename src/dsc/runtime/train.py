@@ -401,7 +401,8 @@ def resolve_pack_length(artifact: Artifact, config: TrainConfig) -> int | None:
     longest row it promises), else None (each batch's longest row)."""
     if config.pack_length is not None:
         return config.pack_length
-    return (artifact.tokenizer or {}).get("max_length")
+    tok = artifact.manifest.tokenizer
+    return tok.max_length if tok is not None else None
 
 
 def uses_flash_attention(net: Any) -> bool:
