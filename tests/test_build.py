@@ -282,13 +282,13 @@ def test_a_build_reads_each_input_file_once_for_its_hash(tmp_path, monkeypatch):
 
     split_excerpt(tmp_path)
     hashed: Counter[str] = Counter()
-    real = sources._file_sha256
+    real = sources.sha256_file
 
     def counting(path):
         hashed[str(path)] += 1
         return real(path)
 
-    monkeypatch.setattr(sources, "_file_sha256", counting)
+    monkeypatch.setattr(sources, "sha256_file", counting)
     result = build(make_spec(tmp_path), tmp_path / "out", cache=False)
     assert hashed and set(hashed.values()) == {1}, hashed
     shas = {i["sha256"] for i in result.manifest["inputs"]}

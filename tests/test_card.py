@@ -100,7 +100,8 @@ def test_counts_taken_while_writing_equal_the_artifact_read_back(tmp_path):
     from tiny import make_tokenizer
 
     from dsc.compiler.stages.write.card import write_card
-    from dsc.compiler.artifacts.inspection import Artifact, artifact_stats
+    from dsc.compiler.artifacts.inspection import artifact_stats
+    from dsc.compiler.artifacts.reader import open_artifact
 
     tok = make_tokenizer(tmp_path / "tok")
     spec = make_project(tmp_path, rows=60, extra=f"tokenize: {{tokenizer: {tok}}}\n"
@@ -114,7 +115,7 @@ def test_counts_taken_while_writing_equal_the_artifact_read_back(tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
     # and those counts are right: a plain per-row count over the written rows
-    stats = artifact_stats(Artifact(tmp_path / "a", manifest))
+    stats = artifact_stats(open_artifact(tmp_path / "a"))
     for split in ("train", "validation"):
         table = pq.read_table(sorted((tmp_path / "a" / "data").glob(f"{split}-*"))).to_pylist()
         per_source: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])

@@ -12,7 +12,8 @@ from dsc.cli import app
 from dsc.compiler.engine.driver import build
 from dsc.compiler.artifacts.inspection import (CONDITION_STYLE, CONTEXT_STYLES, IGNORE_INDEX, SPAN_SUPERVISED,
                                      SUPERVISED_STYLES, artifact_stats, conditioning_strings, find_rows,
-                                     find_tokenizer, open_artifact, styled_text)
+                                     find_tokenizer, styled_text)
+from dsc.compiler.artifacts.reader import open_artifact
 
 runner = CliRunner()
 
@@ -64,8 +65,14 @@ def test_without_a_matching_tokenizer_spans_are_shown_on_the_text(tokenised, tmp
 
 
 def test_conditioning_strings_are_highlighted():
-    manifest = {"spec": {"condition": {"strings": {"success": " Solve it **correctly**.", "failure": " Fail."}}},
-                "inference": {"condition": {"string": " Solve it **correctly**."}}}
+    from dsc.compiler.artifacts.manifest import Inference, InferenceCondition, Manifest
+
+    # only the two parts conditioning_strings reads
+    manifest = Manifest.model_construct(
+        spec={"condition": {"strings": {"success": " Solve it **correctly**.", "failure": " Fail."}}},
+        inference=Inference(messages=[], label="success",
+                            condition=InferenceCondition(turn="question", position="suffix",
+                                                         string=" Solve it **correctly**.")))
     conditions = conditioning_strings(manifest)
     assert conditions == {"failure": " Fail.", "success": " Solve it **correctly**."}
     text = "<|im_start|>user\nQ? Solve it **correctly**.<|im_end|>\n<|im_start|>assistant\nA<|im_end|>"
@@ -96,7 +103,7 @@ def test_stats_agree_with_the_manifest(tokenised):
     artifact, _ = tokenised
     art = open_artifact(artifact)
     stats = artifact_stats(art)
-    counts = art.manifest["counts"]
+    counts = art.manifest.counts.model_dump()
     assert {s: t.rows for s, t in stats.splits.items()} == counts["written"]
     assert {s: t.supervised_chars for s, t in stats.splits.items()} == counts["supervised_chars"]
     assert {s: t.supervised_tokens for s, t in stats.splits.items()} == counts["supervised_tokens"]

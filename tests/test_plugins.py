@@ -289,10 +289,16 @@ def test_eval_imports_plugins_for_their_scorers(tmp_path, monkeypatch):
 
 def test_diff_names_a_plugin_that_moved():
     from dsc.compiler.artifacts.diff import _notes
+    from dsc.compiler.artifacts.manifest import Manifest, PluginInfo, TemplateInfo
 
-    a = {"plugins": [{"module": "myplugin", "path": "myplugin.py", "sha256": "a" * 64}]}
-    b = {"plugins": [{"module": "myplugin", "path": "myplugin.py", "sha256": "b" * 64},
-                     {"module": "more", "path": "more.py", "sha256": "c" * 64}]}
+    def manifest(plugins: list[dict[str, str]]) -> Manifest:  # only what _notes reads
+        return Manifest.model_construct(template=TemplateInfo(ref="t", sha256="0" * 64, end_of_turn=None),
+                                        tokenizer=None, inputs=[], dsc_version="1",
+                                        plugins=[PluginInfo(**p) for p in plugins])
+
+    a = manifest([{"module": "myplugin", "path": "myplugin.py", "sha256": "a" * 64}])
+    b = manifest([{"module": "myplugin", "path": "myplugin.py", "sha256": "b" * 64},
+                  {"module": "more", "path": "more.py", "sha256": "c" * 64}])
     assert _notes(a, b) == ["plugin more (more.py) newly used", "plugin myplugin (myplugin.py) changed "
                             "(aaaaaaaaaaaa → bbbbbbbbbbbb)"]
 
@@ -399,7 +405,7 @@ def test_the_runtime_imports_no_compiler_stage_for_its_registries():
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == ("['dsc.compiler', 'dsc.compiler.core', 'dsc.compiler.core.errors', "
-                           "'dsc.compiler.core.registry', 'dsc.compiler.core.strict']")
+                           "'dsc.compiler.core.hashing', 'dsc.compiler.core.registry', 'dsc.compiler.core.strict']")
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from dsc.cli import app
 from dsc.compiler.engine.driver import build
-from dsc.compiler.artifacts.inspection import IGNORE_INDEX, open_artifact
+from dsc.compiler.artifacts.inspection import IGNORE_INDEX
+from dsc.compiler.artifacts.reader import open_artifact
 from dsc.compiler.stages.render.render import merge_spans
 from dsc.compiler.artifacts.report import sample_quotas
 
@@ -154,7 +155,7 @@ def test_page_is_self_contained_and_row_text_is_escaped(tokenised_report):
     hostile = [r for r in data["rows"] if XSS in r["text"]]
     assert len(hostile) == 1
     # The quarantine section groups rows under the manifest's reasons, with their counts.
-    reasons = open_artifact(artifact).manifest["counts"]["quarantine_reasons"]
+    reasons = open_artifact(artifact).manifest.counts.quarantine_reasons
     assert reasons and dict(re.findall(r"<summary><b>(.*?)</b> — (\d+) rows", html)) == \
         {k: str(v) for k, v in reasons.items()}
 

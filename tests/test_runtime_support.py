@@ -7,12 +7,13 @@ hand-written artifacts; `test_train.py` also runs against a real build when it i
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from pathlib import Path
 from typing import Any
 
+from dsc.compiler.core.hashing import sha256_file
 from dsc.compiler.record import Conversation, Message, Meta, Provenance, canonical_json
+from dsc.compiler.stages.write.artifact import ARTIFACT_FORMAT, write_manifest
 from dsc.runtime.features import encode, tokenizer_sha256
 
 from tiny import CHATML_WITH_GENERATION
@@ -113,17 +114,29 @@ def make_artifact(out: Path, *, n_train: int = 48, n_validation: int = 8, tokeni
             table = table.drop_columns(["input_ids", "labels"])
         pq.write_table(table, out / "data" / f"{split}-00000-of-00001.parquet")
     (out / "chat_template.jinja").write_text(CHATML_WITH_GENERATION, encoding="utf-8")
-    manifest = {
-        "version": hashlib.sha256(f"{n_train}-{n_validation}-{seed}-{stored_labels}".encode()).hexdigest()[:16],
+    files = {f"data/{p.name}": sha256_file(p) for p in sorted((out / "data").glob("*.parquet"))}
+    written = {s: n for s, n in counts.items() if n}
+    write_manifest(out, {
+        "format": ARTIFACT_FORMAT,
         "name": "arith",
+        "dsc_version": "0",
         "spec": spec or {"dsc": 1, "name": "arith"},
+        "spec_sha256": hashlib.sha256(f"{n_train}-{n_validation}-{seed}-{stored_labels}".encode()).hexdigest(),
+        "inputs": [],
         "template": {"ref": "tiny-chatml", "sha256": hashlib.sha256(CHATML_WITH_GENERATION.encode()).hexdigest(),
                      "end_of_turn": END_OF_TURN},
-        "tokenizer": ({"ref": str(tokenizer_dir), "sha256": tokenizer_sha(tokenizer_dir)}
-                      if tokenizer_dir is not None else None),
+        "tokenizer": ({"ref": str(tokenizer_dir), "sha256": tokenizer_sha(tokenizer_dir), "max_length": 4096,
+                       "overflow": "drop"} if tokenizer_dir is not None else None),
+        "libraries": {},
         "inference": inference or {"messages": [{"role": "user", "content": "{{ question }}"}], "label": None},
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        "selection": {},
+        "counts": {"read": {"arith": n_train + n_validation}, "quarantined": 0, "bad_rows": 0,
+                   "quarantine_reasons": {}, "duplicates_removed": {}, "written": written,
+                   "per_source": {"arith": written}, "per_label": {}, "per_capability": {}, "dropped": {},
+                   "supervised_chars": {s: 0 for s in written}, "supervised_tokens": None, "dropped_too_long": 0,
+                   "truncated": 0, "special_tokens_in_content": {}},
+        "files": files,
+    })
     return out
 
 

@@ -307,4 +307,4 @@ def test_cli_train(artifact, tiny_model_dir, tmp_path):
                             "max_step=2"])
     assert r.exit_code == 2 and "did you mean 'max_steps'" in r.output
     r = runner.invoke(app, ["train", str(tmp_path / "nothing"), "--model", str(tiny_model_dir)])
-    assert r.exit_code == 2 and "artifact not found" in r.output
+    assert r.exit_code == 2 and "artifact directory not found" in r.output

@@ -118,7 +118,7 @@ def test_pack_length_rule_and_errors(artifact, tmp_path):
     with_max = tmp_path / "with-max"
     shutil.copytree(artifact, with_max)
     manifest = json.loads((with_max / "manifest.json").read_text())
-    manifest["tokenizer"] = {"ref": "tok", "sha256": "0" * 64, "max_length": 300}
+    manifest["tokenizer"] = {"ref": "tok", "sha256": "0" * 64, "max_length": 300, "overflow": "drop"}
     (with_max / "manifest.json").write_text(json.dumps(manifest))
 
     packed = TrainConfig(packing=True)

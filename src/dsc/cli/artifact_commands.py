@@ -64,7 +64,7 @@ def diff_command(
     supervised token (or character) deltas; and a few changed rows side by side."""
     from dsc.cli.root import RichProgress, fail, out_console, run_guarded
     from dsc.compiler.artifacts.diff import diff_artifacts, example_pairs, render_diff, revision_artifacts
-    from dsc.compiler.artifacts.inspection import open_artifact
+    from dsc.compiler.artifacts.reader import open_artifact
 
     progress = RichProgress()
 
@@ -107,12 +107,13 @@ def inspect_command(
     Conditioning strings are highlighted; a statistics table follows the rows."""
     from dsc.cli.root import err_console, out_console, run_guarded
     from dsc.compiler.artifacts import inspection as ins
+    from dsc.compiler.artifacts.reader import open_artifact
 
     def body() -> None:
-        art = ins.open_artifact(artifact)
+        art = open_artifact(artifact)
         stats = ins.artifact_stats(art)
         if as_json:
-            _json_out({"name": art.manifest.get("name"), "version": art.manifest.get("version"),
+            _json_out({"name": art.name, "version": art.version,
                        **stats.to_dict(),
                        "lengths": {s: ins.length_summary(v) for s, v in stats.lengths.items()}})
             return

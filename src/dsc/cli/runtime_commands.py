@@ -125,14 +125,9 @@ def train_command(
 def _import_plugins(refs: List[str]) -> None:
     """`--plugin`: import each (files relative to the working directory), as a spec's `plugins:`."""
     from dsc.compiler.core.errors import SpecError
-    from dsc.compiler.core.plugins import PluginImportError, import_plugin
-    from dsc.compiler.core.registry import DuplicateNameError
+    from dsc.compiler.core.plugins import import_plugin_list
 
-    for ref in refs:
-        try:
-            import_plugin(ref, Path.cwd())
-        except (PluginImportError, DuplicateNameError) as e:
-            raise SpecError(f"--plugin: cannot import {ref!r}: {e}") from None
+    import_plugin_list(refs, Path.cwd(), lambda _, ref, why: SpecError(f"--plugin: cannot import {ref!r}: {why}"))
 
 
 def eval_command(

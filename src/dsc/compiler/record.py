@@ -16,11 +16,12 @@ artifact's `text` byte for byte. Hashes (row ids, dedup keys) use the sorted spe
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from dsc.compiler.core.hashing import sha256_json
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -114,7 +115,7 @@ def _spell(value: Any, emit: Callable[[str], None], sort_keys: bool) -> None:
 
 
 def content_hash(value: Any, length: int = 16) -> str:
-    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()[:length]
+    return sha256_json(value)[:length]
 
 
 @dataclass(slots=True)

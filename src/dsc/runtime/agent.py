@@ -82,6 +82,12 @@ def _action(call: ToolCall, tools: dict[str, Tool]) -> Action:
                   call_id=call.id, call=call)
 
 
+def dialect_for(actions: str, *named: str | None) -> Dialect:
+    """The first dialect `named`, else the one the kind of `actions` implies (tool_calls: openai,
+    else react)."""
+    return get_dialect(next((n for n in named if n), None) or ("openai" if actions == "tool_calls" else "react"))
+
+
 def parse_generated(text: str, dialect: Dialect, tools: dict[str, Tool]) -> tuple[Turn | None, str | None]:
     """A model's turn read by the dialect it was trained in: (turn, None), or (None, why) when
     the turn names a call the parser cannot read (bad JSON, a wrong argument type)."""
@@ -141,7 +147,7 @@ class AgentSettings:
     dialect: str | None = None  # the tool-call dialect (`dsc.compiler.dialects`); None: from `actions`
 
     def get_dialect(self) -> Dialect:
-        return get_dialect(self.dialect or ("openai" if self.actions == "tool_calls" else "react"))
+        return dialect_for(self.actions, self.dialect)
     step_prefix: str = ""  # text that opens every model turn (FireAct seeds each step with "Thought:")
 
 

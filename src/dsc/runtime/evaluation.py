@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from dsc.compiler.dialects import Dialect, get_dialect
+from dsc.compiler.dialects import Dialect
 from dsc.compiler.dialects.react import ReactDialect
 from dsc.compiler.core.errors import SpecError
 
-from .agent import AgentSettings, Episode, Generator, run_agent, run_direct, start_episodes
+from .agent import AgentSettings, Episode, Generator, dialect_for, run_agent, run_direct, start_episodes
 from .artifact import Artifact, load_artifact
 from .config import EvalConfig, EvalTask, Layer, copy_layer, override_layer, resolve, yaml_layer
 from .prompting import PromptBuilder, fill
@@ -57,8 +57,7 @@ def resolve_eval_config(tasks_file: str | Path | None, artifact: Artifact | None
         base = Path(tasks_file).resolve().parent
     elif artifact is not None and artifact.spec.get("eval"):
         layers.append(copy_layer("the spec's eval: block (manifest.json)", artifact.spec["eval"]))
-        spec_dir = artifact.manifest.get("spec_dir")
-        base = (artifact.path / spec_dir).resolve() if spec_dir else Path.cwd()
+        base = Path.cwd()
     else:
         raise SpecError("no eval tasks: pass --tasks FILE, or --artifact for a spec with an eval: block")
     if overrides:
@@ -227,7 +226,7 @@ def observation_style(task: EvalTask, artifact: Artifact | None) -> str:
     alpaca rows), else one turn per observation."""
     if task.observation != "auto":
         return task.observation
-    if artifact is None or "train" not in artifact.shards:
+    if artifact is None or "train" not in artifact.splits:
         return "turn"
     table = artifact.table("train")
     for messages in table.column("messages").slice(0, 200).to_pylist():
@@ -293,7 +292,7 @@ def with_tools_prompt(messages: list[dict[str, str]], tools_prompt: str) -> list
 def agent_dialect(task: EvalTask, trained: dict[str, Any]) -> Dialect:
     """The dialect a task's generations are parsed in: the task's `dialect:`, else the one the
     artifact was built in (`inference.dialect` of its manifest), else the task's `actions`."""
-    return get_dialect(task.dialect or trained.get("name") or ("openai" if task.actions == "tool_calls" else "react"))
+    return dialect_for(task.actions, task.dialect, trained.get("name"))
 
 
 def _run_items(items: list[dict[str, Any]], task: EvalTask, generator: Generator, builder: PromptBuilder,

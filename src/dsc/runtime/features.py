@@ -87,15 +87,15 @@ class FeatureStats:
 
 def use_stored_tokens(artifact: Artifact, split: str, model_tokenizer_sha: str | None) -> tuple[bool, str]:
     """Whether the artifact's own input_ids/labels fit this model, and why (for run.json)."""
-    tok = artifact.tokenizer
+    tok = artifact.manifest.tokenizer
     if not artifact.has_column(split, "input_ids") or not artifact.has_column(split, "labels"):
         return False, "the artifact is not tokenised"
-    if not tok or not tok.get("sha256"):
-        return False, "the artifact does not record its tokenizer's sha256"
+    if tok is None:
+        return False, "the artifact does not record its tokenizer"
     if model_tokenizer_sha is None:
         return False, "the model's tokenizer has no tokenizer.json to compare"
-    if tok["sha256"] != model_tokenizer_sha:
-        return False, f"the artifact was tokenised with {tok.get('ref') or 'another tokenizer'} (different sha256)"
+    if tok.sha256 != model_tokenizer_sha:
+        return False, f"the artifact was tokenised with {tok.ref} (different sha256)"
     return True, "the artifact was tokenised with the model's tokenizer"
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from dsc.compiler.artifacts.manifest import MANIFEST
+
 from .artifact import Artifact, load_artifact
 from .modeling import (ModelError, eos_ids_for, end_of_turn_ids, load_tokenizer, peft_compat, pick_device,
                        quiet_libraries, read_json, resolve_model_ref)
@@ -103,7 +105,7 @@ def load_for_eval(ref: str, *, artifact: Artifact | None = None, batch_size: int
     run = read_json(Path(path) / RUN_FILE) if local else None
     if artifact is None and run is not None:
         art_path = Path(run.get("artifact", {}).get("path", ""))
-        if (art_path / "manifest.json").is_file():
+        if (art_path / MANIFEST).is_file():
             artifact = load_artifact(art_path)
     if artifact is not None and run is not None and run["artifact"].get("version") != artifact.version:
         log.warning("%s was trained on artifact version %s but evaluated with version %s", ref,
@@ -158,7 +160,7 @@ def load_for_eval(ref: str, *, artifact: Artifact | None = None, batch_size: int
 
 def _template(path: str, local: bool, artifact: Artifact | None, run: dict[str, Any] | None, tokenizer: Any,
               ref: str) -> tuple[str, str, str | None]:
-    from .artifact import sha256_text
+    from dsc.compiler.core.hashing import sha256_text
 
     if artifact is not None:
         source, tref, sha = artifact.template_source, artifact.template_ref, artifact.template_sha256

@@ -93,7 +93,8 @@ def row_item(row: dict[str, Any], art: Artifact, builder: PromptBuilder, answer_
     # inference class's string.
     cond = art.spec.get("condition") or {}
     own = (cond.get("strings") or {}).get(conv.meta.label or "")
-    inference = ((art.manifest.get("inference") or {}).get("condition") or {}).get("string")
+    condition = art.manifest.inference.condition
+    inference = condition.string if condition is not None else None
     if own and inference and own != inference:
         for m in prompt_messages:
             if own in (m.get("content") or ""):

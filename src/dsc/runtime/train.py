@@ -250,10 +250,10 @@ def _prepare(artifact_dir: str | Path, *, model: str | None, config_file: str | 
     config = resolve_train_config(artifact, config_file, overrides, model)
     if config.model is None:
         raise SpecError("no model to train: pass --model (a local directory or a hub id) or set train.model")
-    if config.train_split not in artifact.shards:
+    if config.train_split not in artifact.splits:
         raise ArtifactError(f"artifact {artifact.path} has no '{config.train_split}' split to train on "
                             f"(it has: {', '.join(artifact.splits)})")
-    eval_split = config.eval_split if config.eval_split in artifact.shards else None
+    eval_split = config.eval_split if config.eval_split in artifact.splits else None
     if config.eval_split and eval_split is None:
         log.warning("the artifact has no '%s' split: no validation loss", config.eval_split)
 
@@ -401,7 +401,8 @@ def resolve_pack_length(artifact: Artifact, config: TrainConfig) -> int | None:
     longest row it promises), else None (each batch's longest row)."""
     if config.pack_length is not None:
         return config.pack_length
-    return (artifact.tokenizer or {}).get("max_length")
+    tok = artifact.manifest.tokenizer
+    return tok.max_length if tok is not None else None
 
 
 def uses_flash_attention(net: Any) -> bool:

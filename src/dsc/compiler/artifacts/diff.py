@@ -27,9 +27,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dsc.compiler.artifacts.inspection import DIMENSIONS, ArtifactStats, artifact_stats, find_rows
+from dsc.compiler.artifacts.manifest import Manifest
+from dsc.compiler.artifacts.reader import LFS_POINTER_PREFIX, Artifact, is_lfs_pointer, open_artifact, split_sort_key
 from dsc.compiler.core.errors import ArtifactError
-from dsc.compiler.artifacts.inspection import (DIMENSIONS, LFS_POINTER_PREFIX, Artifact, ArtifactStats, artifact_stats,
-                                     find_rows, is_lfs_pointer, open_artifact, split_sort_key)
+from dsc.compiler.core.files import files_under
 from dsc.compiler.record import canonical_json
 
 # Columns compared for "changed"; `meta` without its provenance.
@@ -118,7 +120,7 @@ def _fingerprints(art: Artifact, progress: Any = None, stage: str = "read rows")
     """Each row's field digests; `progress` (the build's interface) is told the rows read."""
     out: dict[str, _RowPrint] = {}
     if progress is not None:
-        progress.start(stage, sum((art.manifest.get("counts") or {}).get("written", {}).values()) or None)
+        progress.start(stage, sum(art.manifest.counts.written.values()) or None)
     for split in art.splits:
         for batch in art.batches(split):
             if progress is not None:
@@ -182,16 +184,15 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-def _spec_changes(ma: dict[str, Any], mb: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    fa, fb = _flatten(ma.get("spec") or {}), _flatten(mb.get("spec") or {})
+def _spec_changes(ma: Manifest, mb: Manifest) -> list[tuple[str, Any, Any]]:
+    fa, fb = _flatten(ma.spec), _flatten(mb.spec)
     return [(k, fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
 
 
-def _moved(ma: dict[str, Any], mb: dict[str, Any], section: str, label: Callable[[dict[str, Any]], str], *,
-           gone: str, new: str) -> list[str]:
-    """What went, came or changed sha256 between two manifests' lists `section` (inputs, plugins)."""
-    da = {label(x): x.get("sha256") for x in ma.get(section) or []}
-    db = {label(x): x.get("sha256") for x in mb.get(section) or []}
+def _moved(la: list[Any], lb: list[Any], label: Callable[[Any], str], *, gone: str, new: str) -> list[str]:
+    """What went, came or changed sha256 between two manifests' lists (inputs, plugins)."""
+    da = {label(x): x.sha256 for x in la}
+    db = {label(x): x.sha256 for x in lb}
     out = []
     for what in sorted(set(da) | set(db)):
         if what not in db:
@@ -203,21 +204,20 @@ def _moved(ma: dict[str, Any], mb: dict[str, Any], section: str, label: Callable
     return out
 
 
-def _notes(ma: dict[str, Any], mb: dict[str, Any]) -> list[str]:
+def _notes(ma: Manifest, mb: Manifest) -> list[str]:
     out: list[str] = []
-    ta, tb = ma.get("template") or {}, mb.get("template") or {}
-    if ta.get("sha256") != tb.get("sha256"):
-        out.append(f"template {ta.get('ref')} ({str(ta.get('sha256'))[:12]}) → {tb.get('ref')} "
-                   f"({str(tb.get('sha256'))[:12]})")
-    ka, kb = ma.get("tokenizer") or {}, mb.get("tokenizer") or {}
-    if ka.get("sha256") != kb.get("sha256"):
-        out.append(f"tokenizer {ka.get('ref', 'none')} → {kb.get('ref', 'none')}")
-    out += _moved(ma, mb, "inputs", lambda i: f"input {i.get('path')} (source '{i.get('source')}')",
+    ta, tb = ma.template, mb.template
+    if ta.sha256 != tb.sha256:
+        out.append(f"template {ta.ref} ({ta.sha256[:12]}) → {tb.ref} ({tb.sha256[:12]})")
+    ka, kb = ma.tokenizer, mb.tokenizer
+    if (ka and ka.sha256) != (kb and kb.sha256):
+        out.append(f"tokenizer {ka.ref if ka else 'none'} → {kb.ref if kb else 'none'}")
+    out += _moved(ma.inputs, mb.inputs, lambda i: f"input {i.path} (source '{i.source}')",
                   gone="no longer read", new="newly read")
-    out += _moved(ma, mb, "plugins", lambda p: f"plugin {p.get('module')} ({p.get('path')})",
+    out += _moved(ma.plugins or [], mb.plugins or [], lambda p: f"plugin {p.module} ({p.path})",
                   gone="no longer used", new="newly used")
-    if ma.get("dsc_version") != mb.get("dsc_version"):
-        out.append(f"dsc {ma.get('dsc_version')} → {mb.get('dsc_version')}")
+    if ma.dsc_version != mb.dsc_version:
+        out.append(f"dsc {ma.dsc_version} → {mb.dsc_version}")
     return out
 
 
@@ -231,7 +231,7 @@ def diff_artifacts(a: str | Path | Artifact, b: str | Path | Artifact, *, label_
     art_a = a if isinstance(a, Artifact) else open_artifact(a)
     art_b = b if isinstance(b, Artifact) else open_artifact(b)
     out = ArtifactDiff(label_a or str(art_a.path), label_b or str(art_b.path),
-                       art_a.manifest.get("version"), art_b.manifest.get("version"))
+                       art_a.version, art_b.version)
     fa, fb = _fingerprints(art_a, progress, "read A"), _fingerprints(art_b, progress, "read B")
     only_a = [i for i in fa if i not in fb]
     only_b = [i for i in fb if i not in fa]
@@ -303,7 +303,7 @@ def _repo_of(path: Path) -> tuple[Path, str]:
 
 def _smudge_lfs(root: Path, top: Path, rev: str, rel: str) -> None:
     """Replace git-lfs pointers under `root` with their content from the local LFS store."""
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+    for f in files_under(root):
         if not is_lfs_pointer(f):
             continue
         r = _git(["lfs", "smudge", "--", f"{rel}/{f.relative_to(root).as_posix()}"], top, input=f.read_bytes())

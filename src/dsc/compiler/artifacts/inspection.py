@@ -2,10 +2,8 @@
 what a row really trains on (supervised spans, token by token when tokenised, the conditioning
 strings).
 
-`dsc inspect`, `dsc diff`, `dsc verify` and the dataset card all read artifacts through
-`open_artifact`, so an artifact whose parquet files are git-lfs pointers (cloned without
-`git lfs pull`) gets the same clear message everywhere. (Named `inspection`, not `inspect`, so
-that it can never shadow the standard library's `inspect`.)
+Artifacts are opened by the one reader, `dsc.compiler.artifacts.reader.open_artifact`. (Named
+`inspection`, not `inspect`, so that it can never shadow the standard library's `inspect`.)
 """
 from __future__ import annotations
 
@@ -18,96 +16,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from dsc.compiler.stages.write.artifact import DATA_DIR, MANIFEST
+from dsc.compiler.artifacts.manifest import QUARANTINE, Manifest
+from dsc.compiler.artifacts.reader import Artifact, split_sort_key
 from dsc.compiler.core.errors import ArtifactError, BuildError, SpecError, did_you_mean
 
-SPLIT_ORDER = ("train", "validation", "test")
 IGNORE_INDEX = -100
 NONE_KEY = "(none)"
 # Row attributes that counts are broken down by (diff, card, inspect): meta fields.
 DIMENSIONS = ("source", "label", "capability")
-LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
-
-
-def is_lfs_pointer(path: Path) -> bool:
-    """A git-lfs pointer file (what a clone without `git lfs pull` holds instead of the data)."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(len(LFS_POINTER_PREFIX)) == LFS_POINTER_PREFIX
-    except OSError:
-        return False
-
-
-def lfs_hint(what: str) -> str:
-    return (f"{what} is a git-lfs pointer, not the data; fetch the data with `git lfs pull` "
-            "(install git-lfs first: https://git-lfs.com)")
-
-
-def split_sort_key(split: str) -> tuple[int, str]:
-    return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER), split)
-
-
-# ---------------------------------------------------------------------------------------------
-# Opening an artifact
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Artifact:
-    path: Path
-    manifest: dict[str, Any]
-
-    @property
-    def tokenised(self) -> bool:
-        return self.manifest.get("tokenizer") is not None
-
-    @property
-    def splits(self) -> list[str]:
-        return sorted(self.manifest.get("counts", {}).get("written", {}), key=split_sort_key)
-
-    def shards(self, split: str) -> list[Path]:
-        prefix = f"{DATA_DIR}/{split}-"
-        return [self.path / name for name in sorted(self.manifest.get("files", {})) if name.startswith(prefix)]
-
-    def batches(self, split: str, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-        """The split's rows in artifact order, as record batches of the requested columns."""
-        for shard in self.shards(split):
-            pf = pq.ParquetFile(shard)
-            names = pf.schema_arrow.names
-            cols = [c for c in columns if c in names] if columns is not None else None
-            yield from pf.iter_batches(batch_size=1024, columns=cols)
-
-    def rows(self, split: str, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
-        for batch in self.batches(split, columns):
-            yield from batch.to_pylist()
-
-
-def open_artifact(path: str | Path) -> Artifact:
-    """Read an artifact's manifest and check that its data files are present and real (not
-    git-lfs pointers). ArtifactError (exit 2) otherwise, naming what is wrong."""
-    p = Path(path)
-    if not p.is_dir():
-        raise ArtifactError(f"artifact directory not found: {p}")
-    mpath = p / MANIFEST
-    if not mpath.is_file():
-        raise ArtifactError(f"{p} is not a dsc artifact (no {MANIFEST})")
-    if is_lfs_pointer(mpath):
-        raise ArtifactError(lfs_hint(str(mpath)))
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{mpath} cannot be read as JSON: {e}") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise ArtifactError(f"{mpath} is not a dsc manifest (no `files` table)")
-    for name in sorted(manifest["files"]):
-        f = p / name
-        if not f.is_file():
-            raise ArtifactError(f"{p}: {name} is listed in the manifest but missing")
-        if is_lfs_pointer(f):
-            raise ArtifactError(lfs_hint(f"{p}/{name}"))
-    return Artifact(p, manifest)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,8 +171,6 @@ def quarantine_group(stage: str, reason: str) -> str:
 
 def iter_quarantine(art: Artifact) -> Iterator[dict[str, Any]]:
     """The artifact's quarantined rows, streamed (an unreadable line is skipped, not fatal)."""
-    from dsc.compiler.stages.write.artifact import QUARANTINE
-
     path = art.path / QUARANTINE
     if not path.is_file():
         return
@@ -316,11 +231,9 @@ def find_rows(art: Artifact, *, split: str | None = None, ids: Iterable[str] = (
     """(split, row) pairs: the rows with the given ids (a unique prefix, or the hash after
     `source:`, is enough), else the first `n` rows of `split` (default: the first split)."""
     wanted = list(ids)
-    splits = art.splits
-    if split is not None and split not in splits:
-        raise ArtifactError(f"the artifact has no split '{split}'{did_you_mean(split, splits)}; "
-                            f"splits: {', '.join(splits)}")
-    search = [split] if split is not None else splits
+    if split is not None:
+        art.check_split(split)
+    search = [split] if split is not None else art.splits
     if not wanted:
         out: list[tuple[str, dict[str, Any]]] = []
         for row in art.rows(search[0]):
@@ -345,10 +258,8 @@ def find_rows(art: Artifact, *, split: str | None = None, ids: Iterable[str] = (
         resolved[matches[0]] = all_ids[matches[0]]
     found: dict[str, tuple[str, dict[str, Any]]] = {}
     for s in sorted(set(resolved.values()), key=split_sort_key):
-        for batch in art.batches(s):
-            mask = pc.is_in(batch.column("id"), value_set=pa.array([i for i, sp in resolved.items() if sp == s]))
-            for row in batch.filter(mask).to_pylist():
-                found[row["id"]] = (s, row)
+        for row in art.rows_with_ids(s, [i for i, sp in resolved.items() if sp == s]):
+            found[row["id"]] = (s, row)
     return [found[i] for i in resolved]
 
 
@@ -394,20 +305,20 @@ def _tokenizer_candidates(ref: str, art_path: Path) -> list[Path]:
     return out
 
 
-def find_tokenizer(manifest: dict[str, Any], art_path: Path, override: Path | None = None
+def find_tokenizer(manifest: Manifest, art_path: Path, override: Path | None = None
                    ) -> tuple[TokenView | None, str]:
     """The artifact's tokenizer and a note on where it came from (or why there is none).
 
     Only a tokenizer whose hash equals the manifest's is used: another one would draw wrong
     token boundaries."""
-    tok = manifest.get("tokenizer")
+    tok = manifest.tokenizer
     if tok is None:
         return None, "not tokenised: supervised character spans shown"
     from tokenizers import Tokenizer
 
     from dsc.compiler.stages.tokenize.tokenize import RowTokenizer
 
-    candidates = [override] if override is not None else _tokenizer_candidates(tok["ref"], art_path)
+    candidates = [override] if override is not None else _tokenizer_candidates(tok.ref, art_path)
     mismatched: list[Path] = []
     for cand in candidates:
         if not (cand / "tokenizer.json").is_file():
@@ -416,27 +327,27 @@ def find_tokenizer(manifest: dict[str, Any], art_path: Path, override: Path | No
             rt = RowTokenizer.load(str(cand.resolve()), Path("."))
         except (BuildError, SpecError):
             continue
-        if rt.sha256 != tok.get("sha256"):
+        if rt.sha256 != tok.sha256:
             mismatched.append(cand)
             continue
         return TokenView(Tokenizer.from_file(str(rt.path)), cand), f"tokens from {cand}"
     if mismatched:
         return None, (f"tokenizer at {mismatched[0]} differs from the one the artifact was built with "
-                      f"(sha256 {tok.get('sha256', '')[:12]}…): supervised character spans shown")
-    return None, (f"tokenizer '{tok['ref']}' not reachable from here (give --tokenizer DIR): "
+                      f"(sha256 {tok.sha256[:12]}…): supervised character spans shown")
+    return None, (f"tokenizer '{tok.ref}' not reachable from here (give --tokenizer DIR): "
                   "supervised character spans shown")
 
 
-def conditioning_strings(manifest: dict[str, Any]) -> dict[str, str]:
+def conditioning_strings(manifest: Manifest) -> dict[str, str]:
     """class → conditioning string, from the resolved spec's `condition` block (and the
     inference-time one), for highlighting."""
     out: dict[str, str] = {}
-    cond = (manifest.get("spec") or {}).get("condition") or {}
+    cond = manifest.spec.get("condition") or {}
     for cls, s in sorted((cond.get("strings") or {}).items()):
         if isinstance(s, str) and s.strip():
             out[cls] = s
-    inf = ((manifest.get("inference") or {}).get("condition") or {}).get("string")
-    if isinstance(inf, str) and inf.strip() and inf not in out.values():
+    inf = manifest.inference.condition.string if manifest.inference.condition is not None else None
+    if inf is not None and inf.strip() and inf not in out.values():
         out["inference"] = inf
     return out
 
@@ -547,7 +458,7 @@ def stats_table(art: Artifact, stats: ArtifactStats):
     from rich.table import Table
 
     splits = art.splits
-    table = Table(title=f"{art.manifest.get('name')}  version {art.manifest.get('version')}", title_justify="left")
+    table = Table(title=f"{art.name}  version {art.version}", title_justify="left")
     table.add_column("")
     for s in splits:
         table.add_column(s, justify="right")

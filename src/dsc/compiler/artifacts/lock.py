@@ -16,7 +16,6 @@ then checks the artifact version before the new artifact replaces the old one.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -28,7 +27,9 @@ from typing import Any, Literal, TypeVar
 from pydantic import ValidationError
 
 from dsc import __version__
+from dsc.compiler.artifacts.manifest import Manifest
 from dsc.compiler.core.errors import LockError
+from dsc.compiler.core.hashing import sha256_text
 from dsc.compiler.core.plugins import manifest_plugins
 from dsc.compiler.core.strict import Strict as _Strict
 from dsc.compiler.spec.model import LoadedSpec, load_spec
@@ -127,28 +128,19 @@ def locked_inputs(loaded: LoadedSpec, inputs: list[dict[str, Any]]) -> list[Lock
     return out
 
 
-def _spec_sha256(loaded: LoadedSpec) -> str:
-    return hashlib.sha256(loaded.text.encode("utf-8")).hexdigest()
-
-
 def current_entry(loaded: LoadedSpec) -> LockEntry:
     """What the spec resolves to now, without building (no artifact version)."""
+    from dsc.compiler.engine.context import build_context
     from dsc.compiler.stages.read.sources import resolve_inputs
     from dsc.compiler.stages.write.manifest import library_versions
-    from dsc.compiler.stages.render.templating import load_template
 
     spec, base = loaded.spec, loaded.base_dir
-    with loaded.at("template"):
-        template = load_template(spec.template, base)
-    tokenizer = None
-    if spec.tokenize is not None:
-        from dsc.compiler.stages.tokenize.tokenize import RowTokenizer
-
-        with loaded.at("tokenize", "tokenizer"):
-            tok = RowTokenizer.load(spec.tokenize, base)
-        tokenizer = LockedRef(ref=spec.tokenize.tokenizer, sha256=tok.sha256)
+    ctx = build_context(loaded)  # the template and tokenizer exactly as a build loads them
+    template = ctx.template
+    tokenizer = (LockedRef(ref=spec.tokenize.tokenizer, sha256=ctx.tokenizer.sha256)
+                 if spec.tokenize is not None and ctx.tokenizer is not None else None)
     plugins = [m.to_dict() for m in manifest_plugins(spec, loaded.plugins, base)]
-    return LockEntry(spec_sha256=_spec_sha256(loaded), dsc_version=__version__, libraries=library_versions(),
+    return LockEntry(spec_sha256=sha256_text(loaded.text), dsc_version=__version__, libraries=library_versions(),
                      inputs=locked_inputs(loaded, resolve_inputs(loaded)),
                      template=LockedRef(ref=spec.template, sha256=template.sha256), tokenizer=tokenizer,
                      plugins=_locked_plugins(plugins))
@@ -166,17 +158,19 @@ def _relative_artifact_path(loaded: LoadedSpec, out_dir: Path) -> str | None:
         return None
 
 
-def entry_from_manifest(loaded: LoadedSpec, manifest: dict[str, Any], out_dir: Path | None = None) -> LockEntry:
-    tok = manifest.get("tokenizer")
+def entry_from_manifest(loaded: LoadedSpec, manifest: Manifest | dict[str, Any], out_dir: Path | None = None
+                        ) -> LockEntry:
+    """The lock entry a built artifact's manifest pins (a build's manifest dict is checked first)."""
+    m = manifest if isinstance(manifest, Manifest) else Manifest.model_validate(manifest)
     return LockEntry(
-        spec_sha256=manifest["spec_sha256"],
-        dsc_version=manifest["dsc_version"],
-        libraries=manifest["libraries"],
-        inputs=locked_inputs(loaded, manifest["inputs"]),
-        template=LockedRef(ref=manifest["template"]["ref"], sha256=manifest["template"]["sha256"]),
-        tokenizer=LockedRef(ref=tok["ref"], sha256=tok["sha256"]) if tok else None,
-        plugins=_locked_plugins(manifest.get("plugins")),
-        artifact=LockedArtifact(version=manifest["version"], format=manifest["format"],
+        spec_sha256=m.spec_sha256,
+        dsc_version=m.dsc_version,
+        libraries=m.libraries,
+        inputs=locked_inputs(loaded, [i.model_dump() for i in m.inputs]),
+        template=LockedRef(ref=m.template.ref, sha256=m.template.sha256),
+        tokenizer=LockedRef(ref=m.tokenizer.ref, sha256=m.tokenizer.sha256) if m.tokenizer else None,
+        plugins=_locked_plugins([p.model_dump() for p in m.plugins] if m.plugins else None),
+        artifact=LockedArtifact(version=m.version, format=m.format,
                                 path=_relative_artifact_path(loaded, out_dir) if out_dir is not None else None),
     )
 

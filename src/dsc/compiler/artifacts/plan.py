@@ -9,14 +9,14 @@ order the build reports them.
 """
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dsc.compiler.stages.write.artifact import MANIFEST
-from dsc.compiler.artifacts.inspection import Artifact
+from dsc.compiler.artifacts.manifest import MANIFEST, read_manifest
+from dsc.compiler.artifacts.reader import Artifact, open_artifact
+from dsc.compiler.core.errors import DscError
 from dsc.compiler.spec.model import load_spec
 
 MAX_REASONS = 10
@@ -127,8 +127,8 @@ def negative_rows(art: Artifact) -> dict[str, dict[str, int]]:
 
 def _existing_version(path: Path) -> str | None:
     try:
-        return json.loads((path / MANIFEST).read_text(encoding="utf-8")).get("version")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return read_manifest(path / MANIFEST).version
+    except DscError:  # not an artifact this dsc reads: the plan says only that it would be replaced
         return None
 
 
@@ -141,7 +141,7 @@ def plan(spec_path: str | Path, out_dir: str | Path | None = None, *, workers: i
     with tempfile.TemporaryDirectory(prefix="dsc-plan-") as tmp:
         result = build_loaded(loaded, Path(tmp) / "plan", workers=workers, progress=progress, cache=cache,
                               cache_dir=cache_dir)
-        negatives = negative_rows(Artifact(result.out_dir, result.manifest))
+        negatives = negative_rows(open_artifact(result.out_dir))
     counts = result.manifest["counts"]
     existing = Path(out_dir) if out_dir is not None else default_out_dir(loaded)
     version = _existing_version(existing) if existing.is_dir() else None

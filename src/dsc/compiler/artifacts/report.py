@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from dsc import __version__
 from dsc.compiler.artifacts import inspection as ins
+from dsc.compiler.artifacts.manifest import Manifest
+from dsc.compiler.artifacts.reader import Artifact, open_artifact
 from dsc.compiler.stages.write.card import percent
 from dsc.compiler.stages.transforms.common import rank_key
 
@@ -116,9 +116,8 @@ class Measures:
         return np.concatenate(parts) if parts else np.zeros(0)
 
 
-def _per_source_counts(manifest: dict[str, Any]) -> dict[str, int]:
-    per = (manifest.get("counts") or {}).get("per_source") or {}
-    return {src: sum(int(v) for v in splits.values()) for src, splits in per.items()}
+def _per_source_counts(manifest: Manifest) -> dict[str, int]:
+    return {src: sum(splits.values()) for src, splits in manifest.counts.per_source.items()}
 
 
 def _utf16_offsets(text: str) -> list[int] | None:
@@ -172,7 +171,7 @@ def browser_row(split: str, row: dict[str, Any], view: ins.TokenView | None, con
 
 @dataclass
 class ReportData:
-    art: ins.Artifact
+    art: Artifact
     stats: ins.ArtifactStats
     measures: Measures
     rows: list[dict[str, Any]]
@@ -185,7 +184,7 @@ class ReportData:
     seed: int
 
 
-def collect(art: ins.Artifact, *, sample: int = DEFAULT_SAMPLE, seed: int = 0,
+def collect(art: Artifact, *, sample: int = DEFAULT_SAMPLE, seed: int = 0,
             tokenizer: Path | None = None, token_budget: int = DEFAULT_TOKEN_BUDGET) -> ReportData:
     stats = ins.ArtifactStats(tokenised=art.tokenised)
     measures = Measures()
@@ -205,10 +204,7 @@ def collect(art: ins.Artifact, *, sample: int = DEFAULT_SAMPLE, seed: int = 0,
         wanted = dict((i, r) for r, i in chosen.get(split, []))
         if not wanted:
             continue
-        value_set = pa.array(sorted(wanted))
-        for batch in art.batches(split):
-            for row in batch.filter(pc.is_in(batch.column("id"), value_set=value_set)).to_pylist():
-                rows.append((split, wanted[row["id"]], row))
+        rows += [(split, wanted[row["id"]], row) for row in art.rows_with_ids(split, wanted)]
     # Browser order: by split, then the seeded rank (a shuffle that interleaves the sources).
     rows.sort(key=lambda t: (ins.split_sort_key(t[0]), t[1], t[2]["id"]))
     out_rows, token_total, with_tokens_rows = [], 0, 0
@@ -226,7 +222,7 @@ def collect(art: ins.Artifact, *, sample: int = DEFAULT_SAMPLE, seed: int = 0,
                       conditions=conditions, seed=seed)
 
 
-def quarantine_groups(art: ins.Artifact, examples: int = QUARANTINE_EXAMPLES
+def quarantine_groups(art: Artifact, examples: int = QUARANTINE_EXAMPLES
                       ) -> list[tuple[str, int, list[dict[str, Any]]]]:
     counts: Counter[str] = Counter()
     shown: dict[str, list[dict[str, Any]]] = {}
@@ -347,8 +343,8 @@ def mix_section(d: ReportData) -> str:
             rows.append(cells)
         headers = [dim] + [h for s in splits for h in (f"{s} rows", f"{s} supervised {stats.unit}")]
         out.append(_table(headers, rows) + "</div></div>")
-    selection = d.art.manifest.get("selection") or {}
-    buckets = {k: v for k, v in (selection.get("mix") or {}).items() if isinstance(v, dict)}
+    selection = d.art.manifest.selection
+    buckets = {k: v for k, v in (selection.mix or {}).items() if isinstance(v, dict)}
     if buckets:
         names = sorted(buckets)
         out.append('<div class="mix" id="plan-mix"><h3>mix buckets: planned vs realised</h3>')
@@ -360,11 +356,11 @@ def mix_section(d: ReportData) -> str:
                           [[n, b.get("how"), b.get("requested"), b.get("available"), b.get("over_group_cap"),
                             b.get("target"), b.get("selected"), b.get("copies"), b.get("realised", "–")]
                            for n, b in sorted(buckets.items())]) + "</div>")
-        kept = (selection.get("mix") or {}).get("_unmatched_kept")
+        kept = (selection.mix or {}).get("_unmatched_kept")
         if kept:
             out.append(f"<p>{int(kept)} rows in no bucket were kept as they are.</p>")
         out.append("</div>")
-    caps = selection.get("capabilities") or {}
+    caps = selection.capabilities or {}
     per_cap = caps.get("per_capability") or {}
     if per_cap:
         names = sorted(per_cap)
@@ -379,10 +375,10 @@ def mix_section(d: ReportData) -> str:
         if caps.get("untagged_kept"):
             out.append(f"<p>{int(caps['untagged_kept'])} rows without a rebalanced capability kept as they are.</p>")
         out.append("</div>")
-    counts = d.art.manifest.get("counts") or {}
-    if counts.get("dropped"):
+    dropped = d.art.manifest.counts.dropped
+    if dropped:
         out.append("<h3>dropped by filters and decontamination</h3>"
-                   + _table(["reason", "rows"], sorted(counts["dropped"].items())))
+                   + _table(["reason", "rows"], sorted(dropped.items())))
     return "".join(out)
 
 
@@ -434,16 +430,15 @@ def _highlight(text: str, conditions: dict[str, str]) -> str:
 
 
 def inference_section(d: ReportData) -> str:
-    inf = d.art.manifest.get("inference") or {}
-    msgs = inf.get("messages") or []
-    if not msgs and not d.conditions:
+    inf = d.art.manifest.inference
+    if not inf.messages and not d.conditions:
         return ""
     out = ["<h2>Inference-time prompt</h2>"]
-    if inf.get("label") is not None:
-        out.append(f"<p>conditioned on class <b>{E(str(inf['label']))}</b></p>")
-    for msg in msgs:
-        out.append(f'<div class="msg"><span class="role">{E(str(msg.get("role")))}</span>'
-                   f'<pre>{_highlight(str(msg.get("content") or ""), d.conditions)}</pre></div>')
+    if inf.label is not None:
+        out.append(f"<p>conditioned on class <b>{E(inf.label)}</b></p>")
+    for msg in inf.messages:
+        out.append(f'<div class="msg"><span class="role">{E(msg.role)}</span>'
+                   f'<pre>{_highlight(msg.content, d.conditions)}</pre></div>')
     if d.conditions:
         out.append(_table(["class", "conditioning string"], sorted(d.conditions.items())))
     return "".join(out)
@@ -603,10 +598,8 @@ def browser_section(d: ReportData) -> str:
 
 def render_html(d: ReportData) -> str:
     m = d.art.manifest
-    tok = m.get("tokenizer")
-    facts = [f"version {m.get('version')}", f"dsc {m.get('dsc_version')}",
-             f"template {(m.get('template') or {}).get('ref')}",
-             f"tokenizer {tok.get('ref')}" if tok else "not tokenised",
+    facts = [f"version {m.version}", f"dsc {m.dsc_version}", f"template {m.template.ref}",
+             f"tokenizer {m.tokenizer.ref}" if m.tokenizer else "not tokenised",
              " · ".join(f"{s}: {d.stats.splits[s].rows} rows" for s in d.art.splits)]
     script = SCRIPT
     script_hash = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
@@ -617,8 +610,8 @@ def render_html(d: ReportData) -> str:
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{E(csp, quote=False)}">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f'<title>{E(str(m.get("name")))} — dsc report</title><style>{STYLE}</style></head><body>'
-            f'<header><h1>{E(str(m.get("name")))}</h1><div class="facts">{E(" · ".join(facts))}</div></header><main>'
+            f'<title>{E(m.name)} — dsc report</title><style>{STYLE}</style></head><body>'
+            f'<header><h1>{E(m.name)}</h1><div class="facts">{E(" · ".join(facts))}</div></header><main>'
             f'{mix_section(d)}{lengths_section(d)}{inference_section(d)}{quarantine_section(d)}{browser_section(d)}'
             f'<p class="facts">made by dsc {E(__version__)} report</p></main>'
             f'<script type="application/json" id="dsc-data">{_json_for_script(data)}</script>'
@@ -629,9 +622,9 @@ def write_report(artifact: str | Path, out: str | Path | None = None, *, sample:
                  seed: int | None = None, tokenizer: Path | None = None) -> tuple[Path, ReportData]:
     """Write the report of an artifact (default: `report.html` in the working directory, not
     inside the artifact, whose files are exactly what its manifest lists); returns its path."""
-    art = ins.open_artifact(artifact)
+    art = open_artifact(artifact)
     if seed is None:
-        seed = int((art.manifest.get("spec") or {}).get("seed") or 0)
+        seed = int(art.spec.get("seed") or 0)
     d = collect(art, sample=sample, seed=seed, tokenizer=tokenizer)
     path = Path(out) if out is not None else Path("report.html")
     path.parent.mkdir(parents=True, exist_ok=True)

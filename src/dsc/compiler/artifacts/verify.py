@@ -8,15 +8,16 @@ Hidden files in the artifact directory (`.gitattributes`, `.DS_Store`) are not c
 """
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dsc.compiler.stages.write.artifact import MANIFEST, sha256_file
+from dsc.compiler.artifacts.manifest import MANIFEST, read_manifest
+from dsc.compiler.artifacts.reader import is_lfs_pointer, lfs_hint
 from dsc.compiler.core.errors import ArtifactError, DscError, VerifyError
-from dsc.compiler.artifacts.inspection import is_lfs_pointer, lfs_hint
+from dsc.compiler.core.files import files_under
+from dsc.compiler.core.hashing import sha256_file
 from dsc.compiler.artifacts.lock import LockEntry, compare, entry_from_manifest, lock_path, read_lock
 from dsc.compiler.spec.model import LoadedSpec, load_spec
 
@@ -41,16 +42,13 @@ class VerifyReport:
 
 
 def _files(root: Path) -> dict[str, Path]:
-    return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*"))
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)}
+    return {p.relative_to(root).as_posix(): p for p in files_under(root, hidden=False)}
 
 
 def _manifest_keys_differing(a: Path, b: Path) -> list[str]:
     try:
-        ma, mb = json.loads(a.read_text(encoding="utf-8")), json.loads(b.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return []
-    if not (isinstance(ma, dict) and isinstance(mb, dict)):
+        ma, mb = read_manifest(a / MANIFEST).to_dict(), read_manifest(b / MANIFEST).to_dict()
+    except DscError:  # an unreadable manifest: that it differs says enough
         return []
     return sorted(k for k in set(ma) | set(mb) if ma.get(k) != mb.get(k))
 
@@ -60,11 +58,11 @@ def compare_trees(committed: Path, rebuilt: Path) -> list[str]:
     known about why (git-lfs pointers, edits after the build, which rows moved)."""
     out: list[str] = []
     have, want = _files(committed), _files(rebuilt)
-    own_manifest: dict[str, Any] = {}
+    own_manifest: dict[str, str] = {}
     with_rows = False
     try:
-        own_manifest = json.loads((committed / MANIFEST).read_text(encoding="utf-8")).get("files", {})
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        own_manifest = read_manifest(committed / MANIFEST).files
+    except DscError:  # the manifest itself differs: listed below
         pass
     for name in sorted(set(have) | set(want)):
         if name not in have:
@@ -81,7 +79,7 @@ def compare_trees(committed: Path, rebuilt: Path) -> list[str]:
             continue
         detail = ""
         if name == MANIFEST:
-            keys = _manifest_keys_differing(have[name], want[name])
+            keys = _manifest_keys_differing(committed, rebuilt)
             detail = f" (keys: {', '.join(keys)})" if keys else ""
         elif name in own_manifest:
             with_rows = True

@@ -24,17 +24,17 @@ build stage), and records `manifest_plugins` — the spec's plugins and every us
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from dsc.compiler.core.hashing import sha256_bytes
 from dsc.compiler.core.registry import forget_file, note_source, origin_of, source_sha256
 
 if TYPE_CHECKING:
@@ -80,15 +80,11 @@ def _looks_like_file(ref: str) -> bool:
     return ref.endswith(".py") or "/" in ref or os.sep in ref
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _file_module_name(file: str) -> str:
     # Unique per file (two specs' `plugin.py` in different directories are different modules),
     # and a valid identifier so that pydantic/pickle can find the module in sys.modules.
     stem = re.sub(r"\W", "_", Path(file).stem)
-    return f"dsc_plugin_{stem}_{_sha256(file.encode())[:10]}"
+    return f"dsc_plugin_{stem}_{sha256_bytes(file.encode())[:10]}"
 
 
 def _describe(e: BaseException) -> str:
@@ -102,7 +98,7 @@ def _import_file(ref: str, base_dir: Path) -> LoadedPlugin:
         raise PluginImportError(f"no such file {path}")
     file = str(path.resolve())
     source = Path(file).read_bytes()
-    sha = _sha256(source)
+    sha = sha256_bytes(source)
     name = _file_module_name(file)
     # Executed afresh on every load (so the registries hold what this spec's plugins define
     # now), its own earlier definitions dropped first: neither a re-import nor an edit counts as
@@ -140,7 +136,7 @@ def _import_dotted(ref: str) -> LoadedPlugin:
     if not file:
         raise PluginImportError("the module has no source file")
     file = str(Path(file).resolve())
-    sha = _sha256(Path(file).read_bytes())
+    sha = sha256_bytes(Path(file).read_bytes())
     prev = _LOADED.get(file)
     if prev is not None and prev.sha256 != sha:
         forget_file(file)  # edited since it was imported: import it again
@@ -161,6 +157,21 @@ def import_plugin(ref: str, base_dir: Path) -> LoadedPlugin:
     if not ref:
         raise PluginImportError("an empty name")
     return _import_file(ref, base_dir) if _looks_like_file(ref) else _import_dotted(ref)
+
+
+def import_plugin_list(refs: Sequence[str], base_dir: Path, error: Callable[[int, str, str], Exception]
+                   ) -> list[LoadedPlugin]:
+    """Import each of `refs` in order (a spec's `plugins:`, `--plugin`); one that cannot be
+    imported, or registers a name another plugin has, raises `error(index, ref, why)`."""
+    from dsc.compiler.core.registry import DuplicateNameError
+
+    loaded = []
+    for i, ref in enumerate(refs):
+        try:
+            loaded.append(import_plugin(ref, base_dir))
+        except (PluginImportError, DuplicateNameError) as e:
+            raise error(i, ref, str(e)) from None
+    return loaded
 
 
 # ---------------------------------------------------------------------------------------------

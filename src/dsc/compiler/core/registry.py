@@ -24,7 +24,6 @@ This module imports nothing heavy: the runtime's scorers and tools use it too.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import inspect
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from dsc.compiler.core.errors import allowed_list, did_you_mean
+from dsc.compiler.core.hashing import sha256_bytes
 
 
 def _package_dirs(*names: str) -> tuple[Path, ...]:
@@ -140,7 +140,7 @@ def _read_source_sha256(file: str) -> str | None:
     if recorded is not None and (recorded[0] is None or recorded[0] == stat):
         return recorded[1]
     try:
-        digest = hashlib.sha256(Path(file).read_bytes()).hexdigest()
+        digest = sha256_bytes(Path(file).read_bytes())
     except OSError:
         return None
     _SOURCES[file] = (stat, digest)

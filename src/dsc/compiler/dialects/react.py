@@ -236,11 +236,13 @@ def arguments_text(tool: ToolLike | None, args: dict[str, Any], syntax: Syntax) 
 # ---------------------------------------------------------------------------------------------
 
 
-def react_tools_prompt(tools: Any, syntax: Syntax) -> str:
-    """Tools and the format, as ToolBench/AgentInstruct system prompts list them."""
+def react_tools_prompt(tools: Any, syntax: Syntax, *, ensure_ascii: bool = False,
+                       repeats: str = "Thought/Action/Observation", ending: str = "") -> str:
+    """Tools and the format, as ToolBench/AgentInstruct system prompts list them (Agent-FLAN's
+    variant: ASCII-escaped inputs, its own repeat line and a closing instruction)."""
     fns = [function_of(t) for t in tools]
     listing = "\n".join(f"- {f['name']}: {f.get('description', '')} Input: "
-                        f"{json.dumps((f.get('parameters') or {}).get('properties', {}), ensure_ascii=False)}"
+                        f"{json.dumps((f.get('parameters') or {}).get('properties', {}), ensure_ascii=ensure_ascii)}"
                         for f in fns)
     names = ", ".join(f["name"] for f in fns)
     if syntax == "bracket":
@@ -249,7 +251,7 @@ def react_tools_prompt(tools: Any, syntax: Syntax) -> str:
         action = (f"Action: the tool to use, one of {names}\n"
                   "Action Input: the input to the tool, as a JSON object\n")
     return (f"Tools:\n{listing}\n\nUse the following format:\nThought: think about what to do\n{action}"
-            f"Observation: the result of the tool\n... (Thought/Action/Observation can repeat)")
+            f"Observation: the result of the tool\n... ({repeats} can repeat){ending}")
 
 
 class ReactDialect(Dialect):

@@ -54,7 +54,8 @@ from dsc import __version__
 from dsc.compiler.engine.cache_upkeep import max_cache_bytes, prune, remove_dir, touch
 from dsc.compiler.core.errors import BuildError
 from dsc.compiler.core.plugins import stage1_modules
-from dsc.compiler.record import canonical_json
+from dsc.compiler.core.files import files_under
+from dsc.compiler.core.hashing import sha256_file, sha256_json
 from dsc.compiler.spec.model import SECTION_READERS, Spec, sections_read_by
 from dsc.compiler.engine.rowfiles import ArrowFileWriter, SegmentInfo, file_crc
 
@@ -98,22 +99,9 @@ def code_fingerprint() -> str:
     release, or a development checkout) never reads entries an older one wrote."""
     root = Path(__file__).resolve().parents[1]  # the whole dsc.compiler package
     h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        if p.suffix in (".py", ".jinja") and p.is_file() and "__pycache__" not in p.parts:
-            h.update(f"{p.relative_to(root).as_posix()}\0".encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
-
-
-def _digest(value: Any) -> str:
-    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    for p in files_under(root, keep=lambda p: p.suffix in (".py", ".jinja") and "__pycache__" not in p.parts):
+        h.update(f"{p.relative_to(root).as_posix()}\0".encode())
+        h.update(p.read_bytes())
     return h.hexdigest()
 
 
@@ -137,7 +125,7 @@ def referenced_files(value: Any, base_dir: Path) -> list[dict[str, str]]:
                 pass
 
     walk(value)
-    return [{"path": p, "sha256": _sha256_file(base_dir / p)} for p in sorted(found)]
+    return [{"path": p, "sha256": sha256_file(base_dir / p)} for p in sorted(found)]
 
 
 def _tokens_measured(spec: Spec) -> bool:
@@ -186,7 +174,7 @@ def normalised_key(spec: Spec, source: str, inputs: list[dict[str, Any]], base_d
     plugins = stage1_modules(spec, source, base_dir)
     if plugins:  # only when user code runs here (so the keys of plugin-free specs stay as they were)
         key["plugins"] = sorted(m.sha256 for m in plugins)  # the code, wherever its file lies
-    return _digest(key)
+    return sha256_json(key)
 
 
 @lru_cache(maxsize=1)
@@ -198,7 +186,7 @@ def _jsonschema_version() -> str:
 
 def rendered_key(spec: Spec, normalised: str, *, template: ChatTemplate, tokenizer: RowTokenizer | None) -> str:
     """The key of the rendered rows of a normalised segment."""
-    return _digest({"cache_format": CACHE_FORMAT, "normalised": normalised,
+    return sha256_json({"cache_format": CACHE_FORMAT, "normalised": normalised,
                     "rendering": _rendering(spec, template, tokenizer)})
 
 

@@ -112,8 +112,8 @@ def _build_loaded(loaded: LoadedSpec, out: Path, *, executor: ExecutorChoice, pr
             files, stats = write_splits(tmp, spill, counts.written, spec, tokenized=tokenized, weighted=ctx.weighted)
             art.write_jsonl(tmp / art.QUARANTINE, (json.loads(q.line) for q in quarantine))
             (tmp / art.TEMPLATE_FILE).write_text(ctx.template.source, encoding="utf-8")
-            manifest = build_manifest(loaded, ctx, inputs, read, selection_report, counts, quarantine, files)
-            art.write_json(tmp / art.MANIFEST, manifest)
+            fields = build_manifest(loaded, ctx, inputs, read, selection_report, counts, quarantine, files)
+            manifest = art.write_manifest(tmp, fields).to_dict()  # versioned, checked against the Manifest model
             from dsc.compiler.stages.write.card import write_card  # matplotlib: loaded only to write a card
 
             write_card(tmp, manifest, stats)

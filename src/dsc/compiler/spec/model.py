@@ -21,8 +21,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from dsc.compiler.core.errors import SpecError, allowed_list, did_you_mean, model_at, more_problems, value_error_text, yaml_position
-from dsc.compiler.core.plugins import LoadedPlugin, PluginImportError, import_plugin
-from dsc.compiler.core.registry import DuplicateNameError
+from dsc.compiler.core.plugins import LoadedPlugin, import_plugin_list
 from dsc.compiler.core.strict import Strict
 from dsc.compiler.spec.sections import (AssembleSpec, CapabilitiesSpec, ConditionSpec, DecontamSpec, LabelSpec,
                                         LossPolicy, LossSpec, MixBucket, SpecialTokenPolicy, TokenizeSpec)
@@ -272,13 +271,7 @@ def _describe(err: dict[str, Any], tree: Any) -> tuple[str, tuple[Any, ...]]:
                 + (f"; allowed: {allowed_list(allowed)}" if allowed else "")), loc
     if kind == "missing":
         return f"missing required key '{dotted}'", loc[:-1]
-    if kind == "literal_error":
-        expected = err.get("ctx", {}).get("expected", "")
-        options = re.findall(r"'([^']*)'", expected)
-        value = err.get("input")
-        hint = did_you_mean(str(value), options) if isinstance(value, str) else ""
-        return f"'{dotted}': {value!r} is not allowed{hint}; allowed: {expected}", loc
-    if kind == "enum":
+    if kind in ("literal_error", "enum"):
         expected = err.get("ctx", {}).get("expected", "")
         options = re.findall(r"'([^']*)'", expected)
         value = err.get("input")
@@ -352,14 +345,11 @@ def import_plugins(tree: CommentedMap, path: Path) -> list[LoadedPlugin]:
         line, col = yaml_position(tree, ("plugins",), top_if_missing=True)
         raise SpecError("'plugins' must be a list of Python files (relative to the spec) or dotted module names",
                         str(path), line, col)
-    loaded = []
-    for i, ref in enumerate(refs):
-        try:
-            loaded.append(import_plugin(ref, path.parent))
-        except (PluginImportError, DuplicateNameError) as e:
-            line, col = yaml_position(tree, ("plugins", i), top_if_missing=True)
-            raise SpecError(f"plugins[{i}]: cannot import {ref!r}: {e}", str(path), line, col) from None
-    return loaded
+    def located(i: int, ref: str, why: str) -> SpecError:
+        line, col = yaml_position(tree, ("plugins", i), top_if_missing=True)
+        return SpecError(f"plugins[{i}]: cannot import {ref!r}: {why}", str(path), line, col)
+
+    return import_plugin_list(refs, path.parent, located)
 
 
 def load_spec(path: str | Path) -> LoadedSpec:

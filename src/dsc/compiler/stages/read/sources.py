@@ -17,7 +17,6 @@ import codecs
 import csv
 import functools
 import glob
-import hashlib
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -28,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, StrictInt, ValidationInfo, field_validator, model_validator
 
 from dsc.compiler.core.errors import BuildError, SpecError, allowed_list
+from dsc.compiler.core.files import files_under
+from dsc.compiler.core.hashing import sha256_bytes, sha256_file, sha256_files
 from dsc.compiler.core.strict import Strict
 from dsc.compiler.stages.read.formats import MISSING, format_names, get_format, get_path, kind
 from dsc.compiler.record import BadRow, Conversation, Meta, Provenance, content_hash
@@ -240,28 +241,13 @@ def resolve_files(spec: SourceSpec, base_dir: Path | str, name: str | None = Non
     return [found[k] for k in sorted(found)]
 
 
-def _file_sha256(path: Path) -> str:
-    # Not cached by (size, mtime): a same-size rewrite within the clock's resolution would
-    # keep a stale hash, and the hash is what versions the artifact.
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _dir_files(path: Path) -> list[Path]:
-    return sorted((p for p in path.rglob("*") if p.is_file() and p.name not in UNHASHED_IN_ARROW_DIR),
-                  key=lambda p: p.relative_to(path).as_posix())
+    return files_under(path, keep=lambda p: p.name not in UNHASHED_IN_ARROW_DIR)
 
 
 def _sha256(path: Path) -> str:
-    if not path.is_dir():
-        return _file_sha256(path)
-    h = hashlib.sha256()
-    for p in _dir_files(path):
-        h.update(f"{p.relative_to(path).as_posix()}\0{_file_sha256(p)}\n".encode())
-    return h.hexdigest()
+    """An input's hash: a file's, or a directory's (saved `datasets`) over its files."""
+    return sha256_files(path, _dir_files(path)) if path.is_dir() else sha256_file(path)
 
 
 def _size(path: Path) -> int:
@@ -566,7 +552,7 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if isinstance(value, (bytes, bytearray)):
-        return f"<{len(value)} bytes, sha256 {hashlib.sha256(value).hexdigest()[:16]}>"
+        return f"<{len(value)} bytes, sha256 {sha256_bytes(value)[:16]}>"
     try:
         return float(value)  # Decimal, numpy scalars
     except (TypeError, ValueError):

@@ -21,7 +21,6 @@ for other templates they are inferred (see `_infer_special_tokens`).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import threading
@@ -39,6 +38,7 @@ import jinja2.nodes
 import jinja2.utils
 
 from dsc.compiler.core.errors import DscError, SpecError, allowed_list, did_you_mean
+from dsc.compiler.core.hashing import sha256_text
 from dsc.compiler.core.sandbox import BoundedSandbox, bounded_render
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
@@ -222,7 +222,7 @@ class ChatTemplate:
                     variables: Mapping[str, str] | None = None,
                     extra_special_tokens: tuple[str, ...] = ()) -> "ChatTemplate":
         where = where or ref
-        sha = hashlib.sha256(source.encode("utf-8")).hexdigest()
+        sha = sha256_text(source)
         _compile(source, sha, where)  # syntax errors surface at load time
         specials = _declared_special_tokens(source, where)
         if specials is None:

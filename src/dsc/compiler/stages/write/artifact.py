@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -20,15 +18,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dsc.compiler.artifacts.manifest import (CARD, DATA_DIR, MANIFEST, QUARANTINE, SCHEMA_VERSION,  # noqa: F401
+                                             TEMPLATE_FILE, Manifest, manifest_text)
 from dsc.compiler.core.errors import BuildError
-from dsc.compiler.record import canonical_json
+from dsc.compiler.core.hashing import sha256_file  # noqa: F401 - the driver hashes the shards as art.sha256_file
+from dsc.compiler.record import canonical_json, content_hash
 
-ARTIFACT_FORMAT = 1
-MANIFEST = "manifest.json"
-QUARANTINE = "quarantine.jsonl"
-TEMPLATE_FILE = "chat_template.jinja"
-CARD = "README.md"
-DATA_DIR = "data"
+ARTIFACT_FORMAT = SCHEMA_VERSION  # the manifest's `format`
 
 TOOL_CALL_TYPE = pa.struct([("id", pa.string()), ("name", pa.string()), ("arguments", pa.string())])
 MESSAGE_TYPE = pa.struct([
@@ -82,14 +78,6 @@ def row_schema(tokenized: bool, weighted: bool = False) -> pa.Schema:
         if weighted:
             fields.append(("weights", pa.list_(pa.float32())))
     return pa.schema(fields)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def shard_names(split: str, n_rows: int, shard_rows: int) -> list[str]:
@@ -154,10 +142,6 @@ def _row_taker(it: Iterator[Any], schema: pa.Schema):
     return take
 
 
-def write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for row in rows:
@@ -167,7 +151,15 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 def content_version(manifest_without_version: dict[str, Any]) -> str:
     """The artifact version: a hash over everything that determines its bytes (the data files'
     hashes, the resolved spec, the inputs, the template, the tokenizer, the dsc version)."""
-    return hashlib.sha256(canonical_json(manifest_without_version).encode("utf-8")).hexdigest()[:16]
+    return content_hash(manifest_without_version, 16)
+
+
+def write_manifest(out: Path, fields: dict[str, Any]) -> Manifest:
+    """Version the manifest (a hash over all its other keys), check it against the `Manifest`
+    model and write `out/manifest.json`. Returns the model."""
+    manifest = Manifest.model_validate({**fields, "version": content_version(fields)})
+    (out / MANIFEST).write_text(manifest_text(manifest), encoding="utf-8")
+    return manifest
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ import io
 from pathlib import Path
 from typing import Any
 
-from dsc.compiler.stages.write.artifact import CARD, TEMPLATE_FILE
-from dsc.compiler.artifacts.inspection import (DIMENSIONS, Artifact, ArtifactStats, artifact_stats, length_summary,
-                                     realised_mix, split_sort_key)
+from dsc.compiler.artifacts.inspection import DIMENSIONS, ArtifactStats, artifact_stats, length_summary, realised_mix
+from dsc.compiler.artifacts.manifest import CARD, TEMPLATE_FILE, Manifest
+from dsc.compiler.artifacts.reader import Artifact, split_sort_key
 
 ASSETS_DIR = "assets"
 MIX_CHART = f"{ASSETS_DIR}/mix.png"
@@ -102,7 +102,7 @@ def row_accounting(counts: dict[str, Any]) -> str:
     written = sum(counts["written"].values())
     quarantined = counts["quarantined"]
     bad = counts.get("bad_rows", 0)
-    duplicates = sum(n for reason, n in counts.get("quarantine_reasons", {}).items() if reason.startswith("dedup:"))
+    duplicates = sum(counts.get("duplicates_removed", {}).values())  # each one quarantined (stage dedup)
     filtered = sum(counts.get("dropped", {}).values())
     rest = read - written - quarantined - filtered
     line = (f"read {read} = written {written} + quarantined {quarantined} ({bad} bad, {duplicates} duplicates, "
@@ -257,7 +257,7 @@ def write_card(out: Path, manifest: dict[str, Any], stats: ArtifactStats | None 
     """Write README.md and its charts into a freshly written artifact directory; `stats`: its
     rows' counts when the caller took them while writing (else they are read back)."""
     if stats is None:
-        stats = artifact_stats(Artifact(out, manifest))
+        stats = artifact_stats(Artifact(out, Manifest.model_validate(manifest)))
     (out / ASSETS_DIR).mkdir(exist_ok=True)
     split = "train" if "train" in stats.splits else sorted(stats.splits, key=split_sort_key)[0]
     (out / MIX_CHART).write_bytes(mix_chart(stats, split))

@@ -1,6 +1,6 @@
 """The artifact's manifest: what was built from what (spec, inputs, template, tokenizer,
 libraries, plugins), what selection and rendering did (counts), the files and their hashes, and
-the content version computed over all of it (`artifact.content_version`)."""
+everything the content version is computed over when `artifact.write_manifest` writes it."""
 from __future__ import annotations
 
 import hashlib
@@ -61,7 +61,7 @@ def _counts(read: NormalisedSources, tally: Tally, quarantine: list[QuarantineEn
 def build_manifest(loaded: LoadedSpec, ctx: BuildContext, inputs: list[dict[str, Any]], read: NormalisedSources,
                    selection_report: dict[str, Any], tally: Tally, quarantine: list[QuarantineEntry],
                    files: dict[str, str]) -> dict[str, Any]:
-    """The manifest of a built artifact, its `version` included."""
+    """The manifest's fields of a built artifact (all but `version`, which `write_manifest` adds)."""
     spec, template, tokenizer = loaded.spec, ctx.template, ctx.tokenizer
     manifest: dict[str, Any] = {
         "format": art.ARTIFACT_FORMAT,
@@ -83,5 +83,4 @@ def build_manifest(loaded: LoadedSpec, ctx: BuildContext, inputs: list[dict[str,
     plugins = manifest_plugins(spec, loaded.plugins, loaded.base_dir)
     if plugins:  # absent without user code, so plugin-free specs keep their versions
         manifest["plugins"] = [m.to_dict() for m in plugins]
-    manifest["version"] = art.content_version(manifest)
     return manifest

@@ -20,6 +20,7 @@ __all__ = [
     "Normalised",
     "get_path",
     "kind",
+    "messages_of",
     "optional_str",
     "parse_arguments",
     "parse_messages",
@@ -381,16 +382,16 @@ SHAREGPT_ROLES: dict[str, str] = {
 CHAT_ROLES: dict[str, str] = {**SHAREGPT_ROLES, **OPENAI_ROLES}
 
 
+def messages_of(row: Mapping[str, Any], fields: Mapping[str, str], roles: Mapping[str, str],
+                **options: Any) -> list[Message]:
+    """`parse_messages` of the row's `fields["messages"]` list, read with the format's `role`,
+    `content` and `loss` field names (`options`: alternate_keys, weight_key)."""
+    return parse_messages(get_path(row, fields["messages"]), fields["messages"], role_key=fields["role"],
+                          content_key=fields["content"], loss_key=fields["loss"], roles=roles, **options)
+
+
 def role_content_list(row: Mapping[str, Any], fields: Mapping[str, str]) -> Normalised:
     """The body shared by `nat` and `agent_flan`: a role/content/loss list (from/value accepted
     per message); every other raw field is kept in `extra`."""
-    messages = parse_messages(
-        get_path(row, fields["messages"]),
-        fields["messages"],
-        role_key=fields["role"],
-        content_key=fields["content"],
-        loss_key=fields["loss"],
-        roles=CHAT_ROLES,
-        alternate_keys=("from", "value"),
-    )
+    messages = messages_of(row, fields, CHAT_ROLES, alternate_keys=("from", "value"))
     return Normalised(messages, None, without(row, [fields["messages"]]))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import register_format
-from .common import MISSING, OPENAI_ROLES, Normalised, get_path, parse_messages, parse_tools, without
+from .common import MISSING, OPENAI_ROLES, Normalised, get_path, messages_of, parse_tools, without
 
 LEGACY_FUNCTIONS = "functions"
 
@@ -23,15 +23,7 @@ LEGACY_FUNCTIONS = "functions"
 )
 def openai(row: dict[str, Any], fields: dict[str, str]) -> Normalised:
     """OpenAI chat messages with tool calls (FireAct gpt_format)."""
-    messages = parse_messages(
-        get_path(row, fields["messages"]),
-        fields["messages"],
-        role_key=fields["role"],
-        content_key=fields["content"],
-        loss_key=fields["loss"],
-        roles=OPENAI_ROLES,
-        weight_key="weight",
-    )
+    messages = messages_of(row, fields, OPENAI_ROLES, weight_key="weight")
     tools_path = fields["tools"]
     if get_path(row, tools_path) is MISSING and LEGACY_FUNCTIONS in row:
         tools_path = LEGACY_FUNCTIONS

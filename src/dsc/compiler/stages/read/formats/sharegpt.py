@@ -13,7 +13,7 @@ from typing import Any
 from dsc.compiler.record import BadRow, Message
 
 from . import register_format
-from .common import SHAREGPT_ROLES, Normalised, get_path, optional_str, parse_messages, parse_tools, without
+from .common import SHAREGPT_ROLES, Normalised, get_path, messages_of, optional_str, parse_tools, without
 
 
 @register_format(
@@ -23,14 +23,7 @@ from .common import SHAREGPT_ROLES, Normalised, get_path, optional_str, parse_me
 )
 def sharegpt(row: dict[str, Any], fields: dict[str, str]) -> Normalised:
     """ShareGPT from/value turns, with LLaMA-Factory function_call/observation turns."""
-    messages = parse_messages(
-        get_path(row, fields["messages"]),
-        fields["messages"],
-        role_key=fields["role"],
-        content_key=fields["content"],
-        loss_key=fields["loss"],
-        roles=SHAREGPT_ROLES,
-    )
+    messages = messages_of(row, fields, SHAREGPT_ROLES)
     system = optional_str(row, fields["system"])
     if system is not None:
         if messages[0].role == "system":
