@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from dsc.compiler.core.errors import SpecError
 from dsc.runtime.artifact import load_artifact
 from dsc.runtime.config import TrainConfig
-from dsc.runtime.features import IGNORE, WEIGHTS, PackingCollator, PadCollator, pack_bins
+from dsc.runtime.features import (IGNORE, WEIGHTS, BinCollator, PackingCollator, PadCollator, build_features,
+                                  pack_bins, pack_dataset_bins)
 from dsc.runtime.train import batch_collator, prepare_training, resolve_pack_length
 
 from test_runtime_support import make_artifact
@@ -189,3 +190,73 @@ def test_packed_step_equals_its_rows_one_by_one(artifact, tiny_model_dir, tmp_pa
     assert packed_grads.keys() == single_grads.keys() and len(packed_grads) > 0
     for name, grad in packed_grads.items():
         torch.testing.assert_close(grad, single_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# packing: dataset — the train split packed into bins once, a step of whole bins
+# ---------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(1, 30), max_size=60), st.integers(1, 40), st.integers(0, 3), st.integers(1, 25))
+def test_dataset_bins_hold_every_row_once(lengths, capacity, seed, window):
+    bins = pack_dataset_bins(lengths, capacity, seed, window)
+    assert sorted(i for b in bins for i in b) == list(range(len(lengths)))  # every row exactly once
+    for b in bins:
+        assert sum(lengths[i] for i in b) <= capacity or len(b) == 1  # within the bound, or one over-long row
+    assert pack_dataset_bins(lengths, capacity, seed, window) == bins  # the same for the same seed
+    # rows are shuffled by the seed, then packed first-fit-decreasing within windows of `window` rows
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    window_of = {row: pos // window for pos, row in enumerate(order)}
+    assert all(len({window_of[i] for i in b}) == 1 for b in bins)
+    first = order[:window]
+    assert bins[:len(pack_bins([lengths[i] for i in first], capacity))] == [
+        [first[i] for i in b] for b in pack_bins([lengths[i] for i in first], capacity)]
+
+
+def _segments(seq: dict) -> list[dict]:
+    """A packed sequence cut back into its rows (at every restart of position_ids)."""
+    starts = [i for i, p in enumerate(seq["position_ids"]) if p == 0] + [len(seq["position_ids"])]
+    return [{key: list(seq[key][a:b]) for key in seq if key != "position_ids"} for a, b in zip(starts, starts[1:])]
+
+
+def test_dataset_packing_trains_every_row_once_an_epoch(artifact, tiny_model_dir, tmp_path):
+    def session(seed):
+        return prepare_training(artifact, model=str(tiny_model_dir), out=tmp_path / f"run{seed}-{random.random()}",
+                                overrides=["full=true", "packing=dataset", "pack_length=250", "batch_size=2",
+                                           f"seed={seed}", "eval_split=null"])
+
+    s = session(1)
+    trainer, bins = s.trainer, s.trainer.train_dataset
+    assert isinstance(trainer.data_collator, BinCollator)
+    rows = build_features(s.artifact, "train", s.tokenizer, max_length=s.config.max_length, use_stored=False)[0]
+    expected = sorted(tuple(r) for r in rows["input_ids"])
+    assert len(bins) < len(rows) and max(len(b) for b in bins["input_ids"]) <= 250  # bins of several rows
+    # one epoch of the Trainer's own batches holds every row exactly once, whole
+    seen = [tuple(seg["input_ids"]) for batch in trainer.get_train_dataloader()
+            for seq in ({k: v[i].tolist() for k, v in batch.items()} for i in range(len(batch["input_ids"])))
+            for seg in _segments(seq) if any(label != IGNORE for label in seg["labels"])]
+    assert sorted(seen) == expected
+    record = s._packing_record()
+    assert record["mode"] == "dataset" and record["batch_size_counts"] == "bins"
+    assert record["tokens_per_step_at_most"] == 2 * 250
+    assert record["splits"]["train"]["rows"] == len(rows) and record["splits"]["train"]["bins"] == len(bins)
+    # the same seed gives the same bins; another seed other bins of the same rows
+    assert session(1).trainer.train_dataset["input_ids"] == bins["input_ids"]
+    other = session(2).trainer.train_dataset
+    assert other["input_ids"] != bins["input_ids"]
+    assert sorted(tuple(seg["input_ids"]) for seq in other for seg in _segments(seq)) == expected
+
+
+def test_packing_mode_errors(artifact, tmp_path):
+    with pytest.raises(SpecError, match="train setting 'packing': 'datset' is not a packing mode "
+                                        "\\(did you mean 'dataset'\\?\\); allowed: 'dataset', 'false', 'true'"):
+        prepare_training(artifact, model="unused", out=tmp_path / "r", overrides=["packing=datset"])
+    config = tmp_path / "train.yaml"
+    config.write_text("epochs: 1\npacking: rows\n")
+    with pytest.raises(SpecError) as e:
+        prepare_training(artifact, model="unused", out=tmp_path / "r", config_file=config)
+    assert (e.value.line, e.value.col) == (2, 1) and "allowed: 'dataset', 'false', 'true'" in e.value.message
+    assert TrainConfig(packing="dataset", pack_length=64).packing == "dataset"
+    assert resolve_pack_length(load_artifact(artifact), TrainConfig(packing="dataset")) == 2048  # max_length
