@@ -83,9 +83,9 @@ def run_dsc(artifact: Path, model: Path, steps: int, batch_size: int, lr: float,
             pack_length: int | None = None, packing: str = "step") -> dict:
     from dsc.runtime.train import prepare_training, resolve_pack_length
 
-    length = length_args(steps, epochs)
-    overrides = ["full=true", f"packing={'dataset' if packing == 'dataset' else 'true'}",
-                 *(f"{k.removeprefix('num_train_')}={v}" for k, v in length.items() if v not in (None, -1)),
+    # (max_steps=null: the artifact's spec may set max_steps, which would win over epochs)
+    length = [f"epochs={epochs}", "max_steps=null"] if epochs else [f"max_steps={steps}"]
+    overrides = ["full=true", f"packing={'dataset' if packing == 'dataset' else 'true'}", *length,
                  f"batch_size={batch_size}", f"learning_rate={lr}", "save_steps=100000", "eval_split=null",
                  "logging_steps=1000"]
     if pack_length is not None:
