@@ -1,7 +1,7 @@
 """Training throughput on CPU: `dsc train` with packing against an HF `Trainer` with padded batches.
 
-    python bench/train_throughput.py --artifact DIR --model DIR [--steps 100 --batch-size 16]
-        [--pack-length N] [--dsc-first]
+    python bench/train_throughput.py --artifact DIR --model DIR [--steps 100 | --epochs 1] [--batch-size 16]
+        [--packing step|dataset] [--dsc-batch-size N] [--pack-length N] [--dsc-first]
     python bench/train_throughput.py --prepare fireact --work DIR   # prints --artifact/--model
 
 `--prepare fireact` builds the length spread of real agent data: FireAct's multitask trajectories
@@ -17,6 +17,12 @@ run's collator). dsc packs each step's rows into bins of at most
 `pack_length` tokens (default: the artifact's tokenize.max_length, else the batch's longest row),
 one sequence per bin, the bins padded to the longest; the baseline pads each batch to its
 longest row (`DataCollatorForSeq2Seq`, what HF fine-tuning scripts use).
+
+`--packing dataset` runs dsc with `packing: dataset` instead: the train split packed into bins once
+(default `pack_length`: the artifact's tokenize.max_length, else max_length), a step of
+`--dsc-batch-size` bins. Its steps then hold a different number of rows than the baseline's, so
+compare with `--epochs` (both runs train on every train row exactly that many times; `rows` in
+the output counts the rows each run's batches held).
 """
 from __future__ import annotations
 
@@ -51,27 +57,37 @@ class CountingCollator:
 
     def __init__(self, inner):
         self.inner = inner
-        self.real = self.total = 0
+        self.real = self.total = self.rows = 0
 
     def __call__(self, features):
         batch = self.inner(features)
         self.real += sum(len(f["input_ids"]) for f in features)
+        # a bin of `packing: dataset` holds one row per restart of its position_ids
+        self.rows += sum(list(f["position_ids"]).count(0) if "position_ids" in f else 1 for f in features)
         self.total += int(batch["input_ids"].numel())
         return batch
 
     def row(self, name: str, seconds: float, cpu_seconds: float) -> dict:
-        return {"run": name, "tokens": self.real, "seconds": round(seconds, 2),
+        return {"run": name, "rows": self.rows, "tokens": self.real, "seconds": round(seconds, 2),
                 "tokens_per_second": round(self.real / seconds, 1), "cpu_seconds": round(cpu_seconds, 2),
                 "tokens_per_cpu_second": round(self.real / cpu_seconds, 1),
                 "non_pad_share": round(self.real / self.total, 4)}
 
 
-def run_dsc(artifact: Path, model: Path, steps: int, batch_size: int, lr: float,
-            pack_length: int | None = None) -> dict:
+def length_args(steps: int, epochs: float | None) -> dict:
+    """How long both runs train: `epochs` over the train split when given, else `steps` steps."""
+    return {"num_train_epochs": epochs, "max_steps": -1} if epochs else {"max_steps": steps}
+
+
+def run_dsc(artifact: Path, model: Path, steps: int, batch_size: int, lr: float, epochs: float | None = None,
+            pack_length: int | None = None, packing: str = "step") -> dict:
     from dsc.runtime.train import prepare_training, resolve_pack_length
 
-    overrides = ["full=true", "packing=true", f"max_steps={steps}", f"batch_size={batch_size}",
-                 f"learning_rate={lr}", "save_steps=100000", "eval_split=null", "logging_steps=1000"]
+    # (max_steps=null: the artifact's spec may set max_steps, which would win over epochs)
+    length = [f"epochs={epochs}", "max_steps=null"] if epochs else [f"max_steps={steps}"]
+    overrides = ["full=true", f"packing={'dataset' if packing == 'dataset' else 'true'}", *length,
+                 f"batch_size={batch_size}", f"learning_rate={lr}", "save_steps=100000", "eval_split=null",
+                 "logging_steps=1000"]
     if pack_length is not None:
         overrides.append(f"pack_length={pack_length}")
     with tempfile.TemporaryDirectory() as out:
@@ -81,10 +97,11 @@ def run_dsc(artifact: Path, model: Path, steps: int, batch_size: int, lr: float,
         counter = session.trainer.data_collator = CountingCollator(session.trainer.data_collator)
         result = session.run()
     bins = resolve_pack_length(session.artifact, session.config) or "longest row"
-    return counter.row(f"dsc train (packing, bins of {bins})", result.metrics["train_runtime"], clock.seconds)
+    what = f"packing: dataset, {batch_size} bins a step" if packing == "dataset" else "packing"
+    return counter.row(f"dsc train ({what}, bins of {bins})", result.metrics["train_runtime"], clock.seconds)
 
 
-def run_hf(artifact: Path, model: Path, steps: int, batch_size: int, lr: float) -> dict:
+def run_hf(artifact: Path, model: Path, steps: int, batch_size: int, lr: float, epochs: float | None = None) -> dict:
     from datasets import load_dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
@@ -95,8 +112,8 @@ def run_hf(artifact: Path, model: Path, steps: int, batch_size: int, lr: float) 
     net = AutoModelForCausalLM.from_pretrained(model)
     collator = CountingCollator(DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
     with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(output_dir=out, per_device_train_batch_size=batch_size, max_steps=steps,
-                                 learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=max(1, steps // 20),
+        args = TrainingArguments(output_dir=out, per_device_train_batch_size=batch_size, **length_args(steps, epochs),
+                                 learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=0.05,
                                  save_strategy="no", report_to=[], logging_steps=1000, use_cpu=True,
                                  seed=42, disable_tqdm=True)
         clock = cpu_clock()
@@ -155,7 +172,11 @@ def main() -> None:
     ap.add_argument("--prepare", choices=["fireact"], help="build a bench artifact and model, print their paths")
     ap.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / ".work" / "train-throughput")
     ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--epochs", type=float, default=None, help="train both runs this many epochs (wins over --steps)")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--packing", choices=["step", "dataset"], default="step", help="dsc's packing mode")
+    ap.add_argument("--dsc-batch-size", type=int, default=None, help="dsc's batch_size (default: --batch-size; "
+                    "bins with --packing dataset)")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--pack-length", type=int, default=None, help="dsc's pack_length (default: its own rule)")
     ap.add_argument("--dsc-first", action="store_true", help="run dsc before the baseline (order check)")
@@ -170,8 +191,11 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    runs = [run_hf, functools.partial(run_dsc, pack_length=args.pack_length)][::-1 if args.dsc_first else 1]
-    rows = [fn(args.artifact, args.model, args.steps, args.batch_size, args.lr) for fn in runs][::-1 if args.dsc_first else 1]
+    runs = [functools.partial(run_hf, batch_size=args.batch_size),
+            functools.partial(run_dsc, batch_size=args.dsc_batch_size or args.batch_size, pack_length=args.pack_length,
+                              packing=args.packing)][::-1 if args.dsc_first else 1]
+    rows = [fn(args.artifact, args.model, args.steps, lr=args.lr, epochs=args.epochs)
+            for fn in runs][::-1 if args.dsc_first else 1]
     rows[1]["speedup"] = round(rows[1]["tokens_per_second"] / rows[0]["tokens_per_second"], 2)
     rows[1]["speedup_cpu"] = round(rows[1]["tokens_per_cpu_second"] / rows[0]["tokens_per_cpu_second"], 2)
     print(json.dumps(rows, indent=2))

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from dsc.compiler.core.errors import SpecError
 from dsc.runtime.artifact import load_artifact
 from dsc.runtime.config import TrainConfig
-from dsc.runtime.features import IGNORE, WEIGHTS, PackingCollator, PadCollator, pack_bins
+from dsc.runtime.features import (IGNORE, WEIGHTS, BinCollator, PackingCollator, PadCollator, build_features, flatten_rows,
+                                  pack_bins, pack_dataset_bins)
 from dsc.runtime.train import batch_collator, prepare_training, resolve_pack_length
 
 from test_runtime_support import make_artifact
@@ -107,6 +108,14 @@ def test_flash_attention_gets_the_batch_as_one_sequence():
     assert flash["position_ids"].tolist() == [[0, 1, 2, 3, 4, 0, 1, 2, 0, 1]]
     assert collator("sdpa")(rows)["input_ids"].shape == (2, 5)  # masking_utils: bins of pack_length
     assert isinstance(batch_collator(TrainConfig(), tokenizer, None, None), PadCollator)
+    # packing: dataset — the batch's bins (packed before training) joined into one sequence
+    bins = [flatten_rows([rows[1], rows[0]]), flatten_rows([rows[2]])]
+    flash_bins = batch_collator(TrainConfig(packing="dataset"), tokenizer,
+                                SimpleNamespace(config=SimpleNamespace(_attn_implementation="flash_attention_2")), 5)
+    assert {k: v.tolist() for k, v in flash_bins(bins).items()} == {k: v.tolist() for k, v in flash.items()}
+    sdpa_bins = batch_collator(TrainConfig(packing="dataset"), tokenizer,
+                               SimpleNamespace(config=SimpleNamespace(_attn_implementation="sdpa")), 5)(bins)
+    assert sdpa_bins["position_ids"].tolist() == [[0, 1, 2, 3, 4, 0, 1, 2], [0, 1, 0, 1, 2, 3, 4, 5]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,23 +162,37 @@ def _loss_and_grads(model, step):
     return loss.detach(), {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("attn, weighted, method", [("sdpa", True, "full=true"),
-                                                    ("eager", False, "lora.dropout=0")])  # LoRA: peft's wrapper
-def test_packed_step_equals_its_rows_one_by_one(artifact, tiny_model_dir, tmp_path, attn, weighted, method):
+def _weigh(rows: list[dict], seed: int = 0) -> None:
+    """Per-token loss weights, 0 where the label is -100 (as the artifact gives them)."""
+    rng = random.Random(seed)
+    for r in rows:
+        r[WEIGHTS] = [rng.choice([0.0, 0.25, 1.0, 2.0]) if lab != IGNORE else 0.0 for lab in r["labels"]]
+
+
+@pytest.mark.parametrize("attn, weighted, method, packing", [
+    ("sdpa", True, "full=true", "true"), ("eager", False, "lora.dropout=0", "true"),  # LoRA: peft's wrapper
+    ("sdpa", True, "full=true", "dataset")])
+def test_packed_step_equals_its_rows_one_by_one(artifact, tiny_model_dir, tmp_path, attn, weighted, method, packing):
     session = prepare_training(artifact, model=str(tiny_model_dir), out=tmp_path / "run", overrides=[
-        method, "packing=true", "pack_length=250", "batch_size=16", f"attn_implementation={attn}",
+        method, f"packing={packing}", "pack_length=250", "batch_size=16", f"attn_implementation={attn}",
         "eval_split=null"])
     trainer, model = session.trainer, session.model.train()
     collate = trainer.data_collator  # what the Trainer packs its batches with
-    assert isinstance(collate, PackingCollator) and collate.pack_length == 250
-    rows = [dict(trainer.train_dataset[i]) for i in range(len(trainer.train_dataset))]
-    if weighted:  # per-token loss weights, 0 where the label is -100 (as the artifact gives them)
-        rng = random.Random(0)
-        for r in rows:
-            r[WEIGHTS] = [rng.choice([0.0, 0.25, 1.0, 2.0]) if lab != IGNORE else 0.0 for lab in r["labels"]]
-    batch = collate(rows)
+    if packing == "dataset":  # the dataset holds the bins; their rows are cut back out of them
+        assert isinstance(collate, BinCollator)
+        bins = [dict(b) for b in trainer.train_dataset]
+        if weighted:
+            _weigh(bins)
+        batch = collate(bins)
+        rows = [seg for b in bins for seg in _segments(b)]
+    else:
+        assert isinstance(collate, PackingCollator) and collate.pack_length == 250
+        rows = [dict(trainer.train_dataset[i]) for i in range(len(trainer.train_dataset))]
+        if weighted:
+            _weigh(rows)
+        batch = collate(rows)
     lengths = [len(r["input_ids"]) for r in rows]
-    assert batch["input_ids"].shape[0] < len(rows)  # several rows (77-80 tokens) share a sequence ...
+    assert len(rows) == 16 and batch["input_ids"].shape[0] < len(rows)  # several rows (77-80 tokens) share a sequence ...
     assert (batch["labels"][:, -1] == IGNORE).any()  # ... and some bin is padded
 
     device = torch.device("cpu")
@@ -189,3 +212,88 @@ def test_packed_step_equals_its_rows_one_by_one(artifact, tiny_model_dir, tmp_pa
     assert packed_grads.keys() == single_grads.keys() and len(packed_grads) > 0
     for name, grad in packed_grads.items():
         torch.testing.assert_close(grad, single_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# packing: dataset — the train split packed into bins once, a step of whole bins
+# ---------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(1, 30), max_size=60), st.integers(1, 40), st.integers(0, 3), st.integers(1, 25))
+def test_dataset_bins_hold_every_row_once(lengths, capacity, seed, window):
+    bins = pack_dataset_bins(lengths, capacity, seed, window)
+    assert sorted(i for b in bins for i in b) == list(range(len(lengths)))  # every row exactly once
+    for b in bins:
+        assert sum(lengths[i] for i in b) <= capacity or len(b) == 1  # within the bound, or one over-long row
+    assert pack_dataset_bins(lengths, capacity, seed, window) == bins  # the same for the same seed
+    # rows are shuffled by the seed, then packed first-fit-decreasing within windows of `window` rows
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    window_of = {row: pos // window for pos, row in enumerate(order)}
+    assert all(len({window_of[i] for i in b}) == 1 for b in bins)
+    first = order[:window]
+    assert bins[:len(pack_bins([lengths[i] for i in first], capacity))] == [
+        [first[i] for i in b] for b in pack_bins([lengths[i] for i in first], capacity)]
+
+
+def _segments(seq: dict) -> list[dict]:
+    """A packed sequence cut back into its rows (at every restart of position_ids)."""
+    starts = [i for i, p in enumerate(seq["position_ids"]) if p == 0] + [len(seq["position_ids"])]
+    return [{key: list(seq[key][a:b]) for key in seq if key != "position_ids"} for a, b in zip(starts, starts[1:])]
+
+
+def test_dataset_packing_trains_every_row_once_an_epoch(artifact, tiny_model_dir, tmp_path):
+    def session(seed):
+        return prepare_training(artifact, model=str(tiny_model_dir), out=tmp_path / f"run{seed}-{random.random()}",
+                                overrides=["full=true", "packing=dataset", "pack_length=250", "batch_size=2",
+                                           f"seed={seed}", "eval_split=null"])
+
+    s = session(1)
+    trainer, bins = s.trainer, s.trainer.train_dataset
+    assert isinstance(trainer.data_collator, BinCollator)
+    rows = build_features(s.artifact, "train", s.tokenizer, max_length=s.config.max_length, use_stored=False)[0]
+    expected = sorted(tuple(r) for r in rows["input_ids"])
+    assert len(bins) < len(rows) and max(len(b) for b in bins["input_ids"]) <= 250  # bins of several rows
+    # one epoch of the Trainer's own batches holds every row exactly once, whole
+    seen = [tuple(seg["input_ids"]) for batch in trainer.get_train_dataloader()
+            for seq in ({k: v[i].tolist() for k, v in batch.items()} for i in range(len(batch["input_ids"])))
+            for seg in _segments(seq) if any(label != IGNORE for label in seg["labels"])]
+    assert sorted(seen) == expected
+    record = s._packing_record()
+    assert record["mode"] == "dataset" and record["batch_size_counts"] == "bins"
+    assert record["tokens_per_step_at_most"] == 2 * 250
+    assert record["splits"]["train"]["rows"] == len(rows) and record["splits"]["train"]["bins"] == len(bins)
+    # the same seed gives the same bins; another seed other bins of the same rows
+    assert session(1).trainer.train_dataset["input_ids"] == bins["input_ids"]
+    other = session(2).trainer.train_dataset
+    assert other["input_ids"] != bins["input_ids"]
+    assert sorted(tuple(seg["input_ids"]) for seq in other for seg in _segments(seq)) == expected
+
+
+def test_packing_mode_errors(artifact, tmp_path):
+    with pytest.raises(SpecError, match="train setting 'packing': 'datset' is not a packing mode "
+                                        "\\(did you mean 'dataset'\\?\\); allowed: 'dataset', 'false', 'true'"):
+        prepare_training(artifact, model="unused", out=tmp_path / "r", overrides=["packing=datset"])
+    config = tmp_path / "train.yaml"
+    config.write_text("epochs: 1\npacking: rows\n")
+    with pytest.raises(SpecError) as e:
+        prepare_training(artifact, model="unused", out=tmp_path / "r", config_file=config)
+    assert (e.value.line, e.value.col) == (2, 1) and "allowed: 'dataset', 'false', 'true'" in e.value.message
+    assert TrainConfig(packing="dataset", pack_length=64).packing == "dataset"
+    assert resolve_pack_length(load_artifact(artifact), TrainConfig(packing="dataset")) == 2048  # max_length
+
+
+def test_dataset_packing_run_with_validation(tiny_model_dir, tmp_path):
+    """A whole `dsc train packing=dataset` run: the validation split is packed the same way (one
+    collator serves both), and run.json says that batch_size counts bins."""
+    art = make_artifact(tmp_path / "art", n_train=12, n_validation=6)
+    result = prepare_training(art, model=str(tiny_model_dir), out=tmp_path / "run", overrides=[
+        "full=true", "packing=dataset", "pack_length=240", "batch_size=2", "max_steps=2"]).run()
+    run = json.loads((result.out_dir / "run.json").read_text())
+    packing = run["packing"]
+    assert packing["mode"] == "dataset" and packing["batch_size_counts"] == "bins" and packing["pack_length"] == 240
+    assert packing["splits"]["train"]["rows"] == 12 and packing["splits"]["validation"]["rows"] == 6
+    assert packing["splits"]["train"]["bins"] < 12 and 0 < packing["splits"]["train"]["fill"] <= 1
+    assert run["metrics"]["global_step"] == 2 and run["metrics"]["eval_loss"] > 0
+    assert "batch 2 bins" in (result.out_dir / "README.md").read_text()

@@ -39,6 +39,9 @@ class LoraSettings(StrictSettings):
     target_modules: list[str] | Literal["all-linear"] = Field(default_factory=lambda: ["q_proj", "v_proj"])
 
 
+PACKING_MODES = ("false", "true", "dataset")  # the values of the train setting `packing`
+
+
 class TrainConfig(StrictSettings):
     """Hyperparameters of `dsc train`."""
 
@@ -57,9 +60,13 @@ class TrainConfig(StrictSettings):
     lr_scheduler: str = "cosine"
     max_grad_norm: float = Field(1.0, ge=0)
     max_length: int = Field(2048, ge=2)  # rows are truncated to this many tokens
-    packing: bool = False  # several rows per sequence, no attention or position leakage between them
+    # several rows per sequence, no attention or position leakage between them. true: each step's rows
+    # are packed into bins; "dataset": the train split is packed into bins once, before training, and
+    # a step takes batch_size bins (batch_size then counts bins)
+    packing: bool | Literal["dataset"] = False
     # packing: the most tokens in one packed sequence (rows are packed first-fit-decreasing into bins of it);
-    # None: the artifact's tokenize.max_length, else the longest row of each batch
+    # None: the artifact's tokenize.max_length, else (packing: true) the longest row of each batch or
+    # (packing: dataset) max_length
     pack_length: int | None = Field(None, ge=2)
     gradient_checkpointing: bool = False
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on capable GPUs, else fp32
@@ -73,6 +80,14 @@ class TrainConfig(StrictSettings):
     save_total_limit: int | None = Field(2, ge=1)
     train_split: str = "train"
     eval_split: str | None = "validation"  # None: no validation loss
+
+    @field_validator("packing", mode="before")
+    @classmethod
+    def _packing_mode(cls, v: Any) -> Any:
+        if isinstance(v, str) and v != "dataset":
+            raise ValueError(f"'{v}' is not a packing mode{did_you_mean(v, list(PACKING_MODES))}; "
+                             f"allowed: {allowed_list(list(PACKING_MODES))}")
+        return v
 
     @field_validator("pack_length")
     @classmethod

@@ -209,21 +209,56 @@ def pack_bins(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     return bins
 
 
+def flatten_rows(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Rows as one packed sequence, by transformers' `DataCollatorWithFlattening`: position_ids
+    restart at every row and the label of each row's first token is -100 (the previous row's last
+    token must not predict it; unpacked, that label is never predicted either). Loss weights, when
+    the rows have them, are laid out alongside."""
+    from transformers import DataCollatorWithFlattening
+
+    flat = DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE, return_tensors="np")(
+        [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
+    out = {key: flat[key][0].tolist() for key in ("input_ids", "labels", "position_ids")}
+    if rows and WEIGHTS in rows[0]:
+        out[WEIGHTS] = [float(w) for r in rows for w in r[WEIGHTS]]
+    return out
+
+
+def pad_sequences(sequences: Sequence[dict[str, list[Any]]], pad_id: int) -> dict[str, Any]:
+    """Packed sequences (`flatten_rows`) as one batch, right-padded to the longest.
+
+    No attention_mask, on purpose: given position_ids and no 2-D mask (and no cache),
+    transformers' `masking_utils` builds the block-diagonal causal mask itself
+    (`find_packed_sequence_indices`, for eager and sdpa), and flash-attention reads the same
+    boundaries as varlen sequence lengths; a 2-D padding mask would switch that detection off and
+    let rows attend to each other. The padding after a sequence is one more segment (positions
+    from 0 again, labels -100, loss weight 0), so it is attended to by nothing and adds nothing to
+    the loss."""
+    import torch
+
+    width = max(len(s["input_ids"]) for s in sequences)
+    shape = (len(sequences), width)
+    batch = {"input_ids": torch.full(shape, pad_id, dtype=torch.long),
+             "labels": torch.full(shape, IGNORE, dtype=torch.long),
+             "position_ids": torch.zeros(shape, dtype=torch.long)}
+    weighted = WEIGHTS in sequences[0]
+    if weighted:
+        batch[WEIGHTS] = torch.zeros(shape, dtype=torch.float32)
+    for row, seq in enumerate(sequences):
+        n = len(seq["input_ids"])
+        for key in ("input_ids", "labels", "position_ids"):
+            batch[key][row, :n] = torch.as_tensor(seq[key], dtype=torch.long)
+        batch["position_ids"][row, n:] = torch.arange(width - n)
+        if weighted:
+            batch[WEIGHTS][row, :n] = torch.as_tensor(seq[WEIGHTS], dtype=torch.float32)
+    return batch
+
+
 @dataclass(frozen=True)
 class PackingCollator:
     """Packs a batch's rows into bins of at most `pack_length` tokens (`pack_bins`; None: the
-    batch's longest row), one sequence per bin, the bins right-padded to the longest bin.
-
-    Each bin is flattened by transformers' `DataCollatorWithFlattening`: position_ids restart at
-    every row and the label of each row's first token is -100 (the previous row's last token must
-    not predict it; unpacked, that label is never predicted either). No attention_mask is
-    returned, on purpose: given position_ids and no 2-D mask (and no cache), transformers'
-    `masking_utils` builds the block-diagonal causal mask itself (`find_packed_sequence_indices`,
-    for eager and sdpa), and flash-attention reads the same boundaries as varlen sequence lengths;
-    a 2-D padding mask would switch that detection off and let rows attend to each other. The
-    padding after a bin's rows is one more segment (positions from 0 again, labels -100, loss
-    weight 0), so it is attended to by nothing and adds nothing to the loss.
-    Loss weights, when the rows have them, are laid out alongside (0 on padding).
+    batch's longest row), one sequence per bin (`flatten_rows`), the bins right-padded to the
+    longest bin (`pad_sequences`, which says why there is no attention_mask).
 
     `one_sequence` packs the whole batch into one bin, for flash-attention: it finds packed rows
     (varlen) only in a batch of one sequence, and there attention is computed per row, so one long
@@ -235,30 +270,84 @@ class PackingCollator:
     one_sequence: bool = False
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-        from transformers import DataCollatorWithFlattening
-
-        flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE)
         lengths = [len(f["input_ids"]) for f in features]
         bins = pack_bins(lengths, sum(lengths) if self.one_sequence else self.pack_length or max(lengths))
-        width = max(sum(lengths[i] for i in members) for members in bins)
-        shape = (len(bins), width)
-        batch = {"input_ids": torch.full(shape, self.pad_id, dtype=torch.long),
-                 "labels": torch.full(shape, IGNORE, dtype=torch.long),
-                 "position_ids": torch.zeros(shape, dtype=torch.long)}
-        weighted = WEIGHTS in features[0]
-        if weighted:
-            batch[WEIGHTS] = torch.zeros(shape, dtype=torch.float32)
-        for row, members in enumerate(bins):
-            flat = flatten([{"input_ids": features[i]["input_ids"], "labels": features[i]["labels"]}
-                            for i in members])
-            n = sum(lengths[i] for i in members)
-            for key in ("input_ids", "labels", "position_ids"):
-                batch[key][row, :n] = flat[key][0]
-            batch["position_ids"][row, n:] = torch.arange(width - n)
-            if weighted:
-                batch[WEIGHTS][row, :n] = torch.tensor([w for i in members for w in features[i][WEIGHTS]])
-        return batch
+        return pad_sequences([flatten_rows([features[i] for i in members]) for members in bins], self.pad_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Packing across the dataset (`packing: dataset`): the bins are made once, before training
+# ---------------------------------------------------------------------------------------------
+
+PACK_WINDOW = 1000  # rows per first-fit-decreasing window (bounds the time FFD takes; rows never split)
+
+
+def pack_dataset_bins(lengths: Sequence[int], capacity: int, seed: int,
+                      window: int = PACK_WINDOW) -> list[list[int]]:
+    """The bins of a whole split: its rows in an order shuffled by `seed`, cut into windows of
+    `window` rows, each window packed first-fit-decreasing (`pack_bins`) into bins of at most
+    `capacity` tokens (a longer row alone). Every row is in exactly one bin; the result depends
+    only on the lengths, the capacity, the seed and the window."""
+    import random
+
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    bins: list[list[int]] = []
+    for start in range(0, len(order), window):
+        rows = order[start:start + window]
+        bins.extend([rows[i] for i in members] for members in pack_bins([lengths[r] for r in rows], capacity))
+    return bins
+
+
+@dataclass
+class DatasetPacking:
+    """What packing a split across its rows gave (for run.json)."""
+
+    rows: int
+    bins: int
+    tokens: int  # the rows' tokens
+    capacity_tokens: int  # bins x pack_length
+    over_long_rows: int  # rows longer than pack_length, each alone in its bin
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "rows_per_bin": round(self.rows / max(self.bins, 1), 3),
+                "fill": round(self.tokens / max(self.capacity_tokens, 1), 4)}
+
+
+def pack_dataset(rows: "datasets.Dataset", pack_length: int, seed: int  # noqa: F821
+                 ) -> tuple["datasets.Dataset", DatasetPacking]:  # noqa: F821
+    """A split's rows packed once into bins (`pack_dataset_bins`), each bin one packed sequence
+    (`flatten_rows`: input_ids, labels, position_ids, and loss_weights when the rows have them),
+    so a training step takes whole bins (`BinCollator`)."""
+    import datasets
+
+    lengths = [len(ids) for ids in rows["input_ids"]]
+    bins = pack_dataset_bins(lengths, pack_length, seed)
+    sequences = [flatten_rows([rows[i] for i in members]) for members in bins]
+    keys = list(sequences[0]) if sequences else ["input_ids", "labels", "position_ids"]
+    types = {key: datasets.Sequence(datasets.Value("float32" if key == WEIGHTS else "int32")) for key in keys}
+    table = datasets.Dataset.from_dict({key: [s[key] for s in sequences] for key in keys},
+                                       features=datasets.Features(types))
+    info = DatasetPacking(rows=len(lengths), bins=len(bins), tokens=sum(lengths),
+                          capacity_tokens=len(bins) * pack_length,
+                          over_long_rows=sum(1 for n in lengths if n > pack_length))
+    return table, info
+
+
+@dataclass(frozen=True)
+class BinCollator:
+    """A batch of bins made by `pack_dataset`: one sequence per bin, right-padded to the longest
+    (`pad_sequences`); `one_sequence` (flash-attention) joins the batch's bins into one sequence
+    (their positions already restart at every row)."""
+
+    pad_id: int = 0
+    one_sequence: bool = False
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        sequences = [{key: list(f[key]) for key in f} for f in features]
+        if self.one_sequence:
+            sequences = [{key: [v for s in sequences for v in s[key]] for key in sequences[0]}]
+        return pad_sequences(sequences, self.pad_id)
 
 
 packing_collator = PackingCollator  # the earlier name

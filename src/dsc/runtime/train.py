@@ -24,8 +24,8 @@ from dsc.compiler.core.errors import SpecError, allowed_list, did_you_mean
 
 from .artifact import Artifact, ArtifactError, load_artifact
 from .config import Layer, TrainConfig, copy_layer, override_layer, resolve, yaml_layer
-from .features import (FeatureStats, PackingCollator, PadCollator, build_features, tokenizer_sha256,
-                       use_stored_tokens)
+from .features import (BinCollator, DatasetPacking, FeatureStats, PackingCollator, PadCollator, build_features,
+                       pack_dataset, tokenizer_sha256, use_stored_tokens)
 from .loss import weighted_trainer_class
 from .modeling import (Device, ModelError, eos_ids_for, library_versions, load_tokenizer, pick_device,
                        peft_compat, pin_template, progress_enabled, quiet_libraries, read_json,
@@ -86,6 +86,7 @@ class TrainSession:
     template_differed: bool
     resume_from: str | None
     warnings: list[str] = field(default_factory=list)
+    dataset_packing: dict[str, DatasetPacking] = field(default_factory=dict)  # packing: dataset, per split
 
     def run(self) -> TrainResult:
         trainer = self.trainer
@@ -126,6 +127,21 @@ class TrainSession:
         # The exact template file beside the weights (the tokenizer config carries it too).
         (self.out_dir / "chat_template.jinja").write_text(self.artifact.template_source, encoding="utf-8")
 
+    def _packing_record(self) -> dict[str, Any] | None:
+        c = self.config
+        if not c.packing:
+            return None
+        pack_length = resolve_pack_length(self.artifact, c)
+        record = {"mode": "dataset" if c.packing == "dataset" else "step", "pack_length": pack_length,
+                  "one_sequence": uses_flash_attention(self.model)}
+        if c.packing == "dataset":
+            record.update({
+                "batch_size_counts": "bins",
+                # a step is batch_size x grad_accum bins of at most pack_length tokens each
+                "tokens_per_step_at_most": c.batch_size * c.grad_accum * pack_length,
+                "splits": {k: v.to_dict() for k, v in sorted(self.dataset_packing.items())}})
+        return record
+
     def _run_record(self, metrics: dict[str, Any]) -> dict[str, Any]:
         a = self.artifact
         return {
@@ -137,8 +153,7 @@ class TrainSession:
             "base_model": self.model_ref,
             "base_model_path": str(Path(self.model_ref).resolve()) if Path(self.model_ref).exists() else None,
             "method": "full" if self.config.full else "lora",
-            "packing": ({"pack_length": resolve_pack_length(a, self.config),
-                         "one_sequence": uses_flash_attention(self.model)} if self.config.packing else None),
+            "packing": self._packing_record(),
             "hyperparameters": self.config.model_dump(mode="json"),
             "device": {"type": self.device.name, "precision": self.device.precision},
             "tokenization": {"source": self.feature_stats[self.config.train_split].source,
@@ -285,6 +300,13 @@ def _prepare(artifact_dir: str | Path, *, model: str | None, config_file: str | 
         if len(eval_ds) == 0:
             eval_ds = None
 
+    dataset_packing: dict[str, DatasetPacking] = {}
+    if config.packing == "dataset":  # the bins are made once; a step takes batch_size of them
+        pack_length = resolve_pack_length(artifact, config)
+        train_ds, dataset_packing[config.train_split] = pack_dataset(train_ds, pack_length, config.seed)
+        if eval_ds is not None:
+            eval_ds, dataset_packing[eval_split] = pack_dataset(eval_ds, pack_length, config.seed)
+
     net = _load_model(model_ref, config, device, len(tokenizer))
     eos_ids = eos_ids_for(tokenizer, artifact.end_of_turn, getattr(_base_model(net).generation_config,
                                                                    "eos_token_id", None))
@@ -297,7 +319,7 @@ def _prepare(artifact_dir: str | Path, *, model: str | None, config_file: str | 
     return TrainSession(
         artifact=artifact, config=config, model_ref=model_ref, out_dir=out_dir, device=device, tokenizer=tokenizer,
         model=net, trainer=trainer, eos_ids=eos_ids, feature_stats=stats, tokenization_note=note,
-        template_differed=template_differed, resume_from=resume_from,
+        template_differed=template_differed, resume_from=resume_from, dataset_packing=dataset_packing,
     )
 
 
@@ -398,11 +420,13 @@ def _add_lora(net: Any, config: TrainConfig) -> Any:
 
 def resolve_pack_length(artifact: Artifact, config: TrainConfig) -> int | None:
     """The bin size of packed batches: `pack_length`, else the artifact's tokenize.max_length (the
-    longest row it promises), else None (each batch's longest row)."""
+    longest row it promises), else None (packing: true, each batch's longest row) or max_length
+    (packing: dataset, the longest a row can be after truncation)."""
     if config.pack_length is not None:
         return config.pack_length
     tok = artifact.manifest.tokenizer
-    return tok.max_length if tok is not None else None
+    fallback = config.max_length if config.packing == "dataset" else None
+    return (tok.max_length if tok is not None else None) or fallback
 
 
 def uses_flash_attention(net: Any) -> bool:
@@ -412,6 +436,8 @@ def uses_flash_attention(net: Any) -> bool:
 def batch_collator(config: TrainConfig, tokenizer: Any, net: Any, pack_length: int | None) -> Any:
     if not config.packing:
         return PadCollator(tokenizer.pad_token_id)
+    if config.packing == "dataset":  # the rows are already in bins (`pack_dataset`)
+        return BinCollator(tokenizer.pad_token_id, one_sequence=uses_flash_attention(net))
     # flash-attention separates packed rows only in a batch of one sequence (and then per row)
     return PackingCollator(tokenizer.pad_token_id, pack_length, one_sequence=uses_flash_attention(net))
 
@@ -505,7 +531,8 @@ def model_card(run: dict[str, Any]) -> str:
         f"- Tokenisation: {run['tokenization']['source']} ({run['tokenization']['reason']}).",
         f"- Steps: {m.get('global_step')}; final training loss: {_fmt(m.get('final_loss'))}; "
         f"validation loss: {_fmt(m.get('eval_loss'))}.",
-        f"- Hyperparameters: learning rate {hp['learning_rate']}, batch {hp['batch_size']} × accumulation "
+        f"- Hyperparameters: learning rate {hp['learning_rate']}, batch {hp['batch_size']}"
+        f"{' bins' if hp['packing'] == 'dataset' else ''} × accumulation "
         f"{hp['grad_accum']}, epochs {hp['epochs']}, max steps {hp['max_steps']}, max length {hp['max_length']}"
         + (f", LoRA r={hp['lora']['r']} alpha={hp['lora']['alpha']} dropout={hp['lora']['dropout']} "
            f"targets={hp['lora']['target_modules']}" if run["method"] == "lora" else ", full fine-tuning")
