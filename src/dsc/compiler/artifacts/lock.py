@@ -130,15 +130,15 @@ def locked_inputs(loaded: LoadedSpec, inputs: list[dict[str, Any]]) -> list[Lock
 
 def current_entry(loaded: LoadedSpec) -> LockEntry:
     """What the spec resolves to now, without building (no artifact version)."""
-    from dsc.compiler.engine.context import build_context
+    from dsc.compiler.engine.context import load_template_and_tokenizer
     from dsc.compiler.stages.read.sources import resolve_inputs
     from dsc.compiler.stages.write.manifest import library_versions
 
     spec, base = loaded.spec, loaded.base_dir
-    ctx = build_context(loaded)  # the template and tokenizer exactly as a build loads them
-    template = ctx.template
-    tokenizer = (LockedRef(ref=spec.tokenize.tokenizer, sha256=ctx.tokenizer.sha256)
-                 if spec.tokenize is not None and ctx.tokenizer is not None else None)
+    # Not the whole build context: the transforms (lookup tables, eval sets) are not pinned here.
+    template, tok = load_template_and_tokenizer(loaded)
+    tokenizer = (LockedRef(ref=spec.tokenize.tokenizer, sha256=tok.sha256)
+                 if spec.tokenize is not None and tok is not None else None)
     plugins = [m.to_dict() for m in manifest_plugins(spec, loaded.plugins, base)]
     return LockEntry(spec_sha256=sha256_text(loaded.text), dsc_version=__version__, libraries=library_versions(),
                      inputs=locked_inputs(loaded, resolve_inputs(loaded)),

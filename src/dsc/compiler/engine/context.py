@@ -32,9 +32,9 @@ class BuildContext:
         return is_weighted(self.spec)
 
 
-def build_context(loaded: LoadedSpec) -> BuildContext:
-    """What the per-row stages need: the template, the tokenizer and the transforms, loaded once
-    per process (the driver; a Ray actor rebuilds it the same way from the spec)."""
+def load_template_and_tokenizer(loaded: LoadedSpec) -> tuple[ChatTemplate, RowTokenizer | None]:
+    """The spec's chat template and tokenizer (None when it does not tokenise), loaded as a build
+    loads them, errors located at their keys (`dsc.lock` pins their hashes from these)."""
     spec, base = loaded.spec, loaded.base_dir
     with loaded.at("template"):
         template = load_template(spec.template, base)
@@ -44,6 +44,14 @@ def build_context(loaded: LoadedSpec) -> BuildContext:
 
         with loaded.at("tokenize", "tokenizer"):
             tokenizer = RowTokenizer.load(spec.tokenize, base)
+    return template, tokenizer
+
+
+def build_context(loaded: LoadedSpec) -> BuildContext:
+    """What the per-row stages need: the template, the tokenizer and the transforms, loaded once
+    per process (the driver; a Ray actor rebuilds it the same way from the spec)."""
+    spec, base = loaded.spec, loaded.base_dir
+    template, tokenizer = load_template_and_tokenizer(loaded)
     with loaded.at():  # prompt/tool files are checked by load_spec; this names any left (exit 2)
         transforms = build_transforms(spec, base, template=template, tokenizer=tokenizer)
     return BuildContext(spec=spec, base_dir=base, template=template, tokenizer=tokenizer,
