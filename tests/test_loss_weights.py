@@ -23,7 +23,7 @@ from dsc.compiler.spec.model import load_spec, parse_spec
 from dsc.compiler.stages.tokenize.tokenize import supervised_mask
 from dsc.compiler.stages.render.weights import WeightRule, react_parts, token_weights, weigh
 from dsc.runtime.artifact import load_artifact
-from dsc.runtime.features import IGNORE, WEIGHTS, PadCollator, build_features, packing_collator
+from dsc.runtime.features import IGNORE, WEIGHTS, PackingCollator, PadCollator, build_features
 from dsc.runtime.loss import weighted_lm_loss, weighted_trainer_class
 from test_templates import make_conv
 
@@ -356,7 +356,7 @@ def test_packed_weights_give_the_padded_loss(weighted_artifact, tiny_model_dir):
     ds, _ = build_features(load_artifact(weighted_artifact), "train", tok, max_length=256, use_stored=True)
     rows = [ds[i] for i in range(3)]
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    padded, packed = PadCollator(tok.pad_token_id or 0)(rows), packing_collator()(rows)
+    padded, packed = PadCollator(tok.pad_token_id or 0)(rows), PackingCollator()(rows)
     assert packed[WEIGHTS].shape == packed["input_ids"].shape
     with torch.no_grad():
         a = weighted_lm_loss(model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]).logits,

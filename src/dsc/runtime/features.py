@@ -348,6 +348,3 @@ class BinCollator:
         if self.one_sequence:
             sequences = [{key: [v for s in sequences for v in s[key]] for key in sequences[0]}]
         return pad_sequences(sequences, self.pad_id)
-
-
-packing_collator = PackingCollator  # the earlier name
