@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(VENV)/bin/dsc inspect build/fireact-chat -n 1
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
 
 # The miniature NAT experiment (experiments/nat_miniature/RESULTS.md): niced, one torch thread.

@@ -79,17 +79,17 @@ def config_name(kind: str, workers: int) -> str:
 DRIVER_STEPS: list[tuple[str, str, str, str]] = [
     ("setup: template, tokenizer, transforms", "dsc.compiler.engine.driver", "build_context", "fn"),
     ("setup: hash inputs", "dsc.compiler.engine.driver", "resolve_inputs", "fn"),
-    ("read: input lines into tasks", "dsc.compiler.stages.read.normalise", "chunks", "gen"),
+    ("read: input lines into tasks", "dsc.compiler.engine.normalise", "chunks", "gen"),
     ("read: write segment", "dsc.compiler.engine.rowfiles:SegmentWriter", "add", "method"),
     ("read: close segment", "dsc.compiler.engine.rowfiles:SegmentWriter", "close", "method"),
     ("select: keys, dedup, mix, split, order", "dsc.compiler.engine.driver", "select_rows", "fn"),
-    ("render: read part index", "dsc.compiler.stages.render.rows:RenderedRows", "add", "method"),
-    ("write: tally", "dsc.compiler.engine.driver", "tally", "fn"),
-    ("write: gather output rows", "dsc.compiler.engine.driver", "distribute", "fn"),
+    ("render: read part index", "dsc.compiler.engine.rendering:RenderedRows", "add", "method"),
+    ("write: tally", "dsc.compiler.engine.tally", "tally", "fn"),
+    ("write: gather output rows", "dsc.compiler.engine.spill", "distribute", "fn"),
     ("write: parquet shards", "dsc.compiler.stages.write.artifact", "write_split", "fn"),
-    ("write: hash shards", "dsc.compiler.stages.write.artifact", "sha256_file", "fn"),
-    ("write: dataset card", "dsc.compiler.stages.write.card", "write_card", "fn"),
-    ("release memory", "dsc.compiler.engine.driver", "release_memory", "fn"),
+    ("write: hash shards", "dsc.compiler.engine.spill", "sha256_file", "fn"),
+    ("write: dataset card", "dsc.compiler.engine.driver", "write_card", "fn"),
+    ("release memory", "dsc.compiler.engine.resources", "release_memory", "fn"),
 ]
 SELECT_STEP = DRIVER_STEPS[5]
 
@@ -122,7 +122,7 @@ def _executor_class(kind: str) -> type:
 
 
 def _install_map_counters(stats: dict[str, TaskStats], account: bool, kind: str) -> None:
-    from dsc.compiler.engine.executors import Executor
+    from dsc.compiler.engine.executors.base import Executor
 
     def wrap(cls: type[Executor]) -> None:
         original = cls.map
@@ -218,9 +218,9 @@ def run_child(a: argparse.Namespace) -> None:
     import profile_build  # the bench's stage-timer machinery (per-call wall/CPU accumulators)
 
     from dsc.compiler.engine.driver import build_loaded
-    from dsc.compiler.engine.executors import ExecutorChoice
+    from dsc.compiler.engine.executors.base import ExecutorChoice
     from dsc.compiler.engine.timings import TimedProgress
-    from dsc.compiler.spec.model import load_spec
+    from dsc.compiler.engine.validation import load_spec
 
     imported = process_age()
     missing = []
@@ -563,7 +563,7 @@ def marginal(small: dict[str, Any], large: dict[str, Any], rows_small: int, rows
 
 def render_tasks(rows: int, workers: int) -> int:
     """How many render tasks the build makes for `rows` rows on `workers` workers (its own rule)."""
-    from dsc.compiler.stages.render.rows import render_task_rows
+    from dsc.compiler.engine.rendering import render_task_rows
 
     return math.ceil(rows / render_task_rows(rows, workers)) if rows > 0 else 0
 

@@ -47,28 +47,28 @@ for _k, _v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_
 # build.py has moved a stage, "module|module2" and "attr|attr2" list candidates, paired in order:
 # the first one found is timed.
 STAGES: list[tuple[str, str, str, str]] = [
-    ("read (parse source files)", "dsc.compiler.stages.read.normalise", "iter_raw_rows", "gen"),
-    ("normalise (format → Conversation)", "dsc.compiler.stages.read.normalise", "normalise_row", "fn"),
-    ("transforms", "dsc.compiler.stages.read.normalise", "process_row", "fn"),
-    ("normalised rows → Arrow (segment_row)", "dsc.compiler.stages.read.normalise", "segment_row", "fn"),
+    ("read (parse source files)", "dsc.compiler.engine.normalise", "iter_raw_rows", "gen"),
+    ("normalise (format → Conversation)", "dsc.compiler.engine.normalise", "normalise_row", "fn"),
+    ("transforms", "dsc.compiler.stages.transforms.pipeline:RowPipeline", "run", "method"),
+    ("normalised rows → Arrow (segment_row)", "dsc.compiler.engine.normalise", "segment_row", "fn"),
     ("segment write (SegmentWriter.add)", "dsc.compiler.engine.rowfiles:SegmentWriter", "add", "method"),
     ("select (dedup/mix)", "dsc.compiler.stages.select.mix", "select", "fn"),
-    ("split + order", "dsc.compiler.stages.select.selected", "final_order", "fn"),
-    ("read back Conversations (read_conversations)", "dsc.compiler.stages.render.rows", "read_conversations", "fn"),
-    ("special-token policy", "dsc.compiler.stages.render.rows", "apply_special_token_policy", "fn"),
-    ("render (template + spans)", "dsc.compiler.stages.render.rows", "render", "fn"),
-    ("tokenize (encode_arrays)", "dsc.compiler.stages.tokenize.tokenize:RowTokenizer", "encode_arrays", "method"),
-    ("render batch → Arrow (render_batch, includes the 3 above)", "dsc.compiler.stages.render.rows", "render_batch", "fn"),
-    ("rendered part write (write_part)", "dsc.compiler.stages.render.rows", "write_part", "fn"),
-    ("gather output rows (segments + parts → artifact rows)", "dsc.compiler.engine.driver",
+    ("split + order", "dsc.compiler.engine.selected", "final_order", "fn"),
+    ("read back Conversations (read_conversations)", "dsc.compiler.engine.rendering", "read_conversations", "fn"),
+    ("special-token policy", "dsc.compiler.engine.rendering", "apply_special_token_policy", "fn"),
+    ("render (template + spans)", "dsc.compiler.engine.rendering", "render", "fn"),
+    ("tokenize (encode_arrays)", "dsc.chat.tokenize:RowTokenizer", "encode_arrays", "method"),
+    ("render batch → Arrow (render_batch, includes the 3 above)", "dsc.compiler.engine.rendering", "render_batch", "fn"),
+    ("rendered part write (write_part)", "dsc.compiler.engine.rendering", "write_part", "fn"),
+    ("gather output rows (segments + parts → artifact rows)", "dsc.compiler.engine.spill",
      "distribute", "fn"),
     ("parquet write (write_split)", "dsc.compiler.stages.write.artifact", "write_split", "fn"),
-    ("hash outputs (sha256_file)", "dsc.compiler.stages.write.artifact", "sha256_file", "fn"),
+    ("hash outputs (sha256_file)", "dsc.compiler.engine.spill", "sha256_file", "fn"),
     ("hash inputs (resolve_inputs)", "dsc.compiler.engine.driver", "resolve_inputs", "fn"),
-    ("dataset card", "dsc.compiler.stages.write.card", "write_card", "fn"),
+    ("dataset card", "dsc.compiler.engine.driver", "write_card", "fn"),
 ]
 # what a worker runs per chunk: (module, function)
-CHUNK_FUNCTIONS = (("dsc.compiler.stages.read.normalise", "normalise_chunk"), ("dsc.compiler.stages.render.rows", "render_part"))
+CHUNK_FUNCTIONS = (("dsc.compiler.engine.normalise", "normalise_chunk"), ("dsc.compiler.engine.rendering", "render_part"))
 
 
 def _resolve(module: str, attr: str) -> tuple[Any, str] | None:
@@ -194,7 +194,7 @@ def install_timers(dump_dir: Path, pickle_every: int) -> list[str]:
                 TIMERS.dump(dump_dir / f"timers-{os.getpid()}.json")
             return out
 
-        # Picklable by reference: the pool sends "dsc.compiler.stages.render.rows.render_part".
+        # Picklable by reference: the pool sends "dsc.compiler.engine.rendering.render_part".
         chunk_wrapper.__module__, chunk_wrapper.__qualname__ = b.__name__, fname
         chunk_wrapper.__name__ = fname
         setattr(b, fname, chunk_wrapper)
@@ -238,7 +238,7 @@ def _cache_kwargs(build_loaded: Any, cache: bool) -> dict[str, Any]:
 def run_timers(spec: Path, out: Path, workers: int, pickle_every: int, cache: bool = False) -> dict[str, Any]:
     t_import = time.perf_counter()
     from dsc.compiler.engine.driver import build_loaded
-    from dsc.compiler.spec.model import load_spec
+    from dsc.compiler.engine.validation import load_spec
 
     imported = time.perf_counter()
     dump_dir = Path(tempfile.mkdtemp(prefix="dsc-timers-"))
@@ -336,7 +336,7 @@ def run_cprofile(spec: Path, out: Path, workers: int, top: int, save: Path | Non
     import pstats
 
     from dsc.compiler.engine.driver import build_loaded
-    from dsc.compiler.spec.model import load_spec
+    from dsc.compiler.engine.validation import load_spec
 
     dump_dir = Path(tempfile.mkdtemp(prefix="dsc-prof-"))
     try:

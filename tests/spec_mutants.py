@@ -3,7 +3,7 @@
 Each mutant is one deliberate mistake of a kind users make (a key typo at any depth, a value of
 the wrong type, a required key left out, an unknown enum value, a negative count, Jinja that does
 not parse, a file that does not exist, YAML that does not parse, a duplicate key, a tab, an alias
-bomb). `tests/test_reliability_spec.py` runs every mutant through `dsc build` and checks that it
+bomb). `tests/spec/test_reliability_spec.py` runs every mutant through `dsc build` and checks that it
 ends with one located error line. The generator is deterministic: the same seed gives the same
 corpus, so a failure can be reproduced by its mutant id.
 """

@@ -1,4 +1,4 @@
-"""A regular install (a wheel) holds every module and built-in template under src/dsc: an
+"""A regular install (a wheel) holds every module, built-in template and report asset under src/dsc: an
 editable install finds a folder without `__init__.py` anyway, a wheel would silently leave it out."""
 import shutil
 import subprocess
@@ -22,7 +22,7 @@ def test_the_wheel_holds_every_module_and_template(tmp_path):
     packed = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("dsc/")}
     src = REPO / "src"
     expected = {p.relative_to(src).as_posix() for p in src.joinpath("dsc").rglob("*")
-                if p.suffix in (".py", ".jinja") and "__pycache__" not in p.parts}
+                if p.suffix in (".py", ".jinja", ".css", ".js") and "__pycache__" not in p.parts}
     assert expected - packed == set(), f"missing from the wheel: {sorted(expected - packed)}"
     folders = {p.parent for p in src.joinpath("dsc").rglob("*.py")}
     assert [f for f in folders if not (f / "__init__.py").exists()] == []

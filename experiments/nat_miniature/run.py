@@ -169,8 +169,8 @@ def condition_probe(arm: str, seed: int, artifact: str, settings: Settings) -> f
     """Does the model use its condition? The same eval with the *failure* string in the prompt:
     a model that learned the condition should do clearly worse with it."""
     from dsc.runtime.artifact import load_artifact
-    from dsc.runtime.config import load_yaml_file
     from dsc.runtime.evaluation import evaluate
+    from dsc.spec.runtime import load_yaml_file
 
     art = load_artifact(artifact)
     condition = art.spec["condition"]

@@ -1,4 +1,2 @@
-"""The `dsc` command line (typer + rich): `dsc.cli.root` holds the typer app, its first commands and the console helpers the other command modules share."""
-from dsc.cli.root import app, main
-
-__all__ = ["app", "main"]
+"""The `dsc` command line (typer + rich): `root` holds the typer app, its first commands and the
+console helpers the other command modules share; `main` there is the entry point."""

@@ -30,7 +30,7 @@ def verify_command(
 ) -> None:
     """Rebuild SPEC in a temporary directory; check ARTIFACT (and dsc.lock) match it exactly."""
     from dsc.cli.root import RichProgress, err_console, fail, out_console, run_guarded
-    from dsc.compiler.artifacts.verify import verify as run_verify
+    from dsc.ops.verify import verify as run_verify
 
     progress = RichProgress()
 
@@ -62,9 +62,9 @@ def diff_command(
 
     Rows added, removed and changed by id; count deltas per split, source, label and capability;
     supervised token (or character) deltas; and a few changed rows side by side."""
+    from dsc.artifact.reader import open_artifact
     from dsc.cli.root import RichProgress, fail, out_console, run_guarded
-    from dsc.compiler.artifacts.diff import diff_artifacts, example_pairs, render_diff, revision_artifacts
-    from dsc.compiler.artifacts.reader import open_artifact
+    from dsc.ops.diff import diff_artifacts, example_pairs, render_diff, revision_artifacts
 
     progress = RichProgress()
 
@@ -105,9 +105,10 @@ def inspect_command(
     """Show what rows train on: supervised spans coloured, token by token when tokenised.
 
     Conditioning strings are highlighted; a statistics table follows the rows."""
+    from dsc.artifact import inspection as ins
+    from dsc.artifact.reader import open_artifact
     from dsc.cli.root import err_console, out_console, run_guarded
-    from dsc.compiler.artifacts import inspection as ins
-    from dsc.compiler.artifacts.reader import open_artifact
+    from dsc.ops.tokens import find_tokenizer
 
     def body() -> None:
         art = open_artifact(artifact)
@@ -118,7 +119,7 @@ def inspect_command(
                        "lengths": {s: ins.length_summary(v) for s, v in stats.lengths.items()}})
             return
         rows = ins.find_rows(art, split=split, ids=ids or [], n=n)
-        view, note = ins.find_tokenizer(art.manifest, art.path, tokenizer)
+        view, note = find_tokenizer(art.manifest, art.path, tokenizer)
         conditions = ins.conditioning_strings(art.manifest)
         err_console.print(f"[dim]{note}[/]", highlight=False)
         out_console.print(ins.legend(view, conditions))
@@ -142,8 +143,8 @@ def plan_command(
 
     Also the version a build would produce. Writes nothing (no artifact, no lock)."""
     from dsc.cli.root import RichProgress, out_console, run_guarded
-    from dsc.compiler.artifacts.plan import plan as run_plan
-    from dsc.compiler.artifacts.plan import render_plan
+    from dsc.ops.plan import plan as run_plan
+    from dsc.ops.plan import render_plan
 
     progress = RichProgress()
 
@@ -175,7 +176,7 @@ def report_command(
     No network is needed to view it (CSS, script and SVG charts are inline); rows show what they
     train on (supervised spans, conditioning strings, token ids on hover when tokenised)."""
     from dsc.cli.root import out_console, run_guarded
-    from dsc.compiler.artifacts.report import write_report
+    from dsc.ops.report import write_report
 
     path, data = run_guarded(lambda: write_report(artifact, out, sample=sample, seed=seed, tokenizer=tokenizer))
     size = path.stat().st_size
@@ -194,7 +195,7 @@ def init_command(
     The spec builds as it is; the usual next steps (conditioning, negatives, mix) are in it,
     commented out."""
     from dsc.cli.root import out_console, run_guarded
-    from dsc.compiler.spec.init_spec import write_init
+    from dsc.ops.init import write_init
 
     path, sniffed = run_guarded(lambda: write_init(list(files), out, force=force))
     for s in sniffed:

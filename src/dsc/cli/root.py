@@ -39,7 +39,7 @@ def fail(message: str, code: int) -> None:
 
 def run_guarded(fn: Callable[[], Any]) -> Any:
     """Run a command body, turning user-facing errors into a message and an exit code."""
-    from dsc.compiler.core.errors import DscError
+    from dsc.core.errors import DscError
 
     try:
         return fn()
@@ -69,8 +69,14 @@ class RichProgress:
     stderr is not a terminal or with DSC_NO_PROGRESS set."""
 
     def __init__(self) -> None:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.enabled = err_console.is_terminal and not os.environ.get("DSC_NO_PROGRESS")
         self._progress = Progress(TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(),
@@ -146,15 +152,15 @@ def build(
                                                           "rows and finished (seconds since dsc started) to stderr."),
 ) -> None:
     """Compile SPEC into a versioned artifact directory and pin its inputs in dsc.lock beside it."""
-    from dsc.compiler.artifacts.lock import build_with_lock
     from dsc.compiler.engine.timings import TimedProgress
+    from dsc.ops.lock import build_with_lock
 
     progress: Any = RichProgress()
     if timings:
         progress = TimedProgress(progress)
 
     def body() -> Any:
-        from dsc.compiler.engine.executors import executor_choice
+        from dsc.compiler.engine.executors.base import executor_choice
 
         # Joining a cluster without --workers: as many tasks at once as the cluster has CPUs (0).
         n = workers if workers is not None else 0 if executor == "ray" and address else resolve_workers(None)
@@ -193,7 +199,7 @@ def build(
 @app.command()
 def validate(spec: Path = typer.Argument(..., help="The spec YAML file.")) -> None:
     """Check SPEC (keys, types, files, template) without building."""
-    from dsc.compiler.spec.model import load_spec
+    from dsc.compiler.engine.validation import load_spec
 
     loaded = run_guarded(lambda: load_spec(spec))
     out_console.print(f"{spec}: ok ({len(loaded.spec.sources)} sources, template {loaded.spec.template})",
@@ -203,7 +209,7 @@ def validate(spec: Path = typer.Argument(..., help="The spec YAML file.")) -> No
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of specs (for editor completion)."""
-    from dsc.compiler.spec.model import json_schema
+    from dsc.spec.model import json_schema
 
     sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
 

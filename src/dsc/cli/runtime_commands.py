@@ -1,7 +1,7 @@
 """`dsc train` and `dsc eval` (registered on the main typer app by `dsc.cli`).
 
 Imports of torch/transformers happen inside the commands, so `dsc build --help` stays fast.
-Multi-GPU: `accelerate launch -m dsc.cli train ...` or `torchrun --nproc_per_node N -m dsc.cli train ...`.
+Multi-GPU: `accelerate launch -m dsc train ...` or `torchrun --nproc_per_node N -m dsc train ...`.
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def train_command(
     """Fine-tune a model on ARTIFACT (LoRA by default; full=true for full fine-tuning).
 
     Settings: the spec's train: block, then --config, then key=value overrides.
-    Several GPUs: `accelerate launch -m dsc.cli train ...` or `torchrun --nproc_per_node N -m dsc.cli train ...`.
+    Several GPUs: `accelerate launch -m dsc train ...` or `torchrun --nproc_per_node N -m dsc train ...`.
     """
     from dsc.cli.root import RichProgress, out_console, run_guarded
 
@@ -124,8 +124,8 @@ def train_command(
 
 def _import_plugins(refs: List[str]) -> None:
     """`--plugin`: import each (files relative to the working directory), as a spec's `plugins:`."""
-    from dsc.compiler.core.errors import SpecError
-    from dsc.compiler.core.plugins import import_plugin_list
+    from dsc.core.errors import SpecError
+    from dsc.core.plugins import import_plugin_list
 
     import_plugin_list(refs, Path.cwd(), lambda _, ref, why: SpecError(f"--plugin: cannot import {ref!r}: {why}"))
 
@@ -157,7 +157,7 @@ def eval_command(
     refs = [a for a in args if a not in overrides]
 
     def body() -> Any:
-        from dsc.compiler.core.errors import SpecError
+        from dsc.core.errors import SpecError
         from dsc.runtime.evaluation import evaluate, score_predictions
 
         if device not in ("auto", "cpu"):

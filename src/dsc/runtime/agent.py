@@ -7,7 +7,7 @@ no tool call in a JSON dialect) ends an episode with prediction x. FireAct's loo
 (`generation.py`) is the model: stop at "\\nObservation:", `type[args]` actions, at most 11 turns.
 
 A generation is read by the parser of the dialect the model was trained in
-(`dsc.compiler.dialects`, `AgentSettings.dialect`): the very grammar the build wrote the
+(`dsc.dialects`, `AgentSettings.dialect`): the very grammar the build wrote the
 training rows with, in its lenient reading of generated text. Parallel calls of one turn (JSON
 dialects) are all run, their results given back together as the dialect groups them.
 
@@ -24,13 +24,12 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Literal, Protocol, Sequence
 
-from dsc.compiler.dialects import Dialect, Turn, get_dialect
-from dsc.compiler.dialects.react import ReactDialect
-from dsc.compiler.record import BadRow, ToolCall
-from dsc.compiler.stages.transforms.react import ToolDef
-
-from .prompting import PromptBuilder
-from .tools import FINISH, Tool
+from dsc.dialects.base import Dialect, Turn, get_dialect
+from dsc.dialects.react import ReactDialect
+from dsc.dialects.tools import ToolDef
+from dsc.record import BadRow, ToolCall
+from dsc.runtime.prompting import PromptBuilder
+from dsc.runtime.tools import FINISH, Tool
 
 
 class Generator(Protocol):
@@ -98,7 +97,7 @@ def parse_generated(text: str, dialect: Dialect, tools: dict[str, Tool]) -> tupl
 
 
 def parse_react(text: str, tools: dict[str, Tool] | None = None) -> Action | None:
-    """`Action: tool[argument]` read by the ReAct grammar (`dsc.compiler.dialects.react`, lenient:
+    """`Action: tool[argument]` read by the ReAct grammar (`dsc.dialects.react`, lenient:
     the first action line, the argument to its last ']', one missing ']' tolerated); None if none."""
     turn, _ = parse_generated(text, get_dialect("react"), tools or {})
     return _action(turn.calls[0], tools or {}) if turn is not None and turn.calls else None
@@ -144,7 +143,7 @@ class AgentSettings:
     observation_prefix: str = "Observation: "
     actions: Literal["react", "tool_calls"] = "react"
     stop: tuple[str, ...] = ("\nObservation:",)
-    dialect: str | None = None  # the tool-call dialect (`dsc.compiler.dialects`); None: from `actions`
+    dialect: str | None = None  # the tool-call dialect (`dsc.dialects`); None: from `actions`
 
     def get_dialect(self) -> Dialect:
         return dialect_for(self.actions, self.dialect)

@@ -1,6 +1,6 @@
 """Reading a compiled artifact for train and eval (the runtime never sees raw sources).
 
-The runtime reads artifacts through the compiler's one reader (`dsc.compiler.artifacts.reader`);
+The runtime reads artifacts through the compiler's one reader (`dsc.artifact.reader`);
 `load_artifact` also checks up front that the artifact carries its exact chat template, which
 train and eval render with.
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dsc.compiler.artifacts.reader import Artifact, open_artifact
-from dsc.compiler.core.errors import ArtifactError
+from dsc.artifact.reader import Artifact, open_artifact
+from dsc.core.errors import ArtifactError
 
 __all__ = ["Artifact", "ArtifactError", "load_artifact"]
 

@@ -20,16 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from dsc.compiler.dialects import Dialect
-from dsc.compiler.dialects.react import ReactDialect
-from dsc.compiler.core.errors import SpecError
-
-from .agent import AgentSettings, Episode, Generator, dialect_for, run_agent, run_direct, start_episodes
-from .artifact import Artifact, load_artifact
-from .config import EvalConfig, EvalTask, Layer, copy_layer, override_layer, resolve, yaml_layer
-from .prompting import PromptBuilder, fill
-from .scorers import get_scorer
-from .tools import build_tools
+from dsc.artifact.reader import Artifact
+from dsc.core.errors import SpecError
+from dsc.dialects.base import Dialect
+from dsc.dialects.react import ReactDialect
+from dsc.runtime.agent import AgentSettings, Episode, Generator, dialect_for, run_agent, run_direct, start_episodes
+from dsc.runtime.artifact import load_artifact
+from dsc.runtime.prompting import PromptBuilder, fill
+from dsc.runtime.scorers import get_scorer
+from dsc.runtime.tools import build_tools
+from dsc.spec.runtime import EvalConfig, EvalTask, Layer, copy_layer, override_layer, resolve, yaml_layer
 
 log = logging.getLogger("dsc.runtime")
 
@@ -180,7 +180,7 @@ def harness_metrics(scores: dict[str, list[float]]) -> dict[str, float | None]:
     harness's `mean_stderr`), metric names as `dsc export lm-eval` names them."""
     import math
 
-    from .lmeval_export import FILTER, metric_name
+    from dsc.runtime.scorers import FILTER, metric_name
 
     out: dict[str, float | None] = {}
     for scorer, values in scores.items():
@@ -283,7 +283,7 @@ def _note_score(progress: Any, episodes: Sequence[Episode], scorer: str) -> None
 def with_tools_prompt(messages: list[dict[str, str]], tools_prompt: str) -> list[dict[str, str]]:
     """The messages with `tools_prompt` closing the system turn (a new system turn when none):
     where `to_dialect` puts it in the training rows."""
-    from dsc.compiler.stages.transforms.convert import system_with
+    from dsc.dialects.base import system_with
 
     # the messages are Jinja over the item; the listing is plain text (a description may hold "{{")
     return system_with(messages, "{% raw %}" + tools_prompt + "{% endraw %}")
@@ -373,7 +373,7 @@ def evaluate(models: Sequence[str], *, tasks_file: str | Path | None = None, art
 
     `progress` (the CLI plugs a rich bar in; the library stays silent) is told the items done,
     one stage per model and task."""
-    from .generation import load_for_eval
+    from dsc.runtime.generation import load_for_eval
 
     if not models:
         raise SpecError("no model to evaluate (or pass --predictions FILE)")

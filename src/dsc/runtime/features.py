@@ -9,7 +9,7 @@ overlaps a loss span. Either way the text is the artifact's, never re-rendered h
 An artifact built with loss weights also gives each row `loss_weights` (float per token, 0 where
 the label is -100): the stored `weights` column with stored ids, else the weights of its
 `loss_weights` pieces mapped onto the model's tokens by the build's rule
-(`dsc.compiler.stages.render.weights.token_weights`).
+(`dsc.chat.weights.token_weights`).
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .artifact import Artifact, ArtifactError
+from dsc.artifact.reader import Artifact
+from dsc.core.errors import ArtifactError
 
 log = logging.getLogger("dsc.runtime")
 
@@ -31,8 +32,8 @@ def tokenizer_sha256(tokenizer_ref: str | Path | None) -> str | None:
     (`RowTokenizer.sha256`: tokenizer.json + tokenizer_config.json); None when it cannot be read."""
     if tokenizer_ref is None:
         return None
-    from dsc.compiler.core.errors import DscError
-    from dsc.compiler.stages.tokenize.tokenize import RowTokenizer
+    from dsc.chat.tokenize import RowTokenizer
+    from dsc.core.errors import DscError
 
     try:
         return RowTokenizer.load(str(tokenizer_ref), Path.cwd()).sha256
@@ -44,14 +45,14 @@ def encode(tokenizer: Any, texts: list[str], spans: list[list[list[int]]],
            weighted_spans: list[list[dict[str, Any]]] | None = None
            ) -> tuple[list[list[int]], list[list[int]], list[list[float]] | None]:
     """Re-tokenise rendered texts and derive labels from their loss spans with the build's own rule
-    (`dsc.compiler.stages.tokenize.tokenize.supervised_mask`: a token is supervised iff its characters overlap a
+    (`dsc.chat.tokenize.supervised_mask`: a token is supervised iff its characters overlap a
     span, so a token straddling a span edge, e.g. a merged end-of-turn piece, is trained), and
     per-token weights from `weighted_spans` (the artifact's `loss_weights`) when given."""
     import numpy as np
 
-    from dsc.compiler.stages.render.render import merge_spans
-    from dsc.compiler.stages.tokenize.tokenize import supervised_mask
-    from dsc.compiler.stages.render.weights import token_weights
+    from dsc.chat.render import merge_spans
+    from dsc.chat.tokenize import supervised_mask
+    from dsc.chat.weights import token_weights
 
     enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
     all_ids, all_labels, all_weights = [], [], []

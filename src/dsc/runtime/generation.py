@@ -6,12 +6,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from dsc.compiler.artifacts.manifest import MANIFEST
-
-from .artifact import Artifact, load_artifact
-from .modeling import (ModelError, eos_ids_for, end_of_turn_ids, load_tokenizer, peft_compat, pick_device,
-                       quiet_libraries, read_json, resolve_model_ref)
-from .train import RUN_FILE
+from dsc.artifact.manifest import MANIFEST
+from dsc.artifact.reader import Artifact
+from dsc.runtime.artifact import load_artifact
+from dsc.runtime.modeling import (
+    ModelError,
+    end_of_turn_ids,
+    eos_ids_for,
+    load_tokenizer,
+    peft_compat,
+    pick_device,
+    quiet_libraries,
+    read_json,
+    resolve_model_ref,
+)
+from dsc.runtime.train import RUN_FILE
 
 log = logging.getLogger("dsc.runtime")
 
@@ -42,7 +51,7 @@ class HFGenerator:
     def generate(self, prompts: list[str], *, stop: Sequence[str] = (), max_new_tokens: int = 256) -> list[str]:
         import torch
 
-        from .agent import cut_at_stop
+        from dsc.runtime.agent import cut_at_stop
 
         stops = [*stop, *self.extra_stop]
         # Similar lengths together means less padding; outputs go back to the callers' order.
@@ -160,7 +169,7 @@ def load_for_eval(ref: str, *, artifact: Artifact | None = None, batch_size: int
 
 def _template(path: str, local: bool, artifact: Artifact | None, run: dict[str, Any] | None, tokenizer: Any,
               ref: str) -> tuple[str, str, str | None]:
-    from dsc.compiler.core.hashing import sha256_text
+    from dsc.core.hashing import sha256_text
 
     if artifact is not None:
         source, tref, sha = artifact.template_source, artifact.template_ref, artifact.template_sha256

@@ -26,23 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dsc.compiler.core.errors import SpecError, did_you_mean
-from dsc.compiler.record import Conversation
-from dsc.compiler.stages.transforms.common import MISSING, walk
-
-from .agent import extract_prediction
-from .artifact import Artifact, load_artifact
-from .evaluation import load_items, resolve_eval_config
-from .prompting import PromptBuilder
-from .scorers import get_scorer
-
-# dsc scorer → the metric name in lm-eval's results (and in `dsc eval`'s `results` block).
-METRIC_NAMES = {"em": "exact_match", "f1": "f1", "yesno": "yesno", "choice": "choice", "gsm8k": "gsm8k"}
-FILTER = "none"  # the harness's name for "no filter": keys read "exact_match,none"
-
-
-def metric_name(scorer: str) -> str:
-    return METRIC_NAMES.get(scorer, scorer)
+from dsc.artifact.reader import Artifact
+from dsc.core.errors import SpecError, did_you_mean
+from dsc.record import MISSING, Conversation, walk
+from dsc.runtime.agent import extract_prediction
+from dsc.runtime.artifact import load_artifact
+from dsc.runtime.evaluation import load_items, resolve_eval_config
+from dsc.runtime.prompting import PromptBuilder
+from dsc.runtime.scorers import get_scorer, metric_name
 
 
 @dataclass

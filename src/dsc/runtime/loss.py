@@ -12,14 +12,14 @@ by their own weight.
 
 So a weight of 0 is exactly masking (the token adds 0 to both sums: the same loss and the same
 gradients as label -100), and all weights 1 is exactly the unweighted loss (the very same
-computation). Both are tested in tests/test_loss_weights.py.
+computation). Both are tested in tests/chat/test_loss_weights.py.
 """
 from __future__ import annotations
 
 from functools import lru_cache
 from typing import Any
 
-from .features import IGNORE, WEIGHTS
+from dsc.runtime.features import IGNORE, WEIGHTS
 
 
 def shifted_weights(labels: Any, weights: Any | None) -> Any:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dsc.compiler.core.errors import DscError, SpecError
+from dsc.core.errors import DscError, SpecError
 
 log = logging.getLogger("dsc.runtime")
 

@@ -2,7 +2,7 @@
 
 The manifest's `inference.messages` are Jinja strings over the question (NAT: "Question: {{ question
 }}. Generate ... **correctly**."); each is filled in with the item and the whole conversation goes
-through the compiler's own renderer (`dsc.compiler.stages.render.render.render_prompt`), so eval prompts are
+through the compiler's own renderer (`dsc.chat.render.render_prompt`), so eval prompts are
 byte-for-byte what the training rows looked like up to the generation prompt.
 """
 from __future__ import annotations
@@ -12,10 +12,10 @@ from typing import Any
 
 import jinja2
 
-from dsc.compiler.core.errors import SpecError
-from dsc.compiler.core.sandbox import BoundedSandbox, bounded_render
-from dsc.compiler.stages.render.render import render_prompt
-from dsc.compiler.stages.render.templating import ChatTemplate
+from dsc.chat.render import render_prompt
+from dsc.chat.templating import ChatTemplate
+from dsc.core.errors import SpecError
+from dsc.core.sandbox import BoundedSandbox, bounded_render
 
 # Message contents are plain text: no block trimming, keep a trailing newline if written.
 _ENV = BoundedSandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)

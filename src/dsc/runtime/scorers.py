@@ -22,18 +22,20 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from dsc.compiler.core.errors import SpecError
-from dsc.compiler.core.registry import FunctionRegistry
+from dsc.core.errors import SpecError
+from dsc.spec.registries import SCORERS, register_scorer
 
 Scorer = Callable[[str, Any], float]
-SCORERS = FunctionRegistry("scorer", group="dsc.scorers")
 
 
-def register_scorer(name: str, *, replace: bool = False) -> Callable[[Scorer], Scorer]:
-    """Decorator: `@register_scorer("my_metric") def f(prediction, answer) -> float`. A name
-    already registered (a built-in such as `em`, or another plugin's) is an error naming both
-    definitions unless `replace=True`."""
-    return SCORERS.register(name, replace=replace)
+
+# dsc scorer → the metric name in lm-eval's results (and in `dsc eval`'s `results` block).
+METRIC_NAMES = {"em": "exact_match", "f1": "f1", "yesno": "yesno", "choice": "choice", "gsm8k": "gsm8k"}
+FILTER = "none"  # the harness's name for "no filter": keys read "exact_match,none"
+
+
+def metric_name(scorer: str) -> str:
+    return METRIC_NAMES.get(scorer, scorer)
 
 
 def get_scorer(name: str) -> Scorer:

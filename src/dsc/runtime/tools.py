@@ -22,10 +22,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from dsc.compiler.core.strict import StrictSettings
-
-from dsc.compiler.core.errors import SpecError, allowed_list, did_you_mean
-from dsc.compiler.core.registry import FunctionRegistry
+from dsc.core.errors import SpecError, allowed_list, did_you_mean
+from dsc.core.strict import StrictSettings
+from dsc.spec.registries import TOOLS, register_tool
 
 FINISH = "finish"
 
@@ -49,13 +48,7 @@ class Tool:
 
 
 ToolFactory = Callable[[dict[str, Any], Path], Tool]
-TOOLS = FunctionRegistry("tool", group="dsc.tools")
 
-
-def register_tool(name: str, *, replace: bool = False) -> Callable[[ToolFactory], ToolFactory]:
-    """Decorator: `@register_tool("lookup") def make(settings: dict, base_dir: Path) -> Tool`. A
-    name already registered is an error naming both definitions unless `replace=True`."""
-    return TOOLS.register(name, replace=replace)
 
 
 def tool_names() -> list[str]:

@@ -7,8 +7,8 @@ Single process::
 Several GPUs run the same command under the standard launchers (the Trainer picks up the
 distributed environment; only rank 0 writes run.json and the model card)::
 
-    accelerate launch -m dsc.cli train build/fireact --model path/to/base --out runs/fireact
-    torchrun --nproc_per_node 4 -m dsc.cli train build/fireact --model path/to/base --out runs/fireact
+    accelerate launch -m dsc train specs/build/fireact --model path/to/base --out runs/fireact
+    torchrun --nproc_per_node 4 -m dsc train specs/build/fireact --model path/to/base --out runs/fireact
 
 `batch_size` is per device: the effective batch is batch_size × grad_accum × number of processes.
 """
@@ -20,16 +20,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from dsc.compiler.core.errors import SpecError, allowed_list, did_you_mean
-
-from .artifact import Artifact, ArtifactError, load_artifact
-from .config import Layer, TrainConfig, copy_layer, override_layer, resolve, yaml_layer
-from .features import (BinCollator, DatasetPacking, FeatureStats, PackingCollator, PadCollator, build_features,
-                       pack_dataset, tokenizer_sha256, use_stored_tokens)
-from .loss import weighted_trainer_class
-from .modeling import (Device, ModelError, eos_ids_for, library_versions, load_tokenizer, pick_device,
-                       peft_compat, pin_template, progress_enabled, quiet_libraries, read_json,
-                       resolve_model_ref)
+from dsc.artifact.reader import Artifact
+from dsc.core.errors import ArtifactError, SpecError, allowed_list, did_you_mean
+from dsc.runtime.artifact import load_artifact
+from dsc.runtime.features import (
+    BinCollator,
+    DatasetPacking,
+    FeatureStats,
+    PackingCollator,
+    PadCollator,
+    build_features,
+    pack_dataset,
+    tokenizer_sha256,
+    use_stored_tokens,
+)
+from dsc.runtime.loss import weighted_trainer_class
+from dsc.runtime.modeling import (
+    Device,
+    ModelError,
+    eos_ids_for,
+    library_versions,
+    load_tokenizer,
+    peft_compat,
+    pick_device,
+    pin_template,
+    progress_enabled,
+    quiet_libraries,
+    read_json,
+    resolve_model_ref,
+)
+from dsc.spec.runtime import Layer, TrainConfig, copy_layer, override_layer, resolve, yaml_layer
 
 log = logging.getLogger("dsc.runtime")
 

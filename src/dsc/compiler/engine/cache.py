@@ -25,7 +25,7 @@ adding parts at once is safe (a row in two parts is the same row).
 
 The normalised key also covers the user code stage 1 runs: the source sha256 of the module that
 defines each format, filter, convert step and negative rule the source's rows go through when it
-is not dsc's own (`dsc.compiler.core.plugins.stage1_modules`), so editing a plugin's filter misses the
+is not dsc's own (`dsc.compiler.engine.fingerprints.stage1_modules`), so editing a plugin's filter misses the
 segments of the sources it filters, and editing its scorer misses nothing.
 
 A cache hit gives the same bytes as a cold build: every stage is a pure function of what its key
@@ -43,25 +43,26 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from enum import Enum
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+import dsc
 from dsc import __version__
 from dsc.compiler.engine.cache_upkeep import max_cache_bytes, prune, remove_dir, touch
-from dsc.compiler.core.errors import BuildError
-from dsc.compiler.core.plugins import stage1_modules
-from dsc.compiler.core.files import files_under
-from dsc.compiler.core.hashing import sha256_file, sha256_json
-from dsc.compiler.spec.model import SECTION_READERS, Spec, sections_read_by
+from dsc.compiler.engine.fingerprints import stage1_modules
 from dsc.compiler.engine.rowfiles import ArrowFileWriter, SegmentInfo, file_crc
+from dsc.core.errors import BuildError
+from dsc.core.files import files_under
+from dsc.core.hashing import sha256_file, sha256_json
+from dsc.spec.model import SECTION_READERS, Spec, sections_read_by
 
 if TYPE_CHECKING:
-    from dsc.compiler.stages.render.templating import ChatTemplate
-    from dsc.compiler.stages.tokenize.tokenize import RowTokenizer
+    from dsc.chat.templating import ChatTemplate
+    from dsc.chat.tokenize import RowTokenizer
 
 # 2: stored JSON strings (tools, tool-call arguments, meta.extra) keep the data's key order, and
 # rows.arrow lost its `tools_json` column.
@@ -95,9 +96,10 @@ def cache_root(directory: str | Path | None = None) -> Path:
 
 @lru_cache(maxsize=1)
 def code_fingerprint() -> str:
-    """A hash of dsc's compiler code and built-in templates, so that a changed dsc (a new
-    release, or a development checkout) never reads entries an older one wrote."""
-    root = Path(__file__).resolve().parents[1]  # the whole dsc.compiler package
+    """A hash of all of dsc's code and built-in templates (every layer a build runs lives in the
+    `dsc` package: core, record, spec, dialects, chat, the compiler...), so that a changed dsc (a
+    new release, or a development checkout) never reads entries an older one wrote."""
+    root = Path(dsc.__file__).resolve().parent
     h = hashlib.sha256()
     for p in files_under(root, keep=lambda p: p.suffix in (".py", ".jinja") and "__pycache__" not in p.parts):
         h.update(f"{p.relative_to(root).as_posix()}\0".encode())

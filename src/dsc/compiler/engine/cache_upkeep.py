@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from dsc.compiler.core.errors import DscError
+from dsc.core.errors import DscError
 
 DEFAULT_MAX_CACHE_BYTES = 20 << 30  # 20 GiB; DSC_CACHE_MAX_SIZE overrides ("500M", "2G", "0" = no cap)
 # Entries used this recently are never removed by the automatic prune (a concurrent build may be

@@ -6,13 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dsc.compiler.spec.model import LoadedSpec, Spec
-from dsc.compiler.stages.render.render import is_weighted
-from dsc.compiler.stages.render.templating import ChatTemplate, load_template
-from dsc.compiler.stages.transforms.pipeline import Transforms, build_transforms
+from dsc.chat.templating import ChatTemplate, load_template
+from dsc.compiler.stages.transforms.pipeline import RowPipeline, build_pipeline
+from dsc.spec.model import LoadedSpec, Spec, is_weighted
 
 if TYPE_CHECKING:
-    from dsc.compiler.stages.tokenize.tokenize import RowTokenizer
+    from dsc.chat.tokenize import RowTokenizer
 
 
 @dataclass
@@ -22,9 +21,8 @@ class BuildContext:
     spec: Spec
     base_dir: Path
     template: ChatTemplate
+    pipeline: RowPipeline  # the per-row steps (label/filters/convert/...; none: rows pass as read)
     tokenizer: RowTokenizer | None = None  # when the spec tokenises
-    transforms: Transforms | None = None  # label/assemble/convert/... (None: the spec uses none)
-    built_transforms: Transforms | None = None  # as built, active or not (the manifest's inference block)
 
     @property
     def weighted(self) -> bool:
@@ -40,7 +38,7 @@ def load_template_and_tokenizer(loaded: LoadedSpec) -> tuple[ChatTemplate, RowTo
         template = load_template(spec.template, base)
     tokenizer = None
     if spec.tokenize is not None:
-        from dsc.compiler.stages.tokenize.tokenize import RowTokenizer
+        from dsc.chat.tokenize import RowTokenizer
 
         with loaded.at("tokenize", "tokenizer"):
             tokenizer = RowTokenizer.load(spec.tokenize, base)
@@ -53,6 +51,5 @@ def build_context(loaded: LoadedSpec) -> BuildContext:
     spec, base = loaded.spec, loaded.base_dir
     template, tokenizer = load_template_and_tokenizer(loaded)
     with loaded.at():  # prompt/tool files are checked by load_spec; this names any left (exit 2)
-        transforms = build_transforms(spec, base, template=template, tokenizer=tokenizer)
-    return BuildContext(spec=spec, base_dir=base, template=template, tokenizer=tokenizer,
-                        transforms=transforms if transforms.active() else None, built_transforms=transforms)
+        pipeline = build_pipeline(spec, base, template=template, tokenizer=tokenizer)
+    return BuildContext(spec=spec, base_dir=base, template=template, tokenizer=tokenizer, pipeline=pipeline)

@@ -1,9 +1,9 @@
 """The spec's `max_bad_rows`: how many quarantined rows a build tolerates before it fails."""
 from __future__ import annotations
 
-from dsc.compiler.core.errors import BuildError
 from dsc.compiler.engine.rowfiles import QuarantineEntry
-from dsc.compiler.spec.model import Spec
+from dsc.core.errors import BuildError
+from dsc.spec.model import Spec
 
 
 def bad_row_limit(spec: Spec, rows_read: int) -> int:

@@ -27,9 +27,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dsc.compiler.stages.write import artifact as art
 from dsc.compiler.stages.select.mix import KeyTable, RowClass
-from dsc.compiler.record import Conversation, canonical_json
+from dsc.compiler.stages.write import artifact as art
+from dsc.core.canonical import canonical_json
+from dsc.record import Conversation
 
 SEGMENT_FORMAT = 1
 ROWS_FILE = "rows.arrow"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from dsc.compiler.engine.executors import Executor, set_worker_context
+from dsc.compiler.engine.executors.base import Executor, set_worker_context
 
 
 class LocalExecutor(Executor):

@@ -35,8 +35,8 @@ import pyarrow as pa
 import ray
 import ray.data
 
-from dsc.compiler.core.errors import DscError
-from dsc.compiler.engine.executors import ContextRecipe, Executor, set_worker_context
+from dsc.compiler.engine.executors.base import ContextRecipe, Executor, set_worker_context
+from dsc.core.errors import DscError
 
 TASK_SCHEMA = pa.schema([("seq", pa.int64()), ("task", pa.large_binary())])
 RESULT_SCHEMA = pa.schema([("seq", pa.int64()), ("ok", pa.bool_()), ("result", pa.large_binary())])

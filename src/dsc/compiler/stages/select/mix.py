@@ -44,11 +44,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dsc.compiler.record import Conversation, Meta, Provenance
-from dsc.compiler.stages.transforms.capabilities import CapabilitiesSpec, supervised_chars
-from dsc.compiler.stages.transforms.common import RULE_STEP, Where, copy_conv, rank_key, rule_of
+
+from dsc.compiler.stages.transforms.capabilities import supervised_chars
+from dsc.compiler.stages.transforms.common import copy_conv, rank_key
 from dsc.compiler.stages.transforms.decontam import dedup_key
-from dsc.compiler.spec.sections import MIX_HOW, MixBucket, mix_problems  # noqa: F401 (re-exported)
+from dsc.record import Conversation, Meta, Provenance
+from dsc.spec.sections import RULE_STEP, CapabilitiesSpec, MixBucket, Where, rule_of
 
 # ---------------------------------------------------------------------------------------------
 # Keys: what selection reads of each row

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from dsc.compiler.record import Conversation
-from dsc.compiler.spec.model import Spec
 from dsc.compiler.stages.select.mix import KeyTable, Rows, hash_prefixes, iter_ids, row_groups
+from dsc.record import Conversation
+from dsc.spec.model import Spec
 
 SPLITS = ("train", "validation", "test")
 

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dsc.compiler.record import BadRow, Conversation, Message
-from dsc.compiler.spec.sections import AssembleSpec, Turn  # noqa: F401 (re-exported)
-
-from .common import MISSING, add_step, compile_text, get_field, lookup_refs, render_bounded, render_text
+from dsc.compiler.stages.transforms.common import add_step, get_field, lookup_refs, render_bounded, render_text
+from dsc.core.sandbox import compile_text
+from dsc.record import MISSING, BadRow, Conversation, Message
+from dsc.spec.sections import AssembleSpec, Turn
 
 # A placeholder the runtime fills in with the user's question at inference time.
 QUESTION_PLACEHOLDER = "{{ question }}"
@@ -143,7 +143,7 @@ def leading_system(messages: list[Message]) -> int:
 
 def apply_assemble(conv: Conversation, asm: Assembler) -> dict[str, int]:
     """Insert the assembled turns in place; returns the message index of each turn with an id."""
-    from .common import template_context
+    from dsc.compiler.stages.transforms.common import template_context
 
     ctx = template_context(conv, asm.joiner.joined(conv, asm.lookups_used()))
     pre = [Message(t.role, render_text(t.text, ctx, t.where), loss=t.loss) for t in asm.prepend]
@@ -161,7 +161,8 @@ def apply_assemble(conv: Conversation, asm: Assembler) -> dict[str, int]:
 def question_of(conv: Conversation, joiner: Joiner | None, path: str | None) -> str | None:
     """The record's question: the value at `path` in the template context (lookups joined), else
     the first user message's content."""
-    from .common import template_context, walk
+    from dsc.compiler.stages.transforms.common import template_context
+    from dsc.record import walk
 
     if path:
         ctx = template_context(conv, joiner.joined(conv, path_lookups(path)) if joiner is not None else None)

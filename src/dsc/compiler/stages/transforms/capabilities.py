@@ -34,11 +34,10 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from dsc.compiler.record import Conversation, Message
-from dsc.compiler.spec.sections import CapabilitiesSpec, CapabilityRule  # noqa: F401 (re-exported)
-
-from .common import add_step, copy_conv
-from dsc.compiler.dialects.react import parse_any_action
+from dsc.compiler.stages.transforms.common import add_step, copy_conv
+from dsc.dialects.react import parse_any_action
+from dsc.record import Conversation, Message
+from dsc.spec.sections import CapabilitiesSpec, CapabilityRule
 
 
 def _turn_calls(m: Message) -> list[str]:

@@ -1,37 +1,24 @@
 """Pieces shared by the transform stages: the strict spec base, row selectors (`where:`),
 field paths over a record, the sandboxed text-template environment and seeded hashing.
 
-Nothing here imports `dsc.compiler.spec.model` (which imports the stage modules), so every stage
+Nothing here imports `dsc.spec.model` (which imports the stage modules), so every stage
 module can use it.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import jinja2
 import jinja2.nodes
-from pydantic import ValidationError
 
-from dsc.compiler.record import BadRow, Conversation, Message
-from dsc.compiler.core.sandbox import JinjaText, bounded_render, compile_text  # noqa: F401 (JinjaText re-exported)
-from dsc.compiler.core.sandbox import text_environment as _env
-from dsc.compiler.core.strict import Strict  # noqa: F401 (the base of the transforms' section models)
-from dsc.compiler.spec.sections import NAME_RE, PATH_RE, RULE_STEP, StrOrList, Where, matches, rule_of  # noqa: F401 (re-exported)
+from dsc.core.sandbox import bounded_render, compile_text
+from dsc.core.sandbox import text_environment as _env
+from dsc.record import BadRow, Conversation, Message, walk
 
 META_ATTRS = ("source", "task", "method", "capability", "success", "score", "label")
-
-
-def one_line(e: ValidationError) -> str:
-    """The first problem of a pydantic error as `key: message` (for errors raised in validators)."""
-    err = e.errors(include_url=False)[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    msg = err["msg"].removeprefix("Value error, ")
-    more = len(e.errors()) - 1
-    return (f"'{loc}': {msg}" if loc else msg) + (f" (and {more} more)" if more else "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -41,27 +28,6 @@ def one_line(e: ValidationError) -> str:
 # ---------------------------------------------------------------------------------------------
 # Field paths over a record
 # ---------------------------------------------------------------------------------------------
-
-MISSING: Any = object()
-
-
-def walk(value: Any, parts: list[str]) -> Any:
-    """Follow `parts` through mappings and lists (negative indices allowed); MISSING if absent."""
-    cur = value
-    for part in parts:
-        if isinstance(cur, Mapping):
-            if part not in cur:
-                return MISSING
-            cur = cur[part]
-        elif isinstance(cur, list) and re.fullmatch(r"-?\d+", part):
-            i = int(part)
-            if not -len(cur) <= i < len(cur):
-                return MISSING
-            cur = cur[i]
-        else:
-            return MISSING
-    return cur
-
 
 def get_field(conv: Conversation, path: str) -> Any:
     """The value of a field path over a record (MISSING when absent):

@@ -22,10 +22,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from dsc.compiler.record import BadRow, Conversation, Message
-from dsc.compiler.spec.sections import ConditionSpec  # noqa: F401 (re-exported)
-
-from .common import add_step
+from dsc.compiler.stages.transforms.common import add_step
+from dsc.record import BadRow, Conversation, Message
+from dsc.spec.sections import ConditionSpec
 
 BUILTIN_TURNS = ("first_user", "last_user", "system")
 

@@ -7,9 +7,9 @@
 Built-in steps:
 
 - `react_to_tool_calls` / `tool_calls_to_react`: ReAct text ↔ structured tool calls, exact
-  inverses of each other on well-formed data (the grammar: `dsc.compiler.dialects.react`).
+  inverses of each other on well-formed data (the grammar: `dsc.dialects.react`).
 - `to_dialect`: structured tool calls and tool messages → a tool-call dialect's text (Hermes,
-  Qwen-Agent, ReAct, …; `dsc.compiler.dialects`), the tools listed in the system turn.
+  Qwen-Agent, ReAct, …; `dsc.dialects`), the tools listed in the system turn.
 - `react_to_chat`: Agent-FLAN's alignment to natural chat — thoughts become plain assistant text,
   actions tool calls, observations tool messages, the final-answer action (`finish`) a plain
   answer, and the rigid format instructions (`remove` patterns) leave the system prompt and the
@@ -30,14 +30,16 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from dsc.compiler.dialects.react import OBSERVATION, Syntax, format_action, parse_action, thought_text
-from dsc.compiler.record import BadRow, Conversation, Message, ToolCall, compact_json
-
-from .common import JinjaText, Strict, add_step, render_text, template_context
-from .react import ToolDef, ToolsField, format_arguments, load_tools, parse_arguments, tool_from_spec
-from .registry import Registry, prepare_entries, registry_entry
-
-CONVERTERS = Registry("convert step", group="dsc.converters")
+from dsc.compiler.stages.transforms.common import add_step, render_text, template_context
+from dsc.core.canonical import compact_json
+from dsc.core.sandbox import JinjaText
+from dsc.core.strict import Strict
+from dsc.dialects.base import system_with
+from dsc.dialects.react import OBSERVATION, Syntax, format_action, parse_action, thought_text
+from dsc.dialects.tools import ToolDef, ToolsField, format_arguments, load_tools, parse_arguments, tool_from_spec
+from dsc.record import BadRow, Conversation, Message, ToolCall
+from dsc.spec.registries import CONVERTERS
+from dsc.spec.steps import ConvertStep, prepare_entries
 
 
 def _regexes(v: list[str]) -> list[str]:
@@ -49,8 +51,6 @@ def _regexes(v: list[str]) -> list[str]:
     return v
 
 
-# One `convert:` entry: `{step: <name>, where: ..., **options}` (see `registry_entry`).
-ConvertStep = registry_entry("ConvertStep", key="step", registry=CONVERTERS, module=__name__)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,7 +277,7 @@ def cot_to_react(conv: Conversation, opts: CotOptions, _: Any = None) -> Convers
 
 
 class DialectOptions(Strict):
-    dialect: str = Field(description="the tool-call dialect the calls are written in (dsc.compiler.dialects)")
+    dialect: str = Field(description="the tool-call dialect the calls are written in (dsc.dialects)")
     tools: ToolsField = Field(None, description="declared tools (list or a JSON/YAML file); none: the row's own")
     unknown_tools: Literal["error", "infer"] = "infer"
     tools_in_system: bool = Field(True, description="list the row's tools in the system turn in the dialect's "
@@ -287,40 +287,16 @@ class DialectOptions(Strict):
     @field_validator("dialect")
     @classmethod
     def _known(cls, v: str) -> str:
-        from dsc.compiler.dialects import get_dialect
+        from dsc.dialects.base import get_dialect
 
         get_dialect(v)
         return v
 
 
-def system_with(messages: list[Any], text: str) -> list[Any]:
-    """`text` closing the system turn (after a blank line), or a new first system turn: where a
-    dialect's tool listing goes, in training rows (`Message`s) and eval prompts (dicts) alike."""
-    out = list(messages)
-    as_dicts = not out or isinstance(out[0], dict)
-    if out and _role(out[0]) == "system":
-        head = out[0]
-        content = _content(head)
-        joined = f"{content}\n\n{text}" if content else text
-        out[0] = ({**head, "content": joined} if isinstance(head, dict)
-                  else Message("system", joined, loss=head.loss, capability=head.capability))
-    else:
-        out.insert(0, {"role": "system", "content": text} if as_dicts else Message("system", text, loss=False))
-    return out
-
-
-def _role(m: Any) -> str:
-    return m["role"] if isinstance(m, dict) else m.role
-
-
-def _content(m: Any) -> str:
-    return (m["content"] if isinstance(m, dict) else m.content) or ""
-
-
 @CONVERTERS.register("to_dialect", DialectOptions, prepare=_toolbox)
 def to_dialect(conv: Conversation, opts: DialectOptions, box: Toolbox) -> Conversation:
     """Tool calls + tool messages → the dialect's text (assistant turns and observation turns)."""
-    from dsc.compiler.dialects import get_dialect
+    from dsc.dialects.base import get_dialect
 
     dialect = get_dialect(opts.dialect)
     offered = conv.tools if conv.tools is not None else box.offered()
@@ -392,7 +368,7 @@ def dialect_inference(steps: list[ConvertStep], prepared: list[Any]) -> dict[str
     """The manifest's `inference.dialect`: what the last `to_dialect` step wrote the calls in (the
     parser `dsc eval` reads a generation with, its stop strings, and the system prompt listing
     the declared tools); None when no step writes a dialect."""
-    from dsc.compiler.dialects import get_dialect
+    from dsc.dialects.base import get_dialect
 
     for step, box in reversed(list(zip(steps, prepared))):
         if step.name == "to_dialect":

@@ -21,8 +21,8 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from dsc.compiler.record import Conversation, canonical_arguments, content_hash
-from dsc.compiler.spec.sections import DecontamSpec, EvalSet  # noqa: F401 (re-exported)
+from dsc.core.canonical import canonical_arguments, content_hash
+from dsc.record import Conversation
 
 _NON_WORD = re.compile(r"[^\w]+")
 

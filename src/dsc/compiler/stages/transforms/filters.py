@@ -17,75 +17,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError, model_serializer, model_validator
-
-from dsc.compiler.record import Conversation, Message
-from dsc.compiler.core.registry import Registry
-
-from .common import Strict, Where
-from dsc.compiler.dialects.react import OBSERVATION, parse_any_action
-
-
-@dataclass(frozen=True)
-class FilterDef:
-    name: str
-    arg: Any  # a type for TypeAdapter; None: the filter takes no argument
-    fn: Callable[[Conversation, Any], str | None]
-
-
-class FilterRegistry(Registry[FilterDef]):
-    """Quality filters by name: `@FILTERS.register("name", ArgType)` on `fn(conv, arg) -> reason | None`."""
-
-    def __init__(self, kind: str = "filter", group: str | None = None) -> None:
-        super().__init__(kind, group)
-
-    def register(self, name: str, arg: Any = None, *, replace: bool = False):
-        return self.registering(name, lambda fn: FilterDef(name, arg, fn), replace=replace)
-
-
-FILTERS = FilterRegistry(group="dsc.filters")
-
-
-class FilterEntry(Strict):
-    name: str
-    arg: Any = None
-    where: Where | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _parse(cls, data: Any) -> Any:
-        if isinstance(data, str):
-            data = {data: None}
-        if not isinstance(data, dict) or "name" in data:
-            return data
-        rest = dict(data)
-        where = rest.pop("where", None)
-        if len(rest) != 1:
-            raise ValueError("a filter is a name, or a mapping of one name to its argument (plus `where`)")
-        (name, arg), = rest.items()
-        d = FILTERS.get(str(name))
-        if d.arg is None:
-            if arg is not None:
-                raise ValueError(f"filter '{name}' takes no argument")
-        else:
-            if arg is None:
-                raise ValueError(f"filter '{name}' needs an argument")
-            try:
-                arg = TypeAdapter(d.arg).validate_python(arg)
-            except ValidationError as e:
-                raise ValueError(f"filter '{name}': {e.errors(include_url=False)[0]['msg']} (got {arg!r})") from None
-        return {"name": name, "arg": arg, "where": where}
-
-    @model_serializer(mode="wrap")
-    def _flat(self, handler: Any) -> Any:
-        d = handler(self)
-        if d.get("where"):
-            return {"where": d["where"], d["name"]: d["arg"]}
-        return d["name"] if d["arg"] is None else {d["name"]: d["arg"]}
+from dsc.dialects.react import OBSERVATION, parse_any_action
+from dsc.record import Conversation, Message
+from dsc.spec.registries import FILTERS
+from dsc.spec.steps import FilterEntry
 
 
 def apply_filters(conv: Conversation, filters: list[FilterEntry]) -> str | None:

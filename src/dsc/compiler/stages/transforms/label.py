@@ -35,11 +35,9 @@ import math
 import re
 from typing import Any
 
-from dsc.compiler.record import BadRow, Conversation
-from dsc.compiler.spec.sections import (FAILURE, SUCCESS, Bin, LabelRules, LabelSpec,  # noqa: F401 (re-exported)
-                                        label_classes, label_rules)
-
-from .common import MISSING, add_step, get_field
+from dsc.compiler.stages.transforms.common import add_step, get_field
+from dsc.record import MISSING, BadRow, Conversation
+from dsc.spec.sections import FAILURE, SUCCESS, LabelRules, LabelSpec, label_rules
 
 TRUE_LITERALS = frozenset({"true", "1", "1.0"})
 FALSE_LITERALS = frozenset({"false", "0", "0.0"})

@@ -17,7 +17,7 @@ A rule applies to a matching row with probability `rate` (a seeded hash of the r
 same rows are picked whatever else is in the build); use a mix bucket with `count` on
 `where: {rule: ...}` for an exact number. Rows made by rules carry no tool call.
 
-Add your own with `@RULES.register("name", OptionsModel, prepare=...)` on
+Add your own with `@NEGATIVE_RULES.register("name", OptionsModel, prepare=...)` on
 `fn(conv, options, prepared, seed) -> Conversation | None`.
 """
 from __future__ import annotations
@@ -27,17 +27,14 @@ from typing import Any
 
 from pydantic import Field
 
-from dsc.compiler.record import Conversation, Message
-
-from .common import RULE_STEP, JinjaText, Strict, copy_conv, rank_key, render_text, template_context, unit_hash
-from .react import ToolDef, ToolsField, load_tools
-from .registry import Registry, prepare_entries, registry_entry
-
-RULES = Registry("negative rule", group="dsc.negatives")
-
-
-# One `negatives:` entry: `{rule: <name>, where: ..., **options}` (see `registry_entry`).
-NegativeRule = registry_entry("NegativeRule", key="rule", registry=RULES, module=__name__)
+from dsc.compiler.stages.transforms.common import copy_conv, rank_key, render_text, template_context, unit_hash
+from dsc.core.sandbox import JinjaText
+from dsc.core.strict import Strict
+from dsc.dialects.tools import ToolDef, ToolsField, load_tools
+from dsc.record import Conversation, Message
+from dsc.spec.registries import NEGATIVE_RULES
+from dsc.spec.sections import RULE_STEP
+from dsc.spec.steps import NegativeRule, prepare_entries
 
 
 class RateOption(Strict):
@@ -62,7 +59,7 @@ def _pool(options: IrrelevantToolsOptions, base_dir: Path) -> list[ToolDef]:
 
 
 def _has_tool_use(conv: Conversation) -> bool:
-    from dsc.compiler.dialects.react import parse_any_action
+    from dsc.dialects.react import parse_any_action
 
     for m in conv.messages:
         if m.role == "tool" or m.tool_calls:
@@ -79,7 +76,7 @@ def _derived(conv: Conversation, rule: str) -> Conversation:
     return new
 
 
-@RULES.register("irrelevant_tools", IrrelevantToolsOptions, prepare=_pool)
+@NEGATIVE_RULES.register("irrelevant_tools", IrrelevantToolsOptions, prepare=_pool)
 def irrelevant_tools(conv: Conversation, opts: IrrelevantToolsOptions, pool: list[ToolDef], seed: int) -> Conversation | None:
     """Plain chat offered `k` tools from the pool (seeded per row); the answer stays, no tool call."""
     if _has_tool_use(conv) or conv.tools or not any(m.role == "assistant" for m in conv.messages):
@@ -90,10 +87,10 @@ def irrelevant_tools(conv: Conversation, opts: IrrelevantToolsOptions, pool: lis
     return new
 
 
-@RULES.register("no_tools", NoToolsOptions)
+@NEGATIVE_RULES.register("no_tools", NoToolsOptions)
 def no_tools(conv: Conversation, opts: NoToolsOptions, _: Any, seed: int) -> Conversation | None:
     """A tool-using row cut at its first tool call, tools removed, answered by `response`."""
-    from dsc.compiler.dialects.react import parse_any_action
+    from dsc.dialects.react import parse_any_action
 
     cut = None
     for i, m in enumerate(conv.messages):

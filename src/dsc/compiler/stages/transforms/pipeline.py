@@ -1,28 +1,32 @@
 """The per-row transform stage (run in build workers) and the checks that tie the sections of a
 spec together.
 
-Per row, in this order (each step a pure function of the row, the spec and the seed):
+The stage is a list of steps (datatrove's pipeline shape), built from the spec with only the
+steps its sections ask for, in this order:
 
     label → filters → convert → decontaminate → assemble → condition → negatives → capabilities
+    (→ measure, with `capabilities: {measure: tokens}`)
 
-- filters and decontamination drop the row (counted per reason in the manifest);
-- negatives add rows made from the (assembled, conditioned) row;
-- capabilities tag every row's assistant turns and, with `decompose`, split rows.
+Each step is a small object holding its prepared config; `run` changes the row's work in place
+or returns the reason the row is dropped (filters, decontamination), which the pipeline counts
+under the step's name. Negatives add rows made from the (assembled, conditioned) row;
+capabilities tag every row's assistant turns and, with `decompose`, split rows.
 
-Conditioning is applied here, right after assembly, because that is where the assembled turns'
-positions are known; mixing never looks at message text, so selecting after conditioning is the
-same as conditioning after selecting.
+Conditioning runs right after assembly, because that is where the assembled turns' positions are
+known; mixing never looks at message text, so selecting after conditioning is the same as
+conditioning after selecting.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
-from dsc.compiler.core.errors import did_you_mean
-from dsc.compiler.record import Conversation
-
-from .assemble import (
+from dsc.chat.render import render
+from dsc.compiler.stages.read.sources import iter_raw_rows, load_lookup
+from dsc.compiler.stages.transforms.assemble import (
     QUESTION_PLACEHOLDER,
     Assembler,
     Joiner,
@@ -34,83 +38,222 @@ from .assemble import (
     question_of,
     read_turns,
 )
-from .capabilities import decompose, supervised_chars, tag_turns
-from .common import lookup_refs
-from .condition import BUILTIN_TURNS, apply_condition, inference_block
-from .convert import apply_steps, dialect_inference, prepare_steps
-from .decontam import Decontaminator
-from .filters import apply_filters
-from .label import apply_labels, label_classes
-from .negatives import apply_rules, prepare_rules
+from dsc.compiler.stages.transforms.capabilities import decompose, supervised_chars, tag_turns
+from dsc.compiler.stages.transforms.common import lookup_refs
+from dsc.compiler.stages.transforms.condition import BUILTIN_TURNS, apply_condition, inference_block
+from dsc.compiler.stages.transforms.convert import apply_steps, dialect_inference, prepare_steps
+from dsc.compiler.stages.transforms.decontam import Decontaminator
+from dsc.compiler.stages.transforms.filters import apply_filters
+from dsc.compiler.stages.transforms.label import apply_labels
+from dsc.compiler.stages.transforms.negatives import apply_rules, prepare_rules
+from dsc.core.errors import did_you_mean
+from dsc.record import MISSING, Conversation, get_path
+from dsc.spec.model import LoadedSpec, Spec
+from dsc.spec.sections import CapabilitiesSpec, ConditionSpec, LabelRules, label_classes
+from dsc.spec.steps import ConvertStep, FilterEntry, NegativeRule
 
-if TYPE_CHECKING:
-    from dsc.compiler.spec.model import LoadedSpec, Spec
 
-# The sections that act per row (dedup and mix act on the whole set, in dsc.compiler.stages.select.mix).
-SECTIONS = ("label", "filters", "convert", "decontaminate", "assemble", "condition", "negatives", "capabilities")
+@dataclass
+class RowWork:
+    """One normalised row on its way through the steps: the rows it has become so far (one until
+    negatives or decomposition add more), where assembly put its turns (conditioning places its
+    strings by them) and, with `measure: tokens`, each row's supervised tokens by id."""
+
+    rows: list[Conversation]
+    positions: dict[str, int] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
+
+
+class RowStep(ABC):
+    """One per-row step: its config, prepared once in the process that builds the context."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def run(self, work: RowWork) -> str | None:
+        """Change `work` in place; or return why the row is dropped (BadRow: it is quarantined)."""
+
+
+@dataclass
+class Label(RowStep):
+    name: ClassVar[str] = "label"
+    rules: LabelRules
+
+    def run(self, work: RowWork) -> None:
+        apply_labels(work.rows[0], self.rules)
+
+
+@dataclass
+class Filter(RowStep):
+    name: ClassVar[str] = "filters"
+    filters: list[FilterEntry]
+
+    def run(self, work: RowWork) -> str | None:
+        why = apply_filters(work.rows[0], self.filters)
+        return None if why is None else f"filter: {why}"
+
+
+@dataclass
+class Convert(RowStep):
+    name: ClassVar[str] = "convert"
+    steps: list[ConvertStep]
+    prepared: list[Any]
+
+    def run(self, work: RowWork) -> None:
+        work.rows[0] = apply_steps(work.rows[0], self.steps, self.prepared)
+
+
+@dataclass
+class Decontaminate(RowStep):
+    name: ClassVar[str] = "decontaminate"
+    decontaminator: Decontaminator
+    joiner: Joiner
+    question_path: str | None
+
+    def run(self, work: RowWork) -> str | None:
+        q = question_of(work.rows[0], self.joiner, self.question_path)
+        hit = self.decontaminator.check(q) if q else None
+        return None if hit is None else f"decontaminated: {hit}"
+
+
+@dataclass
+class Assemble(RowStep):
+    name: ClassVar[str] = "assemble"
+    assembler: Assembler
+
+    def run(self, work: RowWork) -> None:
+        work.positions = apply_assemble(work.rows[0], self.assembler)
+
+
+@dataclass
+class Condition(RowStep):
+    name: ClassVar[str] = "condition"
+    condition: ConditionSpec
+
+    def run(self, work: RowWork) -> None:
+        apply_condition(work.rows[0], self.condition, work.positions)
+
+
+@dataclass
+class Negatives(RowStep):
+    name: ClassVar[str] = "negatives"
+    rules: list[NegativeRule]
+    prepared: list[Any]
+    seed: int
+
+    def run(self, work: RowWork) -> None:
+        work.rows += apply_rules(work.rows[0], self.rules, self.prepared, self.seed)
+
+
+@dataclass
+class Capabilities(RowStep):
+    name: ClassVar[str] = "capabilities"
+    capabilities: CapabilitiesSpec
+
+    def run(self, work: RowWork) -> None:
+        tagged: list[Conversation] = []
+        for r in work.rows:
+            tag_turns(r, self.capabilities)
+            tagged.extend(decompose(r, self.capabilities) if self.capabilities.decompose else [r])
+        work.rows = tagged
+
+
+@dataclass
+class MeasureTokens(RowStep):
+    """Each row's supervised tokens, for capability ratios counted in tokens."""
+
+    name: ClassVar[str] = "measure"
+    template: Any
+    tokenizer: Any
+    loss: Any
+
+    def run(self, work: RowWork) -> None:
+        for r in work.rows:
+            enc = self.tokenizer.encode(render(r, self.template, self.loss))
+            work.weights[r.id] = float(enc.n_supervised) if enc is not None else 0.0
 
 
 @dataclass
 class RowOutcome:
     rows: list[Conversation] = field(default_factory=list)
-    dropped: str | None = None  # "filter: <name>: why" | "decontaminated: exact|ngram"
+    dropped: str | None = None  # the reason: "filter: <name>: why" | "decontaminated: exact|ngram"
     weights: dict[str, float] = field(default_factory=dict)  # id → supervised tokens (measure: tokens)
 
 
 @dataclass
-class Transforms:
-    """Everything the per-row stage needs, prepared once in the main process."""
+class RowPipeline:
+    """The spec's per-row steps, in order; `assembler` and `convert_prepared` also make the
+    manifest's inference block (whether or not any row runs through them)."""
 
-    spec: Spec
-    seed: int
+    steps: list[RowStep]
     assembler: Assembler | None = None
-    joiner: Joiner = field(default_factory=Joiner)
     convert_prepared: list[Any] = field(default_factory=list)
-    rules_prepared: list[Any] = field(default_factory=list)
-    decontaminator: Decontaminator | None = None
-    template: Any = None  # for measure: tokens
-    tokenizer: Any = None
-    loss: Any = None
 
-    def active(self) -> bool:
-        return any(getattr(self.spec, s) for s in SECTIONS)
+    def run(self, conv: Conversation, dropped: Counter[str] | None = None) -> RowOutcome:
+        """One normalised row → the rows it becomes; a drop is counted in `dropped` by the reason's
+        first two parts (`filter: finished`, `decontaminated: exact`: each step's reasons start
+        with its own word)."""
+        work = RowWork([conv])
+        for step in self.steps:
+            why = step.run(work)
+            if why is not None:
+                if dropped is not None:
+                    dropped[": ".join(why.split(": ")[:2])] += 1
+                return RowOutcome(dropped=why)
+        return RowOutcome(rows=work.rows, weights=work.weights)
 
 
 def _lookup_keys(spec: Spec) -> dict[str, str]:
     return {n: s.lookup for n, s in spec.sources.items() if s.lookup is not None}
 
 
-def build_transforms(spec: Spec, base_dir: Path, *, template: Any = None, tokenizer: Any = None) -> Transforms:
-    """Read prompt files, tool files, lookup tables and evaluation questions (once)."""
-    from dsc.compiler.stages.read.sources import iter_raw_rows, load_lookup
-    from dsc.compiler.stages.read.formats import MISSING, get_path
-
-    tr = Transforms(spec=spec, seed=spec.seed, template=template, tokenizer=tokenizer, loss=spec.loss)
-    asm_spec = spec.assemble
-    decon = spec.decontaminate
-    needed: list[str] = []
-    if asm_spec is not None:
-        tr.assembler = make_assembler(asm_spec, base_dir)
-        needed += tr.assembler.lookups_used()
-    if decon is not None:
-        needed += path_lookups(_question_path(spec))
-    needed = sorted(set(needed))
+def build_pipeline(spec: Spec, base_dir: Path, *, template: Any = None, tokenizer: Any = None) -> RowPipeline:
+    """The spec's steps, their files read once: prompt files, tool files, lookup tables and
+    evaluation questions."""
+    asm_spec, decon = spec.assemble, spec.decontaminate
+    assembler = make_assembler(asm_spec, base_dir) if asm_spec is not None else None
+    needed = sorted(set((assembler.lookups_used() if assembler is not None else [])
+                        + (path_lookups(_question_path(spec)) if decon is not None else [])))
+    joiner = Joiner()
     if needed:
-        tr.joiner = Joiner({n: load_lookup(spec.sources[n], base_dir, n) for n in needed},
-                           join_paths(needed, asm_spec.join if asm_spec is not None else {}, _lookup_keys(spec)))
-        if tr.assembler is not None:
-            tr.assembler.joiner = tr.joiner
-    tr.convert_prepared = prepare_steps(spec.convert or [], base_dir)
-    tr.rules_prepared = prepare_rules(spec.negatives or [], base_dir)
+        joiner = Joiner({n: load_lookup(spec.sources[n], base_dir, n) for n in needed},
+                        join_paths(needed, asm_spec.join if asm_spec is not None else {}, _lookup_keys(spec)))
+        if assembler is not None:
+            assembler.joiner = joiner
+    convert_prepared = prepare_steps(spec.convert or [], base_dir)
+    steps: list[RowStep] = []
+    if spec.label:
+        steps.append(Label(spec.label))
+    if spec.filters:
+        steps.append(Filter(spec.filters))
+    if spec.convert:
+        steps.append(Convert(spec.convert, convert_prepared))
     if decon is not None:
-        d = Decontaminator(decon.ngram, decon.threshold)
-        for ev in decon.against:
-            for raw in iter_raw_rows(ev.source, spec.sources[ev.source], base_dir):
-                q = get_path(raw.data or {}, ev.field)
-                if q is not MISSING and isinstance(q, str) and q.strip():
-                    d.add(q)
-        tr.decontaminator = d
-    return tr
+        steps.append(Decontaminate(_decontaminator(spec, base_dir), joiner, _question_path(spec)))
+    if assembler is not None:
+        steps.append(Assemble(assembler))
+    if spec.condition:
+        steps.append(Condition(spec.condition))
+    if spec.negatives:
+        steps.append(Negatives(spec.negatives, prepare_rules(spec.negatives, base_dir), spec.seed))
+    caps = spec.capabilities
+    if caps:
+        steps.append(Capabilities(caps))
+        if caps.measure == "tokens" and tokenizer is not None:
+            steps.append(MeasureTokens(template, tokenizer, spec.loss))
+    return RowPipeline(steps, assembler, convert_prepared)
+
+
+def _decontaminator(spec: Spec, base_dir: Path) -> Decontaminator:
+    decon = spec.decontaminate
+    assert decon is not None
+    d = Decontaminator(decon.ngram, decon.threshold)
+    for ev in decon.against:
+        for raw in iter_raw_rows(ev.source, spec.sources[ev.source], base_dir):
+            q = get_path(raw.data or {}, ev.field)
+            if q is not MISSING and isinstance(q, str) and q.strip():
+                d.add(q)
+    return d
 
 
 def _question_path(spec: Spec) -> str | None:
@@ -119,56 +262,6 @@ def _question_path(spec: Spec) -> str | None:
         return decon.question
     asm = spec.assemble
     return asm.question if asm is not None else None
-
-
-def _weight(conv: Conversation, tr: Transforms) -> float:
-    from dsc.compiler.stages.render.render import render
-
-    rendered = render(conv, tr.template, tr.loss)
-    enc = tr.tokenizer.encode(rendered)
-    return float(enc.n_supervised) if enc is not None else 0.0
-
-
-def process_row(conv: Conversation, tr: Transforms) -> RowOutcome:
-    """One normalised row → the rows it becomes (BadRow propagates: the row is quarantined)."""
-    spec = tr.spec
-    label = spec.label
-    if label is not None:
-        apply_labels(conv, label)
-    filters = spec.filters
-    if filters:
-        why = apply_filters(conv, filters)
-        if why is not None:
-            return RowOutcome(dropped=f"filter: {why}")
-    steps = spec.convert
-    if steps:
-        conv = apply_steps(conv, steps, tr.convert_prepared)
-    if tr.decontaminator is not None:
-        q = question_of(conv, tr.joiner, _question_path(spec))
-        hit = tr.decontaminator.check(q) if q else None
-        if hit is not None:
-            return RowOutcome(dropped=f"decontaminated: {hit}")
-    positions: dict[str, int] = {}
-    if tr.assembler is not None:
-        positions = apply_assemble(conv, tr.assembler)
-    cond = spec.condition
-    if cond is not None:
-        apply_condition(conv, cond, positions)
-    rows = [conv]
-    rules = spec.negatives
-    if rules:
-        rows += apply_rules(conv, rules, tr.rules_prepared, tr.seed)
-    caps = spec.capabilities
-    if caps is not None:
-        tagged: list[Conversation] = []
-        for r in rows:
-            tag_turns(r, caps)
-            tagged.extend(decompose(r, caps) if caps.decompose else [r])
-        rows = tagged
-    out = RowOutcome(rows=rows)
-    if caps is not None and caps.measure == "tokens" and tr.tokenizer is not None:
-        out.weights = {r.id: _weight(r, tr) for r in rows}
-    return out
 
 
 def weight_function(spec: Spec, weights: dict[str, float]):
@@ -183,9 +276,9 @@ def weight_function(spec: Spec, weights: dict[str, float]):
     return lambda c: 1.0
 
 
-def inference(spec: Spec, tr: Transforms | None) -> dict[str, Any]:
+def inference(spec: Spec, pipeline: RowPipeline | None) -> dict[str, Any]:
     """The manifest's `inference` block (see `condition.inference_block`)."""
-    asm = tr.assembler if tr is not None else None
+    asm = pipeline.assembler if pipeline is not None else None
     positions: dict[str, int] = {}
     if asm is not None:
         prompt = inference_turns(asm)
@@ -195,7 +288,7 @@ def inference(spec: Spec, tr: Transforms | None) -> dict[str, Any]:
     else:
         prompt = [{"role": "user", "content": QUESTION_PLACEHOLDER}]
     block = inference_block(spec.condition, prompt, positions)
-    dialect = dialect_inference(spec.convert or [], tr.convert_prepared if tr is not None else [])
+    dialect = dialect_inference(spec.convert or [], pipeline.convert_prepared if pipeline is not None else [])
     if dialect is not None:  # only specs that write a dialect (the others' manifests stay as they were)
         block["dialect"] = dialect
     return block
@@ -230,7 +323,7 @@ def _wheres(spec: Spec) -> list[tuple[Any, tuple[Any, ...]]]:
 
 def check_semantics(loaded: LoadedSpec) -> None:
     """Checks across sections; raises one located SpecError (exit 2)."""
-    from dsc.compiler.spec.sections import mix_problems
+    from dsc.spec.sections import mix_problems
 
     spec, base = loaded.spec, loaded.base_dir
     sources = list(spec.sources)
@@ -362,5 +455,5 @@ def _file_key(options: Any) -> tuple[str, ...]:
     return ()
 
 
-__all__ = ["RowOutcome", "Transforms", "build_transforms", "check_semantics", "inference", "process_row",
+__all__ = ["RowOutcome", "RowPipeline", "RowStep", "build_pipeline", "check_semantics", "inference",
            "weight_function"]

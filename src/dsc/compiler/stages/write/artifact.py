@@ -18,11 +18,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dsc.compiler.artifacts.manifest import (CARD, DATA_DIR, MANIFEST, QUARANTINE, SCHEMA_VERSION,  # noqa: F401
-                                             TEMPLATE_FILE, Manifest, manifest_text)
-from dsc.compiler.core.errors import BuildError
-from dsc.compiler.core.hashing import sha256_file  # noqa: F401 - the driver hashes the shards as art.sha256_file
-from dsc.compiler.record import canonical_json, content_hash
+from dsc.artifact.manifest import (
+    DATA_DIR,
+    MANIFEST,
+    SCHEMA_VERSION,
+    Manifest,
+    manifest_text,
+)
+from dsc.core.canonical import canonical_json, content_hash
+from dsc.core.errors import BuildError
 
 ARTIFACT_FORMAT = SCHEMA_VERSION  # the manifest's `format`
 

@@ -14,9 +14,9 @@ import io
 from pathlib import Path
 from typing import Any
 
-from dsc.compiler.artifacts.inspection import DIMENSIONS, ArtifactStats, artifact_stats, length_summary, realised_mix
-from dsc.compiler.artifacts.manifest import CARD, TEMPLATE_FILE, Manifest
-from dsc.compiler.artifacts.reader import Artifact, split_sort_key
+from dsc.artifact.inspection import DIMENSIONS, ArtifactStats, artifact_stats, length_summary, realised_mix
+from dsc.artifact.manifest import CARD, TEMPLATE_FILE, Manifest
+from dsc.artifact.reader import Artifact, split_sort_key
 
 ASSETS_DIR = "assets"
 MIX_CHART = f"{ASSETS_DIR}/mix.png"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import register_format
-from .common import Normalised, role_content_list
+from dsc.compiler.stages.read.formats.common import Normalised, role_content_list
+from dsc.spec.registries import register_format
 
 
 @register_format("agent_flan",

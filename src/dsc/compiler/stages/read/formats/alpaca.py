@@ -14,10 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dsc.compiler.record import BadRow, Message
-
-from . import register_format
-from .common import MISSING, Normalised, get_path, kind, optional_str, require_str, without
+from dsc.compiler.stages.read.formats.common import Normalised, kind, optional_str, require_str, without
+from dsc.record import MISSING, BadRow, Message, get_path
+from dsc.spec.registries import register_format
 
 
 def prompt_turns(row: Mapping[str, Any], instruction: str, input_: str, system: str,

@@ -11,14 +11,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dsc.compiler.core.errors import allowed_list
-from dsc.compiler.record import BadRow, Message, ToolCall, compact_json
+from dsc.core.canonical import compact_json
+from dsc.core.errors import allowed_list
+from dsc.record import MISSING, BadRow, Message, ToolCall, get_path
 
 __all__ = [
     "CALL",
-    "MISSING",
     "Normalised",
-    "get_path",
     "kind",
     "messages_of",
     "optional_str",
@@ -41,16 +40,6 @@ class Normalised:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class _Missing:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-MISSING: Any = _Missing()
-"""Returned by `get_path` for an absent key (distinct from a present `null`)."""
-
 # Pseudo-role of a ShareGPT `function_call` turn: an assistant turn whose value is a JSON call.
 CALL = "<call>"
 
@@ -70,31 +59,6 @@ def kind(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "a list"
     return f"a {type(value).__name__}"
-
-
-def get_path(obj: Any, path: str) -> Any:
-    """The value at a field path: a literal key first (keys may contain dots), else a dotted
-    path through objects (`info.reward`) and list indices (`messages.0.content`).
-    `MISSING` when any step is absent; an empty path is always `MISSING` (a field switched off)."""
-    if not path:
-        return MISSING
-    if isinstance(obj, dict):  # the hot path: a plain key of a plain dict
-        value = obj.get(path, MISSING)
-        if value is not MISSING or "." not in path:
-            return value
-    elif isinstance(obj, Mapping) and path in obj:
-        return obj[path]
-    cur = obj
-    for part in path.split("."):
-        if isinstance(cur, Mapping):
-            if part not in cur:
-                return MISSING
-            cur = cur[part]
-        elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
-            cur = cur[int(part)]
-        else:
-            return MISSING
-    return cur
 
 
 def without(row: Mapping[str, Any], paths: Iterable[str]) -> dict[str, Any]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import register_format
-from .common import MISSING, OPENAI_ROLES, Normalised, get_path, messages_of, parse_tools, without
+from dsc.compiler.stages.read.formats.common import OPENAI_ROLES, Normalised, messages_of, parse_tools, without
+from dsc.record import MISSING, get_path
+from dsc.spec.registries import register_format
 
 LEGACY_FUNCTIONS = "functions"
 

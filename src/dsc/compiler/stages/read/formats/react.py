@@ -35,12 +35,11 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from dsc.compiler.dialects.react import STEP  # the one ReAct grammar (steps, actions, observations)
-from dsc.compiler.record import BadRow, Message
-
-from . import register_format
-from .alpaca import prompt_turns
-from .common import Normalised, require_str, without
+from dsc.compiler.stages.read.formats.alpaca import prompt_turns
+from dsc.compiler.stages.read.formats.common import Normalised, require_str, without
+from dsc.dialects.react import STEP  # the one ReAct grammar (steps, actions, observations)
+from dsc.record import BadRow, Message
+from dsc.spec.registries import register_format
 
 EPISODE_END = re.compile(r"^Observation(?: \d+)?: Episode finished, reward = (.+?)\s*$", re.DOTALL)
 

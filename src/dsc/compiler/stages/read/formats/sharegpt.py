@@ -10,10 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from dsc.compiler.record import BadRow, Message
-
-from . import register_format
-from .common import SHAREGPT_ROLES, Normalised, get_path, messages_of, optional_str, parse_tools, without
+from dsc.compiler.stages.read.formats.common import (
+    SHAREGPT_ROLES,
+    Normalised,
+    messages_of,
+    optional_str,
+    parse_tools,
+    without,
+)
+from dsc.record import BadRow, Message, get_path
+from dsc.spec.registries import register_format
 
 
 @register_format(

@@ -1,0 +1,154 @@
+"""Stage 1: each emitted source's raw rows → normalised rows (read, normalise, row transforms)
+and their compact selection keys, written as a normalised segment (`dsc.compiler.engine.rowfiles`).
+
+`normalise_chunk` is the per-row work, run by the executor's workers a chunk of raw rows at a
+time; `normalise_sources` runs it for every source whose segment the build cache lacks. In-source
+exact duplicates are found here.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pyarrow as pa
+
+from dsc.compiler.engine import resources
+from dsc.compiler.engine.cache import BuildCache, normalised_key
+from dsc.compiler.engine.executors.base import Executor, worker_context
+from dsc.compiler.engine.progress import Progress
+from dsc.compiler.engine.rowfiles import (
+    NormalisedChunk,
+    QuarantineEntry,
+    SegmentInfo,
+    SegmentWriter,
+    id_hash,
+    segment_row,
+    segment_schema,
+)
+from dsc.compiler.stages.read.sources import RawRow, iter_raw_rows, normalise_row
+from dsc.compiler.stages.select.mix import RowClass, dedup_hash
+from dsc.compiler.stages.transforms.capabilities import supervised_chars
+from dsc.record import BadRow, Conversation
+from dsc.spec.model import LoadedSpec
+
+if TYPE_CHECKING:
+    from dsc.compiler.engine.context import BuildContext
+
+CHUNK_ROWS = 512  # raw rows per normalise task; rows per render batch
+
+T = TypeVar("T")
+
+
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`items` in lists of `size` (the last one shorter)."""
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def normalise_chunk(chunk: list[RawRow]) -> NormalisedChunk:
+    """A worker task: raw rows → normalised (and transformed) rows with their keys; bad rows go
+    to the quarantine with the stage that rejected them."""
+    ctx: BuildContext = worker_context()
+    rows: list[Conversation] = []
+    tokens: list[float] = []
+    quarantined: list[tuple[int, QuarantineEntry]] = []
+    dropped: Counter[str] = Counter()
+    read = 0
+    for deferred in chunk:
+        raw = deferred.parsed()
+        if raw is None:  # a line of Unicode whitespace only: no row
+            continue
+        read += 1
+        stage = "read" if raw.error else "normalise"
+        try:
+            conv = normalise_row(raw, raw.source, ctx.spec.sources[raw.source])
+            if not ctx.pipeline.steps:
+                rows.append(conv)
+                tokens.append(math.nan)
+                continue
+            stage = "transform"
+            outcome = ctx.pipeline.run(conv, dropped)
+        except BadRow as e:
+            quarantined.append((len(rows), QuarantineEntry.make(
+                raw.source, raw.file, raw.row, stage, e.reason, raw.data if raw.data is not None else raw.error)))
+            continue
+        for r in outcome.rows:
+            rows.append(r)
+            tokens.append(outcome.weights.get(r.id, math.nan))
+    batch = pa.RecordBatch.from_pylist([segment_row(c) for c in rows], schema=segment_schema())
+    return NormalisedChunk(
+        rows=batch, classes=[RowClass.of(c) for c in rows], dedup=[dedup_hash(c) for c in rows],
+        chars=[supervised_chars(c) for c in rows], tokens=tokens, prov_rows=[c.meta.provenance.row for c in rows],
+        id_hashes=[id_hash(c.id) for c in rows], quarantined=quarantined, dropped=dropped, read=read)
+
+
+@dataclass
+class NormalisedSources:
+    """Stage 1 of every emitted source: its segment, and what reading it reported."""
+
+    names: list[str]
+    segments: list[SegmentInfo] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # each segment's cache key
+    cached: list[bool] = field(default_factory=list)  # each segment came from the cache
+    quarantine: list[QuarantineEntry] = field(default_factory=list)
+    read_counts: dict[str, int] = field(default_factory=dict)
+    duplicates: dict[str, int] = field(default_factory=dict)
+    dropped: Counter[str] = field(default_factory=Counter)  # filter / decontamination reasons
+
+    @property
+    def rows_read(self) -> int:
+        return sum(self.read_counts.values())
+
+
+def normalise_sources(loaded: LoadedSpec, inputs: list[dict[str, Any]], store: BuildCache, ex: Executor,
+                      progress: Progress, ctx: BuildContext) -> NormalisedSources:
+    """Stage 1: read + normalise each emitted source, unless the cache has its segment."""
+    spec, base = loaded.spec, loaded.base_dir
+    read = NormalisedSources(sorted(spec.emitted_sources()))
+    progress.start("read + normalise")
+    for name in read.names:
+        key = normalised_key(spec, name, inputs, base, template=ctx.template, tokenizer=ctx.tokenizer)
+        seg = store.normalised(key)
+        read.cached.append(seg is not None)
+        if seg is None:
+            seg = _normalise_source(loaded, name, key, store, ex, progress, inputs)
+        else:
+            progress.advance(seg.rows_read)
+        read.segments.append(seg)
+        read.keys.append(key)
+        if seg.rows_read:
+            read.read_counts[name] = seg.rows_read
+        if seg.duplicates:
+            read.duplicates[name] = seg.duplicates
+        read.dropped.update(seg.dropped)
+        read.quarantine.extend(seg.quarantine())
+    progress.done()
+    resources.release_memory()
+    return read
+
+
+def _normalise_source(loaded: LoadedSpec, name: str, key: str, store: BuildCache, ex: Executor,
+                      progress: Progress, inputs: list[dict[str, Any]]) -> SegmentInfo:
+    spec, base = loaded.spec, loaded.base_dir
+    hashed = {i["path"]: i["sha256"] for i in inputs if i["source"] == name}
+
+    def raw_rows() -> Iterator[RawRow]:
+        with loaded.at("sources", name):
+            yield from iter_raw_rows(name, spec.sources[name], base, defer_parsing=True, known_sha256=hashed)
+
+    with store.new_normalised() as tmp:
+        writer = SegmentWriter(tmp, name)
+        for chunk in ex.map(normalise_chunk, chunks(raw_rows(), CHUNK_ROWS)):
+            writer.add(chunk)
+            progress.advance(chunk.read)
+        _, files = writer.close()
+        return store.commit_normalised(tmp, key, files)
