@@ -169,9 +169,9 @@ def test_a_build_quarantines_calls_that_violate_the_schema(tmp_path: Path):
     assert result.manifest["counts"]["written"] == {"train": 1}
     reasons = {json.loads(line)["row"]: json.loads(line)["reason"]
                for line in (tmp_path / "out" / "quarantine.jsonl").read_text().splitlines()}
-    assert sorted(reasons) == [1, 2]
-    assert "arguments.unit: 'kelvin' is not one of ['celsius', 'fahrenheit']" in reasons[1]
-    assert "arguments.repeat.count: 0 is less than the minimum of 1" in reasons[2]
+    assert sorted(reasons) == [2, 3]  # the lines of the file
+    assert "arguments.unit: 'kelvin' is not one of ['celsius', 'fahrenheit']" in reasons[2]
+    assert "arguments.repeat.count: 0 is less than the minimum of 1" in reasons[3]
 
 
 def test_a_bad_tool_schema_is_a_located_spec_error(tmp_path: Path):

@@ -59,6 +59,8 @@ class ArtifactStats:
     # split → loss weight → supervised tokens (chars when not tokenised) of that weight; only for
     # artifacts with loss weights
     by_weight: dict[str, dict[float, int]] = field(default_factory=dict)
+    # group → the splits it has rows in (what decides whether a question leaks across splits)
+    group_splits: dict[str, set[str]] = field(default_factory=dict)
 
     @property
     def unit(self) -> str:
@@ -80,6 +82,9 @@ class ArtifactStats:
         chars, tokens = m["supervised_chars"], m["supervised_tokens"]
         self.splits[split].add(batch.num_rows, int(chars.sum()), int(tokens.sum()))
         self.lengths[split].extend((m["tokens"] if self.tokenised else m["chars"]).tolist())
+        if "group" in batch.schema.names:
+            for g in set(batch.column("group").to_pylist()):
+                self.group_splits.setdefault(g, set()).add(split)
         weighted = weight_counts(batch, self.tokenised)
         if weighted is not None:
             per_weight = self.by_weight.setdefault(split, {})
@@ -94,6 +99,18 @@ class ArtifactStats:
             key_tokens = np.bincount(which, weights=tokens, minlength=len(keys))
             for k in np.argsort(first, kind="stable").tolist():
                 per.setdefault(str(keys[k]), Tally()).add(int(rows[k]), int(key_chars[k]), int(key_tokens[k]))
+
+    def groups_per_split(self) -> dict[str, int]:
+        counts = {s: 0 for s in self.splits}
+        for splits in self.group_splits.values():
+            for s in splits:
+                counts[s] += 1
+        return counts
+
+    def shared_groups(self) -> list[str]:
+        """Groups with rows in more than one split, sorted (a question the model trains on and is
+        validated on)."""
+        return sorted(g for g, splits in self.group_splits.items() if len(splits) > 1)
 
     def has_values(self, dim: str) -> bool:
         """Whether any row carries this attribute (labels and capabilities are optional)."""
@@ -190,7 +207,7 @@ def meta_keys(batch: pa.RecordBatch, dim: str) -> list[str]:
     return [NONE_KEY if v is None else str(v) for v in values]
 
 
-STAT_COLUMNS = ["id", "meta", "text", "loss_spans", "labels", "weights", "loss_weights"]  # (columns a split lacks are skipped)
+STAT_COLUMNS = ["id", "group", "meta", "text", "loss_spans", "labels", "weights", "loss_weights"]  # (columns a split lacks are skipped)
 
 
 def artifact_stats(art: Artifact) -> ArtifactStats:

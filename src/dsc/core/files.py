@@ -1,10 +1,16 @@
-"""The one way dsc lists the files under a directory: sorted by their path relative to it
-(POSIX separators), so that whatever is computed over the list (a directory's hash, the cache's
-code fingerprint, a file-by-file comparison) is the same on every machine and file system."""
+"""Files and locks. The one way dsc lists the files under a directory: sorted by their path
+relative to it (POSIX separators), so that whatever is computed over the list (a directory's hash,
+the cache's code fingerprint, a file-by-file comparison) is the same on every machine and file
+system. And the locks a build holds while it works (`held_lock`), which the kernel releases when
+the process dies, so that a later build can tell a running build's files from a killed one's."""
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
 
 def files_under(root: Path, *, hidden: bool = True, keep: Callable[[Path], bool] | None = None) -> list[Path]:
     """Every regular file below `root`, sorted by relative path. `hidden=False` leaves out
@@ -20,3 +26,64 @@ def files_under(root: Path, *, hidden: bool = True, keep: Callable[[Path], bool]
         out.append(p)
     return sorted(out, key=lambda p: p.relative_to(root).as_posix())
 
+
+# ---------------------------------------------------------------------------------------------
+# Locks held while a process works: the kernel drops them when their holder dies
+# ---------------------------------------------------------------------------------------------
+
+_HELD_LOCKS: set[int] = set()  # descriptors of the locks this process holds
+
+
+def _drop_inherited_locks() -> None:
+    # A forked worker must not keep its parent's lock alive (if the parent is killed, the lock
+    # goes with it, whatever the workers are doing).
+    for fd in list(_HELD_LOCKS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
+@contextmanager
+def held_lock(path: Path) -> Iterator[Path]:
+    """Hold an exclusive `flock` on `path` (created if missing), waiting for any other holder;
+    released on exit, or by the kernel when this process dies (a SIGKILL included)."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _HELD_LOCKS.add(fd)
+        yield path
+    finally:
+        _HELD_LOCKS.discard(fd)
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def is_held(path: Path) -> bool:
+    """Whether a live process holds the lock on `path` (False when the file is missing)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def lock_path(name: str) -> Path:
+    """Where the lock named `name` lives: a directory of dsc's locks in the system's temporary
+    directory, so that no lock file is left beside the files it guards."""
+    d = Path(tempfile.gettempdir()) / "dsc-locks"
+    d.mkdir(exist_ok=True)
+    return d / f"{name}.lock"

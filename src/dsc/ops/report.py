@@ -412,7 +412,7 @@ def quarantine_section(d: ReportData) -> str:
             raw = json.dumps(q.get("raw"), ensure_ascii=False, sort_keys=True, default=str)
             if len(raw) > RAW_EXAMPLE_CHARS:
                 raw = raw[:RAW_EXAMPLE_CHARS] + "…"
-            where = f"{q.get('source')} · {q.get('file')}:{(q.get('row') or 0) + 1}"
+            where = f"{q.get('source')} · {q.get('file')}:{q.get('row')}"  # rows are 1-based in the quarantine
             out.append(f'<div class="qex"><div class="qwhere">{E(where)}</div>'
                        f'<div class="qreason">{E(str(q.get("reason")))}</div><pre>{E(raw)}</pre></div>')
         out.append("</details>")

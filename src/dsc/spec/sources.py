@@ -73,7 +73,8 @@ class SourceSpec(Strict):
     license: str | None = Field(None, description="Licence of the data, shown in the dataset card")
     id: str | None = Field(None, min_length=1, description="Raw field holding the row's id (part of the record id)")
     group: str | None = Field(
-        None, min_length=1, description="Raw field grouping rows for splits and caps (default: the id field)")
+        None, min_length=1, description="Raw field path grouping rows for splits and caps, e.g. `question_id` or "
+        "`messages.1.content` (default: the id field, else the row's prompt: its turns before the first assistant turn)")
 
     @field_validator("path")
     @classmethod

@@ -136,8 +136,11 @@ def test_broken_line_goes_to_quarantine(tmp_path):
     result = build(make_spec(tmp_path), tmp_path / "out")
     q = [json.loads(l) for l in (tmp_path / "out" / "quarantine.jsonl").read_text().splitlines()]
     assert len(q) == 2 == result.quarantined
-    assert {e["row"] for e in q} == {30, 31}
+    assert {e["row"] for e in q} == {31, 32}  # 1-based: the lines of the file
     assert all(e["file"] == "data/a.jsonl" and e["reason"] for e in q)
+    broken = next(e for e in q if e["stage"] == "read")
+    assert broken["reason"].startswith("broken JSON on line 31: ")
+    assert broken["raw"] == '{"messages": [{"role": "user", "content": "x"}'  # the line as read, not the error
     assert sum(result.written.values()) == 60
 
 

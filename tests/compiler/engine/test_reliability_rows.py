@@ -94,7 +94,7 @@ def test_every_corrupted_jsonl_row_is_quarantined_with_file_row_and_reason(tmp_p
     out = tmp_path / "out"
     build(write_spec(tmp_path), out, cache=False)
 
-    q = {e["row"]: e for e in quarantine(out) if e["stage"] != "dedup"}
+    q = {e["row"] - 1: e for e in quarantine(out) if e["stage"] != "dedup"}  # quarantine rows are 1-based
     assert set(q) == set(bad_at), {bad_at.get(r, r): e["reason"] for r, e in q.items()} | {
         "missed": [bad_at[r] for r in set(bad_at) - set(q)]}
     for row, entry in q.items():
@@ -115,7 +115,7 @@ def test_a_ragged_csv_row_and_bad_csv_cells(tmp_path):
     out = tmp_path / "out"
     build(spec, out, cache=False)
     q = quarantine(out)
-    assert sorted(e["row"] for e in q) == [1, 2]
+    assert sorted(e["row"] for e in q) == [2, 3]  # 1-based records (the header is not a record)
     assert all("fields, the header has 3" in e["reason"] for e in q)
     assert assert_accounted(out)["written"] == {"train": 2}
 
@@ -134,8 +134,8 @@ def test_a_parquet_file_with_the_wrong_schema(tmp_path):
     out = tmp_path / "out"
     build(spec, out, cache=False)
     q = quarantine(out)
-    assert {(e["file"], e["row"]) for e in q} == {("data/wrong.parquet", r) for r in range(3)} | {
-        ("data/strings.parquet", r) for r in range(2)}
+    assert {(e["file"], e["row"]) for e in q} == {("data/wrong.parquet", r) for r in range(1, 4)} | {
+        ("data/strings.parquet", r) for r in range(1, 3)}
     assert all("messages" in e["reason"] for e in q), [e["reason"] for e in q]
     assert_accounted(out)
 

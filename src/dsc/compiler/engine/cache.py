@@ -56,7 +56,7 @@ from dsc.compiler.engine.cache_upkeep import max_cache_bytes, prune, remove_dir,
 from dsc.compiler.engine.fingerprints import stage1_modules
 from dsc.compiler.engine.rowfiles import ArrowFileWriter, SegmentInfo, file_crc
 from dsc.core.errors import BuildError
-from dsc.core.files import files_under
+from dsc.core.files import files_under, held_lock, is_held
 from dsc.core.hashing import sha256_file, sha256_json
 from dsc.spec.model import SECTION_READERS, Spec, sections_read_by
 
@@ -197,6 +197,24 @@ def rendered_key(spec: Spec, normalised: str, *, template: ChatTemplate, tokeniz
 # ---------------------------------------------------------------------------------------------
 
 
+SCRATCH_PREFIX = "dsc-build-"  # a --no-cache build's scratch directory in the temporary directory
+SCRATCH_LOCK = ".lock"
+
+
+def _remove_abandoned_scratch() -> None:
+    """Scratch directories of --no-cache builds that were killed: nobody holds their lock (one
+    that has no lock yet is a build starting now, unless it is older than a stale temporary)."""
+    now = time.time()
+    for d in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+        try:
+            lock = d / SCRATCH_LOCK
+            abandoned = not is_held(lock) if lock.exists() else now - d.lstat().st_mtime > STALE_TMP_SECONDS
+            if abandoned and d.is_dir():
+                shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass
+
+
 class BuildCache:
     """Where a build keeps its segments: the persistent cache, or (without the cache) a
     temporary directory removed when the build ends."""
@@ -210,11 +228,13 @@ class BuildCache:
     @contextmanager
     def open(cls, enabled: bool = True, directory: str | Path | None = None) -> Iterator["BuildCache"]:
         if not enabled:
-            scratch = Path(tempfile.mkdtemp(prefix="dsc-build-"))
+            _remove_abandoned_scratch()
+            scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
             try:
-                for sub in (NORMALISED, RENDERED, "tmp"):
-                    (scratch / sub).mkdir()
-                yield cls(scratch, persistent=False)
+                with held_lock(scratch / SCRATCH_LOCK):  # tells a later build this one is alive
+                    for sub in (NORMALISED, RENDERED, "tmp"):
+                        (scratch / sub).mkdir()
+                    yield cls(scratch, persistent=False)
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
             return

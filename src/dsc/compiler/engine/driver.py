@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dsc.artifact.inspection import ArtifactStats
 from dsc.artifact.manifest import QUARANTINE, TEMPLATE_FILE
 from dsc.compiler.engine.cache import BuildCache
 from dsc.compiler.engine.context import build_context
@@ -103,6 +104,15 @@ def _build_loaded(loaded: LoadedSpec, out: Path, *, executor: ExecutorChoice, pr
             if before_place is not None:
                 before_place(manifest)
     return BuildResult(out_dir=out, manifest=manifest, quarantined=len(quarantine), written=dict(counts.written),
-                       warnings=counts.special_token_warning(spec), cache=cache_report,
+                       warnings=counts.special_token_warning(spec) + _shared_group_warning(stats), cache=cache_report,
                        cache_dir=store.root if store.persistent else None,
                        tokenizer_paths=ctx.tokenizer.fast_paths() if ctx.tokenizer is not None else None)
+
+
+def _shared_group_warning(stats: ArtifactStats) -> list[str]:
+    shared = stats.shared_groups()
+    if not shared:
+        return []
+    return [f"{len(shared)} groups have rows in two splits (a question trained on and validated on): "
+            f"{', '.join(shared[:3])}{' …' if len(shared) > 3 else ''}; split by group, or give `group:` a field "
+            "that names the question (the card lists them)"]

@@ -79,7 +79,7 @@ def normalise_chunk(chunk: list[RawRow]) -> NormalisedChunk:
             outcome = ctx.pipeline.run(conv, dropped)
         except BadRow as e:
             quarantined.append((len(rows), QuarantineEntry.make(
-                raw.source, raw.file, raw.row, stage, e.reason, raw.data if raw.data is not None else raw.error)))
+                raw.source, raw.file, raw.row, stage, e.reason, _as_read(raw))))
             continue
         for r in outcome.rows:
             rows.append(r)
@@ -89,6 +89,13 @@ def normalise_chunk(chunk: list[RawRow]) -> NormalisedChunk:
         rows=batch, classes=[RowClass.of(c) for c in rows], dedup=[dedup_hash(c) for c in rows],
         chars=[supervised_chars(c) for c in rows], tokens=tokens, prov_rows=[c.meta.provenance.row for c in rows],
         id_hashes=[id_hash(c.id) for c in rows], quarantined=quarantined, dropped=dropped, read=read)
+
+
+def _as_read(raw: RawRow) -> Any:
+    """What the quarantine keeps of a rejected row: its data, or the line that could not be parsed."""
+    if raw.data is not None:
+        return raw.data
+    return raw.text if raw.text is not None else raw.error
 
 
 @dataclass

@@ -265,10 +265,10 @@ class QuarantineEntry:
 
     source: str
     file: str
-    row: int
+    row: int  # 0-based record index (the sort key); the quarantine line holds the 1-based row
     stage: str
     reason: str
-    line: str  # canonical JSON of {source, file, row, stage, reason, raw}
+    line: str  # canonical JSON of {source, file, row (1-based: a JSONL file's line), stage, reason, raw}
     bad: bool  # counts against max_bad_rows
     seq: int = 0  # insertion order among entries with the same sort key
 
@@ -289,7 +289,7 @@ class QuarantineEntry:
     @classmethod
     def make(cls, source: str, file: str, row: int, stage: str, reason: str, raw: Any, *, bad: bool = True,
              seq: int = 0) -> "QuarantineEntry":
-        line = canonical_json({"source": source, "file": file, "row": row, "stage": stage, "reason": reason,
+        line = canonical_json({"source": source, "file": file, "row": row + 1, "stage": stage, "reason": reason,
                                "raw": raw})
         return cls(source, file, row, stage, reason, line, bad, seq)
 
@@ -479,7 +479,7 @@ class SegmentWriter:
                                        prov_rows[firsts].tolist()):
                 # Identical content within a source: keep the first, record the others.
                 self.quarantined.append(QuarantineEntry.make(
-                    self.source, f, int(prov_rows[i]), "dedup", f"exact duplicate of {ff} row {fr}", {"id": d},
+                    self.source, f, int(prov_rows[i]), "dedup", f"exact duplicate: of {ff}:{fr + 1}", {"id": d},
                     bad=False, seq=2 * i + 1))
         first = first_of == np.arange(n)
         self.quarantined.sort(key=lambda q: q.seq)

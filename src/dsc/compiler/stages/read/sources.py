@@ -61,6 +61,7 @@ class RawRow:
     error: str | None = None  # why the row could not be parsed (data is None then)
     key: str | None = None  # the row's key in a JSON object-of-rows (field path `__key__`)
     line: bytes | None = None  # a JSONL line not parsed yet (`iter_raw_rows(defer_parsing=True)`)
+    text: str | None = None  # a line that could not be parsed: as read (capped), for the quarantine
 
     def parsed(self) -> "RawRow | None":
         """The row with its deferred line parsed (None: the line is blank, so it is no row)."""
@@ -181,20 +182,28 @@ def _read_jsonl(name: str, f: InputFile, sha: str, defer_parsing: bool = False) 
                 yield row
 
 
+RAW_TEXT_MAX = 10_000  # characters of an unparseable line kept in the quarantine
+
+
 def _parse_jsonl_line(name: str, display: str, sha: str, row: int, raw: bytes) -> RawRow | None:
     lineno = row + 1
+
+    def broken(why: str) -> RawRow:
+        as_read = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        return RawRow(name, display, sha, row, None, why, text=as_read[:RAW_TEXT_MAX])
+
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        return RawRow(name, display, sha, row, None, f"line {lineno} is not valid UTF-8 (byte {e.start})")
+        return broken(f"line {lineno} is not valid UTF-8 (byte {e.start})")
     if not text.strip():
         return None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        return RawRow(name, display, sha, row, None, f"broken JSON on line {lineno}: {e.msg}: column {e.colno}")
+        return broken(f"broken JSON on line {lineno}: {e.msg}: column {e.colno}")
     if not isinstance(value, dict):
-        return RawRow(name, display, sha, row, None, f"line {lineno} is {kind(value)}, expected a JSON object")
+        return broken(f"line {lineno} is {kind(value)}, expected a JSON object")
     return RawRow(name, display, sha, row, value)
 
 
@@ -337,7 +346,7 @@ def _read_hub(name: str, hub: HubSource) -> Iterator[RawRow]:
         except StopIteration:
             return
         except Exception as e:  # noqa: BLE001
-            raise fail(f"read row {row} of", e) from None
+            raise fail(f"read row {row + 1} of", e) from None
         yield RawRow(name, display, hub.revision, row, dict(example))
         row += 1
 
@@ -407,7 +416,7 @@ def load_lookup(spec: SourceSpec, base_dir: Path | str, name: str = "lookup") ->
     table: dict[str, dict[str, Any]] = {}
     where: dict[str, str] = {}
     for raw in iter_raw_rows(name, spec, base_dir):
-        at = f"{raw.file} row {raw.row}"
+        at = f"{raw.file} row {raw.row + 1}"
         if raw.error is not None:
             raise BuildError(f"lookup source '{name}': {at}: {raw.error}")
         value = field_value(raw, spec.lookup)
@@ -454,12 +463,26 @@ def _required_key(raw: RawRow, path: str, what: str) -> str:
         raise BadRow(f"{what} field '{path}' {e}") from None
 
 
+def prompt_group(messages: list[dict[str, Any]]) -> str | None:
+    """The default group of a row: its prompt, the turns before the first assistant turn (None
+    when there are none). Agent data has several trajectories per question, which share their
+    prompt as read, before conditioning strings are added; grouping by it keeps a question's
+    trajectories in one split (a group of the row's own id would send them to several)."""
+    prompt = []
+    for m in messages:
+        if m["role"] == "assistant":
+            break
+        prompt.append([m["role"], (m.get("content") or "").strip(), m.get("tool_calls")])  # what was said
+    return f"prompt:{content_hash(prompt)}" if prompt else None
+
+
 def normalise_row(raw: RawRow, name: str, spec: SourceSpec) -> Conversation:
     """A raw row → the canonical `Conversation` (BadRow when it cannot be normalised).
 
     id = `<source>:<hash>` of the normalised messages, tools and the raw `id` field's value
     (so it does not depend on file order or row position; identical rows share an id and the
-    build keeps one); group = the `group` field's value, else the `id` field's value, else the id."""
+    build keeps one); group = the `group` field's value, else the `id` field's value, else the
+    row's prompt (`prompt_group`), else (a trajectory with no prompt) the id."""
     if raw.error is not None:
         raise BadRow(raw.error)
     if raw.data is None or spec.format is None:
@@ -475,7 +498,7 @@ def normalise_row(raw: RawRow, name: str, spec: SourceSpec) -> Conversation:
     if spec.group:
         group = _required_key(raw, spec.group, "group")
     else:
-        group = raw_id if raw_id is not None else cid
+        group = raw_id if raw_id is not None else prompt_group(messages) or cid
     extra = _jsonable(norm.extra)
     if raw.key is not None:
         extra.setdefault(KEY_FIELD, raw.key)

@@ -27,6 +27,8 @@ from dsc.artifact.manifest import (
 )
 from dsc.core.canonical import canonical_json, content_hash
 from dsc.core.errors import BuildError
+from dsc.core.files import held_lock, lock_path
+from dsc.core.hashing import sha256_text
 
 ARTIFACT_FORMAT = SCHEMA_VERSION  # the manifest's `format`
 
@@ -189,43 +191,25 @@ def _exchange(a: Path, b: Path) -> bool:
     return rc == 0
 
 
-_HELD_LOCKS: set[int] = set()  # descriptors of the output locks this process holds
-
-
-def _drop_inherited_locks() -> None:
-    # A forked worker must not keep its parent's lock alive (if the parent is killed, the lock
-    # goes with it, whatever the workers are doing).
-    for fd in list(_HELD_LOCKS):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    _HELD_LOCKS.clear()
-
-
-os.register_at_fork(after_in_child=_drop_inherited_locks)
-
-
 @contextmanager
 def output_lock(final: Path) -> Iterator[Path]:
-    """Hold `<out>.lock` (an exclusive fcntl.flock) for one build into `final`.
+    """Hold the lock of `final` (an exclusive flock) for one build into it.
 
     A second build into the same directory waits here until the first has placed its artifact,
     then builds and replaces it: never two builds staging (and cleaning up) beside one artifact.
-    The kernel drops the lock when its holder dies (a SIGKILL included); the file stays, empty."""
-    import fcntl
-
+    The kernel drops the lock when its holder dies (a SIGKILL included). The lock file lives with
+    dsc's other locks in the temporary directory (named by a hash of the resolved path), not
+    beside the artifact."""
     final = Path(final).resolve()
     final.parent.mkdir(parents=True, exist_ok=True)
-    path = final.parent / f"{final.name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        _HELD_LOCKS.add(fd)
+    with held_lock(lock_path(f"out-{sha256_text(str(final))[:32]}")) as path:
         yield path
-    finally:
-        _HELD_LOCKS.discard(fd)
-        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -239,6 +223,7 @@ def staged_directory(final: Path) -> Iterator[Path]:
     for stale in final.parent.glob(f".{final.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would become the artifact's mode
     try:
         yield tmp
     except BaseException:

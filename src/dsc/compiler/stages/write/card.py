@@ -94,6 +94,18 @@ def _loss_text(loss: Any) -> str:
     return f"`{loss}`" if isinstance(loss, str) else f"`{loss['mode']}` with loss weights (below)"
 
 
+def _groups_line(stats: ArtifactStats, spec: dict[str, Any]) -> str:
+    """Groups (questions) per split and any group with rows in two splits: with `split.by: id`
+    or an ill-chosen `group:`, the same question would be trained on and validated on."""
+    per = ", ".join(f"{s} {n:,}" for s, n in stats.groups_per_split().items())
+    shared = stats.shared_groups()
+    by = (spec.get("split") or {}).get("by", "group")
+    if not shared:
+        return f"Groups (split by {by}): {per}; no group has rows in two splits."
+    shown = ", ".join(f"`{g}`" for g in shared[:5]) + (" …" if len(shared) > 5 else "")
+    return f"Groups (split by {by}): {per}; **{len(shared):,} groups have rows in two splits**: {shown}."
+
+
 def row_accounting(counts: dict[str, Any]) -> str:
     """Where every read row went, as one line whose numbers add up exactly:
     read = written + quarantined + filtered (+ the mix's net selection: rows it left out minus the
@@ -144,6 +156,7 @@ def card_text(manifest: dict[str, Any], stats: ArtifactStats | None = None) -> s
         f"Row accounting: {row_accounting(counts)}.",
     ]
     if stats is not None:
+        parts.append(_groups_line(stats, spec))
         parts += _mix_section(stats, "train" if "train" in stats.splits else splits[0])
         parts += _length_section(stats)
         parts += _weights_section(stats, spec)
