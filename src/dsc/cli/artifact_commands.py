@@ -24,7 +24,7 @@ def verify_command(
     artifact: Optional[Path] = typer.Argument(None, help="The committed artifact directory (default: the one "
                                                          "dsc.lock names, else build/<name> beside the spec)."),
     workers: Optional[int] = workers_option(),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Rebuild from the inputs alone, not from the build "
+    no_cache: bool = typer.Option(False, "--no-cache", metavar="", help="Rebuild from the inputs alone, not from the build "
                                                             "cache (a cold rebuild)."),
     cache_dir: Optional[Path] = cache_dir_option(),
 ) -> None:
@@ -55,7 +55,7 @@ def diff_command(
     b: Optional[Path] = typer.Argument(None, help="Artifact directory B."),
     rev: Optional[List[str]] = typer.Option(None, "--rev", help="A git revision of A; twice for two revisions "
                                                                 "(once: against the working tree)."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Machine-readable output."),
     examples: int = typer.Option(3, "--examples", "-n", min=0, help="Changed rows shown side by side."),
 ) -> None:
     """What changed between two artifacts (or one at git revisions): rows, counts, supervised tokens.
@@ -100,7 +100,7 @@ def inspect_command(
     n: int = typer.Option(3, "-n", min=0, help="Rows to show (when no --id is given)."),
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Tokenizer directory, when the one the "
                                                                        "manifest names is not reachable."),
-    as_json: bool = typer.Option(False, "--json", help="Print the statistics as JSON (no rows)."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print the statistics as JSON (no rows)."),
 ) -> None:
     """Show what rows train on: supervised spans coloured, token by token when tokenised.
 
@@ -135,8 +135,8 @@ def plan_command(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="The artifact a build would replace (default: "
                                                                  "build/<name> beside the spec)."),
     workers: Optional[int] = workers_option(),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Neither reuse nor keep rows in the build cache."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Machine-readable output."),
+    no_cache: bool = typer.Option(False, "--no-cache", metavar="", help="Neither reuse nor keep rows in the build cache."),
     cache_dir: Optional[Path] = cache_dir_option(),
 ) -> None:
     """Dry run: rows read, quarantined, filtered, generated, selected and split, per stage.
@@ -188,7 +188,7 @@ def report_command(
 def init_command(
     files: List[Path] = typer.Argument(..., help="Data files (jsonl, json, csv, parquet)."),
     out: Path = typer.Option(Path("spec.yaml"), "--out", "-o", help="The spec to write."),
-    force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
+    force: bool = typer.Option(False, "--force", metavar="", help="Overwrite --out if it exists."),
 ) -> None:
     """Write a first spec for FILES: formats, field names, labels and tool use sniffed from their rows.
 

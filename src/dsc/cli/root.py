@@ -57,8 +57,8 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Optional[bool] = typer.Option(None, "--version", callback=_version_callback, is_eager=True,
-                                           help="Print the dsc version and exit."),
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, metavar="",
+                                 help="Print the dsc version and exit."),
 ) -> None:
     pass
 
@@ -143,12 +143,12 @@ def build(
                                                                   "ray://host:port; then --workers defaults to the "
                                                                   "cluster's CPUs); default: start a local Ray "
                                                                   "with --workers CPUs."),
-    locked: bool = typer.Option(False, "--locked", help="Fail (exit 1) if an input, the template, the tokenizer "
+    locked: bool = typer.Option(False, "--locked", metavar="", help="Fail (exit 1) if an input, the template, the tokenizer "
                                                         "or a version no longer matches dsc.lock."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Neither reuse nor keep normalised and rendered rows "
+    no_cache: bool = typer.Option(False, "--no-cache", metavar="", help="Neither reuse nor keep normalised and rendered rows "
                                                             "in the build cache (the artifact is the same)."),
     cache_dir: Optional[Path] = cache_dir_option(),
-    timings: bool = typer.Option(False, "--timings", help="Print when each stage started, produced its first "
+    timings: bool = typer.Option(False, "--timings", metavar="", help="Print when each stage started, produced its first "
                                                           "rows and finished (seconds since dsc started) to stderr."),
 ) -> None:
     """Compile SPEC into a versioned artifact directory and pin its inputs in dsc.lock beside it."""

@@ -86,7 +86,7 @@ def train_command(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model: a local directory or a hub id."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="A YAML file of train settings."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: runs/<name>-<version>)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --out."),
+    resume: bool = typer.Option(False, "--resume", metavar="", help="Continue from the last checkpoint in --out."),
 ) -> None:
     """Fine-tune a model on ARTIFACT (LoRA by default; full=true for full fine-tuning).
 
