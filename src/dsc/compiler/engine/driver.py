@@ -32,11 +32,13 @@ from dsc.compiler.engine.executors.backends import open_executor
 from dsc.compiler.engine.executors.base import ContextRecipe, ExecutorChoice
 from dsc.compiler.engine.limits import check_bad_rows
 from dsc.compiler.engine.manifest import build_manifest
-from dsc.compiler.engine.normalise import normalise_sources
+from dsc.compiler.engine.normalise import NormalisedSources, normalise_sources
+from dsc.compiler.engine.preference import pair_rows, preference_report, tally_pairs, write_preference_splits
 from dsc.compiler.engine.progress import Progress
 from dsc.compiler.engine.rendering import render_selected
 from dsc.compiler.engine.resources import rare_cycle_collection
 from dsc.compiler.engine.result import BuildResult, SourceCacheReport
+from dsc.compiler.engine.selected import SelectedRows
 from dsc.compiler.engine.selected import select_rows
 from dsc.compiler.engine.spill import write_rows
 from dsc.compiler.engine.tally import tally_rows
@@ -86,6 +88,9 @@ def _build_loaded(loaded: LoadedSpec, out: Path, *, executor: ExecutorChoice, pr
         with open_executor(executor, ctx, ContextRecipe(str(loaded.path))) as ex:
             read = normalise_sources(loaded, inputs, store, ex, progress, ctx)
             check_bad_rows(spec, read.quarantine, read.rows_read, "while reading")
+            if spec.preference is not None:
+                return _write_preference(loaded, out, ctx, inputs, read, select_rows(spec, read), progress,
+                                         before_place, store)
             rows = render_selected(spec, read, select_rows(spec, read), store, ex, progress, ctx)
         cache_report = {name: SourceCacheReport("hit" if hit else "miss", r.reused, r.computed)
                         for name, hit, r in zip(read.names, read.cached, rows.rendered)}
@@ -106,3 +111,35 @@ def _build_loaded(loaded: LoadedSpec, out: Path, *, executor: ExecutorChoice, pr
                        warnings=counts.special_token_warning(spec), cache=cache_report,
                        cache_dir=store.root if store.persistent else None,
                        tokenizer_paths=ctx.tokenizer.fast_paths() if ctx.tokenizer is not None else None)
+
+
+def _write_preference(loaded: LoadedSpec, out: Path, ctx: Any, inputs: list[dict[str, Any]], read: NormalisedSources,
+                      chosen: SelectedRows, progress: Progress,
+                      before_place: Callable[[dict[str, Any]], None] | None, store: BuildCache) -> BuildResult:
+    """A spec with `preference:`: pairs (or KTO rows) instead of rendered SFT rows
+    (`engine.preference`); the rest of the artifact as for SFT."""
+    spec = loaded.spec
+    progress.start("pair")
+    rows = pair_rows(loaded, ctx.template, chosen)
+    selection_report = chosen.selection.report
+    del chosen
+    counts, stats = tally_pairs(rows)
+    quarantine = sorted(read.quarantine + rows.quarantine, key=lambda q: q.sort_key())
+    check_bad_rows(spec, quarantine, read.rows_read, "in total")
+    progress.done()
+    progress.start("write artifact")
+    with art.staged_directory(out) as tmp:
+        files = write_preference_splits(tmp, loaded, rows)
+        art.write_jsonl(tmp / QUARANTINE, (json.loads(q.line) for q in quarantine))
+        (tmp / TEMPLATE_FILE).write_text(ctx.template.source, encoding="utf-8")
+        fields = build_manifest(loaded, ctx, inputs, read, selection_report, counts, quarantine, files,
+                                preference=preference_report(rows, spec.preference, counts))
+        manifest = art.write_manifest(tmp, fields).to_dict()
+        write_card(tmp, manifest, stats)
+        progress.done()
+        if before_place is not None:
+            before_place(manifest)
+    return BuildResult(out_dir=out, manifest=manifest, quarantined=len(quarantine), written=dict(counts.written),
+                       cache={name: SourceCacheReport("hit" if hit else "miss") for name, hit in
+                              zip(read.names, read.cached)},
+                       cache_dir=store.root if store.persistent else None)
