@@ -128,6 +128,20 @@ class Counts(_Strict):
     special_tokens_in_content: dict[str, int]
 
 
+class PreferenceInfo(_Strict):
+    """A preference artifact (a spec with `preference:`): what its rows are and how pairing went.
+    Its rows are DPO pairs or KTO rows (`dsc.compiler.stages.preference.columns`), not SFT rows."""
+
+    kind: str  # dpo | kto
+    granularity: str  # trajectory | step
+    candidates: int  # chosen x rejected pairs within groups
+    pairs: int  # pairs taken
+    dropped: dict[str, int]  # reason -> candidate pairs not taken (ties, gaps, per_group_max)
+    unpairable: int  # pairs that could not be cut or rendered (quarantined)
+    rows: SplitCounts  # rows written per split
+    kto_classes: dict[str, SplitCounts] | None  # kto: desirable / undesirable rows per split
+
+
 class PluginInfo(_Strict):
     module: str
     path: str
@@ -150,6 +164,7 @@ class Manifest(_Strict):
     counts: Counts
     files: dict[str, str]  # data file (relative path) -> sha256
     plugins: list[PluginInfo] | None = None  # absent without user code (so plugin-free versions stay)
+    preference: PreferenceInfo | None = None  # absent for SFT artifacts (so their versions stay)
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest as JSON values, exactly the keys it was made with (an absent optional
@@ -159,6 +174,11 @@ class Manifest(_Strict):
     @property
     def tokenised(self) -> bool:
         return self.tokenizer is not None
+
+    @property
+    def kind(self) -> str:
+        """What the rows are for: sft, dpo or kto."""
+        return self.preference.kind if self.preference is not None else "sft"
 
 
 def manifest_text(manifest: Manifest) -> str:

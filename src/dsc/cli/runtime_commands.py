@@ -87,6 +87,8 @@ def train_command(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="A YAML file of train settings."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: runs/<name>-<version>)."),
     resume: bool = typer.Option(False, "--resume", metavar="", help="Continue from the last checkpoint in --out."),
+    method: Optional[str] = typer.Option(None, "--method", help="Objective: sft (default), dpo or kto (a preference "
+                                                                "artifact, through TRL: pip install 'dsc[trl]')."),
 ) -> None:
     """Fine-tune a model on ARTIFACT (LoRA by default; full=true for full fine-tuning).
 
@@ -104,7 +106,7 @@ def train_command(
         callbacks = [progress_callback(progress)] if progress.enabled else []
         try:
             return train(artifact, model=model, config_file=config, overrides=overrides or [], out=out,
-                         resume=resume, callbacks=callbacks)
+                         resume=resume, callbacks=callbacks, method=method)
         finally:
             progress.close()
 

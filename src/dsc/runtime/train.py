@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dsc.artifact.reader import Artifact
-from dsc.core.errors import ArtifactError, SpecError, allowed_list, did_you_mean
+from dsc.core.errors import ArtifactError, SpecError
 from dsc.runtime.artifact import load_artifact
 from dsc.runtime.features import (
     BinCollator,
@@ -44,11 +44,12 @@ from dsc.runtime.modeling import (
     peft_compat,
     pick_device,
     pin_template,
-    progress_enabled,
     quiet_libraries,
     read_json,
     resolve_model_ref,
 )
+from dsc.runtime.preference import check_method, preference_trainer
+from dsc.runtime.trainer_args import quiet_printer, training_arguments
 from dsc.spec.runtime import Layer, TrainConfig, copy_layer, override_layer, resolve, yaml_layer
 
 log = logging.getLogger("dsc.runtime")
@@ -59,8 +60,9 @@ _RESUME_KEY = "dsc-run-key.json"  # in the checkpoints folder: what a resumed ru
 
 
 def resolve_train_config(artifact: Artifact, config_file: str | Path | None = None,
-                         overrides: Sequence[str] = (), model: str | None = None) -> TrainConfig:
-    """Spec `train:` block < config file < key=value overrides < --model."""
+                         overrides: Sequence[str] = (), model: str | None = None,
+                         method: str | None = None) -> TrainConfig:
+    """Spec `train:` block < config file < key=value overrides < --model, --method."""
     layers: list[Layer] = [copy_layer("the spec's train: block (manifest.json)", artifact.spec.get("train"))]
     if config_file is not None:
         layers.append(yaml_layer(config_file))
@@ -68,6 +70,8 @@ def resolve_train_config(artifact: Artifact, config_file: str | Path | None = No
         layers.append(override_layer(list(overrides)))
     if model is not None:
         layers.append(Layer(label="--model", data={"model": model}))
+    if method is not None:
+        layers.append(Layer(label="--method", data={"method": method}))
     return resolve(TrainConfig, layers, "train")
 
 
@@ -162,6 +166,12 @@ class TrainSession:
                 "splits": {k: v.to_dict() for k, v in sorted(self.dataset_packing.items())}})
         return record
 
+    def _tokenization_record(self) -> dict[str, Any]:
+        if self.config.train_split not in self.feature_stats:  # dpo / kto: TRL tokenises
+            return {"source": "trl", "reason": self.tokenization_note, "splits": {}}
+        return {"source": self.feature_stats[self.config.train_split].source, "reason": self.tokenization_note,
+                "splits": {k: v.to_dict() for k, v in sorted(self.feature_stats.items())}}
+
     def _run_record(self, metrics: dict[str, Any]) -> dict[str, Any]:
         a = self.artifact
         return {
@@ -173,12 +183,11 @@ class TrainSession:
             "base_model": self.model_ref,
             "base_model_path": str(Path(self.model_ref).resolve()) if Path(self.model_ref).exists() else None,
             "method": "full" if self.config.full else "lora",
+            "objective": self.config.method,
             "packing": self._packing_record(),
             "hyperparameters": self.config.model_dump(mode="json"),
             "device": {"type": self.device.name, "precision": self.device.precision},
-            "tokenization": {"source": self.feature_stats[self.config.train_split].source,
-                             "reason": self.tokenization_note,
-                             "splits": {k: v.to_dict() for k, v in sorted(self.feature_stats.items())}},
+            "tokenization": self._tokenization_record(),
             "eos_token_id": list(self.eos_ids),
             "inference": a.inference,
             "metrics": metrics,
@@ -209,12 +218,13 @@ class _WarningCollector(logging.Handler):
 
 def prepare_training(artifact_dir: str | Path, *, model: str | None = None, config_file: str | Path | None = None,
                      overrides: Sequence[str] = (), out: str | Path | None = None, resume: bool = False,
-                     callbacks: Sequence[Any] = ()) -> TrainSession:
+                     callbacks: Sequence[Any] = (), method: str | None = None) -> TrainSession:
+    """`method`: sft (the default), dpo or kto; it must match the artifact's kind."""
     collector = _WarningCollector()
     log.addHandler(collector)
     try:
         session = _prepare(artifact_dir, model=model, config_file=config_file, overrides=overrides, out=out,
-                           resume=resume, callbacks=callbacks)
+                           resume=resume, callbacks=callbacks, method=method)
     finally:
         log.removeHandler(collector)
     session.warnings = collector.messages
@@ -279,10 +289,11 @@ def train(artifact_dir: str | Path, **kwargs: Any) -> TrainResult:
 
 def _prepare(artifact_dir: str | Path, *, model: str | None, config_file: str | Path | None,
              overrides: Sequence[str], out: str | Path | None, resume: bool,
-             callbacks: Sequence[Any]) -> TrainSession:
+             callbacks: Sequence[Any], method: str | None = None) -> TrainSession:
     quiet_libraries()
     artifact = load_artifact(artifact_dir)
-    config = resolve_train_config(artifact, config_file, overrides, model)
+    config = resolve_train_config(artifact, config_file, overrides, model, method)
+    check_method(artifact, config.method)
     if config.model is None:
         raise SpecError("no model to train: pass --model (a local directory or a hub id) or set train.model")
     if config.train_split not in artifact.splits:
@@ -306,6 +317,13 @@ def _prepare(artifact_dir: str | Path, *, model: str | None, config_file: str | 
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
 
+    if config.method != "sft":
+        net = _load_model(model_ref, config, device, len(tokenizer))
+        trainer = preference_trainer(config, device, net, tokenizer, artifact, eval_split, out_dir, callbacks)
+        return _session(artifact, config, model_ref, out_dir, device, tokenizer, net, trainer, {},
+                        f"TRL's {config.method.upper()} tokenisation of the artifact's messages with its pinned template",
+                        template_differed, resume_from, {})
+
     model_sha = tokenizer_sha256(model_ref)
     stored, note = use_stored_tokens(artifact, config.train_split, model_sha)
     stats: dict[str, FeatureStats] = {}
@@ -328,10 +346,18 @@ def _prepare(artifact_dir: str | Path, *, model: str | None, config_file: str | 
             eval_ds, dataset_packing[eval_split] = pack_dataset(eval_ds, pack_length, config.seed)
 
     net = _load_model(model_ref, config, device, len(tokenizer))
-    eos_ids = eos_ids_for(tokenizer, artifact.end_of_turn, getattr(_base_model(net).generation_config,
-                                                                   "eos_token_id", None))
     trainer = _make_trainer(config, device, net, tokenizer, train_ds, eval_ds, out_dir, callbacks,
                             resolve_pack_length(artifact, config))
+    return _session(artifact, config, model_ref, out_dir, device, tokenizer, net, trainer, stats, note,
+                    template_differed, resume_from, dataset_packing)
+
+
+def _session(artifact: Artifact, config: TrainConfig, model_ref: str, out_dir: Path, device: Device, tokenizer: Any,
+             net: Any, trainer: Any, stats: dict[str, FeatureStats], note: str, template_differed: bool,
+             resume_from: str | None, dataset_packing: dict[str, DatasetPacking]) -> TrainSession:
+    """The session of a prepared trainer (any objective); writes the resume key beside the checkpoints."""
+    eos_ids = eos_ids_for(tokenizer, artifact.end_of_turn, getattr(_base_model(net).generation_config,
+                                                                   "eos_token_id", None))
     if trainer.is_world_process_zero():
         (out_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
         (out_dir / CHECKPOINTS / _RESUME_KEY).write_text(
@@ -464,44 +490,11 @@ def batch_collator(config: TrainConfig, tokenizer: Any, net: Any, pack_length: i
 
 def _make_trainer(config: TrainConfig, device: Device, net: Any, tokenizer: Any, train_ds: Any, eval_ds: Any,
                   out_dir: Path, callbacks: Sequence[Any], pack_length: int | None = None) -> Any:
-    from transformers import SchedulerType, TrainingArguments
+    from transformers import TrainingArguments
 
-    schedulers = [s.value for s in SchedulerType]
-    if config.lr_scheduler not in schedulers:
-        raise SpecError(f"train setting 'lr_scheduler': unknown scheduler '{config.lr_scheduler}'"
-                        f"{did_you_mean(config.lr_scheduler, schedulers)}; allowed: {allowed_list(schedulers)}")
-    has_eval = eval_ds is not None
-    args = TrainingArguments(
-        output_dir=str(out_dir / CHECKPOINTS),
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.eval_batch_size or config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps or -1,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_steps if config.warmup_steps is not None else config.warmup_ratio,
-        lr_scheduler_type=config.lr_scheduler,
-        max_grad_norm=config.max_grad_norm,
-        bf16=device.precision == "bf16",
-        fp16=device.precision == "fp16",
-        use_cpu=not device.cuda,
-        **_checkpointing_args(TrainingArguments, config.gradient_checkpointing),
-        logging_steps=config.logging_steps,
-        logging_first_step=True,
-        eval_strategy=("steps" if config.eval_steps else "epoch") if has_eval else "no",
-        eval_steps=config.eval_steps,
-        save_strategy="steps" if config.save_steps else "epoch",
-        save_steps=config.save_steps or 500,
-        save_total_limit=config.save_total_limit,
-        seed=config.seed,
-        data_seed=config.seed,
-        report_to="none",
-        disable_tqdm=not progress_enabled(),
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        include_num_input_tokens_seen="non_padding",
-    )
+    args = TrainingArguments(**training_arguments(config, device, out_dir / CHECKPOINTS, eval_ds is not None,
+                                                  TrainingArguments),
+                             include_num_input_tokens_seen="non_padding")
     collator = batch_collator(config, tokenizer, net, pack_length)
     trainer = weighted_trainer_class()(
         model=net,
@@ -512,18 +505,8 @@ def _make_trainer(config: TrainConfig, device: Device, net: Any, tokenizer: Any,
         processing_class=tokenizer,
         callbacks=list(callbacks),
     )
-    if not progress_enabled():  # no bar, and no raw log dicts on stdout in its place
-        from transformers.trainer_callback import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)
+    quiet_printer(trainer)
     return trainer
-
-
-def _checkpointing_args(args_cls: Any, enabled: bool) -> dict[str, Any]:
-    # transformers 5.x renamed gradient_checkpointing* to activation_checkpointing* (old names warn).
-    name = "activation_checkpointing" if "activation_checkpointing" in args_cls.__dataclass_fields__ \
-        else "gradient_checkpointing"
-    return {name: enabled, f"{name}_kwargs": {"use_reentrant": False} if enabled else None}
 
 
 def model_card(run: dict[str, Any]) -> str:

@@ -40,6 +40,7 @@ from dsc.spec.sections import (
     LossPolicy,
     LossSpec,
     MixBucket,
+    PreferenceSpec,
     SpecialTokenPolicy,
     TokenizeSpec,
     loss_weight_rules,
@@ -129,6 +130,8 @@ class Spec(Strict):
     capabilities: CapabilitiesSpec | None = None
     dedup: bool = Field(True, description="drop exact duplicate conversations")
     mix: dict[str, MixBucket] | None = Field(None, description="counts / rates / ratios / proportions per bucket")
+    preference: PreferenceSpec | None = Field(
+        None, description="preference pairs (DPO) or rows (KTO) over the selected rows instead of SFT rows")
     # Runtime defaults; validated by dsc.runtime when training/evaluating.
     train: dict[str, Any] | None = None
     eval: dict[str, Any] | None = None
@@ -148,10 +151,13 @@ class Spec(Strict):
 
     @model_serializer(mode="wrap")
     def _without_empty_plugins(self, handler: Any) -> dict[str, Any]:
-        # A spec without plugins dumps as it did before `plugins:` existed (same artifact version).
+        # A spec without plugins (or preference) dumps as it did before `plugins:` (`preference:`)
+        # existed: same artifact version.
         d = handler(self)
         if not d.get("plugins"):
             d.pop("plugins", None)
+        if d.get("preference") is None:
+            d.pop("preference", None)
         return d
 
     def emitted_sources(self) -> dict[str, SourceSpec]:
@@ -172,6 +178,7 @@ SECTION_READERS: dict[str, Literal["rows", "sources", "rendering", "code", "late
     "dsc": "rows", "seed": "rows", "label": "rows", "filters": "rows", "convert": "rows",
     "decontaminate": "rows", "assemble": "rows", "condition": "rows", "negatives": "rows",
     "capabilities": "rows",  # its `rates`/`proportions` are selection (engine.cache drops them)
+    "preference": "rows",  # turns conditioning off in stage 1 (`sections.row_condition`); the pairs are later
     "sources": "sources",
     "template": "rendering", "loss": "rendering", "special_tokens": "rendering", "tokenize": "rendering",
     "plugins": "code",

@@ -47,7 +47,13 @@ class TrainConfig(StrictSettings):
     """Hyperparameters of `dsc train`."""
 
     model: str | None = None  # base model: a local directory or a hub id; `--model` overrides
+    # the objective: sft (the artifact's rows), dpo or kto (a preference artifact, through TRL's
+    # trainers); it must match the artifact's kind. `--method` overrides
+    method: Literal["sft", "dpo", "kto"] = "sft"
     full: bool = False  # full fine-tuning instead of LoRA
+    beta: float = Field(0.1, gt=0)  # dpo / kto: how far the policy may move from the reference model
+    desirable_weight: float = Field(1.0, gt=0)  # kto: loss weight of desirable rows (see the manifest's kto_classes)
+    undesirable_weight: float = Field(1.0, gt=0)  # kto: loss weight of undesirable rows
     lora: LoraSettings = Field(default_factory=LoraSettings)
     epochs: float = Field(3.0, gt=0)
     max_steps: int | None = Field(None, ge=1)  # when set, wins over epochs
@@ -101,6 +107,8 @@ class TrainConfig(StrictSettings):
     def _consistent(self) -> "TrainConfig":
         if self.full and self.quantization != "none":
             raise ValueError("full fine-tuning of a quantized model is not possible; use LoRA (full: false)")
+        if self.method != "sft" and self.packing:
+            raise ValueError(f"packing applies to sft; method {self.method} trains on pairs through TRL (drop packing)")
         return self
 
 

@@ -1,6 +1,6 @@
 """The spec's section models that no stage registry shapes: row selectors (`where:`), label,
 capabilities, condition, decontaminate, assemble, the loss policy and its weight rules,
-tokenisation settings and mix buckets.
+tokenisation settings, mix buckets and preference pairs.
 
 They live here, not in their stages, so that `dsc.spec.model` validates a spec without
 importing the stage code (numpy, pyarrow, tokenizers).
@@ -513,3 +513,44 @@ def mix_problems(mix: dict[str, MixBucket], sources: Iterable[str]) -> list[tupl
         first = next(iter(props))
         out.append((f"proportions sum to {sum(props.values()):g}, not 1 ({', '.join(props)})", (first, "proportion")))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# `preference:`
+# ---------------------------------------------------------------------------------------------
+
+
+class PreferenceSpec(Strict):
+    """Preference data (DPO pairs, KTO rows) over the rows the rest of the spec makes.
+
+    A pair is a `chosen` row and a `rejected` row of one group (the question); which pairs are
+    taken is a seeded hash rank of the two ids, so it does not depend on input order and adding
+    rows never reshuffles the pairs already taken (only a `per_group_max` cap can let a new pair
+    in ahead of an old one)."""
+
+    kind: Literal["dpo", "kto"] = Field(description="dpo: prompt/chosen/rejected rows; kto: prompt/completion/label rows")
+    chosen: Where = Field(description="which rows may be the preferred side (e.g. {label: success})")
+    rejected: Where = Field(description="which rows may be the dispreferred side (e.g. {label: failure})")
+    granularity: Literal["trajectory", "step"] = Field(
+        "trajectory", description="trajectory: whole conversations after the shared prompt; step: both cut at the "
+                                  "first assistant turn where they differ (the shared prefix is the prompt)")
+    per_group_max: int | None = Field(None, ge=1, description="most pairs per group (None: every pair)")
+    min_gap: float | None = Field(None, gt=0.0, allow_inf_nan=False,
+                                  description="smallest meta.score difference chosen - rejected a pair may have")
+    condition: bool = Field(False, description="keep the spec's success-conditioning strings in pair rows "
+                                               "(off: both sides of a pair need the same prompt)")
+
+    @model_validator(mode="after")
+    def _sides_differ(self) -> "PreferenceSpec":
+        if self.chosen.model_dump() == self.rejected.model_dump():
+            raise ValueError("`chosen` and `rejected` select the same rows: no pair is possible "
+                             "(e.g. chosen: {label: success}, rejected: {label: failure})")
+        return self
+
+
+def row_condition(condition: ConditionSpec | None, preference: PreferenceSpec | None) -> ConditionSpec | None:
+    """The conditioning the row pipeline applies: none for a preference spec unless it asks for
+    it, since a pair's two sides must share one prompt (conditioning strings differ by class)."""
+    if preference is not None and not preference.condition:
+        return None
+    return condition

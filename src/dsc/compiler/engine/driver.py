@@ -34,6 +34,7 @@ from dsc.compiler.engine.executors.base import ContextRecipe, ExecutorChoice
 from dsc.compiler.engine.limits import check_bad_rows
 from dsc.compiler.engine.manifest import build_manifest
 from dsc.compiler.engine.normalise import normalise_sources
+from dsc.compiler.engine.preference import write_preference_artifact
 from dsc.compiler.engine.progress import Progress
 from dsc.compiler.engine.rendering import render_selected
 from dsc.compiler.engine.resources import rare_cycle_collection
@@ -87,6 +88,9 @@ def _build_loaded(loaded: LoadedSpec, out: Path, *, executor: ExecutorChoice, pr
         with open_executor(executor, ctx, ContextRecipe(str(loaded.path))) as ex:
             read = normalise_sources(loaded, inputs, store, ex, progress, ctx)
             check_bad_rows(spec, read.quarantine, read.rows_read, "while reading")
+            if spec.preference is not None:
+                return write_preference_artifact(loaded, out, ctx, inputs, read, select_rows(spec, read), progress,
+                                                 before_place, store)
             rows = render_selected(spec, read, select_rows(spec, read), store, ex, progress, ctx)
         cache_report = {name: SourceCacheReport("hit" if hit else "miss", r.reused, r.computed)
                         for name, hit, r in zip(read.names, read.cached, rows.rendered)}

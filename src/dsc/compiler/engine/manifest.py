@@ -60,7 +60,7 @@ def _counts(read: NormalisedSources, tally: Tally, quarantine: list[QuarantineEn
 
 def build_manifest(loaded: LoadedSpec, ctx: BuildContext, inputs: list[dict[str, Any]], read: NormalisedSources,
                    selection_report: dict[str, Any], tally: Tally, quarantine: list[QuarantineEntry],
-                   files: dict[str, str]) -> dict[str, Any]:
+                   files: dict[str, str], preference: dict[str, Any] | None = None) -> dict[str, Any]:
     """The manifest's fields of a built artifact (all but `version`, which `write_manifest` adds)."""
     spec, template, tokenizer = loaded.spec, ctx.template, ctx.tokenizer
     manifest: dict[str, Any] = {
@@ -83,4 +83,6 @@ def build_manifest(loaded: LoadedSpec, ctx: BuildContext, inputs: list[dict[str,
     plugins = manifest_plugins(spec, loaded.plugins, loaded.base_dir)
     if plugins:  # absent without user code, so plugin-free specs keep their versions
         manifest["plugins"] = [m.to_dict() for m in plugins]
+    if preference is not None:  # absent for SFT artifacts, so their versions stay
+        manifest["preference"] = preference
     return manifest

@@ -49,7 +49,7 @@ from dsc.compiler.stages.transforms.negatives import apply_rules, prepare_rules
 from dsc.core.errors import did_you_mean
 from dsc.record import MISSING, Conversation, get_path
 from dsc.spec.model import LoadedSpec, Spec
-from dsc.spec.sections import CapabilitiesSpec, ConditionSpec, LabelRules, label_classes
+from dsc.spec.sections import CapabilitiesSpec, ConditionSpec, LabelRules, label_classes, row_condition
 from dsc.spec.steps import ConvertStep, FilterEntry, NegativeRule
 
 
@@ -232,8 +232,9 @@ def build_pipeline(spec: Spec, base_dir: Path, *, template: Any = None, tokenize
         steps.append(Decontaminate(_decontaminator(spec, base_dir), joiner, _question_path(spec)))
     if assembler is not None:
         steps.append(Assemble(assembler))
-    if spec.condition:
-        steps.append(Condition(spec.condition))
+    condition = row_condition(spec.condition, spec.preference)
+    if condition:
+        steps.append(Condition(condition))
     if spec.negatives:
         steps.append(Negatives(spec.negatives, prepare_rules(spec.negatives, base_dir), spec.seed))
     caps = spec.capabilities
@@ -287,7 +288,7 @@ def inference(spec: Spec, pipeline: RowPipeline | None) -> dict[str, Any]:
             prompt.append({"role": "user", "content": QUESTION_PLACEHOLDER})
     else:
         prompt = [{"role": "user", "content": QUESTION_PLACEHOLDER}]
-    block = inference_block(spec.condition, prompt, positions)
+    block = inference_block(row_condition(spec.condition, spec.preference), prompt, positions)
     dialect = dialect_inference(spec.convert or [], pipeline.convert_prepared if pipeline is not None else [])
     if dialect is not None:  # only specs that write a dialect (the others' manifests stay as they were)
         block["dialect"] = dialect
@@ -318,6 +319,9 @@ def _wheres(spec: Spec) -> list[tuple[Any, tuple[Any, ...]]]:
         out.append((r.where, ("capabilities", "rules", i, "where")))
     for name, b in (spec.mix or {}).items():
         out.append((b.where, ("mix", name, "where")))
+    if spec.preference is not None:
+        out += [(spec.preference.chosen, ("preference", "chosen")),
+                (spec.preference.rejected, ("preference", "rejected"))]
     return [(w, loc) for w, loc in out if w is not None]
 
 
@@ -418,6 +422,15 @@ def check_semantics(loaded: LoadedSpec) -> None:
                 if r != "none" and r not in rules:
                     raise loaded.error(f"`where` names rule '{r}', which no `negatives` entry uses"
                                        f"{did_you_mean(r, rules)}", (*loc, "rule"))
+
+    pref = spec.preference
+    if pref is not None and label is None:
+        for side in ("chosen", "rejected"):
+            where = getattr(pref, side)
+            for key in ("label", "success"):
+                if getattr(where, key) is not None:
+                    raise loaded.error(f"`preference.{side}` selects by {key}, but the spec has no `label` "
+                                       "section: no row has one, so no pair is possible", ("preference", side, key))
 
     mix = spec.mix
     if mix:

@@ -93,12 +93,12 @@ def shard_names(split: str, n_rows: int, shard_rows: int) -> list[str]:
 
 def write_split(out: Path, split: str, rows: Iterable[dict[str, Any]] | Iterable[pa.Table | pa.RecordBatch],
                 n_rows: int, *, tokenized: bool, shard_rows: int, row_group_rows: int,
-                weighted: bool = False) -> list[str]:
+                weighted: bool = False, schema: pa.Schema | None = None) -> list[str]:
     """Write one split's rows (already in their final order) as parquet shards; returns relative paths.
 
     `rows`: row dicts, or Arrow tables / record batches of rows in the row schema (the build
-    streams these, a row group at a time)."""
-    schema = row_schema(tokenized, weighted)
+    streams these, a row group at a time). `schema`: another row schema (preference rows)."""
+    schema = schema if schema is not None else row_schema(tokenized, weighted)
     names = shard_names(split, n_rows, shard_rows)
     take = _row_taker(iter(rows), schema)
     for name in names:
