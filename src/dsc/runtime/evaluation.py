@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from dsc.artifact.reader import Artifact
+from dsc.core.builds import spec_of
 from dsc.core.errors import SpecError
 from dsc.dialects.base import Dialect
 from dsc.dialects.react import ReactDialect
@@ -57,7 +58,7 @@ def resolve_eval_config(tasks_file: str | Path | None, artifact: Artifact | None
         base = Path(tasks_file).resolve().parent
     elif artifact is not None and artifact.spec.get("eval"):
         layers.append(copy_layer("the spec's eval: block (manifest.json)", artifact.spec["eval"]))
-        base = Path.cwd()
+        base = spec_dir_of(artifact, artifact.spec["eval"])
     else:
         raise SpecError("no eval tasks: pass --tasks FILE, or --artifact for a spec with an eval: block")
     if overrides:
@@ -68,6 +69,25 @@ def resolve_eval_config(tasks_file: str | Path | None, artifact: Artifact | None
             (top if item.split("=", 1)[0].split(".", 1)[0] in run_keys else per_task).append(item)
         layers.append(override_layer(top + [f"tasks.{n}.{item}" for n in names for item in per_task]))
     return EvalPlan(resolve(EvalConfig, layers, "eval"), base)
+
+
+def spec_dir_of(artifact: Artifact, block: dict[str, Any]) -> Path:
+    """Where the spec's relative eval paths resolve: its directory, which the manifest does not
+    record (a path would make the artifact depend on where it was built). This machine's build
+    index knows it (`dsc.core.builds`); for an artifact built elsewhere it is the nearest
+    directory, going up from the artifact (the default output is `<spec dir>/build/<name>`), then
+    the working directory, where every task's `data` file exists; the working directory when
+    none is found (the missing file is then reported as such)."""
+    spec = spec_of(artifact.manifest.version, artifact.manifest.spec_sha256)
+    if spec is not None:
+        return spec.parent
+    tasks = block.get("tasks") if isinstance(block.get("tasks"), dict) else {}
+    files = [str(t["data"]) for t in tasks.values() if isinstance(t, dict) and isinstance(t.get("data"), str)]
+    candidates = [*Path(artifact.path).resolve().parents, Path.cwd()]
+    for d in candidates:
+        if files and all((d / f).is_file() for f in files):
+            return d
+    return Path.cwd()
 
 
 # --------------------------------------------------------------------------------------------

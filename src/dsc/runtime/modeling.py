@@ -42,8 +42,18 @@ def peft_compat():
         yield
 
 
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
+
+OFFLINE_HELP = ("give a local directory: a saved model (config.json, tokenizer files and weights), or, to train "
+                "from scratch, one with only config.json and tokenizer files (`make demo` uses "
+                "examples/nat-miniature/tiny-llama); a model already in the Hugging Face cache loads with "
+                "HF_HUB_OFFLINE=1")
+
+
 def resolve_model_ref(ref: str) -> str:
-    """A local directory (must exist) or a hub id (`org/name`, loaded through the hub cache)."""
+    """A local directory (must exist) or a hub id (`org/name`) that is in the Hugging Face cache
+    or on a hub this machine reaches. An id that is neither fails here, within seconds, naming
+    the offline ways on (the hub client would otherwise retry for about a minute)."""
     p = Path(ref).expanduser()
     if p.exists():
         if not p.is_dir():
@@ -52,7 +62,52 @@ def resolve_model_ref(ref: str) -> str:
     looks_local = ref.startswith((".", "/", "~")) or ref.count("/") > 1 or "\\" in ref
     if looks_local:
         raise ModelError(f"model directory not found: {ref}")
+    if _in_hub_cache(ref):
+        return ref
+    if _offline():
+        raise ModelError(f"model '{ref}' is not a local directory and not in the Hugging Face cache, and "
+                         f"HF_HUB_OFFLINE is set: {OFFLINE_HELP}")
+    _check_on_hub(ref)
     return ref
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _in_hub_cache(ref: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(ref, "config.json"), str)
+    except Exception:  # noqa: BLE001 - not a valid repo id: not cached
+        return False
+
+
+def _check_on_hub(ref: str) -> None:
+    """One request with a short timeout: a clear error now instead of the client's retries."""
+    try:
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    except ImportError:  # pragma: no cover - transformers depends on huggingface_hub
+        return
+    try:
+        HfApi().model_info(ref, timeout=10)
+    except GatedRepoError:
+        return  # reachable; loading says what access it needs
+    except RepositoryNotFoundError:
+        raise ModelError(f"no model '{ref}' on the Hugging Face hub (or it is private: log in with "
+                         f"`hf auth login`), and no such local directory") from None
+    except Exception as e:  # noqa: BLE001 - the hub is unreachable: name the ways on
+        raise ModelError(f"model '{ref}' is not a local directory and the Hugging Face hub cannot be reached "
+                         f"({_first_line(e)}): {OFFLINE_HELP}") from None
+
+
+def has_weights(path: str) -> bool:
+    """Whether a local model directory holds weights (else it is a config to train from scratch)."""
+    p = Path(path)
+    return not p.is_dir() or any(next(p.glob(pattern), None) is not None for pattern in WEIGHT_FILES)
 
 
 def load_tokenizer(ref: str):

@@ -39,6 +39,7 @@ from dsc.runtime.modeling import (
     Device,
     ModelError,
     eos_ids_for,
+    has_weights,
     library_versions,
     load_tokenizer,
     peft_compat,
@@ -401,6 +402,22 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
+def _from_config(model_ref: str, config: TrainConfig, kwargs: dict[str, Any]) -> Any:
+    """A local directory with config.json and no weights: a model of that shape with weights drawn
+    from the run's seed (set before this is called), trained in full — LoRA would train adapters on
+    random weights that no file keeps."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if not config.full:
+        raise SpecError(f"model '{model_ref}' has a config.json but no weights: it trains from scratch, which "
+                        "needs full=true (LoRA adapters would sit on random weights no file keeps)")
+    log.info("model '%s' has no weights: initialised from its config.json (seed %d)", model_ref, config.seed)
+    model_config = AutoConfig.from_pretrained(model_ref)
+    if kwargs.get("attn_implementation"):
+        model_config._attn_implementation = kwargs["attn_implementation"]
+    return AutoModelForCausalLM.from_config(model_config, dtype=kwargs["dtype"])
+
+
 def _load_model(model_ref: str, config: TrainConfig, device: Device, vocab_size: int) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
@@ -413,7 +430,10 @@ def _load_model(model_ref: str, config: TrainConfig, device: Device, vocab_size:
     if config.quantization != "none":
         kwargs["quantization_config"] = _bnb_config(config.quantization, device)
     try:
-        net = AutoModelForCausalLM.from_pretrained(model_ref, **kwargs)
+        if has_weights(model_ref):
+            net = AutoModelForCausalLM.from_pretrained(model_ref, **kwargs)
+        else:
+            net = _from_config(model_ref, config, kwargs)
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load model '{model_ref}': {str(e).strip().splitlines()[0]}") from None
     if net.get_input_embeddings().num_embeddings < vocab_size:

@@ -46,6 +46,7 @@ from dsc.compiler.engine.validation import load_spec
 from dsc.compiler.stages.read.sources import resolve_inputs
 from dsc.compiler.stages.write import artifact as art
 from dsc.compiler.stages.write.card import write_card
+from dsc.core.builds import record_build
 from dsc.spec.model import LoadedSpec, default_out_dir
 
 
@@ -74,8 +75,10 @@ def build_loaded(loaded: LoadedSpec, out_dir: str | Path | None = None, *, worke
     out = Path(out_dir) if out_dir is not None else default_out_dir(loaded)
     choice = executor if executor is not None else ExecutorChoice("local", workers)
     with art.output_lock(out), rare_cycle_collection():
-        return _build_loaded(loaded, out, executor=choice, progress=progress or Progress(),
-                             before_place=before_place, cache=cache, cache_dir=cache_dir)
+        result = _build_loaded(loaded, out, executor=choice, progress=progress or Progress(),
+                               before_place=before_place, cache=cache, cache_dir=cache_dir)
+    record_build(result.manifest["version"], loaded.path)  # where `dsc eval` finds the spec's eval paths
+    return result
 
 
 def _build_loaded(loaded: LoadedSpec, out: Path, *, executor: ExecutorChoice, progress: Progress,
