@@ -179,6 +179,8 @@ class Dialect:
     # A turn with no call is the final answer (JSON dialects); else an invalid step (ReAct: `finish[x]`).
     reply_is_answer: ClassVar[bool] = True
     text: ClassVar[bool] = True  # False: the calls stay structured (the template writes them)
+    # True: an answer (a turn without calls) is written too, not only call turns (Harmony's `final` channel).
+    writes_answers: ClassVar[bool] = False
     # Tool names the dialect can write (any by default; pythonic calls: Python identifiers).
     tool_names: ClassVar[re.Pattern[str]] = re.compile(r".+", re.DOTALL)
 

@@ -91,7 +91,9 @@ class Glm45(Dialect):
         if lenient:
             for i, block in enumerate(rest.split(OPEN)[1:]):
                 block = block.split(CLOSE, 1)[0]
-                name, _, body = block.partition("\n")
+                name, newline, body = block.partition("\n")
+                if not newline:  # GLM writes a newline after every name: the name may be cut short
+                    raise BadRow(f"{where}, call {i}: <tool_call> cut short before the end of its tool name")
                 if not name.strip():
                     raise BadRow(f"{where}, call {i}: <tool_call> without a tool name")
                 calls.append(self._call(name.strip(), [(m["key"], m["value"]) for m in _ARG.finditer(body)], tools))

@@ -84,6 +84,7 @@ class Harmony(Dialect):
     # One call per generation: the model stops at `<|call|>` (and the template writes `tool_calls[0]`
     # only), so a row with parallel calls is quarantined rather than silently cut.
     parallel = False
+    writes_answers = True  # an answer is a `final` message
 
     def write_turn(self, content: str, calls: Any, tools: Tools, where: str = "turn") -> str:
         check_free_of(content, TOKENS, "the text", where)

@@ -126,10 +126,9 @@ class Pythonic(Dialect):
             node = _expression(rest[:end])
             if isinstance(node, ast.List):
                 return Turn(split_content(body, first.start()), _calls(node, where))
-        for closing in (")]", "]", "')]", "\")]"):
-            node = _expression(rest + closing)
-            if isinstance(node, ast.List):
-                return Turn(split_content(body, first.start()), _calls(node, where))
+        node = _expression(rest + "]")  # every call complete, the list's `]` cut off
+        if isinstance(node, ast.List):
+            return Turn(split_content(body, first.start()), _calls(node, where))
         raise BadRow(f"{where}: the tool-call list cannot be read as Python")
 
     def write_observations(self, results: Sequence[str], calls: Any = None) -> str:

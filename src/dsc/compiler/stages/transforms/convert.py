@@ -135,7 +135,7 @@ def tool_calls_to_react(conv: Conversation, opts: ToReactOptions, box: Toolbox) 
 
     out: list[Message] = []
     for i, m in enumerate(conv.messages):
-        if m.role == "assistant" and m.tool_calls:
+        if m.role == "assistant" and (m.tool_calls or dialect.writes_answers):
             if len(m.tool_calls) != 1:
                 raise BadRow(f"message {i}: {len(m.tool_calls)} tool calls in one turn; ReAct has one action per turn")
             call = m.tool_calls[0]
@@ -355,14 +355,15 @@ def to_dialect(conv: Conversation, opts: DialectOptions, box: Toolbox) -> Conver
             results.append(m)
             continue
         flush()
-        if m.role == "assistant" and m.tool_calls:
-            dialect.check_parallel(m.tool_calls, f"message {i}")
-            for call in m.tool_calls:
+        if m.role == "assistant" and (m.tool_calls or dialect.writes_answers):
+            calls = m.tool_calls or []
+            dialect.check_parallel(calls, f"message {i}")
+            for call in calls:
                 if call.name not in tools:
                     box.get(call.name, f"message {i}")  # unknown tools: an error unless inferred
-            dialect.check_names(m.tool_calls, f"message {i}")
-            asked = list(m.tool_calls)
-            text = dialect.write_turn(m.content, m.tool_calls, tools, f"message {i}")
+            dialect.check_names(calls, f"message {i}")
+            asked = list(calls) or asked
+            text = dialect.write_turn(m.content, calls, tools, f"message {i}")
             out.append(Message("assistant", text, loss=m.loss, capability=m.capability))
         else:
             out.append(m)
@@ -426,7 +427,6 @@ def dialect_inference(steps: list[ConvertStep], prepared: list[Any]) -> dict[str
             block = {**dialect.inference(), "observation_role": opts.observation_role, "tools_in_system": listed,
                      "system_prompt": prompt}
             if opts.reasoning_effort is not None:  # harmony: eval prompts state the same effort
-                block["reasoning_effort"] = opts.reasoning_effort
                 block["system_prompt"] = "\n\n".join(x for x in (f"Reasoning: {opts.reasoning_effort}", prompt) if x)
             return block
     return None
