@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, Literal
+from typing import Any, Literal
 
 import pytest
 
@@ -121,8 +121,8 @@ def test_harmony_reads_every_header_harmony_knows():
         ' to=functions.get_weather<|channel|>commentary <|constrain|>json<|message|>{"city": "Tokyo"}<|call|>',
         '<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city":"Tokyo"}<|call|>',
         '<|channel|>commentary to=functions.get_weather<|constrain|>json<|message|>{"city":"Tokyo"}',
-        '<|channel|>analysis<|message|>Need weather.<|end|><|start|>assistant<|channel|>commentary '
-        'to=functions.get_weather <|constrain|>json<|message|>{"city":"Tokyo"} trailing',
+        ('<|channel|>analysis<|message|>Need weather.<|end|><|start|>assistant<|channel|>commentary '
+         'to=functions.get_weather <|constrain|>json<|message|>{"city":"Tokyo"} trailing'),
     ]
     for text in variants:
         turn = harmony.parse_turn(text, DEFS, lenient=True)
@@ -350,7 +350,7 @@ def test_pythonic_never_evaluates():
 
 def _qwen_agent_reference() -> dict[str, Any]:
     source = (DATA / "qwen_agent" / "qwen_fncall_prompt_excerpt.py.txt").read_text(encoding="utf-8")
-    namespace: dict[str, Any] = {"json": json, "Dict": Dict, "Literal": Literal}
+    namespace: dict[str, Any] = {"json": json, "Dict": dict, "Literal": Literal}
     exec(compile(source, "qwen_fncall_prompt_excerpt.py", "exec"), namespace)  # noqa: S102 - the vendored reference
     return namespace
 

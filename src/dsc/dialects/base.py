@@ -99,7 +99,7 @@ def parameter_schema(tools: Tools, name: str, key: str) -> Mapping[str, Any]:
 # Dialects that write each argument as text (Qwen3-Coder's `<parameter=k>`, GLM's `<arg_value>`)
 # read a value back by its declared type: a parameter typed only `string` is its text; any other
 # (or none) is read as a literal, the text itself when it is none. `literal` raises ValueError.
-Literal_ = Callable[[str], Any]
+ReadLiteral = Callable[[str], Any]
 
 
 def json_literal(text: str) -> Any:
@@ -121,7 +121,7 @@ def python_literal(text: str) -> Any:
         raise ValueError(text) from None
 
 
-def typed_value(text: str, schema: Mapping[str, Any], literal: Literal_) -> Any:
+def typed_value(text: str, schema: Mapping[str, Any], literal: ReadLiteral) -> Any:
     """An argument written as text → its value, by the parameter's declared type (see above)."""
     if schema_types(schema) == ["string"]:
         return text
@@ -131,7 +131,7 @@ def typed_value(text: str, schema: Mapping[str, Any], literal: Literal_) -> Any:
         return text
 
 
-def value_text(value: Any, schema: Mapping[str, Any], literal: Literal_, other: Callable[[Any], str]) -> str:
+def value_text(value: Any, schema: Mapping[str, Any], literal: ReadLiteral, other: Callable[[Any], str]) -> str:
     """The inverse of `typed_value`: a string as it is (as the published templates write it) unless
     it would read back as another value (`"42"` for an untyped parameter), then JSON-quoted; other
     values as `other` spells them (JSON, or Python's `str` for Qwen3-Coder)."""

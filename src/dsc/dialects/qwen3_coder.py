@@ -62,8 +62,8 @@ def _literal_text(value: Any) -> str:
 
 
 def _one_newline_off(value: str) -> str:
-    value = value[1:] if value.startswith("\n") else value
-    return value[:-1] if value.endswith("\n") else value
+    value = value.removeprefix("\n")
+    return value.removesuffix("\n")
 
 
 @register_dialect
@@ -97,7 +97,7 @@ class Qwen3Coder(Dialect):
         if first < 0:
             return Turn(text, [])
         content = text[:first]
-        content = content[:-2] if content.endswith("\n\n") else content
+        content = content.removesuffix("\n\n")
         calls = self._lenient(text[first:], tools, where) if lenient else self._strict(text[first:], tools, where)
         return Turn(content, calls)
 
