@@ -23,7 +23,10 @@ FIREACT = REPO.parent / "shared" / "data" / "fireact"
 # Tool names: a letter or "_", then letters, digits, "_", ".", "-" (web.search, get-weather, a_b.c-2).
 names = st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_.\-]{0,12}\Z")
 # Free text with brackets, newlines and unicode, but none of the dialects' own markers.
-MARKERS = ("Action", "<tool_", "</tool_", "✿", "{", "Observation")
+MARKERS = ("Action", "<tool_", "</tool_", "✿", "{", "Observation", "<|", "<｜", "## Return of ")
+# Dialects whose syntax cannot hold every name or value (pythonic: identifiers, not keywords; the XML
+# ones: no `<>` or newline in a name, no closing tag in a value; the token ones: no own token in a value).
+LIMITED = {"pythonic", "qwen3_coder", "glm45", "harmony", "deepseek_v31", "kimi_k2"}
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40).filter(
     lambda s: not any(m in s for m in MARKERS))
 json_values = st.recursive(
@@ -64,6 +67,10 @@ def test_write_then_parse_is_the_identity(name, content, pairs):
     dialect = get_dialect(name)
     tools = {t.name: t for t, _ in pairs}
     calls = _calls(pairs)
+    if not all(dialect.tool_names.fullmatch(c.name) for c in calls):  # (pythonic: Python identifiers)
+        with pytest.raises(BadRow, match="cannot be written in dialect"):
+            dialect.write_turn(content, calls, tools)
+        return
     if len(calls) > 1 and not dialect.parallel:
         with pytest.raises(BadRow, match="one call per turn"):
             dialect.write_turn(content, calls, tools)
@@ -72,7 +79,11 @@ def test_write_then_parse_is_the_identity(name, content, pairs):
         # ReAct puts the action on its own line: a text without a final newline comes back with one
         assert dialect.parse_turn(dialect.write_turn(content, calls, tools), tools).content == content + "\n"
         content += "\n"
-    written = dialect.write_turn(content, calls, tools)
+    try:
+        written = dialect.write_turn(content, calls, tools)
+    except BadRow as e:  # a name or value the dialect's syntax cannot hold (`k=` in pythonic, `<function=` in XML)
+        assert "cannot be written" in str(e) and name in LIMITED, e
+        return
     for lenient in (False, True):  # the converter's reading and the agent loop's reading
         turn = dialect.parse_turn(written, tools, lenient=lenient)
         assert _same(turn.calls, calls), (written, turn)
@@ -87,7 +98,8 @@ def test_observations_round_trip(name, results):
     dialect = get_dialect(name)
     if not dialect.parallel or not dialect.text:  # (openai: one tool message per result)
         results = results[:1]
-    assert dialect.parse_observations(dialect.write_observations(results)) == results
+    calls = [ToolCall("web.search", "{}", id=f"functions.web.search:{i}") for i in range(len(results))]
+    assert dialect.parse_observations(dialect.write_observations(results, calls)) == results
 
 
 @settings(max_examples=200, deadline=None)
@@ -143,7 +155,11 @@ def _round_trip_all(turns, tools):
     for name in sorted(DIALECTS):
         dialect = get_dialect(name)
         for turn in turns:
-            written = dialect.write_turn(turn.content, turn.calls, tools)
+            try:
+                written = dialect.write_turn(turn.content, turn.calls, tools)
+            except BadRow as e:  # (pythonic: an argument named `from` is no Python keyword argument)
+                assert name in LIMITED and "cannot be written" in str(e), (name, e)
+                continue
             for lenient in (False, True):
                 back = dialect.parse_turn(written, tools, lenient=lenient)
                 assert _same(back.calls, turn.calls), (name, written)
@@ -183,12 +199,13 @@ def test_agent_loop_reads_each_dialect(name):
 
     dialect = get_dialect(name)
     asked = []
-    tools = {"web.search": Tool("web.search", "Search.", "query", lambda q: asked.append(q) or "Paris."),  # noqa: B023
+    search = "web.search" if dialect.tool_names.fullmatch("web.search") else "web_search"
+    tools = {search: Tool(search, "Search.", "query", lambda q: asked.append(q) or "Paris."),  # noqa: B023
              FINISH: Tool(FINISH, "Answer.", "answer", lambda a: "done")}
     defs = {n: ToolDef(name=n, parameters=t.schema()["function"]["parameters"]) for n, t in tools.items()}
     queries = ["capital [of] France", "Paris"] if dialect.parallel else ["capital [of] France"]
     first = dialect.write_turn("Thought: search.\n" if not dialect.reply_is_answer else "Let me search.",
-                               [ToolCall("web.search", json.dumps({"query": q})) for q in queries], defs)
+                               [ToolCall(search, json.dumps({"query": q})) for q in queries], defs)
     answer = (dialect.write_turn("Thought: done.\n", [ToolCall(FINISH, json.dumps({"answer": "Paris"}))], defs)
               if not dialect.reply_is_answer else "Paris")
 
@@ -202,7 +219,7 @@ def test_agent_loop_reads_each_dialect(name):
     run_agent(episodes, Model(), builder, tools, settings_)
     ep = episodes[0]
     assert asked == queries, [s.output for s in ep.steps]
-    assert [s.action for s in ep.steps] == ["web.search", FINISH] and ep.prediction == "Paris"
+    assert [s.action for s in ep.steps] == [search, FINISH] and ep.prediction == "Paris"
     if dialect.parallel:  # every call was run, and its result went back
         assert [c["argument"] for c in ep.steps[0].calls] == queries
         results = [m for m in ep.messages if m["role"] in ("tool", "user")][1:]

@@ -9,8 +9,10 @@ the artifact's manifest), so a model trained in a dialect is evaluated by that d
 """
 from __future__ import annotations
 
+import ast
 import json
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -80,6 +82,82 @@ def call_from_json(text: str, where: str) -> ToolCall:
     return ToolCall(obj["name"], stored_arguments(args), id=obj.get("id") if isinstance(obj.get("id"), str) else None)
 
 
+def schema_types(schema: Mapping[str, Any]) -> list[str]:
+    """The JSON-schema `type` of a parameter as a list (none declared: [])."""
+    t = schema.get("type")
+    return [t] if isinstance(t, str) else list(t or [])
+
+
+def parameter_schema(tools: Tools, name: str, key: str) -> Mapping[str, Any]:
+    """The declared schema of tool `name`'s parameter `key` ({} when the tool or key is not declared)."""
+    tool = tools.get(name)
+    props = (tool.parameters.get("properties") or {}) if tool is not None else {}
+    schema = props.get(key) if isinstance(props, Mapping) else None
+    return schema if isinstance(schema, Mapping) else {}
+
+
+# Dialects that write each argument as text (Qwen3-Coder's `<parameter=k>`, GLM's `<arg_value>`)
+# read a value back by its declared type: a parameter typed only `string` is its text; any other
+# (or none) is read as a literal, the text itself when it is none. `literal` raises ValueError.
+ReadLiteral = Callable[[str], Any]
+
+
+def json_literal(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError(text) from None
+
+
+def python_literal(text: str) -> Any:
+    """JSON, else a Python literal (`True`, `None`, `'x'`: what `str()` of a value writes)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        raise ValueError(text) from None
+
+
+def typed_value(text: str, schema: Mapping[str, Any], literal: ReadLiteral) -> Any:
+    """An argument written as text → its value, by the parameter's declared type (see above)."""
+    if schema_types(schema) == ["string"]:
+        return text
+    try:
+        return literal(text)
+    except ValueError:
+        return text
+
+
+def value_text(value: Any, schema: Mapping[str, Any], literal: ReadLiteral, other: Callable[[Any], str]) -> str:
+    """The inverse of `typed_value`: a string as it is (as the published templates write it) unless
+    it would read back as another value (`"42"` for an untyped parameter), then JSON-quoted; other
+    values as `other` spells them (JSON, or Python's `str` for Qwen3-Coder)."""
+    if not isinstance(value, str):
+        return other(value)
+    back = typed_value(value, schema, literal)
+    return value if isinstance(back, str) and back == value else json.dumps(value, ensure_ascii=False)
+
+
+def check_free_of(value: str, markers: Sequence[str], what: str, where: str) -> None:
+    """A writer's strict check: a text holding the dialect's own delimiter cannot be read back."""
+    for m in markers:
+        if m in value:
+            raise BadRow(f"{where}: {what} cannot be written: it holds {m!r}, which ends it in this dialect")
+
+
+def leading_json(text: str) -> str:
+    """The JSON value a text starts with (what a model wrote after it dropped); else the text."""
+    stripped = text.strip()
+    try:
+        _, end = json.JSONDecoder().raw_decode(stripped)
+    except json.JSONDecodeError:
+        return stripped
+    return stripped[:end]
+
+
 def split_content(text: str, at: int) -> str:
     """The text before a dialect's first call marker at `at`, less the one newline the writer put there."""
     content = text[:at]
@@ -101,6 +179,10 @@ class Dialect:
     # A turn with no call is the final answer (JSON dialects); else an invalid step (ReAct: `finish[x]`).
     reply_is_answer: ClassVar[bool] = True
     text: ClassVar[bool] = True  # False: the calls stay structured (the template writes them)
+    # True: an answer (a turn without calls) is written too, not only call turns (Harmony's `final` channel).
+    writes_answers: ClassVar[bool] = False
+    # Tool names the dialect can write (any by default; pythonic calls: Python identifiers).
+    tool_names: ClassVar[re.Pattern[str]] = re.compile(r".+", re.DOTALL)
 
     def write_turn(self, content: str, calls: Sequence[ToolCall], tools: Tools, where: str = "turn") -> str:
         raise NotImplementedError
@@ -109,7 +191,9 @@ class Dialect:
         """`lenient`: a model's generation (see each dialect); else exactly what `write_turn` writes."""
         raise NotImplementedError
 
-    def write_observations(self, results: Sequence[str]) -> str:
+    def write_observations(self, results: Sequence[str], calls: Sequence[ToolCall] | None = None) -> str:
+        """The observation turn of `results`; `calls`: the calls they answer, in order (their names
+        and ids, which some dialects write: Harmony's `functions.NAME`, Kimi's `## Return of ID`)."""
         raise NotImplementedError
 
     def parse_observations(self, text: str) -> list[str] | None:
@@ -119,6 +203,17 @@ class Dialect:
     def tools_prompt(self, tools: Sequence[Mapping[str, Any]]) -> str:
         """The system-prompt text that offers `tools` (OpenAI tool specs) in this dialect."""
         raise NotImplementedError
+
+    def prepare_conversation(self, messages: list[Message], options: Mapping[str, Any]) -> list[Message]:
+        """Conversation-level decisions before the turns are written (a turn's writer sees one turn):
+        Kimi's conversation-wide call counter, Harmony's dropping of earlier reasoning. `options`:
+        the `to_dialect` step's dialect options. The default leaves the messages as they are."""
+        return messages
+
+    def check_names(self, calls: Sequence[ToolCall], where: str) -> None:
+        for c in calls:
+            if not self.tool_names.fullmatch(c.name):
+                raise BadRow(f"{where}: tool name {c.name!r} cannot be written in dialect '{self.name}'")
 
     def check_parallel(self, calls: Sequence[ToolCall], where: str) -> None:
         if len(calls) > 1 and not self.parallel:
@@ -164,3 +259,65 @@ def _role(m: Any) -> str:
 
 def _content(m: Any) -> str:
     return (m["content"] if isinstance(m, dict) else m.content) or ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared by the dialects that write calls between special tokens, one JSON per call, inside one
+# section (DeepSeek-V3.1, Kimi-K2): content, SECTION_BEGIN, (CALL_BEGIN head SEP {json} CALL_END)*,
+# SECTION_END. The head is what each names a call by (DeepSeek: the name; Kimi: an id).
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    begin: str
+    end: str
+    call_begin: str
+    sep: str
+    call_end: str
+
+    def write(self, content: str, heads: Sequence[str], calls: Sequence[ToolCall], where: str) -> str:
+        if not calls:
+            return content
+        markers = (self.call_end, self.end, self.sep)
+        body = ""
+        for h, c in zip(heads, calls):
+            args = json.dumps(loaded_arguments(c, where), ensure_ascii=False)
+            check_free_of(h + args, markers + (self.call_begin,), f"call '{c.name}'", where)
+            body += f"{self.call_begin}{h}{self.sep}{args}{self.call_end}"
+        return f"{content}{self.begin}{body}{self.end}"
+
+    def read(self, text: str, where: str, *, lenient: bool) -> tuple[str, list[tuple[str, str]]] | None:
+        """(content, [(head, arguments JSON)]) of a turn; None when it has no section.
+
+        Strict: exactly what `write` writes. Lenient (a generation): the section's end, a last
+        call's end (cut at a stop string) may be missing, whitespace around heads and arguments
+        and text after the section are dropped, a JSON object followed by text is cut to it."""
+        at = text.find(self.begin)
+        if at < 0:
+            return None
+        rest = text[at + len(self.begin):]
+        stop = rest.find(self.end)
+        if stop >= 0:
+            if not lenient and stop + len(self.end) != len(rest):
+                raise BadRow(f"{where}: text after {self.end}")
+            rest = rest[:stop]
+        elif not lenient:
+            raise BadRow(f"{where}: no {self.end}")
+        out: list[tuple[str, str]] = []
+        while rest:
+            if not rest.startswith(self.call_begin):
+                if lenient and not rest.strip():
+                    break
+                raise BadRow(f"{where}: expected {self.call_begin} in the tool-call section")
+            rest = rest[len(self.call_begin):]
+            sep = rest.find(self.sep)
+            if sep < 0:
+                raise BadRow(f"{where}: a call without {self.sep}")
+            head, rest = rest[:sep], rest[sep + len(self.sep):]
+            end = rest.find(self.call_end)
+            if end < 0 and not lenient:
+                raise BadRow(f"{where}: a call without {self.call_end}")
+            args, rest = (rest, "") if end < 0 else (rest[:end], rest[end + len(self.call_end):])
+            out.append((head.strip(), leading_json(args)) if lenient else (head, args))
+        return text[:at], out

@@ -45,7 +45,7 @@ class Hermes(Dialect):
     def parse_turn(self, text: str, tools: Tools, where: str = "turn", *, lenient: bool = False) -> Turn:
         return tagged_calls(text, where, lenient=lenient) or Turn(text, [])
 
-    def write_observations(self, results: Sequence[str]) -> str:
+    def write_observations(self, results: Sequence[str], calls: Any = None) -> str:
         return "\n".join(f"<tool_response>\n{r}\n</tool_response>" for r in results)
 
     def parse_observations(self, text: str) -> list[str] | None:

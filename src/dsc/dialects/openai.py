@@ -53,7 +53,7 @@ class OpenAI(Dialect):
                 pass
         return Turn(text, [])
 
-    def write_observations(self, results: Sequence[str]) -> str:
+    def write_observations(self, results: Sequence[str], calls: Any = None) -> str:
         if len(results) != 1:
             raise ValueError("openai: each result is its own tool message")
         return results[0]

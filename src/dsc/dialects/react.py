@@ -36,6 +36,7 @@ from dsc.dialects.base import (
     arguments_object,
     function_of,
     loaded_arguments,
+    schema_types,
     stored_arguments,
 )
 from dsc.record import BadRow, ToolCall
@@ -170,11 +171,6 @@ DEFAULT_PARAMETERS: dict[str, Any] = {
     "type": "object", "properties": {"input": {"type": "string"}}, "required": ["input"]}
 
 
-def schema_types(schema: Mapping[str, Any]) -> list[str]:
-    t = schema.get("type")
-    return [t] if isinstance(t, str) else list(t or [])
-
-
 def _properties(tool: ToolLike | None) -> dict[str, Any]:
     params = tool.parameters if tool is not None else DEFAULT_PARAMETERS
     return dict(params.get("properties", {}))
@@ -294,7 +290,7 @@ class ReactDialect(Dialect):
         args = arguments_from_text(tools.get(act.name), act.name, act.arg, self.syntax, where)
         return Turn(act.pre, [ToolCall(act.name, stored_arguments(args))])
 
-    def write_observations(self, results: Any) -> str:
+    def write_observations(self, results: Any, calls: Any = None) -> str:
         return "\n".join(self.observation_prefix + r for r in results)
 
     def parse_observations(self, text: str) -> list[str] | None:

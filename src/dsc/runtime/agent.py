@@ -259,16 +259,20 @@ def _run(action: Action, tools: dict[str, Tool]) -> str:
     return tools[action.name](action.argument)
 
 
-def _observation_text(observations: list[str], settings: AgentSettings, dialect: Dialect) -> str:
+def _observation_text(observations: list[str], settings: AgentSettings, dialect: Dialect,
+                      actions: list[Action]) -> str:
     if isinstance(dialect, ReactDialect):  # the task's prefix (FireAct's "Observation: " by default)
         return "\n".join(settings.observation_prefix + o for o in observations)
-    return dialect.write_observations(observations)
+    # the calls answered (dialects that name them: Harmony, Kimi); an invalid step answers none
+    calls = ([a.call or ToolCall(a.name, "{}", id=a.call_id) for a in actions] if len(actions) == len(observations)
+             else [ToolCall("invalid_action", "{}") for _ in observations])
+    return dialect.write_observations(observations, calls)
 
 
 def _append(ep: Episode, output: str, turn: Turn | None, actions: list[Action], observations: list[str],
             settings: AgentSettings, dialect: Dialect) -> None:
     if settings.observation == "inline":
-        ep.transcript += output.rstrip("\n") + "\n" + _observation_text(observations, settings, dialect) + "\n"
+        ep.transcript += output.rstrip("\n") + "\n" + _observation_text(observations, settings, dialect, actions) + "\n"
         return
     if not dialect.text and turn is not None and actions and all(a.call is not None for a in actions):
         ids = [a.call_id or f"call_{len(ep.steps)}" + (f"_{j}" if j else "") for j, a in enumerate(actions)]
@@ -280,4 +284,4 @@ def _append(ep: Episode, output: str, turn: Turn | None, actions: list[Action], 
         return
     ep.messages.append({"role": "assistant", "content": output.strip()})
     ep.messages.append({"role": settings.observation_role,
-                        "content": _observation_text(observations, settings, dialect)})
+                        "content": _observation_text(observations, settings, dialect, actions)})

@@ -204,7 +204,10 @@ class DialectDef:
 
 DIALECTS: Registry[DialectDef] = Registry("dialect", group="dsc.dialects", builtins={
     "agent_flan": _DIALECTS + "agent_flan", "hermes": _DIALECTS + "hermes", "openai": _DIALECTS + "openai",
-    "qwen_agent": _DIALECTS + "qwen_agent", "react": _DIALECTS + "react", "react_json": _DIALECTS + "react"})
+    "qwen_agent": _DIALECTS + "qwen_agent", "react": _DIALECTS + "react", "react_json": _DIALECTS + "react",
+    "harmony": _DIALECTS + "harmony", "qwen3_coder": _DIALECTS + "qwen3_coder", "glm45": _DIALECTS + "glm",
+    "deepseek_v31": _DIALECTS + "deepseek", "kimi_k2": _DIALECTS + "kimi", "pythonic": _DIALECTS + "pythonic",
+    "qwen_agent_parallel": _DIALECTS + "qwen_agent"})
 
 
 def register_dialect(cls: F) -> F:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from dsc.compiler.stages.transforms.common import add_step, render_text, template_context
 from dsc.core.canonical import compact_json
@@ -135,7 +135,7 @@ def tool_calls_to_react(conv: Conversation, opts: ToReactOptions, box: Toolbox) 
 
     out: list[Message] = []
     for i, m in enumerate(conv.messages):
-        if m.role == "assistant" and m.tool_calls:
+        if m.role == "assistant" and (m.tool_calls or dialect.writes_answers):
             if len(m.tool_calls) != 1:
                 raise BadRow(f"message {i}: {len(m.tool_calls)} tool calls in one turn; ReAct has one action per turn")
             call = m.tool_calls[0]
@@ -283,6 +283,12 @@ class DialectOptions(Strict):
     tools_in_system: bool = Field(True, description="list the row's tools in the system turn in the dialect's "
                                                      "words (and drop the `tools` column the template would render)")
     observation_role: Literal["user", "tool"] = "user"
+    # Harmony only (left out of the dump when unset, so other specs' manifests keep their bytes):
+    analysis: Literal["official", "keep", "drop"] | None = Field(
+        None, description="harmony: which turns keep their reasoning (official: as gpt-oss's template — only a "
+                          "tool-call turn with no later answer, and the last answer; keep: all; drop: none)")
+    reasoning_effort: Literal["low", "medium", "high"] | None = Field(
+        None, description="harmony: `Reasoning: X` in the system turn (a row's `reasoning_effort` field overrides)")
 
     @field_validator("dialect")
     @classmethod
@@ -291,6 +297,26 @@ class DialectOptions(Strict):
 
         get_dialect(v)
         return v
+
+    @model_validator(mode="after")
+    def _harmony_options(self) -> "DialectOptions":
+        if (self.analysis is not None or self.reasoning_effort is not None) and self.dialect != "harmony":
+            raise ValueError("`analysis` and `reasoning_effort` are options of the harmony dialect")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_dialect_options(self, handler: Any) -> dict[str, Any]:
+        d = handler(self)
+        for key in ("analysis", "reasoning_effort"):
+            if d.get(key) is None:
+                d.pop(key, None)
+        return d
+
+    def dialect_options(self, conv: Conversation) -> dict[str, Any]:
+        """What the dialect's `prepare_conversation` reads (a row's `reasoning_effort` first)."""
+        effort = conv.meta.extra.get("reasoning_effort")
+        return {"analysis": self.analysis,
+                "reasoning_effort": effort if effort in ("low", "medium", "high") else self.reasoning_effort}
 
 
 @CONVERTERS.register("to_dialect", DialectOptions, prepare=_toolbox)
@@ -303,6 +329,10 @@ def to_dialect(conv: Conversation, opts: DialectOptions, box: Toolbox) -> Conver
     if not dialect.text:  # the canonical calls: the template writes them
         add_step(conv, f"convert:to_dialect:{dialect.name}")
         return conv
+    try:
+        messages = dialect.prepare_conversation(conv.messages, opts.dialect_options(conv))
+    except ValueError as e:
+        raise BadRow(f"to_dialect: {e}") from None
     tools: dict[str, ToolDef] = dict(box.tools)
     for j, spec in enumerate(offered or []):
         try:
@@ -312,24 +342,28 @@ def to_dialect(conv: Conversation, opts: DialectOptions, box: Toolbox) -> Conver
         tools.setdefault(tool.name, tool)
     out: list[Message] = []
     results: list[Message] = []
+    asked: list[ToolCall] = []  # the calls of the last assistant turn, which the results answer
 
     def flush() -> None:
         if results:
-            out.append(Message(opts.observation_role, dialect.write_observations([r.content for r in results]),
-                               loss=results[0].loss))
+            text = dialect.write_observations([r.content for r in results], answered(results, asked))
+            out.append(Message(opts.observation_role, text, loss=results[0].loss))
             results.clear()
 
-    for i, m in enumerate(conv.messages):
+    for i, m in enumerate(messages):
         if m.role == "tool":
             results.append(m)
             continue
         flush()
-        if m.role == "assistant" and m.tool_calls:
-            dialect.check_parallel(m.tool_calls, f"message {i}")
-            for call in m.tool_calls:
+        if m.role == "assistant" and (m.tool_calls or dialect.writes_answers):
+            calls = m.tool_calls or []
+            dialect.check_parallel(calls, f"message {i}")
+            for call in calls:
                 if call.name not in tools:
                     box.get(call.name, f"message {i}")  # unknown tools: an error unless inferred
-            text = dialect.write_turn(m.content, m.tool_calls, tools, f"message {i}")
+            dialect.check_names(calls, f"message {i}")
+            asked = list(calls) or asked
+            text = dialect.write_turn(m.content, calls, tools, f"message {i}")
             out.append(Message("assistant", text, loss=m.loss, capability=m.capability))
         else:
             out.append(m)
@@ -340,6 +374,19 @@ def to_dialect(conv: Conversation, opts: DialectOptions, box: Toolbox) -> Conver
     conv.messages = out
     add_step(conv, f"convert:to_dialect:{dialect.name}")
     return conv
+
+
+def answered(results: list[Message], asked: list[ToolCall]) -> list[ToolCall]:
+    """The call each tool message answers: by `tool_call_id`, else by position; a result with neither
+    stands for a call of the tool it names."""
+    by_id = {c.id: c for c in asked if c.id is not None}
+    out = []
+    for j, r in enumerate(results):
+        call = by_id.get(r.tool_call_id) if r.tool_call_id is not None else None
+        if call is None:
+            call = asked[j] if j < len(asked) else ToolCall(r.name or "tool", "{}", id=r.tool_call_id)
+        out.append(call)
+    return out
 
 
 class TagOptions(Strict):
@@ -376,8 +423,12 @@ def dialect_inference(steps: list[ConvertStep], prepared: list[Any]) -> dict[str
             dialect = get_dialect(opts.dialect)
             offered = box.offered() if box is not None else None
             listed = opts.tools_in_system and dialect.text
-            return {**dialect.inference(), "observation_role": opts.observation_role, "tools_in_system": listed,
-                    "system_prompt": dialect.tools_prompt(offered) if listed and offered else None}
+            prompt = dialect.tools_prompt(offered) if listed and offered else None
+            block = {**dialect.inference(), "observation_role": opts.observation_role, "tools_in_system": listed,
+                     "system_prompt": prompt}
+            if opts.reasoning_effort is not None:  # harmony: eval prompts state the same effort
+                block["system_prompt"] = "\n\n".join(x for x in (f"Reasoning: {opts.reasoning_effort}", prompt) if x)
+            return block
     return None
 
 
