@@ -15,9 +15,18 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
+# The whole loop offline on the bundled example (examples/nat-miniature, a few minutes on 2 CPUs):
+# build the NAT artifact, train the tiny model of tiny-llama/ from scratch, evaluate it in an agent loop.
 demo: $(STAMP)
-	$(VENV)/bin/dsc build specs/fireact-chat.yaml --out build/fireact-chat
-	$(VENV)/bin/dsc inspect build/fireact-chat -n 1
+	rm -rf build/demo build/demo-run build/demo-eval
+	$(VENV)/bin/dsc build examples/nat-miniature/spec.yaml --out build/demo
+	$(VENV)/bin/dsc inspect build/demo -n 1
+	$(VENV)/bin/dsc train build/demo --model examples/nat-miniature/tiny-llama --out build/demo-run
+	$(VENV)/bin/dsc eval build/demo-run --artifact build/demo --out build/demo-eval
+	@echo
+	@echo "artifact  build/demo          parquet shards, manifest.json, README.md (its dataset card), quarantine.jsonl"
+	@echo "model     build/demo-run      the trained model, run.json (settings, losses, the artifact it read)"
+	@echo "eval      build/demo-eval     results.json (the score and its 95% CI) and every episode, question by question"
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports

@@ -103,7 +103,7 @@ def train_command(
     def body() -> Any:
         from dsc.runtime.train import progress_callback, train
 
-        callbacks = [progress_callback(progress)] if progress.enabled else []
+        callbacks = [progress_callback(progress)]  # a bar on a terminal, else a line per logged step
         try:
             return train(artifact, model=model, config_file=config, overrides=overrides or [], out=out,
                          resume=resume, callbacks=callbacks, method=method)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +23,13 @@ class ModelError(DscError):
 
 
 def progress_enabled() -> bool:
-    return not os.environ.get("DSC_NO_PROGRESS")
+    """Progress bars: on a terminal, unless DSC_NO_PROGRESS is set (a log file gets lines instead)."""
+    return not os.environ.get("DSC_NO_PROGRESS") and sys.stderr.isatty()
+
+
+def log_lines_enabled() -> bool:
+    """Off a terminal (a log file, CI), a line per logged step instead of a bar (DSC_NO_PROGRESS: none)."""
+    return not os.environ.get("DSC_NO_PROGRESS") and not sys.stderr.isatty()
 
 
 def quiet_libraries() -> None:

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from dsc.artifact.reader import Artifact
 from dsc.core.errors import ArtifactError, SpecError
 from dsc.runtime.modeling import Device
-from dsc.runtime.trainer_args import quiet_printer, training_arguments
+from dsc.runtime.trainer_args import dsc_callbacks, training_arguments
 from dsc.spec.runtime import TrainConfig
 
 # The columns each objective hands TRL (the others, dsc's ids and texts, stay in the artifact).
@@ -76,5 +76,5 @@ def preference_trainer(config: TrainConfig, device: Device, net: Any, tokenizer:
                       **extra)
     trainer = cls_trainer(model=net, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                           processing_class=tokenizer, callbacks=list(callbacks))
-    quiet_printer(trainer)
+    dsc_callbacks(trainer)
     return trainer

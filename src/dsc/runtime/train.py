@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -42,6 +43,7 @@ from dsc.runtime.modeling import (
     has_weights,
     library_versions,
     load_tokenizer,
+    log_lines_enabled,
     peft_compat,
     pick_device,
     pin_template,
@@ -50,7 +52,7 @@ from dsc.runtime.modeling import (
     resolve_model_ref,
 )
 from dsc.runtime.preference import check_method, preference_trainer
-from dsc.runtime.trainer_args import quiet_printer, training_arguments
+from dsc.runtime.trainer_args import dsc_callbacks, training_arguments
 from dsc.spec.runtime import Layer, TrainConfig, copy_layer, override_layer, resolve, yaml_layer
 
 log = logging.getLogger("dsc.runtime")
@@ -118,7 +120,11 @@ class TrainSession:
         result = trainer.train(resume_from_checkpoint=self.resume_from)
         metrics: dict[str, Any] = {k: _num(v) for k, v in result.metrics.items()}
         if trainer.eval_dataset is not None:
-            metrics.update({k: _num(v) for k, v in trainer.evaluate().items()})
+            final_eval = [e for e in trainer.state.log_history
+                          if "eval_loss" in e and e.get("step") == trainer.state.global_step]
+            # The validation loop already ran at the last step (eval at each epoch's end): not again.
+            evaluated = final_eval[-1] if final_eval else trainer.evaluate()
+            metrics.update({k: _num(v) for k, v in evaluated.items() if k.startswith("eval_")})
         losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
         if losses:
             metrics["final_loss"] = float(losses[-1])
@@ -275,6 +281,9 @@ def progress_callback(progress: Any) -> Any:
                 parts.append(f"{tokens / elapsed:.0f} tokens/s")
             if parts and hasattr(progress, "note"):
                 progress.note(" · ".join(parts))
+            if parts and log_lines_enabled():
+                print(f"train step {state.global_step}/{state.max_steps}: {', '.join(parts)}", file=sys.stderr,
+                      flush=True)
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if state.is_world_process_zero:
@@ -525,7 +534,7 @@ def _make_trainer(config: TrainConfig, device: Device, net: Any, tokenizer: Any,
         processing_class=tokenizer,
         callbacks=list(callbacks),
     )
-    quiet_printer(trainer)
+    dsc_callbacks(trainer)
     return trainer
 
 

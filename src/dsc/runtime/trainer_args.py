@@ -59,9 +59,18 @@ def checkpointing_args(args_cls: Any, enabled: bool) -> dict[str, Any]:
     return {name: enabled, f"{name}_kwargs": {"use_reentrant": False} if enabled else None}
 
 
-def quiet_printer(trainer: Any) -> None:
-    """No progress bar means no raw log dicts on stdout in its place either."""
-    if not progress_enabled():
-        from transformers.trainer_callback import PrinterCallback
+def dsc_callbacks(trainer: Any) -> None:
+    """What every dsc run's trainer does besides transformers' defaults: no raw log dicts on
+    stdout where there is no progress bar, and a log of the last step, so that the final loss is
+    the last step's whatever `logging_steps` is (a 3-step run logging every 100 reports step 3)."""
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
 
+    class LogLastStep(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.max_steps and state.global_step >= state.max_steps:
+                control.should_log = True
+
+    if not progress_enabled():
         trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(LogLastStep())

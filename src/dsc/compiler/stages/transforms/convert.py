@@ -135,7 +135,7 @@ def tool_calls_to_react(conv: Conversation, opts: ToReactOptions, box: Toolbox) 
 
     out: list[Message] = []
     for i, m in enumerate(conv.messages):
-        if m.role == "assistant" and (m.tool_calls or dialect.writes_answers):
+        if m.role == "assistant" and m.tool_calls:
             if len(m.tool_calls) != 1:
                 raise BadRow(f"message {i}: {len(m.tool_calls)} tool calls in one turn; ReAct has one action per turn")
             call = m.tool_calls[0]
