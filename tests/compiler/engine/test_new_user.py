@@ -111,3 +111,23 @@ def test_the_artifact_is_readable_by_others_and_no_lock_is_left_beside_it(tmp_pa
         os.umask(old)
     assert (tmp_path / "build" / "out").stat().st_mode & 0o777 == 0o755
     assert sorted(p.name for p in (tmp_path / "build").iterdir()) == ["out"]
+
+
+def test_an_empty_source_is_named_with_0_rows_and_a_warning(tmp_path):
+    spec = _project(tmp_path)
+    (tmp_path / "data" / "more.jsonl").write_text("")
+    result = build(spec, tmp_path / "out", cache=False)
+    assert result.manifest["counts"]["read"] == {"first": 40, "more": 0}
+    assert any("source 'more' read 0 rows" in w for w in result.warnings)
+    (tmp_path / "data" / "first.jsonl").write_text("")
+    from dsc.core.errors import BuildError
+
+    with pytest.raises(BuildError, match="no rows to build from: sources 'first', 'more' read 0 rows"):
+        build(spec, tmp_path / "out2", cache=False)
+
+
+def test_the_row_accounting_names_why_rows_were_filtered(tmp_path):
+    spec = _project(tmp_path, extra="filters:\n  - {where: {source: first}, finished: 'never'}\n")
+    build(spec, tmp_path / "out", cache=False)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "+ filtered 40 (filter: finished 40)" in card

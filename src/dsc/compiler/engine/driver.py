@@ -41,7 +41,7 @@ from dsc.compiler.engine.resources import rare_cycle_collection
 from dsc.compiler.engine.result import BuildResult, SourceCacheReport
 from dsc.compiler.engine.selected import select_rows
 from dsc.compiler.engine.spill import write_rows
-from dsc.compiler.engine.tally import tally_rows
+from dsc.compiler.engine.tally import empty_source_warning, tally_rows
 from dsc.compiler.engine.validation import load_spec
 from dsc.compiler.stages.read.sources import resolve_inputs
 from dsc.compiler.stages.write import artifact as art
@@ -111,7 +111,8 @@ def _build_loaded(loaded: LoadedSpec, out: Path, *, executor: ExecutorChoice, pr
             if before_place is not None:
                 before_place(manifest)
     return BuildResult(out_dir=out, manifest=manifest, quarantined=len(quarantine), written=dict(counts.written),
-                       warnings=counts.special_token_warning(spec) + _shared_group_warning(stats), cache=cache_report,
+                       warnings=[*counts.special_token_warning(spec), *empty_source_warning(read), *_shared_group_warning(stats)],
+                       cache=cache_report,
                        cache_dir=store.root if store.persistent else None,
                        tokenizer_paths=ctx.tokenizer.fast_paths() if ctx.tokenizer is not None else None)
 

@@ -115,6 +115,9 @@ class NormalisedSources:
     def rows_read(self) -> int:
         return sum(self.read_counts.values())
 
+    def empty_sources(self) -> list[str]:
+        return [name for name in self.names if not self.read_counts.get(name)]
+
 
 def normalise_sources(loaded: LoadedSpec, inputs: list[dict[str, Any]], store: BuildCache, ex: Executor,
                       progress: Progress, ctx: BuildContext) -> NormalisedSources:
@@ -132,8 +135,7 @@ def normalise_sources(loaded: LoadedSpec, inputs: list[dict[str, Any]], store: B
             progress.advance(seg.rows_read)
         read.segments.append(seg)
         read.keys.append(key)
-        if seg.rows_read:
-            read.read_counts[name] = seg.rows_read
+        read.read_counts[name] = seg.rows_read  # an empty source is named with its 0 rows
         if seg.duplicates:
             read.duplicates[name] = seg.duplicates
         read.dropped.update(seg.dropped)

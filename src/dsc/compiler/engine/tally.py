@@ -133,6 +133,16 @@ def rendering_quarantine(spec: Spec, template: ChatTemplate, chosen: SelectedRow
     return out
 
 
+def _empty_text(names: list[str]) -> str:
+    return f"source{'s' if len(names) > 1 else ''} {', '.join(repr(n) for n in names)} read 0 rows (empty files?)"
+
+
+def empty_source_warning(read: NormalisedSources) -> list[str]:
+    """A source that read nothing is named (its files are empty, or its globs matched empty files)."""
+    empty = read.empty_sources()
+    return [f"{_empty_text(empty)}: check the files of sources.{empty[0]}.path"] if empty else []
+
+
 def tally_rows(spec: Spec, template: ChatTemplate, rows: RowsInFlight, read: NormalisedSources
                ) -> tuple[Tally, list[QuarantineEntry]]:
     """The counts per split and the whole quarantine (reading's and rendering's, in report
@@ -141,6 +151,10 @@ def tally_rows(spec: Spec, template: ChatTemplate, rows: RowsInFlight, read: Nor
     quarantine = read.quarantine + rendering_quarantine(spec, template, rows.chosen, rows.rendered, counts, status)
     check_bad_rows(spec, quarantine, read.rows_read, "in total")
     if not counts.written.get("train"):
-        raise BuildError("the build produced no train rows (see quarantine reasons with --out and the summary)")
+        empty = read.empty_sources()
+        if empty and len(empty) == len(read.names):
+            raise BuildError(f"no rows to build from: {_empty_text(empty)}")
+        raise BuildError("the build produced no train rows (see quarantine reasons with --out and the summary)"
+                         + (f"; {_empty_text(empty)}" if empty else ""))
     quarantine.sort(key=QuarantineEntry.sort_key)
     return counts, quarantine

@@ -115,10 +115,14 @@ def row_accounting(counts: dict[str, Any]) -> str:
     quarantined = counts["quarantined"]
     bad = counts.get("bad_rows", 0)
     duplicates = sum(counts.get("duplicates_removed", {}).values())  # each one quarantined (stage dedup)
-    filtered = sum(counts.get("dropped", {}).values())
+    dropped = counts.get("dropped", {})
+    filtered = sum(dropped.values())
     rest = read - written - quarantined - filtered
     line = (f"read {read} = written {written} + quarantined {quarantined} ({bad} bad, {duplicates} duplicates, "
             f"{quarantined - bad - duplicates} other) + filtered {filtered}")
+    if filtered:  # why, most first: `filtered 527 (decontaminated: exact 509, filter: finished 13)`
+        reasons = sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0]))
+        line += " (" + ", ".join(f"{reason} {n}" for reason, n in reasons) + ")"
     if rest:
         line += f" + {rest} left out by selection (mix, caps; net of generated rows)"
     return line
