@@ -331,6 +331,9 @@ class Turn(Strict):
     role: Literal["system", "user", "assistant"]
     content: str | None = Field(None, description="Jinja text of the turn")
     file: str | None = Field(None, description="a file holding the Jinja text (relative to the spec)")
+    field: str | int | None = Field(
+        None, description="with a .json/.jsonl `file`: the field path of the text in it, e.g. `0.value` "
+                                        "(a JSONL file is a list of its lines), as NAT's prompt files hold it")
     loss: bool | None = Field(False, description="supervise this turn (null: the spec's loss policy decides)")
     id: str | None = Field(None, pattern=NAME_RE, description="a name for `condition.turn` to refer to")
     inference: str | None = Field(
@@ -341,6 +344,8 @@ class Turn(Strict):
     def _one_text(self) -> "Turn":
         if (self.content is None) == (self.file is None):
             raise ValueError("a turn needs exactly one of `content` (inline text) or `file`")
+        if self.field is not None and not (str(self.field) and (self.file or "").lower().endswith((".json", ".jsonl"))):
+            raise ValueError("`field` reads a value of a .json or .jsonl `file`")
         if self.content is not None:
             compile_text(self.content)
         return self

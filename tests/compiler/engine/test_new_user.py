@@ -131,3 +131,28 @@ def test_the_row_accounting_names_why_rows_were_filtered(tmp_path):
     build(spec, tmp_path / "out", cache=False)
     card = (tmp_path / "out" / "README.md").read_text()
     assert "+ filtered 40 (filter: finished 40)" in card
+
+
+def test_a_prepended_turn_reads_a_field_of_a_json_prompt_file(tmp_path):
+    spec = _project(tmp_path, extra="assemble:\n  prepend:\n    - {role: system, file: prompts.json, field: 0.value}\n")
+    instruction = "Solve the task step by step.\n  Keep   its whitespace."
+    (tmp_path / "prompts.json").write_text(json.dumps([{"from": "human", "value": instruction},
+                                                       {"from": "gpt", "value": "OK."}]))
+    build(spec, tmp_path / "out", cache=False)
+    rows = pq.read_table(next((tmp_path / "out" / "data").glob("train-*.parquet")), columns=["messages"])
+    first = rows.column("messages")[0].as_py()[0]
+    assert first["role"] == "system" and first["content"] == instruction
+
+
+def test_a_missing_prompt_field_is_a_located_spec_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from dsc.cli.root import app
+
+    spec = _project(tmp_path, extra="assemble:\n  prepend:\n    - {role: system, file: prompts.json, field: 3.value}\n")
+    (tmp_path / "prompts.json").write_text(json.dumps([{"from": "human", "value": "x"}]))
+    r = CliRunner().invoke(app, ["validate", str(spec)])
+    assert r.exit_code == 2 and "has no field '3.value'" in r.output and "spec.yaml:" in r.output
+    spec.write_text(spec.read_text().replace("prompts.json, field: 3.value", "prompts.txt, field: 0"))
+    r = CliRunner().invoke(app, ["validate", str(spec)])
+    assert r.exit_code == 2 and "`field` reads a value of a .json or .jsonl `file`" in r.output

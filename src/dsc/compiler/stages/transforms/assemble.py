@@ -24,13 +24,14 @@ record's leading system messages.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dsc.compiler.stages.transforms.common import add_step, get_field, lookup_refs, render_bounded, render_text
 from dsc.core.sandbox import compile_text
-from dsc.record import MISSING, BadRow, Conversation, Message
+from dsc.record import MISSING, BadRow, Conversation, Message, get_path
 from dsc.spec.sections import AssembleSpec, Turn
 
 # A placeholder the runtime fills in with the user's question at inference time.
@@ -106,6 +107,21 @@ def join_paths(names: list[str], explicit: dict[str, str], lookup_keys: dict[str
     return {n: explicit.get(n, lookup_keys.get(n, "")) for n in names}
 
 
+def _field_text(text: str, file: str, path: str) -> str:
+    """The string at `path` in a JSON file (a JSONL file: the list of its lines), exactly as stored."""
+    try:
+        data: Any = ([json.loads(line) for line in text.splitlines() if line.strip()]
+                     if file.lower().endswith(".jsonl") else json.loads(text))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"prompt file '{file}' is not valid JSON: {e.msg} (line {e.lineno})") from None
+    value = get_path(data, path)
+    if value is MISSING:
+        raise ValueError(f"prompt file '{file}' has no field '{path}'")
+    if not isinstance(value, str):
+        raise ValueError(f"field '{path}' of prompt file '{file}' is {type(value).__name__}, not text")
+    return value
+
+
 def read_turns(turns: list[Turn], base_dir: Path, section: str) -> list[ResolvedTurn]:
     """Turn specs → resolved turns; ValueError naming the file when one cannot be read or parsed."""
     out = []
@@ -119,6 +135,8 @@ def read_turns(turns: list[Turn], base_dir: Path, section: str) -> list[Resolved
                 raise ValueError(f"prompt file '{t.file}' does not exist (relative to {base_dir})") from None
             except (OSError, UnicodeDecodeError) as e:
                 raise ValueError(f"cannot read prompt file '{t.file}': {e}") from None
+            if t.field is not None:
+                text = _field_text(text, t.file, str(t.field))  # `field: 0`, a list index, is the path "0"
             try:
                 compile_text(text)
             except ValueError as e:
