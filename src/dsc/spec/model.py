@@ -31,6 +31,7 @@ from dsc.core.errors import (
 )
 from dsc.core.plugins import LoadedPlugin, import_plugin_list
 from dsc.core.strict import Strict
+from dsc.spec.runtime import EvalConfig, TrainConfig, validate_spec_block
 from dsc.spec.sections import (
     AssembleSpec,
     CapabilitiesSpec,
@@ -400,7 +401,6 @@ def read_spec(path: str | Path) -> LoadedSpec:
 def check_runtime_blocks(loaded: LoadedSpec) -> None:
     """The `train:` / `eval:` blocks are the runtime's settings; check them now so a typo fails
     at `dsc validate`, not an hour into training. (dsc.spec.runtime imports no torch.)"""
-    from dsc.spec.runtime import validate_spec_block
 
     for name in ("train", "eval"):
         if name in loaded.tree:
@@ -408,7 +408,18 @@ def check_runtime_blocks(loaded: LoadedSpec) -> None:
 
 
 def json_schema() -> dict[str, Any]:
+    """The spec's JSON Schema (`dsc schema`), with the `train:` and `eval:` blocks typed by the
+    runtime's settings models (the spec keeps them as plain mappings, validated by those models)."""
     schema = Spec.model_json_schema()
+    defs = schema.setdefault("$defs", {})
+    for key, model in (("train", TrainConfig), ("eval", EvalConfig)):
+        sub = model.model_json_schema()
+        for name, d in sub.pop("$defs", {}).items():
+            if defs.setdefault(name, d) != d:
+                raise AssertionError(f"two schemas named {name} in the spec's JSON Schema")
+        described = schema["properties"][key].get("description")
+        schema["properties"][key] = {"anyOf": [sub, {"type": "null"}], "default": None,
+                                     **({"description": described} if described else {})}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "dsc spec"
     return schema

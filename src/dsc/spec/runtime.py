@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from dsc.core.errors import SpecError, allowed_list, did_you_mean, fields_at, more_problems, yaml_position
+from dsc.core.errors import SpecError, allowed_list, did_you_mean, fields_at, yaml_position
 from dsc.core.strict import StrictSettings
 from dsc.spec.registries import DIALECTS
 
@@ -317,25 +317,33 @@ def resolve(model: type[M], layers: list[Layer], what: str) -> M:
         raise _located_error(model, e, layers, what) from None
 
 
-def _located_error(model: type[BaseModel], error: ValidationError, layers: list[Layer], what: str) -> SpecError:
-    # A typo shows up as an unknown key plus a missing one: the unknown key is the useful report.
-    errors = sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden")
-    first = errors[0]
-    loc = tuple(first["loc"])
+def _problem(model: type[BaseModel], err: Any, what: str) -> str:
+    """One validation problem as a sentence: an unknown key with a did-you-mean and what is
+    allowed, a missing key, or a bad value."""
+    loc = tuple(err["loc"])
     key = _dotted(loc)
-    if first["type"] == "extra_forbidden":
+    if err["type"] == "extra_forbidden":
         allowed = fields_at(model, loc[:-1])
         name = str(loc[-1])
         hint = f" (did you mean '{_RECIPE_NAMES[name]}'?)" if name in _RECIPE_NAMES else did_you_mean(name, allowed)
         message = f"unknown {what} setting '{key}'{hint}"
         if allowed and not hint:
             message += f"; allowed: {allowed_list(allowed)}"
-    elif first["type"] == "missing":
-        message = f"{what} setting '{key}' is required"
-    else:
-        msg = first["msg"].removeprefix("Value error, ")
-        message = f"{what} setting '{key}': {msg}" if key else f"{what}: {msg}"
-    message += more_problems(len(errors) - 1)
+        return message
+    if err["type"] == "missing":
+        return f"{what} setting '{key}' is required"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{what} setting '{key}': {msg}" if key else f"{what}: {msg}"
+
+
+def _located_error(model: type[BaseModel], error: ValidationError, layers: list[Layer], what: str) -> SpecError:
+    # A typo shows up as an unknown key plus a missing one: the unknown key is the useful report.
+    errors = sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    first = errors[0]
+    loc = tuple(first["loc"])
+    message = _problem(model, first, what)
+    if len(errors) > 1:  # every problem named, the first one located
+        message += "; also " + "; ".join(_problem(model, e, what) for e in errors[1:])
     # Report against the last layer that supplied the key (that is the value that was used).
     for layer in reversed(layers):
         if loc and _has_path(layer.data, loc):
