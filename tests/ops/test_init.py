@@ -111,3 +111,50 @@ def test_unrecognisable_file_says_what_it_saw(tmp_path):
     (tmp_path / "s.yaml").write_text("x")
     r = runner.invoke(app, ["init", str(DATA / "nat" / "strategyqa_positive.json"), "--out", str(tmp_path / "s.yaml")])
     assert r.exit_code == 2 and "exists" in r.output
+
+
+def test_init_joins_a_question_table_reads_prompt_files_and_keeps_names_apart(tmp_path):
+    """NAT's own files: trajectories named alike but for one part, the questions table their ids
+    join, and the instruction as a JSON conversation file."""
+    nat = DATA / "nat"
+    for side in ("positive", "negative"):
+        (tmp_path / f"strategyqa_gpt-3.5_{side}.json").write_text((nat / f"strategyqa_{side}.json").read_text())
+    (tmp_path / "train.jsonl").write_text((nat / "strategyqa_questions.jsonl").read_text())
+    instruction = (nat / "prompts" / "strategyqa_instruction.txt").read_text()
+    (tmp_path / "prompts.json").write_text(json.dumps([{"from": "human", "value": instruction},
+                                                       {"from": "gpt", "value": "Start please."}]))
+    spec = tmp_path / "spec.yaml"
+    files = ["strategyqa_gpt-3.5_positive.json", "strategyqa_gpt-3.5_negative.json", "train.jsonl", "prompts.json"]
+    r = runner.invoke(app, ["init", *[str(tmp_path / f) for f in files], "--out", str(spec)])
+    assert r.exit_code == 0, r.output
+    loaded = load_spec(spec).spec
+    assert list(loaded.sources) == ["strategyqa_gpt_3_5_positive", "strategyqa_gpt_3_5_negative", "train"]
+    assert loaded.sources["train"].lookup == "id"
+    assert [(t.role, t.field) for t in loaded.assemble.prepend[:2]] == [("user", "0.value"), ("assistant", "1.value")]
+    assert loaded.assemble.question == "lookup.train.question"
+    assert "(the whole file)" in spec.read_text()
+    result = build(spec, tmp_path / "out")
+    import pyarrow.parquet as pq
+
+    first = pq.read_table(next((tmp_path / "out" / "data").glob("train-*.parquet"))).column("messages")[0].as_py()
+    assert first[0]["content"] == instruction.removesuffix("\n") and first[2]["role"] == "user"  # (Jinja drops one final newline)
+    assert result.manifest["counts"]["written"]["train"] > 0
+
+
+def test_init_picks_a_template_that_renders_tools_when_rows_use_them(tmp_path):
+    tools = [{"name": "get_weather", "description": "Weather of a city", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+    rows = []
+    for i in range(6):
+        rows.append({"conversations": [
+            {"from": "human", "value": f"Weather in city {i}?"},
+            {"from": "function_call", "value": json.dumps({"name": "get_weather", "arguments": {"city": f"c{i}"}})},
+            {"from": "observation", "value": json.dumps({"temp": 20 + i})},
+            {"from": "gpt", "value": f"It is {20 + i} degrees."}], "tools": json.dumps(tools)})
+    (tmp_path / "glaive_toolcall_en_demo.json").write_text(json.dumps(rows))
+    spec = tmp_path / "spec.yaml"
+    r = runner.invoke(app, ["init", str(tmp_path / "glaive_toolcall_en_demo.json"), "--out", str(spec)])
+    assert r.exit_code == 0, r.output
+    assert load_spec(spec).spec.template == "qwen2.5"
+    result = build(spec, tmp_path / "out")
+    assert result.quarantined == 0 and result.manifest["counts"]["written"]["train"] == 6

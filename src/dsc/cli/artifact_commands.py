@@ -199,8 +199,7 @@ def init_command(
 
     path, sniffed = run_guarded(lambda: write_init(list(files), out, force=force))
     for s in sniffed:
-        extra = f", label {s.label}" if s.label else ""
-        out_console.print(f"{s.path}: {s.format}{extra} ({s.why})", highlight=False, soft_wrap=True)
+        out_console.print(s.summary(), highlight=False, soft_wrap=True)
     out_console.print(f"spec: {path}  (next: dsc build {path})", highlight=False, soft_wrap=True)
 
 
