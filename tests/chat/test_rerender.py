@@ -23,7 +23,9 @@ from transformers.utils.chat_template_utils import render_jinja_template
 from dsc.compiler.engine.driver import build
 
 REPO = Path(__file__).resolve().parents[2]
-SPECS = sorted((REPO / "specs").glob("*.yaml"))
+# SFT example specs (a preference artifact stores prompt/chosen/rejected: its texts are checked
+# against TRL's own rendering in tests/compiler/engine/test_preference_build.py).
+SPECS = sorted(p for p in (REPO / "specs").glob("*.yaml") if "\npreference:" not in p.read_text())
 
 
 def openai_messages(stored: list[dict[str, Any]]) -> list[dict[str, Any]]:

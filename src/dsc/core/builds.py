@@ -1,6 +1,7 @@
-"""Where each artifact's spec was: a small index in dsc's cache directory, written by every
-build, read by `dsc eval` to resolve the spec's relative `eval:` paths (data files, tool
-corpora) against the spec's own directory.
+"""Where each artifact's spec was: a small index in dsc's state directory (`$DSC_STATE_DIR`,
+else `$XDG_STATE_HOME/dsc`, else ~/.local/state/dsc; not the build cache, which `--no-cache`
+leaves alone), written by every build, read by `dsc eval` to resolve the spec's relative `eval:`
+paths (data files, tool corpora) against the spec's own directory.
 
 The artifact itself does not record the path: its bytes must not depend on where it was
 built. The index is this machine's memory of its builds; an artifact built elsewhere falls back
@@ -15,18 +16,20 @@ from pathlib import Path
 from dsc.core.hashing import sha256_text
 
 
-def default_cache_dir() -> Path:
-    """dsc's cache directory: `$DSC_CACHE_DIR`, else ~/.cache/dsc."""
-    env = os.environ.get("DSC_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "dsc"
+def state_dir() -> Path:
+    env = os.environ.get("DSC_STATE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".local" / "state") / "dsc"
 
 
 def _entry(version: str) -> Path:
-    return default_cache_dir() / "builds" / f"{version}.json"
+    return state_dir() / "builds" / f"{version}.json"
 
 
 def record_build(version: str, spec_path: Path) -> None:
-    """Remember that the artifact `version` was built from `spec_path` (best effort: a cache
+    """Remember that the artifact `version` was built from `spec_path` (best effort: a state
     directory that cannot be written only costs `dsc eval` the fallback)."""
     path = _entry(version)
     try:

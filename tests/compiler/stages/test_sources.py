@@ -271,7 +271,7 @@ def test_load_lookup(tmp_path):
     table = load_lookup(SourceSpec(path="q.jsonl", lookup="id"), tmp_path, "questions")
     assert table == {"1": {"id": 1, "question": "A?"}, "2": {"id": "2", "question": "B?"}}
     write_jsonl(tmp_path / "dup.jsonl", [{"id": 1, "question": "A?"}, {"id": 1, "question": "C?"}])
-    with pytest.raises(BuildError, match=r"key '1' has two different rows \(dup.jsonl row 0 and dup.jsonl row 1\)"):
+    with pytest.raises(BuildError, match=r"key '1' has two different rows \(dup.jsonl row 1 and dup.jsonl row 2\)"):
         load_lookup(SourceSpec(path="dup.jsonl", lookup="id"), tmp_path, "questions")
     write_jsonl(tmp_path / "nokey.jsonl", [{"qid": 1}])
     with pytest.raises(BuildError, match="nokey.jsonl row 0 has no key field 'id'"):

@@ -55,7 +55,6 @@ from dsc import __version__
 from dsc.compiler.engine.cache_upkeep import max_cache_bytes, prune, remove_dir, touch
 from dsc.compiler.engine.fingerprints import stage1_modules
 from dsc.compiler.engine.rowfiles import ArrowFileWriter, SegmentInfo, file_crc
-from dsc.core.builds import default_cache_dir
 from dsc.core.errors import BuildError
 from dsc.core.files import files_under, held_lock, is_held
 from dsc.core.hashing import sha256_file, sha256_json
@@ -82,6 +81,11 @@ STALE_TMP_SECONDS = 24 * 3600
 # callables stage 1 runs.
 LATER_SECTIONS = frozenset(SECTION_READERS) - sections_read_by("rows")
 SELECTION_ONLY_CAPABILITIES = ("rates", "proportions")
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("DSC_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "dsc"
 
 
 def cache_root(directory: str | Path | None = None) -> Path:
