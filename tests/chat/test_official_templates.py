@@ -57,6 +57,8 @@ OFFICIAL = {
     "qwen3": Official("Qwen-Qwen3-0.6B.jinja", generation_prompt="<|im_start|>assistant\n", end_of_turn="<|im_end|>"),
     "hermes": Official("NousResearch-Hermes-3-Llama-3.1-8B-tool_use.jinja", "NousResearch-Hermes-default.jinja",
                        generation_prompt="<|im_start|>assistant\n", end_of_turn="<|im_end|>"),
+    "qwen3-coder": Official("Qwen-Qwen3-Coder.jinja", generation_prompt="<|im_start|>assistant\n",
+                            end_of_turn="<|im_end|>"),
 }
 
 
@@ -283,6 +285,37 @@ def test_generated_conversations_match_official(name):
 
     check()
     assert seen.get("ok", 0) >= 100, seen  # the comparison ran on rendered text, not only on refusals
+
+
+def test_qwen3_coder_builtin_is_the_published_text_with_generation_marks():
+    """The built-in is the vendored file, byte for byte, but for its header comment and the
+    generation marks (and the two lines of the tool-call branch they move a newline across)."""
+    import re
+
+    ours = load_template("qwen3-coder", HERE).source
+    official = (OFFICIAL_DIR / "Qwen-Qwen3-Coder.jinja").read_text(encoding="utf-8")
+    body = ours[ours.index("-#}", ours.index("dsc: special_tokens")) + len("-#}\n"):]
+    marks = re.compile(r"\n *\{%- (?:end)?generation %\}")
+    moved = {  # the tool-call branch: the newline after "assistant", and before the first call
+        "{{- '<|im_start|>' + message.role + '\\n' }}": "{{- '<|im_start|>' + message.role }}",
+        "{{- message.content | trim + '\\n' }}": "{{- '\\n' + message.content | trim + '\\n' }}",
+        "{{- ('\\n' if has_content or not loop.first else '') + '<tool_call>": "{{- '\\n<tool_call>",
+    }
+    restored = marks.sub("", body)
+    restored = re.sub(r"\n *\{%- set has_content = [^\n]*%\}", "", restored)
+    restored = restored.replace("{%- if has_content %}", "{%- if message.content is defined and message.content is "
+                                "string and message.content | trim | length > 0 %}")
+    for new, old in moved.items():
+        restored = restored.replace(new, old, 1)
+    restored = restored.replace("""        {{- '<|im_end|>' }}
+        {{- '\\n' }}
+    {%- elif message.role == "assistant" %}
+        {{- '<|im_start|>' + message.role + '\\n' }}
+        {{- message.content + '<|im_end|>' }}
+        {{- '\\n' }}
+    {%- elif message.role == "user" or message.role == "system" %}""", """        {{- '<|im_end|>\\n' }}
+    {%- elif message.role == "user" or message.role == "system" or message.role == "assistant" %}""")
+    assert restored == official
 
 
 def test_official_fixtures_are_the_published_text():

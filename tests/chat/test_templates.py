@@ -464,7 +464,7 @@ def test_alpaca_prompt_and_system():
 def test_builtin_properties():
     expected_eot = {"chatml": "<|im_end|>", "qwen2.5": "<|im_end|>", "llama-2": " </s>", "llama-3": "<|eot_id|>",
                     "mistral": "</s>", "alpaca": None, "llama-3.1": "<|eot_id|>", "llama-3.2": "<|eot_id|>",
-                    "qwen3": "<|im_end|>", "hermes": "<|im_end|>"}
+                    "qwen3": "<|im_end|>", "hermes": "<|im_end|>", "qwen3-coder": "<|im_end|>"}
     assert set(BUILTIN_TEMPLATES) == set(expected_eot)
     for name in BUILTIN_TEMPLATES:
         tpl = load_template(name, HERE)

@@ -21,7 +21,10 @@ assistant spans around it, in message order; then anywhere in the text (a templa
 as Mistral moves the system message into the last user turn).
 
 Loss policies choose among those spans; `all` supervises the whole text. A `LossSpec` adds
-per-span weights on top of them (dsc.chat.weights): `Rendered.weights`.
+per-span weights on top of them (dsc.chat.weights): `Rendered.weights`. Their `part` rules read
+the pieces of each assistant turn with the spec's dialect (`dialect`, see `weights.parts_dialect`):
+a text dialect's turn is the message's content, located inside its span as the fallback above
+locates it; a structured one's (`openai`: the template writes the calls) is the whole span.
 """
 from __future__ import annotations
 
@@ -31,7 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dsc.chat.templating import ChatTemplate, TemplateRenderError
-from dsc.chat.weights import WeightedSpan, weigh
+from dsc.chat.weights import WeightedSpan, uses_parts, weigh
+from dsc.dialects.base import Dialect, Piece
 from dsc.record import BadRow, Conversation, Message
 from dsc.spec.sections import LossPolicy, LossSpec, SpecialTokenPolicy, loss_mode, loss_weight_rules
 
@@ -49,7 +53,9 @@ class Rendered:
 # ---------------------------------------------------------------------------------------------
 
 
-def render(conv: Conversation, template: ChatTemplate, loss: LossPolicy | LossSpec | str) -> Rendered:
+def render(conv: Conversation, template: ChatTemplate, loss: LossPolicy | LossSpec | str,
+           dialect: Dialect | None = None) -> Rendered:
+    """`dialect`: whose turns `part` weight rules read (`weights.parts_dialect`; None: ReAct's labels)."""
     rules = loss_weight_rules(loss)
     loss = loss_mode(loss)
     messages = conv.template_messages()
@@ -57,11 +63,13 @@ def render(conv: Conversation, template: ChatTemplate, loss: LossPolicy | LossSp
         text, blocks = template.render(messages, tools=conv.tools, add_generation_prompt=False)
     except TemplateRenderError as e:
         raise BadRow(str(e)) from None
+    positions = [i for i, m in enumerate(conv.messages) if m.role == "assistant"]
+    assistant: dict[int, tuple[int, int]] = {}
+    if loss is not LossPolicy.all or (dialect is not None and uses_parts(rules)):
+        assistant = dict(zip(positions, _assistant_spans(text, conv.messages, blocks, template)))
     if loss is LossPolicy.all:
         spans = [(0, len(text))]
     else:
-        positions = [i for i, m in enumerate(conv.messages) if m.role == "assistant"]
-        assistant = dict(zip(positions, _assistant_spans(text, conv.messages, blocks, template)))
         spans = []
         if loss is LossPolicy.assistant:
             spans = [assistant[i] for i in positions if conv.messages[i].loss is not False]
@@ -86,7 +94,24 @@ def render(conv: Conversation, template: ChatTemplate, loss: LossPolicy | LossSp
     if not merged:
         raise BadRow(f"nothing supervised: loss policy '{loss.value}' selects no text in this conversation "
                      f"({_role_summary(conv.messages)})")
-    return Rendered(text, merged, weigh(text, merged, rules) if rules else None)
+    if not rules:
+        return Rendered(text, merged)
+    parts = _turn_parts(text, conv.messages, assistant, dialect) if dialect is not None and uses_parts(rules) else None
+    return Rendered(text, merged, weigh(text, merged, rules, parts))
+
+
+def _turn_parts(text: str, messages: list[Message], assistant: dict[int, tuple[int, int]],
+                dialect: Dialect) -> list[Piece]:
+    """The pieces of every assistant turn, as ranges of `text` (see the module doc)."""
+    out: list[Piece] = []
+    for i, (a, b) in assistant.items():
+        if dialect.text:
+            at = _locate(text, messages[i].content, a)
+            if at is None or at[1] > b:
+                continue  # an empty turn (or one the template rewrote): no pieces
+            a, b = at
+        out += [(part, a + x, a + y) for part, x, y in dialect.turn_parts(text[a:b])]
+    return out
 
 
 def render_prompt(messages: list[dict[str, Any]], template: ChatTemplate, tools: list[dict[str, Any]] | None = None,

@@ -3,8 +3,13 @@
 Weights sit on top of the loss mask: the mode (`assistant`, `all`, ...) chooses the supervised
 characters as before, and the rules give those characters a weight (1.0 unless a rule says
 otherwise). A rule selects characters by a regular expression over the rendered text (`pattern`,
-Python `re` syntax; every match, its whole text) or by a part of a ReAct text (`part`, see
-`react_parts`). Rules apply in order and a later rule overrides an earlier one where they overlap;
+Python `re` syntax; every match, its whole text) or by a part (`part`): a piece every dialect's
+assistant turn has — `thought` (`analysis` is the same), `call_name`, `arguments`, `answer` — read
+by the dialect of the spec's `to_dialect` step from each assistant turn it wrote
+(`Dialect.turn_parts`), so `{part: arguments}` selects the arguments of the calls in Hermes,
+Harmony, Qwen3-Coder and ReAct alike; or a part of a ReAct text (`action`, `action_input`,
+`observation`, `final_answer`). Without a `to_dialect` step, and for the ReAct dialects, the parts
+are read over the supervised text by ReAct's labels (`react_turn_parts`), as before. Rules apply in order and a later rule overrides an earlier one where they overlap;
 characters outside the mask are never weighted (a rule cannot add supervision).
 
 The result of a row is `WeightedSpan` pieces: sorted, non-overlapping, covering exactly the
@@ -21,8 +26,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from dsc.dialects.react import react_parts
-from dsc.spec.sections import WeightRule
+from dsc.dialects.base import Dialect, Piece, get_dialect
+from dsc.dialects.react import react_turn_parts
+from dsc.spec.sections import REACT_PARTS, WeightRule
 
 
 class WeightedSpan(NamedTuple):
@@ -36,22 +42,48 @@ class WeightedSpan(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 
 
-def _selected(text: str, parts: list[tuple[str, int, int]], rule: WeightRule) -> list[tuple[int, int]]:
-    """The ranges `rule` selects: its pattern's matches, or the supervised ReAct `parts` it names."""
+def _selected(text: str, parts: list[Piece], rule: WeightRule) -> list[tuple[int, int]]:
+    """The ranges `rule` selects: its pattern's matches, or the `parts` it names."""
     if rule.pattern is not None:
         return [(m.start(), m.end()) for m in re.finditer(rule.pattern, text) if m.end() > m.start()]
-    return [(a, b) for part, a, b in parts if part == rule.part]
+    name = "thought" if rule.part == "analysis" else rule.part
+    return [(a, b) for part, a, b in parts if part == name]
 
 
-def weigh(text: str, spans: list[tuple[int, int]], rules: list[WeightRule]) -> list[WeightedSpan]:
-    """The weighted pieces of a row's supervised spans (see the module doc)."""
+def uses_parts(rules: list[WeightRule]) -> bool:
+    return any(r.part for r in rules)
+
+
+def parts_dialect(name: str | None, rules: list[WeightRule]) -> Dialect | None:
+    """The dialect whose turns `part` rules read (`name`: the spec's `to_dialect` dialect); None:
+    ReAct's labels over the supervised text. ValueError for a part the dialect does not have."""
+    if name is None or not uses_parts(rules):
+        return None
+    dialect = get_dialect(name)
+    if dialect.parts_over_text:
+        return None
+    react_only = sorted({r.part for r in rules if r.part in REACT_PARTS})
+    if react_only:
+        raise ValueError(f"loss.weights: part {', '.join(react_only)} is a part of a ReAct text; the turns of "
+                         f"dialect '{name}' have thought (analysis), call_name, arguments, answer")
+    try:
+        dialect.turn_parts("")
+    except NotImplementedError as e:
+        raise ValueError(f"loss.weights: {e}; use `pattern` rules") from None
+    return dialect
+
+
+def weigh(text: str, spans: list[tuple[int, int]], rules: list[WeightRule],
+          parts: list[Piece] | None = None) -> list[WeightedSpan]:
+    """The weighted pieces of a row's supervised spans (see the module doc). `parts`: the pieces of
+    the row's assistant turns as its dialect reads them; None: ReAct's parts of the supervised text."""
     if not spans:
         return []
     # Boundaries: span edges and every selected range's edges inside a span; each elementary
     # interval between two boundaries has one weight.
     cuts = {x for s in spans for x in s}
-    # the supervised text's ReAct parts, read once for all `part` rules
-    parts = [p for a0, b0 in spans for p in react_parts(text, a0, b0)] if any(r.part for r in rules) else []
+    if parts is None:  # the supervised text's ReAct parts, read once for all `part` rules
+        parts = [p for a0, b0 in spans for p in react_turn_parts(text, a0, b0)] if uses_parts(rules) else []
     selections = [(rule.weight, _selected(text, parts, rule)) for rule in rules]
     for _, ranges in selections:
         cuts.update(x for r in ranges for x in r)

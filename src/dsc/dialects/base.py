@@ -164,6 +164,56 @@ def split_content(text: str, at: int) -> str:
     return content[:-1] if content.endswith("\n") else content
 
 
+# ---------------------------------------------------------------------------------------------
+# The pieces of a written assistant turn, which `loss: {weights: [{part: …}]}` names (dsc.chat.weights)
+# ---------------------------------------------------------------------------------------------
+
+# Every dialect's turn has them: its reasoning (`thought`), per call the tool's name (`call_name`)
+# and its arguments as written (`arguments`), and a turn's answer (`answer`).
+TURN_PARTS = ("thought", "call_name", "arguments", "answer")
+Piece = tuple[str, int, int]  # (part, start, end): a character range of the turn's text
+_THINK_BLOCK = re.compile(r"<think>(?P<think>.*?)</think>", re.DOTALL)
+_NAME_KEY = re.compile(r'\{\s*"name"\s*:\s*')
+_ARGUMENTS_KEY = re.compile(r'\s*,\s*"(?:arguments|parameters)"\s*:\s*')
+_DECODER = json.JSONDecoder()
+
+
+def content_pieces(text: str, start: int, end: int, has_calls: bool) -> list[Piece]:
+    """The text besides the calls, text[start:end]: the `thought` of a turn with calls; else a
+    `<think>…</think>` block opening it is the `thought` (inside the tags) and the rest the `answer`."""
+    if end <= start:
+        return []
+    if has_calls:
+        return [("thought", start, end)]
+    m = _THINK_BLOCK.match(text, start, end)
+    if m is None:
+        return [("answer", start, end)]
+    return [p for p in (("thought", m.start("think"), m.end("think")), ("answer", m.end(), end)) if p[2] > p[1]]
+
+
+def json_value_end(text: str, at: int) -> int | None:
+    """Where the JSON value starting at `at` ends; None when none starts there."""
+    try:
+        return _DECODER.raw_decode(text, at)[1]
+    except json.JSONDecodeError:
+        return None
+
+
+def json_call_pieces(text: str, start: int, end: int) -> list[Piece]:
+    """`call_name` (inside its quotes) and `arguments` (the object) of a JSON call
+    `{"name": …, "arguments": {…}}` written at text[start:end] (nothing when it is not one)."""
+    m = _NAME_KEY.match(text, start, end)
+    name_end = json_value_end(text, m.end()) if m else None
+    if m is None or name_end is None or name_end > end or text[m.end()] != '"':
+        return []
+    out: list[Piece] = [("call_name", m.end() + 1, name_end - 1)]
+    k = _ARGUMENTS_KEY.match(text, name_end, end)
+    args_end = json_value_end(text, k.end()) if k else None
+    if k is not None and args_end is not None and args_end <= end:
+        out.append(("arguments", k.end(), args_end))
+    return out
+
+
 def joined(content: str, blocks: Sequence[str]) -> str:
     """Content, then each call block, one per line (no leading newline when there is no content)."""
     return "\n".join(([content] if content else []) + list(blocks))
@@ -181,6 +231,9 @@ class Dialect:
     text: ClassVar[bool] = True  # False: the calls stay structured (the template writes them)
     # True: an answer (a turn without calls) is written too, not only call turns (Harmony's `final` channel).
     writes_answers: ClassVar[bool] = False
+    # True: the parts `loss.weights` names are read over the whole supervised text (ReAct's labels,
+    # `observation` included), not per assistant turn (`turn_parts`).
+    parts_over_text: ClassVar[bool] = False
     # Tool names the dialect can write (any by default; pythonic calls: Python identifiers).
     tool_names: ClassVar[re.Pattern[str]] = re.compile(r".+", re.DOTALL)
 
@@ -190,6 +243,14 @@ class Dialect:
     def parse_turn(self, text: str, tools: Tools, where: str = "turn", *, lenient: bool = False) -> Turn:
         """`lenient`: a model's generation (see each dialect); else exactly what `write_turn` writes."""
         raise NotImplementedError
+
+    def turn_parts(self, turn: str) -> list[Piece]:
+        """The pieces of a written assistant turn (what `write_turn` wrote; for a structured dialect
+        the template's text of the turn), as (part, start, end) ranges of `turn`, in order: `thought`
+        (the reasoning, or the text before the calls), per call `call_name` and `arguments` (as
+        written, without the dialect's markup around them), `answer` (the text of a turn without
+        calls). Ranges are non-empty and do not overlap; markup belongs to no piece."""
+        raise NotImplementedError(f"dialect '{self.name}' does not name the parts of its turns")
 
     def write_observations(self, results: Sequence[str], calls: Sequence[ToolCall] | None = None) -> str:
         """The observation turn of `results`; `calls`: the calls they answer, in order (their names
@@ -286,6 +347,24 @@ class Section:
             check_free_of(h + args, markers + (self.call_begin,), f"call '{c.name}'", where)
             body += f"{self.call_begin}{h}{self.sep}{args}{self.call_end}"
         return f"{content}{self.begin}{body}{self.end}"
+
+    def pieces(self, text: str, name_in_head: Callable[[str], tuple[int, int]]) -> list[Piece]:
+        """`Dialect.turn_parts` of what `write` writes; `name_in_head`: where a head names the tool."""
+        at = text.find(self.begin)
+        if at < 0:
+            return content_pieces(text, 0, len(text), False)
+        out = content_pieces(text, 0, at, True)
+        i = at + len(self.begin)
+        while text.startswith(self.call_begin, i):
+            head = i + len(self.call_begin)
+            sep = text.find(self.sep, head)
+            stop = text.find(self.call_end, sep) if sep >= 0 else -1
+            if stop < 0:
+                break
+            a, b = name_in_head(text[head:sep])
+            out += [("call_name", head + a, head + b), ("arguments", sep + len(self.sep), stop)]
+            i = stop + len(self.call_end)
+        return [p for p in out if p[2] > p[1]]
 
     def read(self, text: str, where: str, *, lenient: bool) -> tuple[str, list[tuple[str, str]]] | None:
         """(content, [(head, arguments JSON)]) of a turn; None when it has no section.

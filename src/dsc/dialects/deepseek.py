@@ -18,6 +18,7 @@ from typing import Any
 
 from dsc.dialects.base import (
     Dialect,
+    Piece,
     Section,
     Tools,
     Turn,
@@ -52,6 +53,9 @@ class DeepSeekV31(Dialect):
         content, calls = read
         return Turn(content, [ToolCall(name, stored_arguments(arguments_object(args, name, f"{where}, call {i}")))
                               for i, (name, args) in enumerate(calls)])
+
+    def turn_parts(self, turn: str) -> list[Piece]:
+        return SECTION.pieces(turn, lambda head: (0, len(head)))
 
     def write_observations(self, results: Sequence[str], calls: Any = None) -> str:
         return "".join(f"{OUTPUT_BEGIN}{r}{OUTPUT_END}" for r in results)

@@ -25,9 +25,11 @@ from typing import Any
 
 from dsc.dialects.base import (
     Dialect,
+    Piece,
     Tools,
     Turn,
     check_free_of,
+    content_pieces,
     function_of,
     joined,
     json_literal,
@@ -80,6 +82,19 @@ class Glm45(Dialect):
                 args += f"<arg_key>{key}</arg_key>\n<arg_value>{text}</arg_value>\n"
             blocks.append(f"{OPEN}{c.name}\n{args}{CLOSE}")
         return joined(content, blocks)
+
+    def turn_parts(self, turn: str) -> list[Piece]:
+        """`arguments`: a call's `<arg_key>`/`<arg_value>` lines, less the last newline."""
+        first = _FIRST.search(turn)
+        if first is None:
+            return content_pieces(turn, 0, len(turn), False)
+        at = first.start() + (1 if turn[first.start()] == "\n" else 0)
+        out = content_pieces(turn, 0, len(split_content(turn, at)), True)
+        for m in _STRICT_CALL.finditer(turn, at):
+            out.append(("call_name", *m.span("name")))
+            if m["args"]:
+                out.append(("arguments", m.start("args"), m.end("args") - 1))
+        return out
 
     def parse_turn(self, text: str, tools: Tools, where: str = "turn", *, lenient: bool = False) -> Turn:
         first = _FIRST.search(text)

@@ -37,6 +37,7 @@ from typing import Any
 
 from dsc.dialects.base import (
     Dialect,
+    Piece,
     Tools,
     Turn,
     arguments_object,
@@ -60,6 +61,7 @@ _MESSAGE = re.compile(r"(?P<header>(?:(?!<\|message\|>|<\|start\|>).)*)<\|messag
                       r"(?P<end><\|end\|>|<\|call\|>|<\|return\|>)?", re.DOTALL)
 _CHANNEL = re.compile(r"<\|channel\|>(?P<channel>[^\s<]+)")
 _RECIPIENT = re.compile(r"(?:^|\s)to=(?P<to>[^\s<]+)")
+_CALL_NAME = re.compile(r"(?:^|\s)to=(?:functions\.)?(?P<name>[^\s<]+)")
 _THINK = re.compile(r"<think>(?P<think>.*?)</think>", re.DOTALL)
 _RESULT = re.compile(r"<\|start\|>functions\.(?P<name>[^\s<]+) to=assistant<\|channel\|>commentary<\|message\|>"
                      r"(?P<body>.*?)<\|end\|>", re.DOTALL)
@@ -147,6 +149,25 @@ class Harmony(Dialect):
             if end is None:
                 break  # cut at a stop string
         return Turn(self._content(analysis, final, bool(calls), lenient), calls)
+
+    def turn_parts(self, turn: str) -> list[Piece]:
+        """`thought`: the bodies of `analysis` (and commentary preamble) messages; per call the name
+        after `to=functions.` and the JSON body; `answer`: the `final` message's body."""
+        out: list[Piece] = []
+        for m in _MESSAGE.finditer(turn):
+            header = m["header"]
+            if header.startswith(("functions.", START)):
+                continue
+            channel = _CHANNEL.search(header)
+            to = _CALL_NAME.search(header)
+            if to is not None:
+                out += [("call_name", m.start("header") + to.start("name"), m.start("header") + to.end("name")),
+                        ("arguments", *m.span("body"))]
+            elif channel is not None and channel["channel"] == "final":
+                out.append(("answer", *m.span("body")))
+            else:
+                out.append(("thought", *m.span("body")))
+        return [p for p in out if p[2] > p[1]]
 
     @staticmethod
     def _content(analysis: list[str], final: str | None, has_calls: bool, lenient: bool) -> str:

@@ -8,7 +8,19 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dsc.dialects.base import Dialect, Tools, Turn, call_from_json, call_json, function_of, joined, split_content
+from dsc.dialects.base import (
+    Dialect,
+    Piece,
+    Tools,
+    Turn,
+    call_from_json,
+    call_json,
+    content_pieces,
+    function_of,
+    joined,
+    json_call_pieces,
+    split_content,
+)
 from dsc.spec.registries import register_dialect
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
@@ -33,6 +45,17 @@ def tagged_calls(text: str, where: str, *, lenient: bool) -> Turn | None:
     return Turn(split_content(text, first), calls)
 
 
+def tagged_pieces(turn: str) -> list[Piece]:
+    """`Dialect.turn_parts` of a turn with `<tool_call>` blocks (Hermes, Qwen2.5's template)."""
+    first = turn.find(OPEN)
+    if first < 0:
+        return content_pieces(turn, 0, len(turn), False)
+    out = content_pieces(turn, 0, len(split_content(turn, first)), True)
+    for m in _BLOCK.finditer(turn, first):
+        out += json_call_pieces(turn, m.start(1), m.end(1))
+    return out
+
+
 @register_dialect
 class Hermes(Dialect):
     name = "hermes"
@@ -44,6 +67,9 @@ class Hermes(Dialect):
 
     def parse_turn(self, text: str, tools: Tools, where: str = "turn", *, lenient: bool = False) -> Turn:
         return tagged_calls(text, where, lenient=lenient) or Turn(text, [])
+
+    def turn_parts(self, turn: str) -> list[Piece]:
+        return tagged_pieces(turn)
 
     def write_observations(self, results: Sequence[str], calls: Any = None) -> str:
         return "\n".join(f"<tool_response>\n{r}\n</tool_response>" for r in results)

@@ -17,6 +17,7 @@ from typing import Any
 
 from dsc.dialects.base import (
     Dialect,
+    Piece,
     Section,
     Tools,
     Turn,
@@ -44,6 +45,11 @@ def _id_of(call: ToolCall, index: int) -> str:
         else call_id(call.name, index)  # type: ignore[return-value]
 
 
+def _name_in_id(head: str) -> tuple[int, int]:
+    m = _ID.fullmatch(head)
+    return m.span("name") if m else (0, len(head))
+
+
 @register_dialect
 class KimiK2(Dialect):
     name = "kimi_k2"
@@ -67,6 +73,9 @@ class KimiK2(Dialect):
             name = m["name"]
             calls.append(ToolCall(name, stored_arguments(arguments_object(args, name, f"{where}, call {i}")), id=head))
         return Turn(content, calls)
+
+    def turn_parts(self, turn: str) -> list[Piece]:
+        return SECTION.pieces(turn, _name_in_id)
 
     def prepare_conversation(self, messages: list[Message], options: Mapping[str, Any]) -> list[Message]:
         """Ids `functions.NAME:IDX`, IDX counting the row's calls; tool messages follow their call's id."""

@@ -9,8 +9,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dsc.dialects.base import Dialect, Tools, Turn, call_from_json, call_json, joined
-from dsc.dialects.hermes import Hermes, tagged_calls
+from dsc.dialects.base import Dialect, Piece, Tools, Turn, call_from_json, call_json, content_pieces, joined, json_call_pieces
+from dsc.dialects.hermes import OPEN, Hermes, tagged_calls, tagged_pieces
 from dsc.record import BadRow
 from dsc.spec.registries import register_dialect
 
@@ -52,6 +52,25 @@ class OpenAI(Dialect):
             except (json.JSONDecodeError, BadRow):
                 pass
         return Turn(text, [])
+
+    def turn_parts(self, turn: str) -> list[Piece]:
+        """`turn`: the template's text of the turn (its calls written by the template): `<tool_call>`
+        blocks as Qwen2.5's template writes them; else JSON calls one per line at its end."""
+        if OPEN in turn:
+            return tagged_pieces(turn)
+        lines = turn.split("\n")
+        n = len(lines)
+        while n > 0 and _is_call(lines[n - 1]):
+            n -= 1
+        if n == len(lines):
+            return content_pieces(turn, 0, len(turn), False)
+        pos = len("\n".join(lines[:n]))  # the end of the text before the calls
+        out = content_pieces(turn, 0, pos, True)
+        for j, line in enumerate(lines[n:]):
+            start = pos + (1 if n or j else 0)
+            out += json_call_pieces(turn, start, start + len(line))
+            pos = start + len(line)
+        return out
 
     def write_observations(self, results: Sequence[str], calls: Any = None) -> str:
         if len(results) != 1:

@@ -25,8 +25,10 @@ from typing import Any
 
 from dsc.dialects.base import (
     Dialect,
+    Piece,
     Tools,
     Turn,
+    content_pieces,
     function_of,
     joined,
     loaded_arguments,
@@ -80,6 +82,21 @@ def _expression(text: str) -> ast.expr | None:
         return None
 
 
+class _Positions:
+    """An ast position (line from 1, UTF-8 byte column) of a text parsed from `turn[at:]` → an index of `turn`."""
+
+    def __init__(self, turn: str, at: int):
+        self.turn, self.lines = turn, [at]
+        for i, ch in enumerate(turn[at:], at):
+            if ch == "\n":
+                self.lines.append(i + 1)
+
+    def of(self, line: int | None, col: int | None) -> int:
+        start = self.lines[(line or 1) - 1]
+        end = self.turn.find("\n", start)
+        return start + len(self.turn[start:end if end >= 0 else len(self.turn)].encode()[:col or 0].decode())
+
+
 @register_dialect
 class Pythonic(Dialect):
     name = "pythonic"
@@ -99,6 +116,29 @@ class Pythonic(Dialect):
                 raise BadRow(f"{where}: argument name {bad[0]!r} cannot be written in dialect '{self.name}'")
             written.append(f"{c.name}(" + ", ".join(f"{k}={_literal(v, where)}" for k, v in args.items()) + ")")
         return joined(content, ["[" + ", ".join(written) + "]"])
+
+    def turn_parts(self, turn: str) -> list[Piece]:
+        """`call_name`: a call's function name; `arguments`: its keyword arguments, first to last."""
+        for m in _START.finditer(turn):
+            at = m.start()
+            if at and turn[at - 1] != "\n":
+                continue
+            node = _expression(turn[at:])
+            if node is None or not isinstance(node, ast.List) or not node.elts:
+                continue
+            node = ast.parse(turn[at:].rstrip(), mode="eval").body  # positions in turn[at:]
+            where = _Positions(turn, at)
+            out = content_pieces(turn, 0, len(split_content(turn, at)), True)
+            for call in node.elts:
+                if isinstance(call, ast.Call):
+                    out.append(("call_name", where.of(call.func.lineno, call.func.col_offset),
+                                where.of(call.func.end_lineno, call.func.end_col_offset)))
+                    if call.keywords:
+                        first, last = call.keywords[0], call.keywords[-1]
+                        out.append(("arguments", where.of(first.lineno, first.col_offset),
+                                    where.of(last.end_lineno, last.end_col_offset)))
+            return out
+        return content_pieces(turn, 0, len(turn), False)
 
     def parse_turn(self, text: str, tools: Tools, where: str = "turn", *, lenient: bool = False) -> Turn:
         if lenient:

@@ -31,9 +31,11 @@ from typing import Any
 
 from dsc.dialects.base import (
     Dialect,
+    Piece,
     Tools,
     Turn,
     check_free_of,
+    content_pieces,
     function_of,
     loaded_arguments,
     parameter_schema,
@@ -47,7 +49,7 @@ from dsc.record import BadRow, ToolCall
 from dsc.spec.registries import register_dialect
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
-_CLOSERS = ("</parameter>", "</function>", CLOSE, "<parameter=", "<function=")
+_CLOSERS = ("</parameter>", "</function>", OPEN, CLOSE, "<parameter=", "<function=")
 _STRICT_CALL = re.compile(r"<tool_call>\n<function=(?P<name>[^>\n]+)>\n(?P<params>(?:<parameter=[^>\n]+>\n.*?\n"
                           r"</parameter>\n)*?)</function>\n</tool_call>", re.DOTALL)
 _STRICT_PARAM = re.compile(r"<parameter=(?P<key>[^>\n]+)>\n(?P<value>.*?)\n</parameter>\n", re.DOTALL)
@@ -136,6 +138,18 @@ class Qwen3Coder(Dialect):
             pairs = [(m["key"], _one_newline_off(m["value"])) for m in _LENIENT_PARAM.finditer(body)]
             calls.append(self._call(name, pairs, tools))
         return calls
+
+    def turn_parts(self, turn: str) -> list[Piece]:
+        """`arguments`: a call's `<parameter=…>` blocks, from the first to the last `</parameter>`."""
+        first = turn.find(OPEN)
+        if first < 0:
+            return content_pieces(turn, 0, len(turn), False)
+        out = content_pieces(turn, 0, len(turn[:first].removesuffix("\n\n")), True)
+        for m in _STRICT_CALL.finditer(turn, first):
+            out.append(("call_name", *m.span("name")))
+            if m["params"]:
+                out.append(("arguments", m.start("params"), m.end("params") - 1))  # less the last newline
+        return out
 
     def write_observations(self, results: Sequence[str], calls: Any = None) -> str:
         return Hermes().write_observations(results)

@@ -25,9 +25,11 @@ from typing import Any
 
 from dsc.dialects.base import (
     Dialect,
+    Piece,
     Tools,
     Turn,
     arguments_object,
+    content_pieces,
     function_of,
     joined,
     loaded_arguments,
@@ -67,6 +69,16 @@ class QwenAgent(Dialect):
             raw = _trimmed(m.group("args")) if lenient else m.group("args")
             calls.append(ToolCall(name, stored_arguments(_args_of(raw, name, f"{where}, call {i}"))))
         return Turn(split_content(text, at), calls)
+
+    def turn_parts(self, turn: str) -> list[Piece]:
+        first = _FIRST.search(turn)
+        if first is None:
+            return content_pieces(turn, 0, len(turn), False)
+        at = first.start() + (1 if turn[first.start()] == "\n" else 0)
+        out = content_pieces(turn, 0, len(split_content(turn, at)), True)
+        for m in _CALL.finditer(turn, at):
+            out += [("call_name", *m.span("name")), ("arguments", *m.span("args"))]
+        return [p for p in out if p[2] > p[1]]
 
     def write_observations(self, results: Sequence[str], calls: Any = None) -> str:
         return "\n".join(f"{FN_RESULT}: {r}" for r in results)

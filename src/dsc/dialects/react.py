@@ -79,7 +79,10 @@ _LABEL = re.compile(r"^[ \t]*(?P<label>Thought|Action Input|Action|Observation|F
 _LABEL_PART = {"Thought": "thought", "Action": "action", "Action Input": "action_input",
                "Observation": "observation", "Final Answer": "final_answer"}
 # `Action: name[argument]` (FireAct, NAT): the argument in brackets is the action's input.
-_BRACKET_ARGUMENT = re.compile(rf"Action(?: \d+)?:[ \t]*{TOOL_NAME}\[(?P<arg>.*)\]", re.DOTALL)
+_BRACKET_ARGUMENT = re.compile(rf"Action(?: \d+)?:[ \t]*(?P<name>{TOOL_NAME})\[(?P<arg>.*)\]", re.DOTALL)
+# The named pieces every dialect has (`call_name`, `arguments`, `answer`), in ReAct's labels.
+_ACTION_HEAD = re.compile(rf"Action(?: \d+)?:[ \t]*(?P<name>{TOOL_NAME})")
+_AFTER_LABEL = re.compile(r"(?:Action Input|Final Answer)(?: \d+)?:[ \t]*")
 
 
 def react_parts(text: str, start: int = 0, end: int | None = None) -> list[tuple[str, int, int]]:
@@ -102,6 +105,41 @@ def react_parts(text: str, start: int = 0, end: int | None = None) -> list[tuple
         else:
             out.append((part, a, nxt))
     return [p for p in out if p[2] > p[1]]
+
+
+def react_turn_parts(text: str, start: int = 0, end: int | None = None) -> list[tuple[str, int, int]]:
+    """`react_parts` and, in the same grammar, the pieces every dialect names (`Dialect.turn_parts`):
+    `call_name` (the action's tool name), `arguments` (the text between the brackets; the JSON
+    value after `Action Input:`, or that line's text less trailing whitespace), `answer` (the text
+    after `Final Answer:`, to the part's end). `thought` is ReAct's own (its label included)."""
+    out: list[tuple[str, int, int]] = []
+    for part, a, b in react_parts(text, start, end):
+        out.append((part, a, b))
+        if part == "action":
+            m = _ACTION_HEAD.match(text, a, b)
+            if m is not None:
+                out.append(("call_name", *m.span("name")))
+        elif part == "action_input" and not text.startswith("Action Input", a):
+            out.append(("arguments", a, b))  # the argument between the brackets
+        elif part in ("action_input", "final_answer"):
+            label = _AFTER_LABEL.match(text, a, b)
+            if label is None:
+                continue
+            at = label.end()
+            if part == "final_answer":
+                out.append(("answer", at, b))
+                continue
+            stop = _json_end(text, at, b)
+            out.append(("arguments", at, stop if stop is not None else at + len(text[at:b].rstrip())))
+    return [p for p in out if p[2] > p[1]]
+
+
+def _json_end(text: str, at: int, end: int) -> int | None:
+    try:
+        _, stop = json.JSONDecoder().raw_decode(text, at)
+    except json.JSONDecodeError:
+        return None
+    return stop if stop <= end else None
 
 
 
@@ -271,6 +309,7 @@ class ReactDialect(Dialect):
     stop = ("\nObservation:",)
     parallel = False
     reply_is_answer = False  # the answer is an action: finish[x]
+    parts_over_text = True  # ReAct's labels mark the parts anywhere in the supervised text
     observation_prefix = OBSERVATION
 
     def write_turn(self, content: str, calls: Any, tools: Tools, where: str = "turn") -> str:
@@ -289,6 +328,9 @@ class ReactDialect(Dialect):
             return Turn(text, [])
         args = arguments_from_text(tools.get(act.name), act.name, act.arg, self.syntax, where)
         return Turn(act.pre, [ToolCall(act.name, stored_arguments(args))])
+
+    def turn_parts(self, turn: str) -> list[tuple[str, int, int]]:
+        return react_turn_parts(turn)
 
     def write_observations(self, results: Any, calls: Any = None) -> str:
         return "\n".join(self.observation_prefix + r for r in results)

@@ -391,15 +391,21 @@ class AssembleSpec(Strict):
 # `loss:` and its weight rules; `special_tokens:`
 # ---------------------------------------------------------------------------------------------
 
-Part = Literal["thought", "action", "action_input", "observation", "final_answer"]
+# The pieces of an assistant turn in every dialect (`analysis`: another name of `thought`), then
+# the parts of a ReAct text only (dsc.chat.weights).
+Part = Literal["thought", "analysis", "call_name", "arguments", "answer",
+               "action", "action_input", "observation", "final_answer"]
 PARTS: tuple[str, ...] = get_args(Part)
+REACT_PARTS: tuple[str, ...] = ("action", "action_input", "observation", "final_answer")
 
 
 class WeightRule(Strict):
-    """One rule of `loss.weights`: `pattern` (a regex) or `part` (a ReAct part), and its weight."""
+    """One rule of `loss.weights`: `pattern` (a regex) or `part` (a piece of an assistant turn), and its weight."""
 
     pattern: str | None = Field(None, description="a regular expression over the rendered text (Python re)")
-    part: Part | None = Field(None, description="a part of a ReAct text: " + ", ".join(PARTS))
+    part: Part | None = Field(None, description="a piece of an assistant turn in the spec's dialect "
+                              "(thought or analysis, call_name, arguments, answer) or a part of a ReAct text "
+                              "(" + ", ".join(REACT_PARTS) + ")")
     weight: float = Field(ge=0.0, allow_inf_nan=False,
                           description="the loss weight of the selected supervised characters (a finite number >= 0)")
 

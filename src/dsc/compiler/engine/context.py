@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dsc.chat.templating import ChatTemplate, load_template
-from dsc.compiler.stages.transforms.pipeline import RowPipeline, build_pipeline
+from dsc.compiler.stages.transforms.pipeline import RowPipeline, build_pipeline, weights_dialect
 from dsc.spec.model import LoadedSpec, Spec, is_weighted
 
 if TYPE_CHECKING:
+    from dsc.dialects.base import Dialect
     from dsc.chat.tokenize import RowTokenizer
 
 
@@ -23,6 +24,8 @@ class BuildContext:
     template: ChatTemplate
     pipeline: RowPipeline  # the per-row steps (label/filters/convert/...; none: rows pass as read)
     tokenizer: RowTokenizer | None = None  # when the spec tokenises
+    # whose turns the `part` weight rules read (None: ReAct's labels over the supervised text)
+    parts_dialect: Dialect | None = None
 
     @property
     def weighted(self) -> bool:
@@ -52,4 +55,7 @@ def build_context(loaded: LoadedSpec) -> BuildContext:
     template, tokenizer = load_template_and_tokenizer(loaded)
     with loaded.at():  # prompt/tool files are checked by load_spec; this names any left (exit 2)
         pipeline = build_pipeline(spec, base, template=template, tokenizer=tokenizer)
-    return BuildContext(spec=spec, base_dir=base, template=template, tokenizer=tokenizer, pipeline=pipeline)
+    with loaded.at("loss"):
+        dialect = weights_dialect(spec)
+    return BuildContext(spec=spec, base_dir=base, template=template, tokenizer=tokenizer, pipeline=pipeline,
+                        parts_dialect=dialect)

@@ -57,7 +57,7 @@ def render_batch(rows: np.ndarray, convs: list[Conversation]) -> pa.RecordBatch:
     for i, conv in enumerate(convs):
         try:
             shown, found = apply_special_token_policy(conv, ctx.template, ctx.spec.special_tokens)
-            r = render(shown, ctx.template, ctx.spec.loss)
+            r = render(shown, ctx.template, ctx.spec.loss, ctx.parts_dialect)
         except BadRow as e:
             status[i], col["reason"][i] = RenderStatus.RENDER_FAILED, e.reason
             continue

@@ -411,6 +411,14 @@ def tag(conv: Conversation, opts: TagOptions, _: Any = None) -> Conversation:
     return conv
 
 
+def spec_dialect(steps: list[ConvertStep]) -> str | None:
+    """The dialect the last `to_dialect` step writes the calls in; None when no step does."""
+    for step in reversed(steps):
+        if step.name == "to_dialect":
+            return step.options.dialect
+    return None
+
+
 def dialect_inference(steps: list[ConvertStep], prepared: list[Any]) -> dict[str, Any] | None:
     """The manifest's `inference.dialect`: what the last `to_dialect` step wrote the calls in (the
     parser `dsc eval` reads a generation with, its stop strings, and the system prompt listing

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from dsc.chat.render import render
+from dsc.chat.weights import parts_dialect
 from dsc.compiler.stages.read.sources import iter_raw_rows, load_lookup
 from dsc.compiler.stages.transforms.assemble import (
     QUESTION_PLACEHOLDER,
@@ -41,13 +42,14 @@ from dsc.compiler.stages.transforms.assemble import (
 from dsc.compiler.stages.transforms.capabilities import decompose, supervised_chars, tag_turns
 from dsc.compiler.stages.transforms.common import lookup_refs
 from dsc.compiler.stages.transforms.condition import BUILTIN_TURNS, apply_condition, inference_block
-from dsc.compiler.stages.transforms.convert import apply_steps, dialect_inference, prepare_steps
+from dsc.compiler.stages.transforms.convert import apply_steps, dialect_inference, prepare_steps, spec_dialect
 from dsc.compiler.stages.transforms.decontam import Decontaminator
 from dsc.compiler.stages.transforms.filters import apply_filters
 from dsc.compiler.stages.transforms.label import apply_labels
 from dsc.compiler.stages.transforms.negatives import apply_rules, prepare_rules
 from dsc.core.errors import did_you_mean
 from dsc.record import MISSING, Conversation, get_path
+from dsc.spec.sections import loss_weight_rules
 from dsc.spec.model import LoadedSpec, Spec
 from dsc.spec.sections import CapabilitiesSpec, ConditionSpec, LabelRules, label_classes, row_condition
 from dsc.spec.steps import ConvertStep, FilterEntry, NegativeRule
@@ -166,10 +168,11 @@ class MeasureTokens(RowStep):
     template: Any
     tokenizer: Any
     loss: Any
+    dialect: Any = None  # whose turns `part` weight rules read (weights.parts_dialect)
 
     def run(self, work: RowWork) -> None:
         for r in work.rows:
-            enc = self.tokenizer.encode(render(r, self.template, self.loss))
+            enc = self.tokenizer.encode(render(r, self.template, self.loss, self.dialect))
             work.weights[r.id] = float(enc.n_supervised) if enc is not None else 0.0
 
 
@@ -207,6 +210,12 @@ def _lookup_keys(spec: Spec) -> dict[str, str]:
     return {n: s.lookup for n, s in spec.sources.items() if s.lookup is not None}
 
 
+def weights_dialect(spec: Spec) -> Any:
+    """The dialect whose turns the spec's `part` weight rules read (None: ReAct's labels);
+    ValueError for a part that dialect does not have."""
+    return parts_dialect(spec_dialect(spec.convert or []), loss_weight_rules(spec.loss))
+
+
 def build_pipeline(spec: Spec, base_dir: Path, *, template: Any = None, tokenizer: Any = None) -> RowPipeline:
     """The spec's steps, their files read once: prompt files, tool files, lookup tables and
     evaluation questions."""
@@ -241,7 +250,7 @@ def build_pipeline(spec: Spec, base_dir: Path, *, template: Any = None, tokenize
     if caps:
         steps.append(Capabilities(caps))
         if caps.measure == "tokens" and tokenizer is not None:
-            steps.append(MeasureTokens(template, tokenizer, spec.loss))
+            steps.append(MeasureTokens(template, tokenizer, spec.loss, weights_dialect(spec)))
     return RowPipeline(steps, assembler, convert_prepared)
 
 
@@ -469,4 +478,4 @@ def _file_key(options: Any) -> tuple[str, ...]:
 
 
 __all__ = ["RowOutcome", "RowPipeline", "RowStep", "build_pipeline", "check_semantics", "inference",
-           "weight_function"]
+           "weight_function", "weights_dialect"]
