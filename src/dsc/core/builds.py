@@ -13,15 +13,8 @@ import json
 import os
 from pathlib import Path
 
+from dsc.core.files import state_dir
 from dsc.core.hashing import sha256_text
-
-
-def state_dir() -> Path:
-    env = os.environ.get("DSC_STATE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_STATE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".local" / "state") / "dsc"
 
 
 def _entry(version: str) -> Path:

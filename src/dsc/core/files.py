@@ -6,7 +6,6 @@ the process dies, so that a later build can tell a running build's files from a 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,9 +80,19 @@ def is_held(path: Path) -> bool:
     return False
 
 
+def state_dir() -> Path:
+    """dsc's state on this machine (locks, the build index): `$DSC_STATE_DIR`, else
+    `$XDG_STATE_HOME/dsc`, else ~/.local/state/dsc."""
+    env = os.environ.get("DSC_STATE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".local" / "state") / "dsc"
+
+
 def lock_path(name: str) -> Path:
-    """Where the lock named `name` lives: a directory of dsc's locks in the system's temporary
-    directory, so that no lock file is left beside the files it guards."""
-    d = Path(tempfile.gettempdir()) / "dsc-locks"
-    d.mkdir(exist_ok=True)
+    """Where the lock named `name` lives: dsc's lock directory in its state directory, so that no
+    lock file is left beside the files it guards (nor in a temporary directory a dry run cleans)."""
+    d = state_dir() / "locks"
+    d.mkdir(parents=True, exist_ok=True)
     return d / f"{name}.lock"

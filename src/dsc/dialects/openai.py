@@ -9,7 +9,17 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dsc.dialects.base import Dialect, Piece, Tools, Turn, call_from_json, call_json, content_pieces, joined, json_call_pieces
+from dsc.dialects.base import (
+    Dialect,
+    Piece,
+    Tools,
+    Turn,
+    call_from_json,
+    call_json,
+    content_pieces,
+    joined,
+    json_call_pieces,
+)
 from dsc.dialects.hermes import OPEN, Hermes, tagged_calls, tagged_pieces
 from dsc.record import BadRow
 from dsc.spec.registries import register_dialect

@@ -274,7 +274,7 @@ def test_load_lookup(tmp_path):
     with pytest.raises(BuildError, match=r"key '1' has two different rows \(dup.jsonl row 1 and dup.jsonl row 2\)"):
         load_lookup(SourceSpec(path="dup.jsonl", lookup="id"), tmp_path, "questions")
     write_jsonl(tmp_path / "nokey.jsonl", [{"qid": 1}])
-    with pytest.raises(BuildError, match="nokey.jsonl row 0 has no key field 'id'"):
+    with pytest.raises(BuildError, match="nokey.jsonl row 1 has no key field 'id'"):
         load_lookup(SourceSpec(path="nokey.jsonl", lookup="id"), tmp_path)
     write_jsonl(tmp_path / "broken.jsonl", ["{"])
     with pytest.raises(BuildError, match="broken JSON on line 1"):

@@ -11,8 +11,8 @@ from dsc.compiler.stages.transforms.pipeline import RowPipeline, build_pipeline,
 from dsc.spec.model import LoadedSpec, Spec, is_weighted
 
 if TYPE_CHECKING:
-    from dsc.dialects.base import Dialect
     from dsc.chat.tokenize import RowTokenizer
+    from dsc.dialects.base import Dialect
 
 
 @dataclass

@@ -49,9 +49,15 @@ from dsc.compiler.stages.transforms.label import apply_labels
 from dsc.compiler.stages.transforms.negatives import apply_rules, prepare_rules
 from dsc.core.errors import did_you_mean
 from dsc.record import MISSING, Conversation, get_path
-from dsc.spec.sections import loss_weight_rules
 from dsc.spec.model import LoadedSpec, Spec
-from dsc.spec.sections import CapabilitiesSpec, ConditionSpec, LabelRules, label_classes, row_condition
+from dsc.spec.sections import (
+    CapabilitiesSpec,
+    ConditionSpec,
+    LabelRules,
+    label_classes,
+    loss_weight_rules,
+    row_condition,
+)
 from dsc.spec.steps import ConvertStep, FilterEntry, NegativeRule
 
 
