@@ -30,6 +30,7 @@ DIMENSIONS = ("source", "label", "capability")
 # `loss_spans` or `meta` columns; their statistics are counted in characters of these texts.
 PROMPT_TEXT = "prompt_text"
 COMPLETION_TEXTS = ("chosen_text", "rejected_text", "completion_text")
+SIDE_NAMES = ("chosen", "rejected", "completion")  # tokenised: `<side>_input_ids`, `<side>_labels`
 KTO_CLASSES = {True: "desirable", False: "undesirable"}
 
 
@@ -218,10 +219,16 @@ def _utf8_lengths(batch: pa.RecordBatch, name: str) -> np.ndarray:
 def _preference_measures(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
     """A preference row: supervised = the completions' characters (both sides of a DPO pair, as
     the build counts them), length = prompt + completions."""
-    sup = sum((_utf8_lengths(batch, c) for c in COMPLETION_TEXTS), np.zeros(batch.num_rows, dtype=np.int64))
-    zeros = np.zeros(batch.num_rows, dtype=np.int64)
+    n = batch.num_rows
+    sup = sum((_utf8_lengths(batch, c) for c in COMPLETION_TEXTS), np.zeros(n, dtype=np.int64))
+    tokens, sup_tokens = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    for side in SIDE_NAMES:  # tokenised: each side's ids (prompt included) and labels
+        if f"{side}_labels" in batch.schema.names:
+            labels = batch.column(f"{side}_labels")
+            tokens += np.asarray(pc.list_value_length(labels).fill_null(0).to_numpy(zero_copy_only=False))
+            sup_tokens += _list_sums(labels, n, lambda v: v != IGNORE_INDEX)
     return {"chars": _utf8_lengths(batch, PROMPT_TEXT) + sup, "supervised_chars": sup,
-            "tokens": zeros, "supervised_tokens": zeros}
+            "tokens": tokens, "supervised_tokens": sup_tokens}
 
 
 def quarantine_group(stage: str, reason: str) -> str:
@@ -256,7 +263,7 @@ def meta_keys(batch: pa.RecordBatch, dim: str) -> list[str]:
 
 
 STAT_COLUMNS = ["id", "group", "meta", "text", "loss_spans", "labels", "weights", "loss_weights",
-                PROMPT_TEXT, *COMPLETION_TEXTS, "label"]  # (columns a split lacks are skipped)
+                PROMPT_TEXT, *COMPLETION_TEXTS, "label", *(f"{s}_labels" for s in SIDE_NAMES)]  # (columns a split lacks are skipped)
 
 
 def artifact_stats(art: Artifact) -> ArtifactStats:
