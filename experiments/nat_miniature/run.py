@@ -270,8 +270,7 @@ def mean_ci(values: list[float], resamples: int = 1000, seed: int = 0) -> list[f
     return bootstrap_ci(values, resamples, seed)
 
 
-def summarise(runs: list[dict[str, Any]], settings: Settings,
-              known_cis: dict[str, list[float]] | None = None) -> dict[str, Any]:
+def summarise(runs: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
     arms = {}
     for arm in ARMS:
         mine = [r for r in runs if r["arm"] == arm]
@@ -282,7 +281,7 @@ def summarise(runs: list[dict[str, Any]], settings: Settings,
         for r in mine:
             pooled += r["_scores"]
         arms[arm] = {"mean_success": sum(successes) / len(successes), "per_seed": successes,
-                     "pooled_ci95": (known_cis or {}).get(arm) or mean_ci(pooled)}
+                     "pooled_ci95": mean_ci(pooled)}
     goal = None
     if {"positives", "nut", "nat"} <= set(arms):
         nat = arms["nat"]["mean_success"]
@@ -380,7 +379,7 @@ def results_markdown(result: dict[str, Any]) -> str:
         lines += ["", f"{arm.upper()} − NAT: {100 * pref[f'{arm}_minus_nat']:+.1f} points "
                       f"({_pct(a[arm]['mean_success'])} {_ci(a[arm]['pooled_ci95'])} against "
                       f"{_pct(a['nat']['mean_success'])} {_ci(a['nat']['pooled_ci95'])}): {arm.upper()} {verdict}; "
-                      f"against positives only {100 * (a[arm]['mean_success'] - a['positives']['mean_success']):+.1f}"
+                      f"against positives only {100 * (a[arm]['mean_success'] - a['positives']['mean_success']):+.1f} points."
                       if "positives" in a else ""]
     warm = [r for r in result["runs"] if r.get("warmup")]
     if warm:
@@ -447,7 +446,7 @@ def run(settings: Settings) -> dict[str, Any]:
     reused = None
     if settings.reuse:
         runs, reused = reuse_runs(runs, prepared["artifacts"], settings)
-    summary = summarise(runs, settings, (reused or {}).get("pooled_ci95"))
+    summary = summarise(runs, settings)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     result = {
         "command": " ".join(["python", "experiments/nat_miniature/run.py", *sys.argv[1:]]),
@@ -459,7 +458,8 @@ def run(settings: Settings) -> dict[str, Any]:
         "settings": {"seeds": list(settings.seeds), "steps": settings.steps, "model": asdict(settings.model),
                      "data": asdict(settings.sizes), "data_seed": DATA_SEED, "quick": settings.quick},
         "data": prepared["data"], "artifacts": prepared["artifacts"],
-        "runs": [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs],
+        "runs": [{**{k: v for k, v in r.items() if not k.startswith("_")},
+                  "item_scores": "".join(str(int(x)) for x in r["_scores"])} for r in runs],
         "summary": summary, "reused": reused,
     }
     settings.results_dir.mkdir(parents=True, exist_ok=True)
@@ -472,10 +472,10 @@ def run(settings: Settings) -> dict[str, Any]:
 def reuse_runs(runs: list[dict[str, Any]], artifacts: dict[str, Any],
                settings: Settings) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The runs of the arms this run skipped, from `settings.reuse` (earlier results.json files,
-    the first that has an (arm, seed) wins; their pooled CIs are kept as they computed them).
+    the first that has an (arm, seed) wins; the pooled CIs are recomputed from their item scores).
     Refused unless each artifact was rebuilt byte-identically, with the same steps and test-set size."""
     have = {(r["arm"], r["seed"]) for r in runs}
-    sources, cis = [], {}
+    sources = []
     for path in settings.reuse:
         old = json.loads(path.read_text(encoding="utf-8"))
         taken = [r for r in old["runs"] if r["arm"] not in settings.arms and r["seed"] in settings.seeds
@@ -491,17 +491,19 @@ def reuse_runs(runs: list[dict[str, Any]], artifacts: dict[str, Any],
                                  f"{old['artifacts'][r['arm']]['version']} in {path}: rerun it")
             if runs and runs[0]["n"] != r["n"]:
                 raise SystemExit(f"--reuse: {path} evaluated {r['n']} questions, this run {runs[0]['n']}")
-            hits = round(r["success"] * r["n"])
-            runs.append({**r, "_scores": [1.0] * hits + [0.0] * (r["n"] - hits)})
+            if r.get("item_scores"):  # each test question's score, in order
+                scores = [float(c) for c in r["item_scores"]]
+            else:  # an older results.json: the same 0/1 multiset (the bootstrap's distribution)
+                hits = round(r["success"] * r["n"])
+                scores = [1.0] * hits + [0.0] * (r["n"] - hits)
+            runs.append({**r, "_scores": scores})
             have.add((r["arm"], r["seed"]))
         arms = sorted({r["arm"] for r in taken}, key=ARMS.index)
-        cis.update({a: old["summary"]["arms"][a]["pooled_ci95"] for a in arms if a not in cis
-                    and {s for (x, s) in have if x == a} >= set(settings.seeds)})
         sources.append({"from": str(path), "date_utc": old["date_utc"], "command": old["command"], "arms": arms})
     if not sources:
         return runs, None
     runs.sort(key=lambda r: (r["seed"], ARMS.index(r["arm"])))
-    return runs, {"sources": sources, "pooled_ci95": cis}
+    return runs, {"sources": sources}
 
 
 def quick_settings(work: Path, results_dir: Path, seed: int = 0) -> Settings:
@@ -529,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
                         reuse=tuple(args.reuse))
     if args.quick:
         settings = quick_settings(args.work, args.results, seed=seeds[0])
+        settings.arms, settings.reuse = tuple(a for a in args.arms.split(",") if a), tuple(args.reuse)
     result = run(settings)
     print(json.dumps(result["summary"], indent=2))
     return 0
