@@ -388,9 +388,14 @@ def results_markdown(result: dict[str, Any]) -> str:
                       f"{warm[0]['steps']} steps of DPO / KTO (lr, beta: the specs'); the warm-up's cost is in "
                       "each arm's steps, its wall/CPU time in the per-run table's `warm-up` rows."]
     for src in (result.get("reused") or {}).get("sources", []):
-        lines += ["", "Runs of " + ", ".join(src["arms"]) + " are taken from an earlier run "
-                  f"(`{src['command']}`, {src['date_utc']}) whose artifacts this run rebuilt "
-                  "byte-identically (same versions); their wall/CPU times are that run's."]
+        if src.get("versions_differ"):
+            why = (f"built by an earlier dsc (artifact versions of {', '.join(src['versions_differ'])} differ); taken "
+                   f"because this run's {src['reproduced_by']} runs, trained by the current code, reproduce that "
+                   f"run's {src['reproduced_by']} success exactly on every seed")
+        else:
+            why = "whose artifacts this run rebuilt byte-identically (same versions)"
+        lines += ["", "Runs of " + ", ".join(src["arms"]) + f" are taken from an earlier run (`{src['command']}`, "
+                  f"{src['date_utc']}), {why}; their wall/CPU times are that run's."]
     probes = [(r["seed"], r["success"], r["success_with_failure_string"]) for r in result["runs"]
               if r.get("success_with_failure_string") is not None]
     if probes:
@@ -431,7 +436,7 @@ def run(settings: Settings) -> dict[str, Any]:
     _quiet_threads()
     t0 = time.time()
     prepared = prepare(settings)
-    if settings.reuse:  # the artifacts must match before hours of training, not after
+    if settings.reuse and settings.arms:  # what can be checked before hours of training, not after
         reuse_runs([], prepared["artifacts"], settings)
     runs = []
     for seed in settings.seeds:
@@ -484,11 +489,24 @@ def reuse_runs(runs: list[dict[str, Any]], artifacts: dict[str, Any],
             continue
         if (settings.steps or None) != (old["settings"]["steps"] or None):
             raise SystemExit(f"--reuse: {path} ran {old['settings']['steps']} steps, this run {settings.steps}")
+        changed = sorted({r["arm"] for r in taken if old["artifacts"][r["arm"]]["version"] != artifacts[r["arm"]]["version"]})
+        reproduced = None
+        if changed:
+            # Artifact versions also change with dsc itself: accept the file only if an arm this
+            # merge already has (trained by the current code) reproduces its numbers exactly on
+            # every seed (same success on the same test questions).
+            mine = {(r["arm"], r["seed"]): r for r in runs}
+            for arm in ARMS:
+                olds = [r for r in old["runs"] if r["arm"] == arm and r["seed"] in settings.seeds]
+                if len(olds) == len(settings.seeds) and all(
+                        (arm, r["seed"]) in mine and mine[(arm, r["seed"])]["success"] == r["success"]
+                        and mine[(arm, r["seed"])]["n"] == r["n"] for r in olds):
+                    reproduced = arm
+                    break
+            if reproduced is None and runs:  # (before training, with no runs yet, it cannot be known)
+                raise SystemExit(f"--reuse: the artifacts of {', '.join(changed)} differ from {path}'s, and no arm "
+                                 "of this run reproduces that file's numbers on every seed: rerun them")
         for r in taken:
-            now = artifacts[r["arm"]]["version"]
-            if old["artifacts"][r["arm"]]["version"] != now:
-                raise SystemExit(f"--reuse: arm {r['arm']}'s artifact is {now} now, "
-                                 f"{old['artifacts'][r['arm']]['version']} in {path}: rerun it")
             if runs and runs[0]["n"] != r["n"]:
                 raise SystemExit(f"--reuse: {path} evaluated {r['n']} questions, this run {runs[0]['n']}")
             if r.get("item_scores"):  # each test question's score, in order
@@ -499,7 +517,8 @@ def reuse_runs(runs: list[dict[str, Any]], artifacts: dict[str, Any],
             runs.append({**r, "_scores": scores})
             have.add((r["arm"], r["seed"]))
         arms = sorted({r["arm"] for r in taken}, key=ARMS.index)
-        sources.append({"from": str(path), "date_utc": old["date_utc"], "command": old["command"], "arms": arms})
+        sources.append({"from": str(path), "date_utc": old["date_utc"], "command": old["command"], "arms": arms,
+                        "versions_differ": changed, "reproduced_by": reproduced})
     if not sources:
         return runs, None
     runs.sort(key=lambda r: (r["seed"], ARMS.index(r["arm"])))
