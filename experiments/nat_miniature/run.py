@@ -156,12 +156,12 @@ def run_arm(arm: str, seed: int, artifact: str, base: Path, settings: Settings) 
     runs = settings.work / "runs"
     overrides = [f"seed={seed}"] + ([f"max_steps={settings.steps}"] if settings.steps else [])
     warmup = None
-    t0, c0 = time.time(), time.process_time()
-    if arm in PREFERENCE_ARMS:
+    if arm in PREFERENCE_ARMS:  # (timed apart: its time is the warm-up row's, once per seed)
         warmup = warm_up(seed, base, settings)
         base = Path(warmup["model"])
         overrides = [f"seed={seed}", f"max_steps={budget_steps(settings) - warmup['steps']}"]
         overrides += preference_overrides(arm, artifact)
+    t0, c0 = time.time(), time.process_time()
     result = train(artifact, model=str(base), out=runs / f"{arm}-s{seed}", overrides=overrides)
     t1, c1 = time.time(), time.process_time()
     # The spec's eval: block names its data relative to the spec; the manifest records no spec
