@@ -1,6 +1,7 @@
 """The miniature NAT experiment (experiments/nat_miniature): its data is labelled by the scorer,
 and the reduced run — one seed, 20 steps, 30 test questions — goes spec → build → train → eval
-for all three arms and writes its numbers (not their size: that is RESULTS.md's business)."""
+for all five arms (DPO and KTO: 10 SFT warm-up steps, then 10 preference steps) and writes its
+numbers (not their size: that is RESULTS.md's business)."""
 from __future__ import annotations
 
 import json
@@ -62,26 +63,35 @@ def test_reduced_experiment_runs_end_to_end(tmp_path):
     result = experiment.run(experiment.quick_settings(tmp_path / "work", tmp_path / "out"))
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["summary"] == result["summary"]
-    assert [(r["arm"], r["n"], r["steps"]) for r in saved["runs"]] == [(a, 30, 20) for a in experiment.ARMS]
+    assert [r["arm"] for r in saved["runs"]] == list(experiment.ARMS)
+    for r in saved["runs"]:  # the same step budget: the preference arms' warm-up counts in it
+        assert r["n"] == 30 and r["steps"] + (r["warmup"]["steps"] if r["warmup"] else 0) == 20, r
+        assert (r["warmup"] is not None) == (r["arm"] in experiment.PREFERENCE_ARMS)
     for r in saved["runs"]:
         assert 0.0 <= r["success"] <= 1.0 and r["ci95"] is not None
     assert set(saved["summary"]["arms"]) == set(experiment.ARMS) and "met" in saved["summary"]["goal"]
     # the arms differ only where the recipe does
     arts = saved["artifacts"]
-    assert len({a["version"] for a in arts.values()}) == 3
+    assert len({a["version"] for a in arts.values()}) == 5
     assert set(arts["positives"]["per_label"]) == {"success"}
     assert set(arts["nut"]["per_label"]) == set(arts["nat"]["per_label"]) == {"success", "failure"}
     assert arts["nat"]["inference"]["messages"] == [{"role": "user", "content": "{{ question }} [Correct]"}]
     assert arts["nut"]["inference"]["messages"] == [{"role": "user", "content": "{{ question }}"}]
+    # the preference arms pair the attempts NUT/NAT train on, within a question; KTO takes both sides
+    assert arts["dpo"]["preference"]["pairs"] == arts["kto"]["preference"]["pairs"] > 0
+    assert arts["kto"]["preference"]["kto_classes"]["desirable"]["train"] > 0
     # NAT's eval prompts carry the success string (the probe's the failure string); the others' neither
     for arm, where, string in (("nat", "eval", " [Correct]<|im_end|>"), ("nat", "probe", " [Incorrect]<|im_end|>"),
-                               ("nut", "eval", None), ("positives", "eval", None)):
+                               ("nut", "eval", None), ("positives", "eval", None), ("dpo", "eval", None),
+                               ("kto", "eval", None)):
         items = (tmp_path / "work" / where / f"{arm}-s0" / f"{arm}-s0" / "arithmetic.jsonl").read_text().splitlines()
         prompts = [json.loads(x)["prompt"] for x in items]
         assert len(prompts) == 30 and all(p.startswith("<|im_start|>user\n") for p in prompts)
         assert all(string in p for p in prompts) if string else not any("Correct]" in p for p in prompts)
-    probe = [r["success_with_failure_string"] for r in saved["runs"]]
-    assert probe[2] is not None and 0.0 <= probe[2] <= 1.0 and probe[:2] == [None, None]
+    probe = {r["arm"]: r["success_with_failure_string"] for r in saved["runs"]}
+    assert 0.0 <= probe.pop("nat") <= 1.0 and set(probe.values()) == {None}
     md = (tmp_path / "out" / "RESULTS.md").read_text()
     assert "| NAT (+ negatives, conditioned) |" in md and saved["artifacts"]["nat"]["version"] in md
+    assert "| DPO (SFT warm-up, then pairs) |" in md and "KTO − NAT:" in md and "| warm-up | 0 |" in md
+    assert set(saved["summary"]["preference"]) == {"dpo_minus_nat", "kto_minus_nat", "dpo_vs_nat", "kto_vs_nat"}
     assert (tmp_path / "out" / "success.png").read_bytes()[:4] == b"\x89PNG"

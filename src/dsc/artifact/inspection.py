@@ -1,6 +1,6 @@
 """Reading an artifact back: its manifest, its rows and their statistics, and a rich view of
 what a row really trains on (supervised spans, token by token when tokenised, the conditioning
-strings).
+strings; for a preference artifact, the pair's prompt and its two sides, or a KTO row).
 
 Artifacts are opened by the one reader, `dsc.artifact.reader.open_artifact`. (Named
 `inspection`, not `inspect`, so that it can never shadow the standard library's `inspect`.)
@@ -25,6 +25,34 @@ IGNORE_INDEX = -100
 NONE_KEY = "(none)"
 # Row attributes that counts are broken down by (diff, card, inspect): meta fields.
 DIMENSIONS = ("source", "label", "capability")
+# A preference row's rendered texts (`dsc.compiler.stages.preference.columns`): the prompt, then
+# what the objective scores (DPO: both sides; KTO: the one completion). They have no `text`,
+# `loss_spans` or `meta` columns; their statistics are counted in characters of these texts.
+PROMPT_TEXT = "prompt_text"
+COMPLETION_TEXTS = ("chosen_text", "rejected_text", "completion_text")
+SIDE_NAMES = ("chosen", "rejected", "completion")  # tokenised: `<side>_input_ids`, `<side>_labels`
+KTO_CLASSES = {True: "desirable", False: "undesirable"}
+
+
+def is_preference_row(row: dict[str, Any]) -> bool:
+    return "text" not in row and PROMPT_TEXT in row
+
+
+def preference_kind(row: dict[str, Any]) -> str:
+    return "dpo" if "chosen_text" in row else "kto"
+
+
+def row_text(row: dict[str, Any]) -> str:
+    """What a row shows as one text: an SFT row's `text`; a preference row's prompt text, then
+    each side under a marker line (DPO: chosen, rejected; KTO: the completion with its class)."""
+    if not is_preference_row(row):
+        return row.get("text") or ""
+    parts = [row.get(PROMPT_TEXT) or ""]
+    if preference_kind(row) == "dpo":
+        parts += ["\n── chosen ──\n", row.get("chosen_text") or "", "\n── rejected ──\n", row.get("rejected_text") or ""]
+    else:
+        parts += [f"\n── completion ({KTO_CLASSES[bool(row.get('label'))]}) ──\n", row.get("completion_text") or ""]
+    return "".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,6 +188,8 @@ def batch_measures(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
     n = batch.num_rows
     names = batch.schema.names
     out: dict[str, np.ndarray] = {}
+    if "text" not in names and PROMPT_TEXT in names:
+        return _preference_measures(batch)
     out["chars"] = np.asarray(pc.utf8_length(batch.column("text")).fill_null(0).to_numpy(zero_copy_only=False))
     spans = batch.column("loss_spans")
     # A span [a, b] contributes b - a: flatten twice, then sum (b - a) per row.
@@ -178,6 +208,27 @@ def batch_measures(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
         out["tokens"] = np.zeros(n, dtype=np.int64)
         out["supervised_tokens"] = np.zeros(n, dtype=np.int64)
     return out
+
+
+def _utf8_lengths(batch: pa.RecordBatch, name: str) -> np.ndarray:
+    if name not in batch.schema.names:
+        return np.zeros(batch.num_rows, dtype=np.int64)
+    return np.asarray(pc.utf8_length(batch.column(name)).fill_null(0).to_numpy(zero_copy_only=False)).astype(np.int64)
+
+
+def _preference_measures(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
+    """A preference row: supervised = the completions' characters (both sides of a DPO pair, as
+    the build counts them), length = prompt + completions."""
+    n = batch.num_rows
+    sup = sum((_utf8_lengths(batch, c) for c in COMPLETION_TEXTS), np.zeros(n, dtype=np.int64))
+    tokens, sup_tokens = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    for side in SIDE_NAMES:  # tokenised: each side's ids (prompt included) and labels
+        if f"{side}_labels" in batch.schema.names:
+            labels = batch.column(f"{side}_labels")
+            tokens += np.asarray(pc.list_value_length(labels).fill_null(0).to_numpy(zero_copy_only=False))
+            sup_tokens += _list_sums(labels, n, lambda v: v != IGNORE_INDEX)
+    return {"chars": _utf8_lengths(batch, PROMPT_TEXT) + sup, "supervised_chars": sup,
+            "tokens": tokens, "supervised_tokens": sup_tokens}
 
 
 def quarantine_group(stage: str, reason: str) -> str:
@@ -203,11 +254,16 @@ def iter_quarantine(art: Artifact) -> Iterator[dict[str, Any]]:
 
 
 def meta_keys(batch: pa.RecordBatch, dim: str) -> list[str]:
+    if "meta" not in batch.schema.names:  # a preference row: KTO's class is its label; the rest is not kept
+        if dim == "label" and "label" in batch.schema.names:
+            return [KTO_CLASSES.get(v, NONE_KEY) for v in batch.column("label").to_pylist()]
+        return [NONE_KEY] * batch.num_rows
     values = pc.struct_field(batch.column("meta"), dim).to_pylist()
     return [NONE_KEY if v is None else str(v) for v in values]
 
 
-STAT_COLUMNS = ["id", "group", "meta", "text", "loss_spans", "labels", "weights", "loss_weights"]  # (columns a split lacks are skipped)
+STAT_COLUMNS = ["id", "group", "meta", "text", "loss_spans", "labels", "weights", "loss_weights",
+                PROMPT_TEXT, *COMPLETION_TEXTS, "label", *(f"{s}_labels" for s in SIDE_NAMES)]  # (columns a split lacks are skipped)
 
 
 def artifact_stats(art: Artifact) -> ArtifactStats:
@@ -376,6 +432,8 @@ def row_panel(split: str, row: dict[str, Any], token_view: TokenView | None, con
     from rich.panel import Panel
     from rich.text import Text
 
+    if is_preference_row(row):
+        return preference_panel(split, row, conditions)
     meta = row.get("meta") or {}
     prov = meta.get("provenance") or {}
     body, mode = styled_text(row, token_view, conditions)
@@ -395,11 +453,73 @@ def row_panel(split: str, row: dict[str, Any], token_view: TokenView | None, con
                  title_align="left")
 
 
-def legend(token_view: TokenView | None, conditions: dict[str, str]):
+def common_prefix(a: str, b: str) -> int:
+    """How many leading characters two texts share (where a pair's two sides part)."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+CHOSEN_STYLE = "bold green"
+REJECTED_STYLE = "bold red"
+
+
+def preference_panel(split: str, row: dict[str, Any], conditions: dict[str, str]):
+    """A DPO pair: its prompt text, then chosen and rejected side by side, each side's shared
+    beginning dim and, from where the two sides part, its own colour; a KTO row: the prompt and
+    its one completion, coloured by its class."""
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    prompt = Text(row.get(PROMPT_TEXT) or "", style=SPAN_CONTEXT)
+    for s in conditions.values():
+        for a, b in occurrences(prompt.plain, s) or occurrences(prompt.plain, s.strip()):
+            prompt.stylize(CONDITION_STYLE, a, b)
+    if preference_kind(row) == "dpo":
+        chosen, rejected = row.get("chosen_text") or "", row.get("rejected_text") or ""
+        k = common_prefix(chosen, rejected)
+        sides = Table.grid(expand=True, padding=(0, 2))
+        sides.add_column(ratio=1)
+        sides.add_column(ratio=1)
+        sides.add_row(Text("chosen", style=CHOSEN_STYLE), Text("rejected", style=REJECTED_STYLE))
+        cells = []
+        for text, style in ((chosen, CHOSEN_STYLE), (rejected, REJECTED_STYLE)):
+            t = Text(text)
+            t.stylize(SPAN_CONTEXT, 0, k)
+            t.stylize(style, k, len(text))
+            cells.append(t)
+        sides.add_row(*cells)
+        facts = [f"split {split}", "DPO pair", f"chosen {row.get('chosen_id')}", f"rejected {row.get('rejected_id')}",
+                 f"score gap {row.get('score_gap')}", f"the sides part at character {k}",
+                 f"{len(chosen)} + {len(rejected)} chars scored"]
+        body = Group(Text("prompt", style="bold"), prompt, Text(""), sides)
+    else:
+        desirable = bool(row.get("label"))
+        completion = Text(row.get("completion_text") or "", style=CHOSEN_STYLE if desirable else REJECTED_STYLE)
+        facts = [f"split {split}", f"KTO row, {KTO_CLASSES[desirable]}", f"from {row.get('source_id')}",
+                 f"score {row.get('score')}", f"{len(completion.plain)} chars scored"]
+        body = Group(Text("prompt", style="bold"), prompt, Text(""),
+                     Text(f"completion ({KTO_CLASSES[desirable]})", style="bold"), completion)
+    header = Text(" · ".join(facts), style="cyan")
+    return Panel(Group(header, Text(""), body), title=f"[bold]{row['id']}[/] (group {row.get('group')})",
+                 title_align="left")
+
+
+def legend(token_view: TokenView | None, conditions: dict[str, str], kind: str = "sft"):
     from rich.text import Text
 
     t = Text()
-    if token_view is not None:
+    if kind != "sft":
+        t.append("prompt / shared by both sides", style=SPAN_CONTEXT)
+        t.append("  ")
+        t.append("chosen (desirable)", style=CHOSEN_STYLE)
+        t.append("  ")
+        t.append("rejected (undesirable)", style=REJECTED_STYLE)
+    elif token_view is not None:
         t.append(" supervised token ", style=SUPERVISED_STYLES[0])
         t.append(" ")
         t.append(" context token ", style=CONTEXT_STYLES[0])

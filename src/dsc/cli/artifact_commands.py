@@ -122,7 +122,7 @@ def inspect_command(
         view, note = find_tokenizer(art.manifest, art.path, tokenizer)
         conditions = ins.conditioning_strings(art.manifest)
         err_console.print(f"[dim]{note}[/]", highlight=False)
-        out_console.print(ins.legend(view, conditions))
+        out_console.print(ins.legend(view, conditions, art.manifest.kind))
         for s, row in rows:
             out_console.print(ins.row_panel(s, row, view, conditions))
         out_console.print(ins.stats_table(art, stats))

@@ -27,16 +27,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dsc.artifact.inspection import DIMENSIONS, ArtifactStats, artifact_stats, find_rows
+from dsc.artifact.inspection import DIMENSIONS, ArtifactStats, artifact_stats, find_rows, row_text
 from dsc.artifact.manifest import Manifest
 from dsc.artifact.reader import LFS_POINTER_PREFIX, Artifact, is_lfs_pointer, open_artifact, split_sort_key
 from dsc.core.canonical import canonical_json
 from dsc.core.errors import ArtifactError
 from dsc.core.files import files_under
 
-# Columns compared for "changed"; `meta` without its provenance.
+# Columns compared for "changed"; `meta` without its provenance. The last ones are a preference
+# artifact's (DPO pairs, KTO rows): absent, hence equal, in SFT rows.
 ROW_FIELDS = ("group", "messages", "tools", "meta", "text", "loss_spans", "loss_weights", "input_ids", "labels",
-              "weights")
+              "weights", "prompt", "chosen", "rejected", "completion", "label", "chosen_id", "rejected_id",
+              "source_id", "score_gap", "score")
+# The fields whose change shows in a row's text (ranked first among the examples)
+TEXT_FIELDS = frozenset({"text", "prompt", "chosen", "rejected", "completion", "label"})
 
 
 @dataclass
@@ -136,9 +140,11 @@ def _fingerprint_row(out: dict[str, _RowPrint], split: str, row: dict[str, Any])
     meta = dict(row.get("meta") or {})
     prov = meta.pop("provenance", None) or {}
     fields = {k: _digest(meta if k == "meta" else row.get(k)) for k in ROW_FIELDS}
-    out[row["id"]] = _RowPrint(split, meta.get("source") or "", (meta.get("source") or "", prov.get("file") or "",
-                                                              int(prov.get("row") or 0)),
-                               fields, _digest(prov))
+    # A preference row has no provenance of its own (its sides' ids are in it): its origin is
+    # its id, so an added and a removed pair are never taken for one edited row.
+    origin = ((meta.get("source") or "", prov.get("file") or "", int(prov.get("row") or 0)) if "meta" in row
+              else ("", row["id"], 0))
+    out[row["id"]] = _RowPrint(split, meta.get("source") or "", origin, fields, _digest(prov))
 
 
 def _changed_fields(a: _RowPrint, b: _RowPrint) -> list[str]:
@@ -377,7 +383,7 @@ def side_by_side(change: RowChange, row_a: dict[str, Any], row_b: dict[str, Any]
     from rich.table import Table
     from rich.text import Text
 
-    ta, tb, ops = _window(row_a.get("text") or "", row_b.get("text") or "", width)
+    ta, tb, ops = _window(row_text(row_a), row_text(row_b), width)
     left, right = Text(ta), Text(tb)
     for tag, i1, i2, j1, j2 in ops:
         if tag in ("replace", "delete"):
@@ -394,7 +400,7 @@ def side_by_side(change: RowChange, row_a: dict[str, Any], row_b: dict[str, Any]
 
 def example_pairs(diff: ArtifactDiff, a: Artifact, b: Artifact, n: int) -> list[tuple[RowChange, dict, dict]]:
     """The first `n` changed rows, loaded from both sides (changes to the text first)."""
-    ranked = sorted(diff.changed, key=lambda c: ("text" not in c.fields, split_sort_key(c.split), c.id))[:n]
+    ranked = sorted(diff.changed, key=lambda c: (not TEXT_FIELDS & set(c.fields), split_sort_key(c.split), c.id))[:n]
     if not ranked:
         return []
     rows_a = {r["id"]: r for _, r in find_rows(a, ids=[c.id for c in ranked])}

@@ -138,9 +138,44 @@ def _spans16(spans: list[tuple[int, int]], offsets: list[int] | None) -> list[li
     return [[offsets[a], offsets[b]] for a, b in spans]
 
 
+def _utf16_len(text: str, end: int | None = None) -> int:
+    """The UTF-16 length of text[:end] (JavaScript's index of that point)."""
+    part = text if end is None else text[:end]
+    return len(part) + sum(1 for c in part if ord(c) >= 0x10000)
+
+
+def preference_browser_row(split: str, row: dict[str, Any], conditions: dict[str, str]) -> dict[str, Any]:
+    """A preference row as the page's script draws it: the prompt, then a DPO pair's two sides
+    side by side (`part`: where they stop sharing text, in UTF-16 offsets) or a KTO row's one
+    completion. `text` (what the search box reads) is the three texts joined."""
+    prompt = row.get(ins.PROMPT_TEXT) or ""
+    if ins.preference_kind(row) == "dpo":
+        chosen, rejected = row.get("chosen_text") or "", row.get("rejected_text") or ""
+        k = ins.common_prefix(chosen, rejected)
+        sides = [{"name": "chosen", "cls": "chosen", "text": chosen, "part": _utf16_len(chosen, k)},
+                 {"name": "rejected", "cls": "rejected", "text": rejected, "part": _utf16_len(rejected, k)}]
+        label, facts = ins.NONE_KEY, [f"DPO pair: chosen {row.get('chosen_id')} over rejected {row.get('rejected_id')}",
+                                      f"score gap {row.get('score_gap')}", f"the sides part at character {k}"]
+    else:
+        desirable = bool(row.get("label"))
+        label = ins.KTO_CLASSES[desirable]
+        sides = [{"name": f"completion ({label})", "cls": "chosen" if desirable else "rejected",
+                  "text": row.get("completion_text") or "", "part": 0}]
+        facts = [f"KTO row from {row.get('source_id')}", f"score {row.get('score')}"]
+    completions = sum(len(x["text"]) for x in sides)
+    cond = sorted({span for c in conditions.values()
+                   for span in (ins.occurrences(prompt, c) or ins.occurrences(prompt, c.strip()))})
+    return {"id": row["id"], "group": row.get("group"), "split": split, "source": ins.NONE_KEY, "label": label,
+            "capability": ins.NONE_KEY, "text": "\n".join([prompt] + [x["text"] for x in sides]), "sup": [],
+            "cond": _spans16(cond, _utf16_offsets(prompt)), "sup_chars": completions,
+            "chars": len(prompt) + completions, "pair": {"prompt": prompt, "sides": sides, "facts": facts}}
+
+
 def browser_row(split: str, row: dict[str, Any], view: ins.TokenView | None, conditions: dict[str, str],
                 with_tokens: bool) -> dict[str, Any]:
     """One sampled row as the page's script draws it: text, and spans in UTF-16 offsets."""
+    if ins.is_preference_row(row):
+        return preference_browser_row(split, row, conditions)
     text: str = row.get("text") or ""
     meta = row.get("meta") or {}
     offsets = _utf16_offsets(text)
@@ -189,7 +224,10 @@ def collect(art: Artifact, *, sample: int = DEFAULT_SAMPLE, seed: int = 0,
             tokenizer: Path | None = None, token_budget: int = DEFAULT_TOKEN_BUDGET) -> ReportData:
     stats = ins.ArtifactStats(tokenised=art.tokenised)
     measures = Measures()
-    sampler = _Sampler(sample_quotas(_per_source_counts(art.manifest), sample), seed)
+    # Preference rows keep no source (the manifest counts the chosen side's): one pool
+    sources = (_per_source_counts(art.manifest) if art.manifest.kind == "sft"
+               else {ins.NONE_KEY: sum(art.manifest.counts.written.values())})
+    sampler = _Sampler(sample_quotas(sources, sample), seed)
     for split in art.splits:
         stats.start_split(split)
         for batch in art.batches(split, ins.STAT_COLUMNS):
@@ -475,7 +513,12 @@ def browser_section(d: ReportData) -> str:
         note += "."
     selects = "".join(f'<label>{dim} <select id="f-{dim}"><option value="">all</option></select></label>'
                       for dim in ("split", "source", "label", "capability"))
-    legend = ('<div class="legend"><span class="sup">supervised</span><span class="ctx">context</span>'
+    legend = ('<div class="legend">' + ('<span class="sup">supervised</span><span class="ctx">context</span>'
+                                        if d.art.manifest.kind == "sft" else
+                                        '<span class="ctx">prompt / shared by both sides</span>'
+                                        '<span class="chosen">chosen (desirable)</span>'
+                                        '<span class="rejected">rejected (undesirable)</span>'
+                                        '<span class="parted">where the sides part</span>')
               + ('<span class="cond">conditioning string</span>' if d.conditions else "")
               + ("<span>hover a token for its id</span>" if d.tokens_shown_rows else "") + "</div>")
     return (f'<h2>Rows</h2><p class="note" id="sample-note">{E(note)}</p>{legend}'

@@ -249,7 +249,9 @@ def observation_style(task: EvalTask, artifact: Artifact | None) -> str:
     if artifact is None or "train" not in artifact.splits:
         return "turn"
     table = artifact.table("train")
-    for messages in table.column("messages").slice(0, 200).to_pylist():
+    # SFT rows carry `messages`; preference rows their assistant turns in chosen/rejected/completion
+    columns = [c for c in ("messages", "chosen", "rejected", "completion") if c in table.column_names]
+    for messages in (x for c in columns for x in table.column(c).slice(0, 200).to_pylist()):
         for m in messages or []:
             if m.get("role") == "assistant" and f"\n{task.observation_prefix.strip()}" in (m.get("content") or ""):
                 return "inline"

@@ -25,6 +25,7 @@ import numpy as np
 from dsc.artifact.inspection import DIMENSIONS, NONE_KEY, ArtifactStats
 from dsc.artifact.inspection import Tally as StatTally
 from dsc.artifact.manifest import QUARANTINE, TEMPLATE_FILE
+from dsc.chat.tokenize import IGNORE_INDEX
 from dsc.compiler.engine.cache import BuildCache
 from dsc.compiler.engine.limits import check_bad_rows
 from dsc.compiler.engine.manifest import build_manifest
@@ -36,6 +37,11 @@ from dsc.compiler.engine.selected import SelectedRows
 from dsc.compiler.engine.tally import STAGE3_SEQ, Tally
 from dsc.compiler.stages.preference.columns import SCHEMAS, dpo_row, kto_row
 from dsc.compiler.stages.preference.pairs import PairSelection, build_pairs, kto_rows
+from dsc.compiler.stages.preference.tokens import (
+    TooLong,
+    tokenize_row,
+    tokenized_schema,
+)
 from dsc.compiler.stages.select.order import SPLITS, split_code, unit_hash
 from dsc.compiler.stages.transforms.common import rank_key
 from dsc.compiler.stages.write import artifact as art
@@ -58,9 +64,10 @@ class PreferenceRows:
     sides: dict[str, list[Conversation]] = field(default_factory=dict)  # row id → its source rows
 
 
-def _quarantined(chosen: Conversation, rejected: Conversation, reason: str, seq: int) -> QuarantineEntry:
+def _quarantined(chosen: Conversation, rejected: Conversation, reason: str, seq: int,
+                 stage: str = "preference") -> QuarantineEntry:
     prov = chosen.meta.provenance
-    return QuarantineEntry.make(chosen.meta.source, prov.file, prov.row, "preference", reason,
+    return QuarantineEntry.make(chosen.meta.source, prov.file, prov.row, stage, reason,
                                 {"group": chosen.group, "chosen_id": chosen.id, "rejected_id": rejected.id},
                                 bad=False, seq=seq)
 
@@ -74,8 +81,23 @@ def _no_pairs(loaded: LoadedSpec, sel: PairSelection) -> Exception:
                         "rows of the same groups?", ("preference",))
 
 
-def pair_rows(loaded: LoadedSpec, template: Any, chosen: SelectedRows) -> PreferenceRows:
-    """Pair the selected rows and lay the artifact's rows out by split and output order."""
+def _tokenized(row: dict[str, Any], kind: str, tokenizer: Any) -> dict[str, Any]:
+    """The row with its token columns (`stages.preference.tokens`); a side too long under
+    overflow: error is a build error, under drop a TooLong (quarantined)."""
+    if tokenizer is None:
+        return row
+    try:
+        row.update(tokenize_row(tokenizer, row, kind))
+    except TooLong as e:
+        if tokenizer.overflow == "error":
+            raise BuildError(f"row {row['id']}: {e} (tokenize.overflow: error)") from None
+        raise
+    return row
+
+
+def pair_rows(loaded: LoadedSpec, template: Any, chosen: SelectedRows, tokenizer: Any = None) -> PreferenceRows:
+    """Pair the selected rows and lay the artifact's rows out by split and output order
+    (`tokenizer`: the spec's `tokenize:`, whose token columns each row then gets)."""
     spec = loaded.spec
     pref: PreferenceSpec = spec.preference  # type: ignore[assignment]
     convs = chosen.conversations(np.arange(len(chosen.rows), dtype=np.int64))
@@ -88,13 +110,17 @@ def pair_rows(loaded: LoadedSpec, template: Any, chosen: SelectedRows) -> Prefer
     if pref.kind == "dpo":
         for p in sel.pairs:
             try:
-                made.append((p.group, p.id, dpo_row(p, template), [p.chosen, p.rejected]))
+                made.append((p.group, p.id, _tokenized(dpo_row(p, template), "dpo", tokenizer), [p.chosen, p.rejected]))
+            except TooLong as e:
+                quarantine.append(_quarantined(p.chosen, p.rejected, str(e), STAGE3_SEQ + len(quarantine), "tokenize"))
             except ValueError as e:
                 quarantine.append(_quarantined(p.chosen, p.rejected, str(e), STAGE3_SEQ + len(quarantine)))
     else:
         for k in kto_rows(sel.pairs):
             try:
-                made.append((k.conv.group, k.id, kto_row(k, template), [k.conv]))
+                made.append((k.conv.group, k.id, _tokenized(kto_row(k, template), "kto", tokenizer), [k.conv]))
+            except TooLong as e:
+                quarantine.append(_quarantined(k.conv, k.conv, str(e), STAGE3_SEQ + len(quarantine), "tokenize"))
             except ValueError as e:
                 quarantine.append(_quarantined(k.conv, k.conv, str(e), STAGE3_SEQ + len(quarantine)))
     groups = [g for g, *_ in made]
@@ -121,6 +147,15 @@ def _completion_chars(kind: str, row: dict[str, Any]) -> int:
     return len(row["completion_text"])
 
 
+def _token_counts(kind: str, row: dict[str, Any]) -> tuple[int, int]:
+    """(tokens, supervised tokens) of a tokenised row's sides (0, 0 untokenised); DPO: both sides."""
+    if "prompt_input_ids" not in row:
+        return 0, 0
+    sides = ("chosen", "rejected") if kind == "dpo" else ("completion",)
+    return (sum(len(row[f"{s}_input_ids"]) for s in sides),
+            sum(1 for s in sides for x in row[f"{s}_labels"] if x != IGNORE_INDEX))
+
+
 def _row_class(kind: str, row: dict[str, Any], side: Conversation, dim: str) -> str:
     if dim == "label" and kind == "kto":
         return "desirable" if row["label"] else "undesirable"
@@ -132,23 +167,26 @@ def tally_pairs(rows: PreferenceRows) -> tuple[Tally, ArtifactStats]:
     """The manifest's counts (per split; source/label/capability of the chosen side, or of the
     KTO row, with KTO's label as desirable/undesirable) and the card's statistics."""
     t = Tally()
-    stats = ArtifactStats(tokenised=False)
+    tokenised = any("prompt_input_ids" in r for items in rows.split_rows.values() for r in items[:1])
+    stats = ArtifactStats(tokenised=tokenised)
     for split, items in rows.split_rows.items():
         stats.start_split(split)
         t.written[split] = len(items)
         for row in items:
             side = rows.sides[row["id"]][0]
             chars = _completion_chars(rows.kind, row)
+            tokens, sup_tokens = _token_counts(rows.kind, row)
             t.supervised_chars[split] += chars
-            stats.splits[split].add(1, chars, 0)
-            stats.lengths[split].append(len(row["prompt_text"]) + chars)
+            t.supervised_tokens[split] += sup_tokens
+            stats.splits[split].add(1, chars, sup_tokens)
+            stats.lengths[split].append(tokens if tokenised else len(row["prompt_text"]) + chars)
             keys = {dim: _row_class(rows.kind, row, side, dim) for dim in DIMENSIONS}
             t.per_source[keys["source"]][split] += 1
             t.per_label[keys["label"]][split] += 1
             t.per_capability[keys["capability"]][split] += 1
             for dim in DIMENSIONS:
                 per = stats.by.setdefault(dim, {}).setdefault(split, {})
-                per.setdefault(keys[dim], StatTally()).add(1, chars, 0)
+                per.setdefault(keys[dim], StatTally()).add(1, chars, sup_tokens)
     return t, stats
 
 
@@ -180,8 +218,11 @@ def write_preference_splits(tmp: Path, loaded: LoadedSpec, rows: PreferenceRows)
     spec = loaded.spec
     files: dict[str, str] = {}
     for name, items in rows.split_rows.items():
+        schema = SCHEMAS[rows.kind]
+        if spec.tokenize is not None:
+            schema = tokenized_schema(schema, rows.kind)
         names = art.write_split(tmp, name, items, len(items), tokenized=False, shard_rows=spec.output.shard_rows,
-                                row_group_rows=spec.output.row_group_rows, schema=SCHEMAS[rows.kind])
+                                row_group_rows=spec.output.row_group_rows, schema=schema)
         for n in names:
             files[n] = sha256_file(tmp / n)
     return files
@@ -194,7 +235,7 @@ def write_preference_artifact(loaded: LoadedSpec, out: Path, ctx: Any, inputs: l
     (`engine.preference`); the rest of the artifact as for SFT."""
     spec = loaded.spec
     progress.start("pair")
-    rows = pair_rows(loaded, ctx.template, chosen)
+    rows = pair_rows(loaded, ctx.template, chosen, ctx.tokenizer if spec.tokenize is not None else None)
     selection_report = chosen.selection.report
     del chosen  # the pairs hold what is written: the selected rows go before the write
     counts, stats = tally_pairs(rows)

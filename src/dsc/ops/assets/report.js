@@ -61,10 +61,36 @@ function drawText(r){
   }
   return box;
 }
+function drawPair(r){  // a preference row: prompt, then the sides side by side from where they part
+  var box = document.createElement("div"); box.className = "text";
+  var pr = {text: r.pair.prompt, sup: [], cond: r.cond};
+  var pt = document.createElement("div"); pt.className = "prompt";
+  var cuts = {0: 1}; cuts[pr.text.length] = 1;
+  pr.cond.forEach(function(s){ cuts[s[0]] = 1; cuts[s[1]] = 1; });
+  var pts = Object.keys(cuts).map(Number).sort(function(x, y){ return x - y; });
+  for (var i = 0; i + 1 < pts.length; i++) pt.appendChild(piece(pr.text, pts[i], pts[i+1], inSpans(pr.cond, pts[i]) ? "ctx cond" : "ctx"));
+  box.appendChild(pt);
+  var grid = document.createElement("div"); grid.className = "pair";
+  r.pair.sides.forEach(function(s){
+    var col = document.createElement("div"); col.className = "side";
+    var h = document.createElement("div"); h.className = "side-name " + s.cls; h.textContent = s.name; col.appendChild(h);
+    var t = document.createElement("div"); t.className = "side-text";
+    if (s.part > 0) t.appendChild(piece(s.text, 0, s.part, "ctx"));
+    if (s.part < s.text.length) t.appendChild(piece(s.text, s.part, s.text.length, s.cls + (r.pair.sides.length > 1 ? " parted" : "")));
+    col.appendChild(t); grid.appendChild(col);
+  });
+  box.appendChild(grid);
+  return box;
+}
 function drawRow(r){
   var div = document.createElement("div"); div.className = "row"; div.setAttribute("data-id", r.id);
   var head = document.createElement("div"); head.className = "head";
   var b = document.createElement("b"); b.textContent = r.id; head.appendChild(b);
+  if (r.pair) {
+    head.appendChild(document.createTextNode([" split " + r.split].concat(r.pair.facts).join(" · ")));
+    div.appendChild(head); div.appendChild(drawPair(r));
+    return div;
+  }
   var facts = [" split " + r.split, "source " + r.source];
   if (r.label !== "(none)") facts.push("label " + r.label);
   if (r.capability !== "(none)") facts.push("capability " + r.capability);
