@@ -139,7 +139,8 @@ def test_tool_call_turns_are_supervised(name, hf_tok):
 _TAGS = re.compile(r"\{%-?\s*(end)?generation\s*-?%\}")
 # How a built-in's generation block extends beyond "content + end_of_turn": (before, after)
 _BLOCK_EXTRA = {"chatml": (0, 0), "qwen2.5": (0, 0), "llama-3": (0, 0), "llama-2": (1, 0), "mistral": (1, 0),
-                "alpaca": (0, 1), "llama-3.1": (0, 0), "llama-3.2": (0, 0), "hermes": (0, 0), "qwen3": (0, 0)}
+                "alpaca": (0, 1), "llama-3.1": (0, 0), "llama-3.2": (0, 0), "hermes": (0, 0), "qwen3": (0, 0),
+                "qwen3-coder": (0, 0)}
 # Text a generation block holds before the content of the conversation's last message when that
 # is an assistant turn: Qwen3 writes an (empty) think block there, which the content-locating fallback does not cover.
 _LAST_BLOCK_PREFIX = {"qwen3": "<think>\n\n</think>\n\n"}

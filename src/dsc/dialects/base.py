@@ -178,6 +178,16 @@ _ARGUMENTS_KEY = re.compile(r'\s*,\s*"(?:arguments|parameters)"\s*:\s*')
 _DECODER = json.JSONDecoder()
 
 
+def leading_pieces(turn: str, first: Any) -> tuple[list[Piece], int | None]:
+    """The pieces of a turn's text before its calls, and where the calls start: `first` is the
+    match of the first call (it may begin with the newline that separates the calls); None: a
+    turn without calls, all of it text."""
+    if first is None:
+        return content_pieces(turn, 0, len(turn), False), None
+    at = first.start() + (1 if turn[first.start()] == "\n" else 0)
+    return content_pieces(turn, 0, len(split_content(turn, at)), True), at
+
+
 def content_pieces(text: str, start: int, end: int, has_calls: bool) -> list[Piece]:
     """The text besides the calls, text[start:end]: the `thought` of a turn with calls; else a
     `<think>…</think>` block opening it is the `thought` (inside the tags) and the rest the `answer`."""

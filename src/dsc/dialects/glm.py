@@ -29,10 +29,10 @@ from dsc.dialects.base import (
     Tools,
     Turn,
     check_free_of,
-    content_pieces,
     function_of,
     joined,
     json_literal,
+    leading_pieces,
     loaded_arguments,
     parameter_schema,
     split_content,
@@ -85,11 +85,9 @@ class Glm45(Dialect):
 
     def turn_parts(self, turn: str) -> list[Piece]:
         """`arguments`: a call's `<arg_key>`/`<arg_value>` lines, less the last newline."""
-        first = _FIRST.search(turn)
-        if first is None:
-            return content_pieces(turn, 0, len(turn), False)
-        at = first.start() + (1 if turn[first.start()] == "\n" else 0)
-        out = content_pieces(turn, 0, len(split_content(turn, at)), True)
+        out, at = leading_pieces(turn, _FIRST.search(turn))
+        if at is None:
+            return out
         for m in _STRICT_CALL.finditer(turn, at):
             out.append(("call_name", *m.span("name")))
             if m["args"]:

@@ -29,9 +29,9 @@ from dsc.dialects.base import (
     Tools,
     Turn,
     arguments_object,
-    content_pieces,
     function_of,
     joined,
+    leading_pieces,
     loaded_arguments,
     split_content,
     stored_arguments,
@@ -71,11 +71,9 @@ class QwenAgent(Dialect):
         return Turn(split_content(text, at), calls)
 
     def turn_parts(self, turn: str) -> list[Piece]:
-        first = _FIRST.search(turn)
-        if first is None:
-            return content_pieces(turn, 0, len(turn), False)
-        at = first.start() + (1 if turn[first.start()] == "\n" else 0)
-        out = content_pieces(turn, 0, len(split_content(turn, at)), True)
+        out, at = leading_pieces(turn, _FIRST.search(turn))
+        if at is None:
+            return out
         for m in _CALL.finditer(turn, at):
             out += [("call_name", *m.span("name")), ("arguments", *m.span("args"))]
         return [p for p in out if p[2] > p[1]]
