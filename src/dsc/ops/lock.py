@@ -30,6 +30,7 @@ from dsc import __version__
 from dsc.artifact.manifest import Manifest
 from dsc.compiler.engine.fingerprints import manifest_plugins
 from dsc.compiler.engine.validation import load_spec
+from dsc.core.environment import flags_set
 from dsc.core.errors import LockError
 from dsc.core.hashing import sha256_text
 from dsc.core.strict import Strict as _Strict
@@ -104,7 +105,7 @@ def resolve_hub_revision(repo_id: str, revision: str) -> str | None:
     written)."""
     if re.fullmatch(r"[0-9a-f]{40}", revision):
         return revision
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+    if flags_set("HF_HUB_OFFLINE"):
         return None
     try:
         from huggingface_hub import HfApi

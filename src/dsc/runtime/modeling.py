@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dsc.core.environment import flags_set
 from dsc.core.errors import DscError, SpecError
 
 log = logging.getLogger("dsc.runtime")
@@ -71,16 +72,12 @@ def resolve_model_ref(ref: str) -> str:
         raise ModelError(f"model directory not found: {ref}")
     if _in_hub_cache(ref):
         return ref
-    if _offline():
+    if flags_set("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         raise ModelError(f"model '{ref}' is not a local directory and not in the Hugging Face cache, and "
                          f"HF_HUB_OFFLINE is set: {OFFLINE_HELP}")
     _check_on_hub(ref)
     return ref
 
-
-def _offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def _in_hub_cache(ref: str) -> bool:

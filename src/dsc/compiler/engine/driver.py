@@ -20,19 +20,17 @@ files.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dsc.artifact.inspection import ArtifactStats
-from dsc.artifact.manifest import QUARANTINE, TEMPLATE_FILE
 from dsc.compiler.engine.cache import BuildCache
 from dsc.compiler.engine.context import build_context
 from dsc.compiler.engine.executors.backends import open_executor
 from dsc.compiler.engine.executors.base import ContextRecipe, ExecutorChoice
 from dsc.compiler.engine.limits import check_bad_rows
-from dsc.compiler.engine.manifest import build_manifest
+from dsc.compiler.engine.manifest import write_artifact_files
 from dsc.compiler.engine.normalise import normalise_sources
 from dsc.compiler.engine.preference import write_preference_artifact
 from dsc.compiler.engine.progress import Progress
@@ -45,7 +43,6 @@ from dsc.compiler.engine.tally import empty_source_warning, tally_rows
 from dsc.compiler.engine.validation import load_spec
 from dsc.compiler.stages.read.sources import resolve_inputs
 from dsc.compiler.stages.write import artifact as art
-from dsc.compiler.stages.write.card import write_card
 from dsc.core.builds import record_build
 from dsc.spec.model import LoadedSpec, default_out_dir
 
@@ -102,11 +99,8 @@ def _build_loaded(loaded: LoadedSpec, out: Path, *, executor: ExecutorChoice, pr
         progress.start("write artifact")
         with art.staged_directory(out) as tmp:
             files, stats, selection_report = write_rows(tmp, store.tmp, spec, ctx, rows, counts)
-            art.write_jsonl(tmp / QUARANTINE, (json.loads(q.line) for q in quarantine))
-            (tmp / TEMPLATE_FILE).write_text(ctx.template.source, encoding="utf-8")
-            fields = build_manifest(loaded, ctx, inputs, read, selection_report, counts, quarantine, files)
-            manifest = art.write_manifest(tmp, fields).to_dict()  # versioned, checked against the Manifest model
-            write_card(tmp, manifest, stats)
+            manifest = write_artifact_files(tmp, loaded, ctx, inputs, read, selection_report, counts, quarantine,
+                                            files, stats)
             progress.done()
             if before_place is not None:
                 before_place(manifest)

@@ -4,17 +4,21 @@ everything the content version is computed over when `artifact.write_manifest` w
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dsc import __version__
-from dsc.artifact.inspection import quarantine_group
+from dsc.artifact.inspection import ArtifactStats, quarantine_group
+from dsc.artifact.manifest import QUARANTINE, TEMPLATE_FILE
 from dsc.compiler.engine.fingerprints import manifest_plugins
 from dsc.compiler.engine.normalise import NormalisedSources
 from dsc.compiler.engine.rowfiles import QuarantineEntry
 from dsc.compiler.engine.tally import Tally
 from dsc.compiler.stages.transforms.pipeline import inference as inference_block
 from dsc.compiler.stages.write import artifact as art
+from dsc.compiler.stages.write.card import write_card
 from dsc.spec.model import LoadedSpec
 
 if TYPE_CHECKING:
@@ -85,4 +89,19 @@ def build_manifest(loaded: LoadedSpec, ctx: BuildContext, inputs: list[dict[str,
         manifest["plugins"] = [m.to_dict() for m in plugins]
     if preference is not None:  # absent for SFT artifacts, so their versions stay
         manifest["preference"] = preference
+    return manifest
+
+
+def write_artifact_files(tmp: Path, loaded: LoadedSpec, ctx: BuildContext, inputs: list[dict[str, Any]],
+                         read: NormalisedSources, selection_report: dict[str, Any], tally: Tally,
+                         quarantine: list[QuarantineEntry], files: dict[str, str], stats: ArtifactStats,
+                         preference: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything of a staged artifact but its data shards: the quarantine, the chat template, the
+    manifest (versioned, checked against the Manifest model) and the card; the manifest."""
+    art.write_jsonl(tmp / QUARANTINE, (json.loads(q.line) for q in quarantine))
+    (tmp / TEMPLATE_FILE).write_text(ctx.template.source, encoding="utf-8")
+    fields = build_manifest(loaded, ctx, inputs, read, selection_report, tally, quarantine, files,
+                            preference=preference)
+    manifest = art.write_manifest(tmp, fields).to_dict()
+    write_card(tmp, manifest, stats)
     return manifest

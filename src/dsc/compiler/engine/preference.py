@@ -13,7 +13,6 @@ external sort is not needed here); the selected rows are read back once.
 """
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,11 +23,10 @@ import numpy as np
 
 from dsc.artifact.inspection import DIMENSIONS, NONE_KEY, ArtifactStats
 from dsc.artifact.inspection import Tally as StatTally
-from dsc.artifact.manifest import QUARANTINE, TEMPLATE_FILE
 from dsc.chat.tokenize import IGNORE_INDEX
 from dsc.compiler.engine.cache import BuildCache
 from dsc.compiler.engine.limits import check_bad_rows
-from dsc.compiler.engine.manifest import build_manifest
+from dsc.compiler.engine.manifest import write_artifact_files
 from dsc.compiler.engine.normalise import NormalisedSources
 from dsc.compiler.engine.progress import Progress
 from dsc.compiler.engine.result import BuildResult, SourceCacheReport
@@ -45,7 +43,6 @@ from dsc.compiler.stages.preference.tokens import (
 from dsc.compiler.stages.select.order import SPLITS, split_code, unit_hash
 from dsc.compiler.stages.transforms.common import rank_key
 from dsc.compiler.stages.write import artifact as art
-from dsc.compiler.stages.write.card import write_card
 from dsc.core.errors import BuildError
 from dsc.core.hashing import sha256_file
 from dsc.record import Conversation
@@ -245,12 +242,8 @@ def write_preference_artifact(loaded: LoadedSpec, out: Path, ctx: Any, inputs: l
     progress.start("write artifact")
     with art.staged_directory(out) as tmp:
         files = write_preference_splits(tmp, loaded, rows)
-        art.write_jsonl(tmp / QUARANTINE, (json.loads(q.line) for q in quarantine))
-        (tmp / TEMPLATE_FILE).write_text(ctx.template.source, encoding="utf-8")
-        fields = build_manifest(loaded, ctx, inputs, read, selection_report, counts, quarantine, files,
-                                preference=preference_report(rows, spec.preference, counts))
-        manifest = art.write_manifest(tmp, fields).to_dict()
-        write_card(tmp, manifest, stats)
+        manifest = write_artifact_files(tmp, loaded, ctx, inputs, read, selection_report, counts, quarantine, files,
+                                        stats, preference=preference_report(rows, spec.preference, counts))
         progress.done()
         if before_place is not None:
             before_place(manifest)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from dsc.compiler.stages.read.formats.common import kind
 from dsc.core.canonical import content_hash
+from dsc.core.environment import flags_set
 from dsc.core.errors import BuildError, SpecError, allowed_list
 from dsc.core.files import files_under
 from dsc.core.hashing import sha256_bytes, sha256_file, sha256_files
@@ -318,8 +319,7 @@ _READERS = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet
 
 
 def _offline_hint() -> str:
-    flags = [v for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-             if os.environ.get(v, "").lower() in ("1", "true", "yes", "on")]
+    flags = flags_set("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
     if flags:
         return f" ({' and '.join(flags)} set: only a copy already in the local cache can be used)"
     return ""

@@ -39,7 +39,7 @@ from dsc.compiler.stages.transforms.assemble import (
     question_of,
     read_turns,
 )
-from dsc.compiler.stages.transforms.capabilities import decompose, supervised_chars, tag_turns
+from dsc.compiler.stages.transforms.capabilities import decompose, tag_turns
 from dsc.compiler.stages.transforms.common import lookup_refs
 from dsc.compiler.stages.transforms.condition import BUILTIN_TURNS, apply_condition, inference_block
 from dsc.compiler.stages.transforms.convert import apply_steps, dialect_inference, prepare_steps, spec_dialect
@@ -280,18 +280,6 @@ def _question_path(spec: Spec) -> str | None:
     return asm.question if asm is not None else None
 
 
-def weight_function(spec: Spec, weights: dict[str, float]):
-    """The measure capability ratios count in: 1 per row, supervised characters, or the
-    supervised tokens computed per row in the workers (copies weigh what their original does)."""
-    caps = spec.capabilities
-    measure = caps.measure if caps is not None else "rows"
-    if measure == "chars":
-        return lambda c: float(supervised_chars(c))
-    if measure == "tokens":
-        return lambda c: weights.get(c.id.split("#")[0], 0.0)
-    return lambda c: 1.0
-
-
 def inference(spec: Spec, pipeline: RowPipeline | None) -> dict[str, Any]:
     """The manifest's `inference` block (see `condition.inference_block`)."""
     asm = pipeline.assembler if pipeline is not None else None
@@ -484,4 +472,4 @@ def _file_key(options: Any) -> tuple[str, ...]:
 
 
 __all__ = ["RowOutcome", "RowPipeline", "RowStep", "build_pipeline", "check_semantics", "inference",
-           "weight_function", "weights_dialect"]
+           "weights_dialect"]
