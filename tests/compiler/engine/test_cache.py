@@ -92,7 +92,7 @@ class Counting:
     def __init__(self, monkeypatch):
         self.read = 0
         self.encoded = 0
-        real_rows, real_encode = normalise_stage.iter_raw_rows, RowTokenizer.encode_arrays
+        real_rows, real_encode = normalise_stage.read_range, RowTokenizer.encode_arrays
 
         def rows(*a, **k):
             for r in real_rows(*a, **k):
@@ -103,7 +103,7 @@ class Counting:
             self.encoded += len(batch)
             return real_encode(tok, batch, **kw)
 
-        monkeypatch.setattr(normalise_stage, "iter_raw_rows", rows)
+        monkeypatch.setattr(normalise_stage, "read_range", rows)
         monkeypatch.setattr(RowTokenizer, "encode_arrays", encode)
 
 
@@ -111,7 +111,7 @@ def forbid_reading_and_rendering(monkeypatch):
     def fail(*a, **k):
         raise AssertionError("a cached build read or rendered rows")
 
-    monkeypatch.setattr(normalise_stage, "iter_raw_rows", fail)
+    monkeypatch.setattr(normalise_stage, "read_range", fail)
     monkeypatch.setattr(render_stage, "render", fail)
     monkeypatch.setattr(RowTokenizer, "encode_arrays", fail)
 
@@ -228,7 +228,7 @@ def test_corrupt_entries_are_rebuilt(project):
     first = build(spec, root / "a")
     cache = first.cache_dir
     assert cache == root.parent / "cache" / f"v{CACHE_FORMAT}"
-    segments = sorted(cache.glob("normalised/*/rows.arrow"))
+    segments = sorted(cache.glob("normalised/*/rows-000000.arrow"))
     parts = sorted(cache.glob("rendered/*/parts/part-*.arrow"))
     assert len(segments) == 2 and parts
     for p in (segments[0], parts[0]):  # one flipped byte, same size

@@ -1,8 +1,10 @@
-"""The Ray backend gives the local executor's artifact, byte for byte (issue 13.3): on a local Ray
-and on a simulated two-node cluster, for an untokenised spec, a tokenised one and one with a
-lookup join, decontamination, negatives and a mix; and the build cache is shared across backends.
+"""The Ray backend gives the local executor's artifact, byte for byte: every example spec and a
+generated corpus cut into many input ranges, on a local Ray and on simulated clusters of 1, 2 and
+3 worker nodes (a head with 0 CPUs, so every task runs on a worker node), including a build during
+which a worker process is killed (Ray retries its task); and the build cache is shared across
+backends.
 
-One Ray session per cluster kind (a module fixture, parametrised), so Ray starts twice per run."""
+One Ray session per cluster kind (a module fixture, parametrised), so Ray starts four times a run."""
 from __future__ import annotations
 
 import os
@@ -38,10 +40,13 @@ class RaySession:
     address: str | None  # the simulated cluster's, for a separate process to join
 
 
-@pytest.fixture(scope="module", params=["local-ray", "two-node-cluster"])
+CLUSTERS = ["local-ray", "nodes-1", "nodes-2", "nodes-3"]
+
+
+@pytest.fixture(scope="module", params=CLUSTERS)
 def ray_session(request):
     """A Ray session the builds join (RayExecutor uses the running one). Workers see tests/ on
-    their path, for the stage functions defined in this module."""
+    their path, for the stage functions and plugins defined there."""
     runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join([*IMPORT_DIRS, os.environ.get("PYTHONPATH", "")])}}
     cluster = None
     if request.param == "local-ray":
@@ -49,8 +54,9 @@ def ray_session(request):
     else:
         from ray.cluster_utils import Cluster
 
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-        cluster.add_node(num_cpus=1)
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+        for _ in range(int(request.param.split("-")[1])):
+            cluster.add_node(num_cpus=1)
         ray.init(address=cluster.address, log_to_driver=False, runtime_env=runtime_env)
         cluster.wait_for_nodes()
     try:
@@ -81,16 +87,85 @@ def local_reference(spec: Path, out_root: Path) -> dict[str, str]:
     return _LOCAL[str(spec)]
 
 
-@pytest.mark.parametrize("spec_name", ["fireact-chat.yaml", "nat.yaml", "tokenised"])
+EXAMPLES = sorted(p.name for p in (REPO / "specs").glob("*.yaml"))
+RAY_ALL_CPUS = ExecutorChoice("ray", workers=0)  # every CPU of the cluster
+
+
+@pytest.mark.parametrize("spec_name", [*EXAMPLES, "tokenised"])
 def test_ray_artifact_is_the_local_one(ray_session, spec_name, tokenised_project, tmp_path_factory):
     spec = tokenised_project if spec_name == "tokenised" else REPO / "specs" / spec_name
+    if ray_session.kind == "local-ray" and spec_name not in ("fireact-chat.yaml", "nat.yaml", "tokenised"):
+        pytest.skip("every example runs on the simulated clusters; the local Ray checks three")
     out = tmp_path_factory.mktemp(f"{spec_name}-{ray_session.kind}")
     expected = local_reference(spec, tmp_path_factory.mktemp(f"{spec_name}-local"))
-    result = build(spec, out / "ray", executor=RAY, cache=False)
+    result = build(spec, out / "ray", executor=RAY_ALL_CPUS, cache=False)
     assert tree_digest(out / "ray") == expected
-    assert len(expected) > 3 and result.written["train"] > 0
+    assert len(expected) > 3 and sum(result.written.values()) > 0
     if spec_name == "tokenised":
         assert result.manifest["counts"]["supervised_tokens"]["train"] > 0
+
+
+@pytest.fixture(scope="module")
+def corpus_project(tmp_path_factory) -> Path:
+    """A generated corpus of 1,500 ReAct rows with 8 repeated tool catalogues."""
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from make_corpus import write_corpus
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    root = tmp_path_factory.mktemp("corpus")
+    write_corpus(root / "corpus.jsonl", 1500, seed=5, tool_schemas=8)
+    (root / "crash_once.py").write_text(CRASH_PLUGIN)
+    spec = root / "spec.yaml"
+    spec.write_text("dsc: 1\nname: corpus\nseed: 11\nplugins: [crash_once.py]\n"
+                    "sources:\n  gen: {path: corpus.jsonl, format: openai}\n"
+                    f"filters: [{{crash_once: {root / 'crashed'}}}]\n"
+                    "mix:\n  gen: {count: 1200}\ntemplate: chatml\nloss: assistant\n"
+                    "split: {validation: 0.1}\noutput: {shard_rows: 400, row_group_rows: 100}\n")
+    return spec
+
+
+# A filter that kills the worker process it runs in, once per build directory: the first time it
+# sees row 700 it creates the marker and exits; the retried task finds the marker and goes on.
+CRASH_PLUGIN = """
+import os
+from pathlib import Path
+
+from dsc.plugins import FILTERS
+
+
+@FILTERS.register("crash_once", str)
+def crash_once(conv, marker):
+    if conv.meta.provenance.row == 700 and not Path(marker).exists():
+        Path(marker).touch()
+        os._exit(1)
+    return None
+"""
+
+
+def _small_ranges(monkeypatch) -> None:
+    """Input ranges of ~64 KB (the driver plans them): the corpus is read as ~20 pieces."""
+    from dsc.compiler.stages.read import ranges
+
+    monkeypatch.setattr(ranges, "MIN_RANGE_BYTES", 64_000)
+    monkeypatch.setattr(ranges, "MAX_RANGE_BYTES", 64_000)
+
+
+def test_generated_corpus_and_a_killed_worker(ray_session, corpus_project, monkeypatch, tmp_path_factory):
+    """The corpus in many ranges gives the local artifact (1 and 2 workers) on every cluster; on
+    the simulated clusters a worker process dies in the middle of reading (Ray retries its task)."""
+    _small_ranges(monkeypatch)
+    marker = corpus_project.parent / "crashed"
+    marker.touch()  # the local builds must not crash
+    expected = local_reference(corpus_project, tmp_path_factory.mktemp("corpus-local"))
+    killed = ray_session.kind != "local-ray"
+    if killed:
+        marker.unlink()
+    out = tmp_path_factory.mktemp(f"corpus-{ray_session.kind}")
+    build(corpus_project, out / "ray", executor=RAY_ALL_CPUS, cache=False)
+    assert marker.exists()  # the filter ran; on a cluster it killed a worker first
+    assert tree_digest(out / "ray") == expected
+    assert sum(1 for name in expected if name.startswith("data/train-")) == 3
 
 
 def test_cache_is_shared_across_backends(ray_session, tmp_path):
@@ -117,6 +192,8 @@ def test_cache_is_shared_across_backends(ray_session, tmp_path):
 def test_cli_executor_ray(ray_session, tmp_path):
     """`dsc build --executor ray`: in this process (the session's Ray) on the local Ray; on the
     cluster, a separate `dsc` process that joins it with --address (and uses all its CPUs)."""
+    if ray_session.kind in ("nodes-1", "nodes-3"):
+        pytest.skip("joining a cluster with --address is checked on the local Ray and on two nodes")
     shutil.copytree(REPO / "specs", tmp_path / "specs", ignore=shutil.ignore_patterns("build", "dsc.lock"))
     spec = tmp_path / "specs" / "fireact-chat.yaml"
     args = ["build", str(spec), "--out", str(tmp_path / "ray"), "--executor", "ray", "--no-cache"]
@@ -133,35 +210,6 @@ def test_cli_executor_ray(ray_session, tmp_path):
     assert tree_digest(tmp_path / "ray") == tree_digest(tmp_path / "local")
 
 
-
-def test_hub_source_on_ray_is_the_local_artifact(ray_session, tmp_path, monkeypatch):
-    """A hub source is read in the driver (streamed, like a file source) and shipped to the
-    workers as raw rows, so the Ray build of a hub spec is the local one. The hub is offline here:
-    `datasets.load_dataset` serves the excerpt's rows, and it must be called in this process only."""
-    import json
-
-    import datasets
-
-    if ray_session.kind != "local-ray":
-        pytest.skip("where the rows come from does not depend on the cluster's shape")
-    rows = [json.loads(line) for line in EXCERPT.read_text().splitlines()[:30]]
-    calls = []
-
-    def served(path, name=None, *, revision=None, split=None, streaming=False, **_):
-        calls.append((path, revision, split, streaming))
-        return iter([dict(r) for r in rows])
-
-    monkeypatch.setattr(datasets, "load_dataset", served)
-    spec = tmp_path / "hub.yaml"
-    spec.write_text("dsc: 1\nname: hub\nseed: 3\nsources:\n"
-                    "  chat: {hub: {id: org/chat, revision: " + "b" * 40 + "}, format: openai}\n"
-                    "template: chatml\nloss: assistant\nsplit: {validation: 0.2}\n")
-    local = build(spec, tmp_path / "local", workers=1, cache=False)
-    on_ray = build(spec, tmp_path / "ray", executor=RAY, cache=False)
-    assert calls == [("org/chat", "b" * 40, "train", True)] * 2
-    assert local.written["train"] + local.written.get("validation", 0) == 30
-    assert tree_digest(tmp_path / "ray") == tree_digest(tmp_path / "local")
-    assert on_ray.manifest["version"] == local.manifest["version"]
 
 # Stage functions for the executor's own tests (module level: Ray actors import them by name).
 
@@ -198,28 +246,27 @@ def doubled(seq: int) -> int:
     return 2 * seq
 
 
-def test_tasks_stream_in_bounded_windows(ray_session, tmp_path):
-    """Many more tasks than a window: all come back in order, and the driver draws tasks from the
-    stage's (lazy) task stream only about two windows ahead of what it has handed on, so its
-    memory does not grow with the corpus."""
-    from dsc.compiler.engine.executors.ray import WINDOW_TASKS_PER_WORKER, RayExecutor
+def test_tasks_in_flight_are_bounded(ray_session, tmp_path):
+    """Many more tasks than workers: all come back in order, and the driver draws tasks from the
+    phase's (lazy) task stream only a few per worker ahead of what it has handed on, so its
+    memory does not grow with the number of tasks."""
+    from dsc.compiler.engine.executors.ray import IN_FLIGHT_PER_WORKER, RayExecutor
 
     if ray_session.kind != "local-ray":
-        pytest.skip("windowing is the driver's; once is enough")
+        pytest.skip("the bound is the driver's; once is enough")
     drawn = []
 
     def tasks():
-        for i in range(5 * WINDOW_TASKS_PER_WORKER * 2 + 7):
+        for i in range(50):
             drawn.append(i)
             yield i
 
     recipe = ContextRecipe(str(REPO / "specs" / "fireact-chat.yaml"))
     with RayExecutor(recipe, workers=2, address=None) as ex:
-        window = WINDOW_TASKS_PER_WORKER * ex.workers
         results = ex.map(doubled, tasks())
         assert next(results) == 0
-        assert len(drawn) <= 2 * window
-        assert [0, *results] == [2 * i for i in range(5 * window + 7)]
+        assert len(drawn) <= IN_FLIGHT_PER_WORKER * ex.workers
+        assert [0, *results] == [2 * i for i in range(50)]
 
 
 def test_without_address_a_local_ray_of_its_own(monkeypatch, tmp_path):

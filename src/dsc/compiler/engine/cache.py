@@ -1,6 +1,6 @@
 """The incremental build cache: normalised segments and rendered rows, per source.
 
-    <cache dir>/v<CACHE_FORMAT>/normalised/<key>/   rows.arrow keys.arrow quarantine.jsonl segment.json entry.json
+    <cache dir>/v<CACHE_FORMAT>/normalised/<key>/   rows-NNNNNN.arrow… keys.arrow quarantine.jsonl segment.json entry.json
     <cache dir>/v<CACHE_FORMAT>/rendered/<key>/parts/part-<uuid>-<size>-<crc32>.arrow
     <cache dir>/v<CACHE_FORMAT>/tmp/                 entries being written
 
@@ -64,9 +64,8 @@ if TYPE_CHECKING:
     from dsc.chat.templating import ChatTemplate
     from dsc.chat.tokenize import RowTokenizer
 
-# 2: stored JSON strings (tools, tool-call arguments, meta.extra) keep the data's key order, and
-# rows.arrow lost its `tools_json` column.
-CACHE_FORMAT = 2
+# 3: a segment's rows are pieces, one per input range, written by the workers that read them.
+CACHE_FORMAT = 3
 ENTRY_FILE = "entry.json"
 NORMALISED = "normalised"
 RENDERED = "rendered"

@@ -1,9 +1,11 @@
 """Stage 1: each emitted source's raw rows → normalised rows (read, normalise, row transforms)
 and their compact selection keys, written as a normalised segment (`dsc.compiler.engine.rowfiles`).
 
-`normalise_chunk` is the per-row work, run by the executor's workers a chunk of raw rows at a
-time; `normalise_sources` runs it for every source whose segment the build cache lacks. In-source
-exact duplicates are found here.
+The driver plans each source's input ranges (`stages.read.ranges`); `read_piece`, run by the
+executor's workers one range per task, reads its range, normalises and transforms it a chunk of
+rows at a time (`normalise_chunk`) and writes the segment's piece for it, returning only counts.
+The driver then merges the pieces' keys (`rowfiles.finish_segment`: in-source exact duplicates
+are found there) and puts the segment in the build cache. Rows never pass through the driver.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
@@ -21,23 +24,27 @@ from dsc.compiler.engine.executors.base import Executor, worker_context
 from dsc.compiler.engine.progress import Progress
 from dsc.compiler.engine.rowfiles import (
     NormalisedChunk,
+    PieceResult,
+    PieceWriter,
     QuarantineEntry,
     SegmentInfo,
-    SegmentWriter,
+    finish_segment,
     id_hash,
     segment_row,
     segment_schema,
 )
-from dsc.compiler.stages.read.sources import RawRow, iter_raw_rows, normalise_row
+from dsc.compiler.stages.read.ranges import InputRange, plan_ranges, read_range
+from dsc.compiler.stages.read.sources import RawRow, normalise_row
 from dsc.compiler.stages.select.mix import RowClass, dedup_hash
 from dsc.compiler.stages.transforms.capabilities import supervised_chars
+from dsc.core.errors import BuildError
 from dsc.record import BadRow, Conversation
 from dsc.spec.model import LoadedSpec
 
 if TYPE_CHECKING:
     from dsc.compiler.engine.context import BuildContext
 
-CHUNK_ROWS = 512  # raw rows per normalise task; rows per render batch
+CHUNK_ROWS = 512  # raw rows normalised at a time; rows per render batch
 
 T = TypeVar("T")
 
@@ -54,9 +61,33 @@ def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
+@dataclass(frozen=True)
+class ReadTask:
+    """One input range of a source, to be written as piece `index` of the segment in `directory`."""
+
+    range: InputRange
+    index: int
+    directory: str
+
+
+def read_piece(task: ReadTask) -> PieceResult:
+    """A worker task: read a range, normalise and transform its rows, write its piece."""
+    ctx: BuildContext = worker_context()
+    r = task.range
+    writer = PieceWriter(Path(task.directory), task.index)
+    try:
+        for chunk in chunks(read_range(r, ctx.spec.sources[r.source], ctx.base_dir), CHUNK_ROWS):
+            writer.add(normalise_chunk(chunk))
+    except OSError as e:
+        raise BuildError(f"source '{r.source}': cannot read {r.describe()}: {e.strerror or e}") from None
+    piece = writer.close()
+    resources.hand_back_freed()
+    return piece
+
+
 def normalise_chunk(chunk: list[RawRow]) -> NormalisedChunk:
-    """A worker task: raw rows → normalised (and transformed) rows with their keys; bad rows go
-    to the quarantine with the stage that rejected them."""
+    """Raw rows → normalised (and transformed) rows with their keys; bad rows go to the
+    quarantine with the stage that rejected them."""
     ctx: BuildContext = worker_context()
     rows: list[Conversation] = []
     tokens: list[float] = []
@@ -149,15 +180,12 @@ def _normalise_source(loaded: LoadedSpec, name: str, key: str, store: BuildCache
                       progress: Progress, inputs: list[dict[str, Any]]) -> SegmentInfo:
     spec, base = loaded.spec, loaded.base_dir
     hashed = {i["path"]: i["sha256"] for i in inputs if i["source"] == name}
-
-    def raw_rows() -> Iterator[RawRow]:
-        with loaded.at("sources", name):
-            yield from iter_raw_rows(name, spec.sources[name], base, defer_parsing=True, known_sha256=hashed)
-
+    with loaded.at("sources", name):
+        ranges = plan_ranges(name, spec.sources[name], base, hashed, ex.workers)
     with store.new_normalised() as tmp:
-        writer = SegmentWriter(tmp, name)
-        for chunk in ex.map(normalise_chunk, chunks(raw_rows(), CHUNK_ROWS)):
-            writer.add(chunk)
-            progress.advance(chunk.read)
-        _, files = writer.close()
+        pieces = []
+        for piece in ex.map(read_piece, [ReadTask(r, i, str(tmp)) for i, r in enumerate(ranges)]):
+            pieces.append(piece)
+            progress.advance(piece.rows_read)
+        _, files = finish_segment(tmp, name, pieces)
         return store.commit_normalised(tmp, key, files)

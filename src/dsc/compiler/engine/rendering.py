@@ -23,7 +23,7 @@ from dsc.compiler.engine.cache import BuildCache, rendered_key, write_part
 from dsc.compiler.engine.executors.base import Executor, worker_context
 from dsc.compiler.engine.normalise import CHUNK_ROWS, NormalisedSources
 from dsc.compiler.engine.progress import Progress
-from dsc.compiler.engine.rowfiles import ArrowFile, RenderStatus, read_conversations, rendered_schema
+from dsc.compiler.engine.rowfiles import ArrowFile, RenderStatus, SegmentInfo, read_conversations, rendered_schema
 from dsc.compiler.engine.selected import SelectedRows
 from dsc.record import BadRow, Conversation
 from dsc.spec.model import Spec
@@ -36,8 +36,7 @@ RENDER_TASK_ROWS = 4096  # most rows per render task (one rendered part file)
 
 @dataclass
 class RenderTask:
-    segment: str  # rows.arrow of a normalised segment
-    batch_rows: list[int]  # its record batches' sizes
+    segment: SegmentInfo  # a normalised segment
     rows: np.ndarray  # row numbers in it, ascending
     parts_dir: str  # the rendered store to add a part to
 
@@ -103,9 +102,10 @@ def render_part(task: RenderTask) -> str:
             yield render_batch(rows, read_conversations(segment, rows))
 
     ctx: BuildContext = worker_context()
-    with ArrowFile(task.segment, batch_rows=task.batch_rows) as segment:
-        return str(write_part(Path(task.parts_dir), rendered_schema(ctx.tokenizer is not None, ctx.weighted),
-                              batches()))
+    with task.segment.open_rows() as segment:
+        part = write_part(Path(task.parts_dir), rendered_schema(ctx.tokenizer is not None, ctx.weighted), batches())
+    resources.hand_back_freed()
+    return str(part)
 
 
 @dataclass
@@ -197,7 +197,7 @@ def render_selected(spec: Spec, read: NormalisedSources, chosen: SelectedRows, s
         r.reused, r.computed = int(len(need) - len(missing)), int(len(missing))
         size = render_task_rows(len(missing), ex.workers)
         for start in range(0, len(missing), size):
-            tasks.append(RenderTask(str(seg.rows_path), seg.batch_rows, missing[start:start + size], str(rstore.dir)))
+            tasks.append(RenderTask(seg, missing[start:start + size], str(rstore.dir)))
             task_source.append(s)
     if ex.parallel and tasks:  # this process only waits while workers render
         from dsc.compiler.stages.write.card import preload_in_background

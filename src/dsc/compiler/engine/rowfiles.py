@@ -1,22 +1,28 @@
 """On-disk files between the build's stages (Arrow IPC).
 
-- **Normalised segment** (stage 1, one per source): `rows.arrow` holds every row the source's
-  rows became after normalisation and the row transforms, in read order, in the artifact's row
-  shape (id, group, messages, tools, meta; JSON strings keep their keys in the data's order, as
-  the artifact stores them and templates render them); `keys.arrow` holds the compact
-  selection keys of the rows kept after in-source exact-duplicate removal (`row` points into
-  rows.arrow); `quarantine.jsonl` the source's rejected rows; `segment.json` its counts.
+- **Normalised segment** (stage 1, one per source): pieces `rows-NNNNNN.arrow`, one per input
+  range (`stages.read.ranges`), written by the workers that read the ranges; laid end to end
+  they hold every row the source's rows became after normalisation and the row transforms, in
+  read order, in the artifact's row shape (id, group, messages, tools, meta; JSON strings keep
+  their keys in the data's order, as the artifact stores them and templates render them).
+  `keys.arrow` holds the compact selection keys of the rows kept after in-source exact-duplicate
+  removal (`row` numbers the rows across the pieces); `quarantine.jsonl` the source's rejected
+  rows; `segment.json` its counts and pieces. A worker writes a piece with its keys and
+  quarantine beside it (`PieceWriter`); the driver merges those small files (`finish_segment`).
 - **Rendered parts** (stage 3, per source): render + tokenise results per row of a normalised
   segment (`row`), immutable files that later builds add to (see `dsc.compiler.engine.cache`).
 
 Nothing here holds a whole source as Python objects: rows come in and go out in record batches,
-and files are read a record batch at a time (`ArrowFile`), so reading a large segment does not
-grow the process's memory.
+and files are read a record batch at a time (`ArrowFile`, `SegmentRows`), so reading a large
+segment does not grow the process's memory. Workers write each file under a temporary name and
+rename it into place, so a task run twice (a retry) leaves what one run leaves.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import uuid
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,12 +38,11 @@ from dsc.compiler.stages.write import artifact as art
 from dsc.core.canonical import canonical_json
 from dsc.record import Conversation
 
-SEGMENT_FORMAT = 1
-ROWS_FILE = "rows.arrow"
+SEGMENT_FORMAT = 2
 KEYS_FILE = "keys.arrow"
 QUARANTINE_FILE = "quarantine.jsonl"
 META_FILE = "segment.json"
-# Rows per record batch of rows.arrow: a read costs the whole batches it touches (readers go in
+# Rows per record batch of a piece: a read costs the whole batches it touches (readers go in
 # row order, so each once), and the writer buffers one batch (a few MB).
 SEGMENT_BATCH_ROWS = 4096
 
@@ -50,7 +55,7 @@ def segment_schema() -> pa.Schema:
 
 
 KEYS_SCHEMA = pa.schema([
-    ("row", pa.int64()),  # index into rows.arrow
+    ("row", pa.int64()),  # the row's number across the pieces
     ("id", pa.string()),
     ("group", pa.string()),  # null where the group is the id
     ("cls", pa.int32()),  # index into segment.json `classes`
@@ -223,34 +228,72 @@ class ArrowFile:
 
     def take(self, rows: np.ndarray) -> pa.Table:
         """Rows by number, in the order given, as one table; each batch holding some is read once."""
-        rows = np.asarray(rows, np.int64)
-        offsets = self.offsets()
-        chunk = np.searchsorted(offsets, rows, side="right") - 1
-        by_chunk = np.argsort(chunk, kind="stable")
-        sorted_chunks = chunk[by_chunk]
-        bounds = np.flatnonzero(np.r_[True, sorted_chunks[1:] != sorted_chunks[:-1], True]) if len(rows) else []
-        pieces = []
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            c = int(sorted_chunks[a])
-            pieces.append(self.batch(c).take(pa.array(rows[by_chunk[a:b]] - offsets[c])))
-        if not pieces:
-            return self.schema.empty_table()
-        table = pa.Table.from_batches(pieces).combine_chunks()
-        if np.all(by_chunk[1:] > by_chunk[:-1]):
-            return table
-        inverse = np.empty(len(rows), np.int64)
-        inverse[by_chunk] = np.arange(len(rows))
-        return table.take(pa.array(inverse))
+        return take_grouped(rows, self.offsets(), lambda c, r: pa.Table.from_batches([self.batch(c).take(r)]),
+                            self.schema)
 
 
-def read_conversations(segment: ArrowFile, rows: np.ndarray) -> list[Conversation]:
+def take_grouped(rows: np.ndarray, starts: np.ndarray, take_part: Any, schema: pa.Schema) -> pa.Table:
+    """Rows by number from parts laid end to end (`starts`: each part's first row, then the
+    total), in the order given: `take_part(part, rows within it)` is called once per part
+    holding some, in part order, so that every part is read once and in order."""
+    rows = np.asarray(rows, np.int64)
+    part = np.searchsorted(starts, rows, side="right") - 1
+    by_part = np.argsort(part, kind="stable")
+    sorted_parts = part[by_part]
+    bounds = np.flatnonzero(np.r_[True, sorted_parts[1:] != sorted_parts[:-1], True]) if len(rows) else []
+    pieces = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        c = int(sorted_parts[a])
+        pieces.append(take_part(c, pa.array(rows[by_part[a:b]] - starts[c])))
+    if not pieces:
+        return schema.empty_table()
+    table = pa.concat_tables(pieces)  # chunks kept as they are: no second copy of a huge row
+    if np.all(by_part[1:] > by_part[:-1]):
+        return table
+    inverse = np.empty(len(rows), np.int64)
+    inverse[by_part] = np.arange(len(rows))
+    return table.take(pa.array(inverse))
+
+
+class SegmentRows:
+    """The rows of a normalised segment's pieces, numbered across them; each piece opened when
+    first read."""
+
+    def __init__(self, paths: list[Path], batch_rows: list[list[int]], columns: list[str] | None = None):
+        self.paths = paths
+        self.batch_rows = batch_rows
+        self.columns = columns
+        self.starts = np.cumsum([0] + [sum(b) for b in batch_rows]).astype(np.int64)
+        base = segment_schema()
+        self.schema = pa.schema([base.field(c) for c in columns]) if columns is not None else base
+        self._open: dict[int, ArrowFile] = {}
+
+    def __enter__(self) -> "SegmentRows":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for f in self._open.values():
+            f.close()
+        self._open.clear()
+
+    def _piece(self, i: int) -> ArrowFile:
+        if i not in self._open:
+            self._open[i] = ArrowFile(self.paths[i], self.columns, self.batch_rows[i])
+        return self._open[i]
+
+    def take(self, rows: np.ndarray) -> pa.Table:
+        """Rows by number, in the order given, as one table."""
+        return take_grouped(rows, self.starts, lambda i, r: self._piece(i).take(r.to_numpy()), self.schema)
+
+
+def read_conversations(segment: SegmentRows, rows: np.ndarray) -> list[Conversation]:
     """Rows of a normalised segment as Conversations, exactly as stage 1 produced them."""
     part = segment.take(rows)
     return [Conversation.from_dict(d) for d in part.to_pylist()]
 
 
 def segment_row(conv: Conversation) -> dict[str, Any]:
-    """A Conversation as a row of rows.arrow (the artifact's row shape)."""
+    """A Conversation as a row of a segment piece (the artifact's row shape)."""
     return conv.to_dict()
 
 
@@ -310,6 +353,14 @@ class NormalisedChunk:
     read: int = 0  # raw rows in the chunk
 
 
+@dataclass(frozen=True)
+class Piece:
+    """One rows file of a segment and its record batches' sizes."""
+
+    name: str
+    batch_rows: list[int]
+
+
 @dataclass
 class SegmentInfo:
     """A finished normalised segment: counts, and where its files are."""
@@ -317,24 +368,20 @@ class SegmentInfo:
     dir: Path
     source: str
     rows_read: int
-    rows: int  # rows in rows.arrow
+    rows: int  # rows in the pieces
     live: int  # rows kept (keys.arrow)
     duplicates: int
     dropped: dict[str, int]
     classes: list[RowClass]
-    batch_rows: list[int]  # rows per record batch of rows.arrow
+    pieces: list[Piece]
 
-    @property
-    def rows_path(self) -> Path:
-        return self.dir / ROWS_FILE
-
-    def open_rows(self, columns: list[str] | None = None) -> ArrowFile:
-        return ArrowFile(self.rows_path, columns, self.batch_rows)
+    def open_rows(self, columns: list[str] | None = None) -> SegmentRows:
+        return SegmentRows([self.dir / p.name for p in self.pieces], [p.batch_rows for p in self.pieces], columns)
 
     def to_json(self) -> dict[str, Any]:
         return {"format": SEGMENT_FORMAT, "source": self.source, "rows_read": self.rows_read, "rows": self.rows,
                 "live": self.live, "duplicates": self.duplicates, "dropped": self.dropped,
-                "classes": [list(c) for c in self.classes], "batch_rows": self.batch_rows}
+                "classes": [list(c) for c in self.classes], "pieces": [[p.name, p.batch_rows] for p in self.pieces]}
 
     @classmethod
     def load(cls, d: Path) -> "SegmentInfo":
@@ -342,10 +389,10 @@ class SegmentInfo:
         if meta.get("format") != SEGMENT_FORMAT:
             raise ValueError(f"segment format {meta.get('format')!r}")
         return cls(d, meta["source"], meta["rows_read"], meta["rows"], meta["live"], meta["duplicates"],
-                   meta["dropped"], [RowClass(*c) for c in meta["classes"]], meta["batch_rows"])
+                   meta["dropped"], [RowClass(*c) for c in meta["classes"]], [Piece(*p) for p in meta["pieces"]])
 
     def keys(self) -> tuple[KeyTable, np.ndarray]:
-        """The selection keys of the kept rows and their row numbers in rows.arrow."""
+        """The selection keys of the kept rows and their row numbers in the segment."""
         with pa.OSFile(str(self.dir / KEYS_FILE)) as f:  # read into memory: small, kept for the build
             t = pa.ipc.open_file(f).read_all().combine_chunks()
 
@@ -392,61 +439,85 @@ def _first_with_same_id(ids: pa.Array, hashes: np.ndarray) -> np.ndarray:
     return first_of
 
 
-class SegmentWriter:
-    """Writes one source's normalised segment from worker chunks, in order (main process)."""
+PIECE_KEYS_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("group", pa.string()),  # null where the group is the id
+    ("cls", pa.int32()),  # index into the piece's `classes`
+    ("dedup", pa.uint64()),
+    ("chars", pa.int64()),
+    ("tokens", pa.float64()),
+    ("prov_row", pa.int64()),  # provenance row (a duplicate's quarantine line names it)
+    ("file", pa.string()),  # provenance file
+    ("id_hash", pa.uint64()),
+])
 
-    def __init__(self, directory: Path, source: str):
+
+def piece_name(kind: str, index: int) -> str:
+    return f"{kind}-{index:06d}.{'jsonl' if kind == 'quarantine' else 'arrow'}"
+
+
+@dataclass
+class PieceResult:
+    """What a worker returns for the piece it wrote: counts, never rows."""
+
+    index: int
+    rows_read: int
+    rows: int
+    piece: Piece
+    classes: list[RowClass]
+    dropped: Counter[str]
+    size: tuple[int, int]  # (size, crc32) of the rows file
+
+
+def _place(tmp: Path, final: Path) -> None:
+    """Rename a finished file into place (a retried task's file replaces the same bytes)."""
+    os.replace(tmp, final)
+
+
+class PieceWriter:
+    """Writes one piece of a source's segment from its normalised chunks, in order (a worker):
+    the rows, their keys and the piece's quarantine entries, each renamed into place at `close`."""
+
+    def __init__(self, directory: Path, index: int):
         self.dir = directory
-        self.source = source
-        self._rows = ArrowFileWriter(directory / ROWS_FILE, segment_schema())
+        self.index = index
+        self._tag = f".tmp-{uuid.uuid4().hex}-"
+        self._rows = ArrowFileWriter(self._tmp("rows"), segment_schema())
+        self._keys = ArrowFileWriter(self._tmp("keys"), PIECE_KEYS_SCHEMA)
+        self._quarantine = open(self._tmp("quarantine"), "w", encoding="utf-8")
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
         self._batch_rows: list[int] = []
         self.n_rows = 0
         self.read = 0
         self._classes: dict[RowClass, int] = {}
-        self._ids: list[pa.Array] = []
-        self._groups: list[pa.Array] = []
-        self._file_codes: dict[str, int] = {}
-        self._files: list[np.ndarray] = []  # provenance file of each row, as a code
-        self._cls: list[np.ndarray] = []
-        self._dedup: list[np.ndarray] = []
-        self._chars: list[np.ndarray] = []
-        self._tokens: list[np.ndarray] = []
-        self._prov_rows: list[np.ndarray] = []
-        self._id_hashes: list[np.ndarray] = []
-        self.quarantined: list[QuarantineEntry] = []
         self.dropped: Counter[str] = Counter()
-        self.sizes: dict[str, tuple[int, int]] = {}
+
+    def _tmp(self, kind: str) -> Path:
+        return self.dir / f"{self._tag}{piece_name(kind, self.index)}"
 
     def add(self, chunk: NormalisedChunk) -> None:
-        offset = self.n_rows
         for before, q in chunk.quarantined:
-            q.seq = 2 * (offset + before)  # before the row produced next (see close: duplicates)
-            self.quarantined.append(q)
+            q.seq = 2 * (self.n_rows + before)  # before the row produced next (see finish_segment)
+            self._quarantine.write(json.dumps(q.to_json(), ensure_ascii=False) + "\n")
         self.dropped.update(chunk.dropped)
         self.read += chunk.read
         batch = chunk.rows
         n = batch.num_rows
-        if n:
-            self._pending.append(batch)
-            self._pending_rows += n
-            if self._pending_rows >= SEGMENT_BATCH_ROWS:
-                self._flush()
-            ids = batch.column("id")
-            groups = batch.column("group")
-            self._ids.append(ids)
-            self._groups.append(pc.if_else(pc.equal(groups, ids), pa.scalar(None, pa.string()), groups))
-            files = pc.struct_field(batch.column("meta"), ["provenance", "file"]).to_pylist()
-            self._files.append(np.array([self._file_codes.setdefault(f, len(self._file_codes)) for f in files],
-                                        np.int32))
-            self._cls.append(np.array([self._classes.setdefault(c, len(self._classes)) for c in chunk.classes],
-                                      np.int32))
-            self._dedup.append(np.array(chunk.dedup, np.uint64))
-            self._chars.append(np.array(chunk.chars, np.int64))
-            self._tokens.append(np.array(chunk.tokens, np.float64))
-            self._prov_rows.append(np.array(chunk.prov_rows, np.int64))
-            self._id_hashes.append(np.array(chunk.id_hashes, np.uint64))
+        if not n:
+            return
+        self._pending.append(batch)
+        self._pending_rows += n
+        if self._pending_rows >= SEGMENT_BATCH_ROWS:
+            self._flush()
+        ids, groups = batch.column("id"), batch.column("group")
+        cls = [self._classes.setdefault(c, len(self._classes)) for c in chunk.classes]
+        self._keys.write(pa.record_batch([
+            ids, pc.if_else(pc.equal(groups, ids), pa.scalar(None, pa.string()), groups),
+            pa.array(cls, pa.int32()), pa.array(chunk.dedup, pa.uint64()), pa.array(chunk.chars, pa.int64()),
+            pa.array(chunk.tokens, pa.float64()), pa.array(chunk.prov_rows, pa.int64()),
+            pc.struct_field(batch.column("meta"), ["provenance", "file"]), pa.array(chunk.id_hashes, pa.uint64()),
+        ], schema=PIECE_KEYS_SCHEMA))
         self.n_rows += n
 
     def _flush(self) -> None:
@@ -455,71 +526,94 @@ class SegmentWriter:
             self._batch_rows.append(self._pending_rows)
             self._pending, self._pending_rows = [], 0
 
-    def close(self) -> tuple[SegmentInfo, dict[str, tuple[int, int]]]:
-        """Finish the files; returns the segment and {file: (size, crc32)}."""
+    def close(self) -> PieceResult:
         self._flush()
-        self.sizes[ROWS_FILE] = self._rows.close()
-        n = self.n_rows
-        ids = pa.concat_arrays(self._ids) if n else pa.array([], pa.string())
-        tokens = np.concatenate(self._tokens) if n else np.zeros(0)
-        first_of = _first_with_same_id(ids, np.concatenate(self._id_hashes) if n else np.zeros(0, np.uint64))
-        duplicates = np.flatnonzero(first_of != np.arange(n))
-        if duplicates.size:
-            firsts = first_of[duplicates]
-            # weights are recorded per id: the last row with that id wins
-            for f, d in zip(firsts.tolist(), duplicates.tolist()):
-                tokens[f] = tokens[d]
-            names = list(self._file_codes)
-            files = np.concatenate(self._files)
-            prov_rows = np.concatenate(self._prov_rows)
-            dup_ids = ids.take(pa.array(duplicates)).to_pylist()
-            dup_files = [names[c] for c in files[duplicates].tolist()]
-            first_files = [names[c] for c in files[firsts].tolist()]
-            for i, d, f, ff, fr in zip(duplicates.tolist(), dup_ids, dup_files, first_files,
-                                       prov_rows[firsts].tolist()):
-                # Identical content within a source: keep the first, record the others.
-                self.quarantined.append(QuarantineEntry.make(
-                    self.source, f, int(prov_rows[i]), "dedup", f"exact duplicate: of {ff}:{fr + 1}", {"id": d},
-                    bad=False, seq=2 * i + 1))
-        first = first_of == np.arange(n)
-        self.quarantined.sort(key=lambda q: q.seq)
-        live = np.flatnonzero(first)
-        every = len(live) == n
-
-        def kept(arrays: list[Any], empty: Any) -> Any:
-            if not n:
-                return empty
-            whole = pa.concat_arrays(arrays) if isinstance(arrays[0], pa.Array) else np.concatenate(arrays)
-            if every:
-                return whole
-            return whole.take(pa.array(live)) if isinstance(whole, pa.Array) else whole[live]
-
-        keys = pa.table({
-            "row": pa.array(live, pa.int64()),
-            "id": ids if every else ids.take(pa.array(live)),
-            "group": kept(self._groups, pa.array([], pa.string())),
-            "cls": pa.array(kept(self._cls, np.zeros(0, np.int32)), pa.int32()),
-            "dedup": pa.array(kept(self._dedup, np.zeros(0, np.uint64)), pa.uint64()),
-            "chars": pa.array(kept(self._chars, np.zeros(0, np.int64)), pa.int64()),
-            "tokens": pa.array(tokens if every else tokens[live], pa.float64()),
-        }, schema=KEYS_SCHEMA)
-        kw = ArrowFileWriter(self.dir / KEYS_FILE, KEYS_SCHEMA)
-        kw.write(keys)
-        self.sizes[KEYS_FILE] = kw.close()
-        qf = ChecksumFile(self.dir / QUARANTINE_FILE)
-        for q in self.quarantined:
-            qf.write((json.dumps(q.to_json(), ensure_ascii=False) + "\n").encode("utf-8"))
-        qf.close()
-        self.sizes[QUARANTINE_FILE] = (qf.size, qf.crc)
-        info = SegmentInfo(self.dir, self.source, self.read, n, int(live.size), int(duplicates.size),
-                           dict(sorted(self.dropped.items())), list(self._classes), self._batch_rows)
-        mf = ChecksumFile(self.dir / META_FILE)
-        mf.write(json.dumps(info.to_json(), sort_keys=True).encode("utf-8"))
-        mf.close()
-        self.sizes[META_FILE] = (mf.size, mf.crc)
-        return info, dict(self.sizes)
+        size = self._rows.close()
+        self._keys.close()
+        self._quarantine.close()
+        for kind in ("keys", "quarantine", "rows"):  # the rows last: a piece whose rows are there is whole
+            _place(self._tmp(kind), self.dir / piece_name(kind, self.index))
+        return PieceResult(self.index, self.read, self.n_rows, Piece(piece_name("rows", self.index), self._batch_rows),
+                           list(self._classes), self.dropped, size)
 
 
-__all__ = ["ArrowFile", "ArrowFileWriter", "ChecksumFile", "NormalisedChunk", "QuarantineEntry",
-           "RenderStatus", "SegmentInfo", "SegmentWriter", "file_crc", "read_conversations", "rendered_schema",
-           "segment_row", "segment_schema"]
+def finish_segment(directory: Path, source: str, pieces: list[PieceResult]) -> tuple[SegmentInfo, dict[str, tuple[int, int]]]:
+    """The segment of a source from its pieces (in read order): exact duplicates by id across
+    the whole source (the first kept, the others quarantined), `keys.arrow` of the kept rows,
+    the merged quarantine and `segment.json`. The pieces' keys and quarantine files are merged
+    away; returns the segment and {file: (size, crc32)}."""
+    pieces = sorted(pieces, key=lambda p: p.index)
+    classes: dict[RowClass, int] = {}
+    tables, quarantined = [], []
+    offset = 0
+    for p in pieces:
+        remap = np.array([classes.setdefault(c, len(classes)) for c in p.classes] or [0], np.int32)
+        path = directory / piece_name("keys", p.index)
+        with pa.OSFile(str(path)) as f:
+            t = pa.ipc.open_file(f).read_all()
+        path.unlink()
+        if t.num_rows:
+            t = t.set_column(t.schema.get_field_index("cls"), "cls",
+                             pa.array(remap[t.column("cls").to_numpy()], pa.int32()))
+            tables.append(t)
+        path = directory / piece_name("quarantine", p.index)
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                q = QuarantineEntry.from_json(json.loads(line))
+                q.seq += 2 * offset
+                quarantined.append(q)
+        path.unlink()
+        offset += p.rows
+    for stray in directory.glob(".tmp-*"):  # a task attempt that died before renaming its files
+        stray.unlink()
+    keys = pa.concat_tables(tables).combine_chunks() if tables else PIECE_KEYS_SCHEMA.empty_table()
+    n = keys.num_rows
+    ids = _one_chunk(keys.column("id"))
+    tokens = keys.column("tokens").to_numpy().copy() if n else np.zeros(0)
+    first_of = _first_with_same_id(ids, keys.column("id_hash").to_numpy() if n else np.zeros(0, np.uint64))
+    duplicates = np.flatnonzero(first_of != np.arange(n))
+    if duplicates.size:
+        firsts = first_of[duplicates]
+        for f, d in zip(firsts.tolist(), duplicates.tolist()):
+            tokens[f] = tokens[d]  # weights are recorded per id: the last row with that id wins
+        files = _one_chunk(keys.column("file"))
+        prov_rows = keys.column("prov_row").to_numpy()
+        for i, d, file, first_file, first_row in zip(
+                duplicates.tolist(), ids.take(pa.array(duplicates)).to_pylist(),
+                files.take(pa.array(duplicates)).to_pylist(), files.take(pa.array(firsts)).to_pylist(),
+                prov_rows[firsts].tolist()):
+            # Identical content within a source: keep the first, record the others.
+            quarantined.append(QuarantineEntry.make(
+                source, file, int(prov_rows[i]), "dedup", f"exact duplicate: of {first_file}:{first_row + 1}",
+                {"id": d}, bad=False, seq=2 * i + 1))
+    quarantined.sort(key=lambda q: q.seq)
+    live = np.flatnonzero(first_of == np.arange(n))
+    kept = keys if len(live) == n else keys.take(pa.array(live))
+    sizes: dict[str, tuple[int, int]] = {p.piece.name: p.size for p in pieces}
+    kw = ArrowFileWriter(directory / KEYS_FILE, KEYS_SCHEMA)
+    kw.write(pa.table({
+        "row": pa.array(live, pa.int64()), "id": kept.column("id"), "group": kept.column("group"),
+        "cls": kept.column("cls"), "dedup": kept.column("dedup"), "chars": kept.column("chars"),
+        "tokens": pa.array(tokens[live], pa.float64()),
+    }, schema=KEYS_SCHEMA))
+    sizes[KEYS_FILE] = kw.close()
+    qf = ChecksumFile(directory / QUARANTINE_FILE)
+    for q in quarantined:
+        qf.write((json.dumps(q.to_json(), ensure_ascii=False) + "\n").encode("utf-8"))
+    qf.close()
+    sizes[QUARANTINE_FILE] = (qf.size, qf.crc)
+    dropped: Counter[str] = Counter()
+    for p in pieces:
+        dropped.update(p.dropped)
+    info = SegmentInfo(directory, source, sum(p.rows_read for p in pieces), n, int(live.size), int(duplicates.size),
+                       dict(sorted(dropped.items())), list(classes), [p.piece for p in pieces])
+    mf = ChecksumFile(directory / META_FILE)
+    mf.write(json.dumps(info.to_json(), sort_keys=True).encode("utf-8"))
+    mf.close()
+    sizes[META_FILE] = (mf.size, mf.crc)
+    return info, sizes
+
+
+__all__ = ["ArrowFile", "ArrowFileWriter", "ChecksumFile", "NormalisedChunk", "PieceResult", "PieceWriter",
+           "QuarantineEntry", "RenderStatus", "SegmentInfo", "SegmentRows", "file_crc", "finish_segment",
+           "read_conversations", "rendered_schema", "segment_row", "segment_schema"]

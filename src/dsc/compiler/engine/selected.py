@@ -26,7 +26,7 @@ class SourceKeys:
     segments: list[SegmentInfo]
     table: KeyTable
     source: np.ndarray  # per key: index into names
-    seg_row: np.ndarray  # per key: row number in its source's rows.arrow
+    seg_row: np.ndarray  # per key: row number in its source's segment
 
     def conversations(self, src: np.ndarray, seg_row: np.ndarray, suffix: np.ndarray) -> list[Conversation]:
         """Selected rows as Conversations (copies included), in the order given."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import functools
 import glob
 import json
 import os
@@ -170,17 +169,31 @@ def resolve_inputs(loaded: LoadedSpec) -> list[dict[str, Any]]:
 def _read_jsonl(name: str, f: InputFile, sha: str, defer_parsing: bool = False) -> Iterator[RawRow]:
     """Rows of a JSONL file; with `defer_parsing`, each non-blank line as a RawRow holding its
     bytes (`RawRow.parsed()` does the rest), so that the parsing can happen in a worker."""
+    return read_jsonl_range(name, f, sha, 0, None, 0, defer_parsing=defer_parsing)
+
+
+def read_jsonl_range(name: str, f: InputFile, sha: str, start: int, end: int | None, first_row: int, *,
+                     defer_parsing: bool = True) -> Iterator[RawRow]:
+    """The rows of the lines of a JSONL file in bytes [start, end) (None: to the end); `start`
+    is the beginning of line `first_row` (0-based), and `end` the end of a line or of the file,
+    so that ranges cut at newlines read every line once (`stages.read.ranges`)."""
     with open(f.path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+        fh.seek(start)
+        pos, row = start, first_row
+        for raw in fh:
+            if end is not None and pos >= end:
+                return
+            pos += len(raw)
+            if row == 0 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[len(codecs.BOM_UTF8):]
             if defer_parsing:
                 if raw.strip():
-                    yield RawRow(name, f.display, sha, lineno - 1, None, line=raw)
-                continue
-            row = _parse_jsonl_line(name, f.display, sha, lineno - 1, raw)
-            if row is not None:
-                yield row
+                    yield RawRow(name, f.display, sha, row, None, line=raw)
+            else:
+                parsed = _parse_jsonl_line(name, f.display, sha, row, raw)
+                if parsed is not None:
+                    yield parsed
+            row += 1
 
 
 RAW_TEXT_MAX = 10_000  # characters of an unparseable line kept in the quarantine
@@ -277,16 +290,27 @@ def _read_csv(name: str, f: InputFile, sha: str) -> Iterator[RawRow]:
 
 
 def _read_parquet(name: str, f: InputFile, sha: str) -> Iterator[RawRow]:
+    return read_parquet_row_groups(name, f, sha, None, 0)
+
+
+def open_parquet(name: str, f: InputFile) -> Any:
+    """A `pq.ParquetFile` (BuildError, naming the source, when it is not Parquet)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(f.path)
+        return pq.ParquetFile(f.path)
     except (pa.ArrowException, OSError) as e:
         raise BuildError(f"source '{name}': cannot read {f.display} as Parquet: {e}") from None
-    with pf:
-        row = 0
-        for batch in pf.iter_batches(batch_size=_READ_BATCH):
+
+
+def read_parquet_row_groups(name: str, f: InputFile, sha: str, row_groups: list[int] | None,
+                            first_row: int) -> Iterator[RawRow]:
+    """The rows of some row groups of a Parquet file (None: all); `first_row` is the index of
+    the first one's first row in the file."""
+    with open_parquet(name, f) as pf:
+        row = first_row
+        for batch in pf.iter_batches(batch_size=_READ_BATCH, row_groups=row_groups):
             for d in batch.to_pylist():
                 yield RawRow(name, f.display, sha, row, d)
                 row += 1
@@ -357,10 +381,14 @@ def _all_rows(name: str, spec: SourceSpec, base: Path, defer_parsing: bool,
         yield from _read_hub(name, spec.hub)
         return
     for f in resolve_files(spec, base, name):
-        read = _READERS[f.type]
-        if defer_parsing and f.type == "jsonl":
-            read = functools.partial(_read_jsonl, defer_parsing=True)
-        yield from read(name, f, known_sha256.get(f.display) or _sha256(f.path))
+        yield from read_file(name, f, known_sha256.get(f.display) or _sha256(f.path), defer_parsing=defer_parsing)
+
+
+def read_file(name: str, f: InputFile, sha: str, *, defer_parsing: bool = False) -> Iterator[RawRow]:
+    """The rows of one input file (`defer_parsing`: JSONL lines come unparsed)."""
+    if defer_parsing and f.type == "jsonl":
+        return _read_jsonl(name, f, sha, defer_parsing=True)
+    return _READERS[f.type](name, f, sha)
 
 
 def iter_raw_rows(name: str, spec: SourceSpec, base_dir: Path | str, *, defer_parsing: bool = False,

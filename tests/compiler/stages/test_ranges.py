@@ -1,0 +1,91 @@
+"""Input ranges: newline-aligned JSONL byte ranges and Parquet row-group runs read every row
+once, with the provenance row a whole-file read gives it, wherever the cuts fall."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dsc.compiler.stages.read.ranges import jsonl_ranges, plan_ranges, read_range
+from dsc.compiler.stages.read.sources import iter_raw_rows
+from dsc.spec.sources import SourceSpec
+
+
+def _rows(raws) -> list[tuple[str, int, object]]:
+    out = []
+    for raw in raws:
+        parsed = raw.parsed()
+        if parsed is not None:
+            out.append((parsed.file, parsed.row, parsed.data if parsed.data is not None else parsed.error))
+    return out
+
+
+def _whole(name: str, spec: SourceSpec, base: Path) -> list[tuple[str, int, object]]:
+    return _rows(iter_raw_rows(name, spec, base))
+
+
+def _ranged(name: str, spec: SourceSpec, base: Path, target: int):
+    """(the rows of every range planned with this target, the ranges)"""
+    hashes = {p.relative_to(base).as_posix(): "x" for p in base.rglob("*") if p.is_file()}
+    ranges = plan_ranges(name, spec, base, hashes, workers=1, target_bytes=target)
+    return [row for r in ranges for row in _rows(read_range(r, spec, base))], ranges
+
+
+lines = st.one_of(
+    st.builds(lambda i, s: json.dumps({"id": i, "text": s}), st.integers(0, 10**6), st.text(max_size=30)),
+    st.sampled_from(["", "   ", "{broken", "[1, 2]", "\u00a0"]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(lines, max_size=40), st.integers(1, 300), st.booleans(), st.booleans())
+def test_jsonl_ranges_read_what_the_whole_file_reads(tmp_path_factory, body, target, bom, trailing_newline):
+    base = tmp_path_factory.mktemp("jsonl")
+    text = "\n".join(body) + ("\n" if trailing_newline and body else "")
+    data = (b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8")
+    (base / "a.jsonl").write_bytes(data)
+    spec = SourceSpec(path="a.jsonl", format="openai")
+    ranged, ranges = _ranged("s", spec, base, target)
+    assert ranged == _whole("s", spec, base)
+    if len(data) <= target:
+        assert [r.kind for r in ranges] == ["file"]
+        return
+    cuts = [(r.start, r.end) for r in ranges]
+    assert cuts[0][0] == 0 and cuts[-1][1] == len(data)
+    assert all(a[1] == b[0] for a, b in zip(cuts, cuts[1:]))  # contiguous
+    assert all(data[z - 1:z] == b"\n" for _, z in cuts[:-1])  # every cut after a newline
+
+
+def test_jsonl_ranges_are_near_the_target(tmp_path):
+    path = tmp_path / "big.jsonl"
+    path.write_text("".join(json.dumps({"i": i, "pad": "x" * (i % 50)}) + "\n" for i in range(5000)))
+    cuts = jsonl_ranges(path, 10_000)
+    assert len(cuts) > 10
+    assert all(z - a >= 10_000 for a, z, _ in cuts[:-1]) and all(z - a < 10_100 for a, z, _ in cuts[:-1])
+    first_rows = [row for _, _, row in cuts]
+    assert first_rows == sorted(first_rows) and first_rows[0] == 0
+
+
+def test_parquet_row_group_runs(tmp_path):
+    (tmp_path / "d").mkdir()
+    table = pa.table({"id": list(range(1000)), "text": [f"row {i}" for i in range(1000)]})
+    pq.write_table(table, tmp_path / "d" / "a.parquet", row_group_size=64)
+    pq.write_table(table.slice(0, 10), tmp_path / "d" / "b.parquet")
+    spec = SourceSpec(path="d/*.parquet", format="openai")
+    ranged, ranges = _ranged("s", spec, tmp_path, 2_000)
+    assert sum(r.kind == "row_groups" for r in ranges) > 3
+    assert ranged == _whole("s", spec, tmp_path)
+
+
+@pytest.mark.parametrize("extra", [{"limit": 7}])
+def test_a_limited_source_is_one_range(tmp_path, extra):
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"i": i}) + "\n" for i in range(20)))
+    spec = SourceSpec(path="a.jsonl", format="openai", **extra)
+    ranged, ranges = _ranged("s", spec, tmp_path, 10)
+    assert [r.kind for r in ranges] == ["source"]
+    assert ranged == _whole("s", spec, tmp_path) and len(ranged) == 7
