@@ -136,8 +136,8 @@ def build(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Artifact directory (default: build/<name> "
                                                                  "beside the spec)."),
     workers: Optional[int] = workers_option(),
-    executor: str = typer.Option("local", "--executor", help="Where the per-row stages run: local (this machine's "
-                                                             "processes) or ray (Ray Data; pip install 'dsc\\[ray]'). "
+    executor: str = typer.Option("local", "--executor", help="Where the build's tasks run: local (this machine's "
+                                                             "processes) or ray (Ray; pip install 'dsc\\[ray]'). "
                                                              "The artifact is byte-identical on both."),
     address: Optional[str] = typer.Option(None, "--address", help="--executor ray: the cluster to join (auto, or "
                                                                   "ray://host:port; then --workers defaults to the "

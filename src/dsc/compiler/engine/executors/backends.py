@@ -12,7 +12,7 @@ from dsc.compiler.engine.executors.base import (
 )
 from dsc.core.errors import SpecError
 
-RAY_MISSING = "--executor ray needs Ray Data, which is not installed: pip install 'dsc[ray]'"
+RAY_MISSING = "--executor ray needs Ray, which is not installed: pip install 'dsc[ray]'"
 
 
 def open_executor(choice: ExecutorChoice, ctx: Any, recipe: ContextRecipe) -> Executor:
