@@ -36,6 +36,7 @@ import pyarrow as pa
 from dsc.artifact.inspection import ArtifactStats
 from dsc.artifact.manifest import DATA_DIR
 from dsc.artifact.reader import split_sort_key
+from dsc.compiler.engine import resources
 from dsc.compiler.engine.context import BuildContext
 from dsc.compiler.engine.executors.base import Executor
 from dsc.compiler.engine.normalise import CHUNK_ROWS
@@ -84,8 +85,10 @@ class ShardPlan:
 
 
 class Layout:
-    """Where the written rows go: each split's shards (in artifact order), their row groups and
-    the spill buckets over them."""
+    """Where the written rows go: each split's shards (in artifact order); their row groups, cut
+    as `write_split` cuts them (every `row_group_rows` from the shard's start); and the spill
+    buckets: consecutive row groups of at most BUCKET_ROWS rows together (or one bigger row
+    group), never across a shard, so that a shard task reads its own buckets only."""
 
     def __init__(self, split_rows: dict[str, np.ndarray], shard_rows: int, row_group_rows: int):
         self.shards: list[ShardPlan] = []
@@ -122,7 +125,7 @@ class RouteTask:
     suffix: np.ndarray  # ... its copy suffix ("" for an original row)
     position: np.ndarray  # ... its output position
     bucket: np.ndarray  # ... and the bucket that position is in
-    spill: str
+    spill: Path
     form: RowFormat
 
 
@@ -150,7 +153,7 @@ def route_tasks(split_rows: dict[str, np.ndarray], layout: Layout, chosen: Selec
                 pos = position[some]
                 tasks.append(RouteTask(len(tasks), chosen.sources.segments[s], r.parts[p], seg_row[some],
                                        r.pos[seg_row[some]], suffix[some], pos,
-                                       np.searchsorted(layout.starts, pos, side="right") - 1, str(spill), form))
+                                       np.searchsorted(layout.starts, pos, side="right") - 1, spill, form))
     return tasks
 
 
@@ -172,21 +175,23 @@ def route_rows(task: RouteTask) -> dict[int, int]:
     routed: dict[int, int] = {}
     for a, z in zip([0, *cuts], [*cuts, len(bucket)]):
         b = int(bucket[a])
-        path = Path(task.spill) / f"{b:06d}" / f"{task.number:06d}.arrows"
+        path = task.spill / f"{b:06d}" / f"{task.number:06d}.arrows"
         path.parent.mkdir(exist_ok=True)
-        part_path = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")  # not *.arrows: never read half-written
-        with pa.OSFile(str(part_path), "wb") as f, pa.ipc.new_stream(f, table.schema, options=IPC_OPTIONS) as w:
+        temp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")  # not *.arrows: never read half-written
+        with pa.OSFile(str(temp), "wb") as f, pa.ipc.new_stream(f, table.schema, options=IPC_OPTIONS) as w:
             w.write_table(table.slice(a, z - a))
-        os.replace(part_path, path)
+        os.replace(temp, path)
         routed[b] = z - a
+    del table, tables
+    resources.release_memory()  # a worker's next task (a shard's) must not stack on this one's rows
     return routed
 
 
 @dataclass(frozen=True)
 class ShardTask:
     shard: ShardPlan
-    spill: str
-    out: str  # the staged artifact
+    spill: Path
+    out: Path  # the staged artifact
     form: RowFormat
     row_group_rows: int
 
@@ -202,11 +207,12 @@ def write_shard_file(task: ShardTask) -> ShardWritten:
     """A shard task: the shard from its buckets, written to a temporary name beside it and
     renamed into place."""
     stats = ArtifactStats(tokenised=task.form.tokenized)
-    final = Path(task.out) / task.shard.name
-    part_path = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
-    art.write_shard(part_path, task.form.schema, _counted(_row_groups(task.shard, Path(task.spill)), stats,
+    final = task.out / task.shard.name
+    temp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+    art.write_shard(temp, task.form.schema, _counted(_row_groups(task.shard, task.spill), stats,
                                                           task.shard.split), task.row_group_rows)
-    os.replace(part_path, final)
+    os.replace(temp, final)
+    resources.release_memory()  # as after a route task
     return ShardWritten(task.shard.name, sha256_file(final), stats)
 
 
@@ -224,6 +230,7 @@ def _row_groups(shard: ShardPlan, spill: Path) -> Iterator[pa.Table]:
             a, z = groups[g]
             yield table.take(pa.array(order[a - bucket.start:z - bucket.start]))
             g += 1
+        del table  # before the next bucket is read: one bucket in memory at a time
 
 
 def _read_stream(path: Path) -> pa.Table:
@@ -288,7 +295,7 @@ def write_rows(tmp: Path, spill_root: Path, spec: Spec, ctx: BuildContext, rows:
         for name in sorted(counts.written, key=split_sort_key):
             stats.start_split(name)
         files: dict[str, str] = {}
-        shards = [ShardTask(plan, str(spill), str(tmp), form, spec.output.row_group_rows) for plan in layout.shards]
+        shards = [ShardTask(plan, spill, tmp, form, spec.output.row_group_rows) for plan in layout.shards]
         for task, done in zip(shards, ex.map(write_shard_file, shards)):
             files[done.name] = done.sha256
             stats.merge(done.stats)  # in artifact order: the counts of one pass over the rows
