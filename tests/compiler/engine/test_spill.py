@@ -95,3 +95,16 @@ def _task_files(task: spill.RouteTask) -> dict[str, bytes]:
              and p.name.startswith(f"{task.number:06d}")}
     assert found and all(name.endswith(".arrows") for name in found)  # no temporaries left
     return found
+
+
+def test_a_failed_shard_task_leaves_no_spill_behind(tmp_path, monkeypatch):
+    spec = make_project(tmp_path / "p", rows=30, extra=SHARDED)
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(art, "write_shard", broken)
+    with pytest.raises(OSError, match="disk full"):
+        build(spec, tmp_path / "out", cache_dir=tmp_path / "cache")
+    assert not list((tmp_path / "cache").rglob("spill-*"))
+    assert not (tmp_path / "out").exists()
