@@ -85,9 +85,7 @@ DRIVER_STEPS: list[tuple[str, str, str, str]] = [
     ("select: keys, dedup, mix, split, order", "dsc.compiler.engine.driver", "select_rows", "fn"),
     ("render: read part index", "dsc.compiler.engine.rendering:RenderedRows", "add", "method"),
     ("write: tally", "dsc.compiler.engine.tally", "tally", "fn"),
-    ("write: gather output rows", "dsc.compiler.engine.spill", "distribute", "fn"),
-    ("write: parquet shards", "dsc.compiler.stages.write.artifact", "write_split", "fn"),
-    ("write: hash shards", "dsc.compiler.engine.spill", "sha256_file", "fn"),
+    ("write: lay out the route tasks", "dsc.compiler.engine.spill", "route_tasks", "fn"),
     ("write: dataset card", "dsc.compiler.engine.driver", "write_card", "fn"),
     ("release memory", "dsc.compiler.engine.resources", "release_memory", "fn"),
 ]

@@ -128,6 +128,26 @@ class ArtifactStats:
             for k in np.argsort(first, kind="stable").tolist():
                 per.setdefault(str(keys[k]), Tally()).add(int(rows[k]), int(key_chars[k]), int(key_tokens[k]))
 
+    def merge(self, other: ArtifactStats) -> None:
+        """Count `other`'s rows after this one's: the same as if its batches had been added here
+        in their order (shards are counted where they are written, then merged in artifact order)."""
+        assert other.tokenised == self.tokenised, "counts of one artifact"
+        for split, tally in other.splits.items():
+            self.start_split(split)
+            self.splits[split].add(tally.rows, tally.supervised_chars, tally.supervised_tokens)
+            self.lengths[split].extend(other.lengths[split])
+        for g, splits in other.group_splits.items():
+            self.group_splits.setdefault(g, set()).update(splits)
+        for split, weights in other.by_weight.items():
+            per_weight = self.by_weight.setdefault(split, {})
+            for w, n in weights.items():
+                per_weight[w] = per_weight.get(w, 0) + n
+        for dim, splits in other.by.items():
+            for split, keys in splits.items():
+                per = self.by.setdefault(dim, {}).setdefault(split, {})
+                for key, tally in keys.items():
+                    per.setdefault(key, Tally()).add(tally.rows, tally.supervised_chars, tally.supervised_tokens)
+
     def groups_per_split(self) -> dict[str, int]:
         counts = {s: 0 for s in self.splits}
         for splits in self.group_splits.values():

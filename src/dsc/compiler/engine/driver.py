@@ -9,8 +9,9 @@ it used:
 2. **select** (this process): `engine.selected` — dedup, mix, capability ratios over the keys of
    all sources (`stages.select.mix`), then split by group hash and order by a seeded id hash.
 3. **render + tokenise** (workers): `engine.rendering` — the selected rows into rendered parts.
-4. **write**: `engine.tally` (counts per split, the quarantine), `engine.spill` (rows gathered in
-   output order, then the shards), the manifest (`engine.manifest`) and the card.
+4. **write**: `engine.tally` (counts per split, the quarantine), `engine.spill` (workers route the
+   rows into buckets in output order, then write a shard each), the manifest (`engine.manifest`)
+   and the card.
 
 Segments and rendered parts live in the build cache (`engine.cache`), so a rebuild reads,
 renders and tokenises only what changed; with `cache=False` they live in a temporary directory.
@@ -92,18 +93,18 @@ def _build_loaded(loaded: LoadedSpec, out: Path, *, executor: ExecutorChoice, pr
                 return write_preference_artifact(loaded, out, ctx, inputs, read, select_rows(spec, read), progress,
                                                  before_place, store)
             rows = render_selected(spec, read, select_rows(spec, read), store, ex, progress, ctx)
-        cache_report = {name: SourceCacheReport("hit" if hit else "miss", r.reused, r.computed)
-                        for name, hit, r in zip(read.names, read.cached, rows.rendered)}
-        counts, quarantine = tally_rows(spec, ctx.template, rows, read)
+            cache_report = {name: SourceCacheReport("hit" if hit else "miss", r.reused, r.computed)
+                            for name, hit, r in zip(read.names, read.cached, rows.rendered)}
+            counts, quarantine = tally_rows(spec, ctx.template, rows, read)
 
-        progress.start("write artifact")
-        with art.staged_directory(out) as tmp:
-            files, stats, selection_report = write_rows(tmp, store.tmp, spec, ctx, rows, counts)
-            manifest = write_artifact_files(tmp, loaded, ctx, inputs, read, selection_report, counts, quarantine,
-                                            files, stats)
-            progress.done()
-            if before_place is not None:
-                before_place(manifest)
+            progress.start("write artifact")
+            with art.staged_directory(out) as tmp:
+                files, stats, selection_report = write_rows(tmp, store.tmp, spec, ctx, rows, counts, ex)
+                manifest = write_artifact_files(tmp, loaded, ctx, inputs, read, selection_report, counts, quarantine,
+                                                files, stats)
+                progress.done()
+                if before_place is not None:
+                    before_place(manifest)
     return BuildResult(out_dir=out, manifest=manifest, quarantined=len(quarantine), written=dict(counts.written),
                        warnings=[*counts.special_token_warning(spec), *empty_source_warning(read), *_shared_group_warning(stats)],
                        cache=cache_report,

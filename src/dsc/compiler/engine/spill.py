@@ -1,17 +1,32 @@
-"""Writing the artifact's splits in output order from rows spread over many files.
+"""Writing the artifact's splits in output order, as tasks on the build's executor: the driver
+lays the output out and keeps only counts; rows move between tasks through files.
 
 Rows come from their segments and rendered parts in storage order, but the artifact wants them
-in output order (a seeded hash). `distribute` gathers every written row (segment columns +
-rendered columns, copies and escaped contents applied) into `Spill` buckets, each a range of
-output positions laid out by `Layout` along the shards' row groups; `write_splits` then reads
-the buckets back one at a time and writes each split's shards. An external distribution sort:
-memory holds a bucket, never the corpus.
+in output order (a seeded hash). An external distribution sort, memory holding a task's rows,
+never the corpus:
+
+1. `Layout` (driver): each shard's row groups, cut as `write_split` cuts them, and spill buckets
+   of consecutive row groups (a bucket never crosses a shard, so a shard is written from its own
+   buckets only).
+2. `route_rows` (a task per slice of one source's rows in one rendered part): the artifact rows
+   (segment + rendered columns, copies and escaped contents applied), one file per bucket they
+   fall in, `<spill>/<bucket>/<task>.arrows`, placed by rename: a task run twice (a retry) leaves
+   the same files.
+3. `write_shard_file` (a task per shard): its buckets' files in name order, sorted by position,
+   written as one parquet shard and placed by rename in the staged artifact; it hands back the
+   shard's hash and its rows' counts, which the driver merges in artifact order.
+
+The spill directory (in the build cache's scratch) and the staged artifact must be visible to
+every worker: the same machine locally, shared storage on a cluster.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +34,14 @@ import numpy as np
 import pyarrow as pa
 
 from dsc.artifact.inspection import ArtifactStats
+from dsc.artifact.manifest import DATA_DIR
 from dsc.artifact.reader import split_sort_key
+from dsc.compiler.engine import resources
 from dsc.compiler.engine.context import BuildContext
+from dsc.compiler.engine.executors.base import Executor
 from dsc.compiler.engine.normalise import CHUNK_ROWS
 from dsc.compiler.engine.rendering import RenderedRows, RowsInFlight
-from dsc.compiler.engine.rowfiles import IPC_OPTIONS, ArrowFile
+from dsc.compiler.engine.rowfiles import IPC_OPTIONS, ArrowFile, SegmentInfo
 from dsc.compiler.engine.selected import SelectedRows
 from dsc.compiler.engine.tally import Tally
 from dsc.compiler.stages.write import artifact as art
@@ -31,145 +49,193 @@ from dsc.core.hashing import sha256_file
 from dsc.spec.model import Spec
 
 BUCKET_ROWS = 4096  # rows per spill bucket (a few row groups; tens of MB)
-# Output rows gathered before they are distributed to the buckets (whichever limit comes first).
-SPILL_FLUSH_ROWS = 8192
-SPILL_FLUSH_BYTES = 48 << 20
+# Rows per route task: a task holds its rows in memory at once, and writes a file to each bucket
+# they fall in (rows come in seeded-hash order, so a small task would write a row or two to every
+# bucket: files would grow with tasks × buckets).
+ROUTE_ROWS = 8192
 _POS = "__pos"
+SEGMENT_COLUMNS = ["id", "group", "messages", "tools", "meta"]
+
+
+@dataclass(frozen=True)
+class RowFormat:
+    """Which artifact row schema the rows are in."""
+
+    tokenized: bool
+    weighted: bool
+
+    @property
+    def schema(self) -> pa.Schema:
+        return art.row_schema(self.tokenized, self.weighted)
+
+
+@dataclass(frozen=True)
+class Bucket:
+    number: int  # names its directory in the spill
+    start: int  # output positions [start, end), the splits one after another
+    end: int
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    split: str
+    name: str  # the shard's path in the artifact
+    row_groups: list[tuple[int, int]]  # [(start, end)] output positions
+    buckets: list[Bucket]  # consecutive, covering the row groups
 
 
 class Layout:
-    """Where each written row goes: its position in the output (splits one after another), the
-    row groups (shards cut row groups as write_split does) and the spill buckets over them."""
+    """Where the written rows go: each split's shards (in artifact order); their row groups, cut
+    as `write_split` cuts them (every `row_group_rows` from the shard's start); and the spill
+    buckets: consecutive row groups of at most BUCKET_ROWS rows together (or one bigger row
+    group), never across a shard, so that a shard task reads its own buckets only."""
 
     def __init__(self, split_rows: dict[str, np.ndarray], shard_rows: int, row_group_rows: int):
-        self.split_rows = split_rows  # split → selected rows written, in output order
-        self.row_groups: dict[str, list[tuple[int, int]]] = {}  # split → [(start, end)] output positions
-        self.buckets: list[tuple[str, int, int]] = []  # (split, start, end)
+        self.shards: list[ShardPlan] = []
+        self.buckets: list[Bucket] = []
         start = 0
-        for name, rows in split_rows.items():
-            groups, at = [], 0
-            while at < len(rows):
-                end = min(len(rows), at + min(row_group_rows, shard_rows - at % shard_rows))
-                groups.append((start + at, start + end))
-                at = end
-            self.row_groups[name] = groups
-            b0 = None
-            for a, b in groups:
-                if b0 is None:
-                    b0 = a
-                elif b - b0 > BUCKET_ROWS:
-                    self.buckets.append((name, b0, a))
-                    b0 = a
-            if b0 is not None:
-                self.buckets.append((name, b0, start + len(rows)))
-            start += len(rows)
-        self.starts = np.array([b[1] for b in self.buckets], np.int64)
+        for split, rows in split_rows.items():
+            n = len(rows)
+            for i, name in enumerate(art.shard_names(split, n, shard_rows)):
+                a, z = start + i * shard_rows, start + min(n, (i + 1) * shard_rows)
+                groups = [(g, min(z, g + row_group_rows)) for g in range(a, z, row_group_rows)]
+                buckets, b0 = [], a
+                for g0, g1 in groups:
+                    if g1 - b0 > BUCKET_ROWS and g0 > b0:
+                        buckets.append(Bucket(len(self.buckets) + len(buckets), b0, g0))
+                        b0 = g0
+                if z > b0:
+                    buckets.append(Bucket(len(self.buckets) + len(buckets), b0, z))
+                self.buckets += buckets
+                self.shards.append(ShardPlan(split, name, groups, buckets))
+            start += n
+        self.starts = np.array([b.start for b in self.buckets], np.int64)
+        self.sizes = np.array([b.end - b.start for b in self.buckets], np.int64)
 
 
-class Spill:
-    """Output rows distributed into files by output position (each file a range of positions),
-    then read back a file at a time in order: an external distribution sort, so that writing in
-    output order never reads the segments out of order."""
+@dataclass(frozen=True)
+class RouteTask:
+    """Rows of one source in one rendered part, in part order, to route into the spill."""
 
-    def __init__(self, tmp_root: Path, layout: Layout, tokenized: bool, weighted: bool):
-        self.layout = layout
-        self.schema = art.row_schema(tokenized, weighted)
-        self.dir = Path(tempfile.mkdtemp(prefix="spill-", dir=tmp_root))
-        self._writers: dict[int, tuple[Any, Any]] = {}
-        self._pending: list[pa.Table] = []  # rows added but not yet distributed
-        self._pending_rows = self._pending_bytes = 0
-
-    def __enter__(self) -> "Spill":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if exc[0] is not None:
-            self._pending = []  # failed: nothing more to write
-        self._close_writers()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def _close_writers(self) -> None:
-        self._flush()
-        for w, f in self._writers.values():
-            w.close()
-            f.close()
-        self._writers.clear()
-
-    def add(self, table: pa.Table, positions: np.ndarray) -> None:
-        self._pending.append(table.append_column(_POS, pa.array(positions, pa.int64())))
-        self._pending_rows += table.num_rows
-        self._pending_bytes += table.nbytes
-        if self._pending_rows >= SPILL_FLUSH_ROWS or self._pending_bytes >= SPILL_FLUSH_BYTES:
-            self._flush()
-
-    def _flush(self) -> None:
-        """Distribute the pending rows: one sorted pass, one slice per bucket. Rows arrive in
-        seeded-hash order, so a small batch would touch every bucket with a row or two each:
-        writes (and batches to read back) would grow with rows × buckets."""
-        if not self._pending:
-            return
-        table = pa.concat_tables(self._pending)
-        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
-        bucket = np.searchsorted(self.layout.starts, table.column(_POS).to_numpy(), side="right") - 1
-        order = np.argsort(bucket, kind="stable")
-        table, bucket = table.take(pa.array(order)), bucket[order]
-        cuts = np.flatnonzero(np.diff(bucket)) + 1
-        for a, z in zip([0, *cuts.tolist()], [*cuts.tolist(), len(bucket)]):
-            b = int(bucket[a])
-            if b not in self._writers:
-                f = pa.OSFile(str(self.dir / f"{b:06d}.arrows"), "wb")
-                self._writers[b] = (pa.ipc.new_stream(f, table.schema, options=IPC_OPTIONS), f)
-            self._writers[b][0].write_table(table.slice(a, z - a))
-
-    def tables(self, split: str) -> Iterator[pa.Table]:
-        """The split's rows in output order, a row group per table."""
-        self._close_writers()
-        groups = self.layout.row_groups.get(split, [])
-        g = 0
-        for b, (name, start, end) in enumerate(self.layout.buckets):
-            if name != split:
-                continue
-            path = self.dir / f"{b:06d}.arrows"
-            with pa.OSFile(str(path)) as f:
-                table = pa.ipc.open_stream(f).read_all().combine_chunks()
-            path.unlink()
-            order = np.argsort(table.column(_POS).to_numpy(), kind="stable")
-            table = table.drop_columns([_POS])
-            assert table.num_rows == end - start, "every row of a bucket is written once"
-            while g < len(groups) and groups[g][1] <= end:
-                a, z = groups[g]
-                yield table.take(pa.array(order[a - start:z - start]))
-                g += 1
-            del table
+    number: int  # names its files in the buckets
+    segment: SegmentInfo
+    part: str  # the rendered part
+    seg_rows: np.ndarray  # each row's row in the segment
+    part_pos: np.ndarray  # ... and in the part
+    suffix: np.ndarray  # ... its copy suffix ("" for an original row)
+    position: np.ndarray  # ... its output position
+    bucket: np.ndarray  # ... and the bucket that position is in
+    spill: Path
+    form: RowFormat
 
 
-def distribute(spill: Spill, layout: Layout, chosen: SelectedRows, rendered: list[RenderedRows]) -> None:
-    """Every written row, assembled from its segment and its rendered part, into the spill.
-
-    Reads go part by part, each part's rows in order, so segments and parts are read in order."""
+def route_tasks(split_rows: dict[str, np.ndarray], layout: Layout, chosen: SelectedRows,
+                rendered: list[RenderedRows], spill: Path, form: RowFormat) -> list[RouteTask]:
+    """Every written row in a route task, grouped by source and rendered part, each part's rows in
+    order, so that a task reads its segment and its part in order."""
     position = np.full(len(chosen.rows), -1, np.int64)
     at = 0
-    for rows in layout.split_rows.values():
+    for rows in split_rows.values():
         position[rows] = np.arange(at, at + len(rows))
         at += len(rows)
     written = np.flatnonzero(position >= 0)
-    seg_columns = ["id", "group", "messages", "tools", "meta"]
-    ren_columns = [f.name for f in spill.schema if f.name not in seg_columns] + ["messages"]
     src, seg_row, suffix = chosen.src, chosen.seg, chosen.rows.suffix
+    tasks: list[RouteTask] = []
     for s in np.unique(src[written]).tolist():
         mine = written[src[written] == s]
         r = rendered[s]
         part = r.part[seg_row[mine]]
-        with chosen.sources.segments[s].open_rows(seg_columns) as segment:
-            for p in np.unique(part).tolist():
-                rows = mine[part == p]
-                rows = rows[np.argsort(r.pos[seg_row[rows]], kind="stable")]
-                with ArrowFile(r.parts[p], ren_columns) as f:
-                    for start in range(0, len(rows), CHUNK_ROWS):  # a few MB at a time
-                        some = rows[start:start + CHUNK_ROWS]
-                        out = output_table(spill.schema, segment.take(seg_row[some]), f.take(r.pos[seg_row[some]]),
-                                            suffix[some])
-                        spill.add(out, position[some])
+        for p in np.unique(part).tolist():
+            rows = mine[part == p]
+            rows = rows[np.argsort(r.pos[seg_row[rows]], kind="stable")]
+            for start in range(0, len(rows), ROUTE_ROWS):
+                some = rows[start:start + ROUTE_ROWS]
+                pos = position[some]
+                tasks.append(RouteTask(len(tasks), chosen.sources.segments[s], r.parts[p], seg_row[some],
+                                       r.pos[seg_row[some]], suffix[some], pos,
+                                       np.searchsorted(layout.starts, pos, side="right") - 1, spill, form))
+    return tasks
+
+
+def route_rows(task: RouteTask) -> dict[int, int]:
+    """A route task: its artifact rows, sorted by output position, one file per bucket they fall
+    in. Returns {bucket: rows written there}."""
+    schema = task.form.schema
+    ren_columns = [f.name for f in schema if f.name not in SEGMENT_COLUMNS] + ["messages"]
+    tables = []
+    with task.segment.open_rows(SEGMENT_COLUMNS) as segment, ArrowFile(task.part, ren_columns) as part:
+        for a in range(0, len(task.seg_rows), CHUNK_ROWS):  # read a few MB at a time
+            z = a + CHUNK_ROWS
+            tables.append(output_table(schema, segment.take(task.seg_rows[a:z]), part.take(task.part_pos[a:z]),
+                                       task.suffix[a:z]))
+    order = np.argsort(task.position, kind="stable")
+    table = pa.concat_tables(tables).append_column(_POS, pa.array(task.position, pa.int64())).take(pa.array(order))
+    bucket = task.bucket[order]
+    cuts = (np.flatnonzero(np.diff(bucket)) + 1).tolist()
+    routed: dict[int, int] = {}
+    for a, z in zip([0, *cuts], [*cuts, len(bucket)]):
+        b = int(bucket[a])
+        path = task.spill / f"{b:06d}" / f"{task.number:06d}.arrows"
+        path.parent.mkdir(exist_ok=True)
+        temp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")  # not *.arrows: never read half-written
+        with pa.OSFile(str(temp), "wb") as f, pa.ipc.new_stream(f, table.schema, options=IPC_OPTIONS) as w:
+            w.write_table(table.slice(a, z - a))
+        os.replace(temp, path)
+        routed[b] = z - a
+    del table, tables
+    resources.release_memory()  # a worker's next task (a shard's) must not stack on this one's rows
+    return routed
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    shard: ShardPlan
+    spill: Path
+    out: Path  # the staged artifact
+    form: RowFormat
+    row_group_rows: int
+
+
+@dataclass(frozen=True)
+class ShardWritten:
+    name: str  # the shard's path in the artifact
+    sha256: str
+    stats: ArtifactStats  # the card's counts of its rows, counted as they were written
+
+
+def write_shard_file(task: ShardTask) -> ShardWritten:
+    """A shard task: the shard from its buckets, written to a temporary name beside it and
+    renamed into place."""
+    stats = ArtifactStats(tokenised=task.form.tokenized)
+    final = task.out / task.shard.name
+    temp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+    art.write_shard(temp, task.form.schema, _counted(_row_groups(task.shard, task.spill), stats,
+                                                          task.shard.split), task.row_group_rows)
+    os.replace(temp, final)
+    resources.release_memory()  # as after a route task
+    return ShardWritten(task.shard.name, sha256_file(final), stats)
+
+
+def _row_groups(shard: ShardPlan, spill: Path) -> Iterator[pa.Table]:
+    """The shard's rows in output order, a row group per table."""
+    groups, g = shard.row_groups, 0
+    for bucket in shard.buckets:
+        # name order, not the order the route tasks finished in: the same table on every run
+        files = sorted((spill / f"{bucket.number:06d}").glob("*.arrows"))
+        table = pa.concat_tables([_read_stream(f) for f in files]).combine_chunks()
+        order = np.argsort(table.column(_POS).to_numpy(), kind="stable")
+        table = table.drop_columns([_POS])
+        assert table.num_rows == bucket.end - bucket.start, "every row of a bucket is routed once"
+        while g < len(groups) and groups[g][1] <= bucket.end:
+            a, z = groups[g]
+            yield table.take(pa.array(order[a - bucket.start:z - bucket.start]))
+            g += 1
+        del table  # before the next bucket is read: one bucket in memory at a time
+
+
+def _read_stream(path: Path) -> pa.Table:
+    with pa.OSFile(str(path)) as f:
+        return pa.ipc.open_stream(f).read_all()
 
 
 def _counted(tables: Iterator[pa.Table], stats: ArtifactStats, split: str) -> Iterator[pa.Table]:
@@ -204,34 +270,41 @@ def _one_chunk(col: pa.Array | pa.ChunkedArray) -> pa.Array:
     return col
 
 
-def write_splits(tmp: Path, spill: Spill, written: dict[str, int], spec: Spec, *, tokenized: bool,
-                 weighted: bool) -> tuple[dict[str, str], ArtifactStats]:
-    """Every split's shards from the spill, into the staged artifact `tmp`: ({file: sha256},
-    the card's counts, taken from the rows as they are written, not read back)."""
-    files: dict[str, str] = {}
-    stats = ArtifactStats(tokenised=tokenized)
-    for name in sorted(written, key=split_sort_key):
-        stats.start_split(name)
-    for name, n_rows in written.items():
-        names = art.write_split(tmp, name, _counted(spill.tables(name), stats, name), n_rows,
-                                tokenized=tokenized, weighted=weighted, shard_rows=spec.output.shard_rows,
-                                row_group_rows=spec.output.row_group_rows)
-        for n in names:
-            files[n] = sha256_file(tmp / n)
-    return files, stats
-
-
-def write_rows(tmp: Path, spill_dir: Path, spec: Spec, ctx: BuildContext, rows: RowsInFlight, counts: Tally
-               ) -> tuple[dict[str, str], ArtifactStats, dict[str, Any]]:
-    """The shards of every split, into the staged artifact `tmp`: the rows are spilled in output
-    order, then let go (`rows.release()`), then written. ({file: sha256}, the card's counts, the
-    selection report for the manifest)."""
-    tokenized = ctx.tokenizer is not None
+def write_rows(tmp: Path, spill_root: Path, spec: Spec, ctx: BuildContext, rows: RowsInFlight, counts: Tally,
+               ex: Executor) -> tuple[dict[str, str], ArtifactStats, dict[str, Any]]:
+    """The shards of every split, into the staged artifact `tmp`, by tasks on `ex`: the rows are
+    routed into a spill directory under `spill_root` (the rows in flight let go once the route
+    tasks are made: `rows.release()`), then each shard is written from its buckets. ({file:
+    sha256}, the card's counts, the selection report for the manifest)."""
+    form = RowFormat(ctx.tokenizer is not None, ctx.weighted)
     layout = Layout(counts.split_rows, spec.output.shard_rows, spec.output.row_group_rows)
-    with Spill(spill_dir, layout, tokenized, ctx.weighted) as spill:
-        distribute(spill, layout, rows.chosen, rows.rendered)
+    spill = Path(tempfile.mkdtemp(prefix="spill-", dir=spill_root))
+    try:
+        routes = route_tasks(counts.split_rows, layout, rows.chosen, rows.rendered, spill, form)
         selection_report = rows.chosen.selection.report
         rows.release()
         counts.split_rows.clear()
-        files, stats = write_splits(tmp, spill, counts.written, spec, tokenized=tokenized, weighted=ctx.weighted)
+        routed = np.zeros(len(layout.buckets), np.int64)
+        for done in ex.map(route_rows, routes):
+            for b, n in done.items():
+                routed[b] += n
+        del routes
+        assert np.array_equal(routed, layout.sizes), "every written row is routed once"
+
+        stats = ArtifactStats(tokenised=form.tokenized)
+        for name in sorted(counts.written, key=split_sort_key):
+            stats.start_split(name)
+        files: dict[str, str] = {}
+        shards = [ShardTask(plan, spill, tmp, form, spec.output.row_group_rows) for plan in layout.shards]
+        for task, done in zip(shards, ex.map(write_shard_file, shards)):
+            files[done.name] = done.sha256
+            stats.merge(done.stats)  # in artifact order: the counts of one pass over the rows
+            # The driver, not the shard task, frees the buckets: a task run again (a retry) finds them.
+            for bucket in task.shard.buckets:
+                shutil.rmtree(spill / f"{bucket.number:06d}")
+        # A shard task killed mid-write (then retried) leaves its temporary behind.
+        for stray in (tmp / DATA_DIR).glob(".*.tmp"):
+            stray.unlink()
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
     return files, stats, selection_report

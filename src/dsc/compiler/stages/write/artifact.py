@@ -96,23 +96,33 @@ def write_split(out: Path, split: str, rows: Iterable[dict[str, Any]] | Iterable
                 weighted: bool = False, schema: pa.Schema | None = None) -> list[str]:
     """Write one split's rows (already in their final order) as parquet shards; returns relative paths.
 
-    `rows`: row dicts, or Arrow tables / record batches of rows in the row schema (the build
-    streams these, a row group at a time). `schema`: another row schema (preference rows)."""
+    `rows`: row dicts, or Arrow tables / record batches of rows in the row schema. `schema`:
+    another row schema (preference rows)."""
     schema = schema if schema is not None else row_schema(tokenized, weighted)
     names = shard_names(split, n_rows, shard_rows)
     take = _row_taker(iter(rows), schema)
+
+    def row_groups() -> Iterator[pa.Table]:  # one shard's: shard_rows, cut every row_group_rows
+        remaining = shard_rows
+        while remaining > 0:
+            batch = take(min(row_group_rows, remaining))
+            if batch is None:
+                return
+            yield batch
+            remaining -= batch.num_rows
+
     for name in names:
-        path = out / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with pq.ParquetWriter(path, schema, compression="zstd", write_statistics=True) as writer:
-            remaining = shard_rows
-            while remaining > 0:
-                batch = take(min(row_group_rows, remaining))
-                if batch is None:
-                    break
-                writer.write_table(batch, row_group_size=row_group_rows)
-                remaining -= batch.num_rows
+        write_shard(out / name, schema, row_groups(), row_group_rows)
     return names
+
+
+def write_shard(path: Path, schema: pa.Schema, row_groups: Iterable[pa.Table], row_group_rows: int) -> None:
+    """One parquet shard, a row group per table (each of at most `row_group_rows` rows). The one
+    place shard bytes are made: the build's shard tasks and `write_split` both write through it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with pq.ParquetWriter(path, schema, compression="zstd", write_statistics=True) as writer:
+        for table in row_groups:
+            writer.write_table(table, row_group_size=row_group_rows)
 
 
 def _row_taker(it: Iterator[Any], schema: pa.Schema):

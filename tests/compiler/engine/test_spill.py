@@ -1,0 +1,110 @@
+"""The write phase as tasks: the layout of shards, row groups and buckets, and shard bytes that
+depend on neither the bucket layout, the task sizes, the worker count nor a task run twice."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from artifact_helpers import make_project
+from dsc.compiler.engine import spill
+from dsc.compiler.engine.driver import build
+from dsc.compiler.stages.write import artifact as art
+
+SHARDED = "output: {shard_rows: 9, row_group_rows: 2}\n"
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture()
+def small_tasks(monkeypatch):
+    """Buckets of a few row groups, route tasks of a few rows: many of each even for 60 rows."""
+    monkeypatch.setattr(spill, "BUCKET_ROWS", 5)
+    monkeypatch.setattr(spill, "ROUTE_ROWS", 4)
+
+
+def test_layout_cuts_row_groups_as_write_split_and_buckets_within_shards(tmp_path, monkeypatch):
+    monkeypatch.setattr(spill, "BUCKET_ROWS", 5)
+    split_rows = {"train": np.arange(23), "validation": np.arange(23, 30), "test": np.arange(0)}
+    layout = spill.Layout(split_rows, shard_rows=9, row_group_rows=2)
+    for split, rows in split_rows.items():
+        names = art.write_split(tmp_path, split, _rows(len(rows)), len(rows), tokenized=False, shard_rows=9,
+                                row_group_rows=2)
+        plans = [s for s in layout.shards if s.split == split]
+        assert [p.name for p in plans] == names
+        for plan in plans:
+            meta = pq.ParquetFile(tmp_path / plan.name).metadata
+            assert [z - a for a, z in plan.row_groups] == [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+            if not plan.row_groups:
+                assert not plan.buckets  # an empty split: one empty shard
+                continue
+            # the buckets: consecutive, over the shard's row groups only, cut where a row group ends
+            bounds = [plan.row_groups[0][0], *[b.end for b in plan.buckets]]
+            assert [(b.start, b.end) for b in plan.buckets] == list(zip(bounds, bounds[1:]))
+            assert bounds[-1] == plan.row_groups[-1][1]
+            assert set(bounds[1:]) <= {z for _, z in plan.row_groups}
+            assert all(b.end - b.start <= 5 for b in plan.buckets)  # row groups of 2: none alone is bigger
+    assert [b.number for b in layout.buckets] == list(range(len(layout.buckets)))
+    assert any(len(p.buckets) > 1 for p in layout.shards)
+
+
+def _rows(n: int) -> list[dict]:
+    meta = {"source": "s", "task": None, "method": None, "capability": None, "success": None, "score": None,
+            "label": None, "extra": None, "provenance": {"file": "f", "file_sha256": "0", "row": 0, "steps": []}}
+    return [{"id": str(i), "group": str(i), "messages": [], "tools": "[]", "meta": meta, "text": "x", "loss_spans": []}
+            for i in range(n)]
+
+
+def test_sharded_build_same_bytes_on_one_and_two_workers_whatever_the_task_sizes(tmp_path, monkeypatch):
+    spec = make_project(tmp_path / "p", rows=60, extra=SHARDED + "mix: {chat: {rate: 1.5}}\n")  # copies: `#k` ids
+    reference = tree_bytes(build(spec, tmp_path / "ref", cache=False).out_dir)
+    shards = sorted((tmp_path / "ref" / "data").glob("train-*.parquet"))
+    assert len(shards) > 1 and pq.ParquetFile(shards[0]).metadata.num_row_groups > 1
+    monkeypatch.setattr(spill, "BUCKET_ROWS", 5)
+    monkeypatch.setattr(spill, "ROUTE_ROWS", 4)
+    for workers in (1, 2):
+        out = build(spec, tmp_path / f"w{workers}", workers=workers, cache=False).out_dir
+        assert tree_bytes(out) == reference
+
+
+def test_a_route_task_run_twice_leaves_the_same_files_and_artifact(tmp_path, monkeypatch, small_tasks):
+    spec = make_project(tmp_path / "p", rows=60, extra=SHARDED)
+    reference = tree_bytes(build(spec, tmp_path / "ref", cache=False).out_dir)
+    real, runs = spill.route_rows, []
+
+    def retried(task: spill.RouteTask) -> dict[int, int]:
+        """The task, then the task again (a worker died after its files were placed)."""
+        first = real(task)
+        files = _task_files(task)
+        again = real(task)
+        assert again == first and _task_files(task) == files
+        runs.append(task.number)
+        return again
+
+    monkeypatch.setattr(spill, "route_rows", retried)
+    assert tree_bytes(build(spec, tmp_path / "out", cache=False).out_dir) == reference
+    assert len(runs) > 1
+
+
+def _task_files(task: spill.RouteTask) -> dict[str, bytes]:
+    found = {str(p.relative_to(task.spill)): p.read_bytes() for p in task.spill.rglob("*") if p.is_file()
+             and p.name.startswith(f"{task.number:06d}")}
+    assert found and all(name.endswith(".arrows") for name in found)  # no temporaries left
+    return found
+
+
+def test_a_failed_shard_task_leaves_no_spill_behind(tmp_path, monkeypatch):
+    spec = make_project(tmp_path / "p", rows=30, extra=SHARDED)
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(art, "write_shard", broken)
+    with pytest.raises(OSError, match="disk full"):
+        build(spec, tmp_path / "out", cache_dir=tmp_path / "cache")
+    assert not list((tmp_path / "cache").rglob("spill-*"))
+    assert not (tmp_path / "out").exists()
