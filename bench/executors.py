@@ -79,23 +79,22 @@ def config_name(kind: str, workers: int) -> str:
 DRIVER_STEPS: list[tuple[str, str, str, str]] = [
     ("setup: template, tokenizer, transforms", "dsc.compiler.engine.driver", "build_context", "fn"),
     ("setup: hash inputs", "dsc.compiler.engine.driver", "resolve_inputs", "fn"),
-    ("read: input lines into tasks", "dsc.compiler.engine.normalise", "chunks", "gen"),
-    ("read: write segment", "dsc.compiler.engine.rowfiles:SegmentWriter", "add", "method"),
-    ("read: close segment", "dsc.compiler.engine.rowfiles:SegmentWriter", "close", "method"),
+    ("read: plan input ranges", "dsc.compiler.engine.normalise", "plan_ranges", "fn"),
+    ("read: merge the pieces' keys", "dsc.compiler.engine.normalise", "finish_segment", "fn"),
     ("select: keys, dedup, mix, split, order", "dsc.compiler.engine.driver", "select_rows", "fn"),
     ("render: read part index", "dsc.compiler.engine.rendering:RenderedRows", "add", "method"),
     ("write: tally", "dsc.compiler.engine.tally", "tally", "fn"),
     ("write: lay out the route tasks", "dsc.compiler.engine.spill", "route_tasks", "fn"),
-    ("write: dataset card", "dsc.compiler.engine.driver", "write_card", "fn"),
+    ("write: manifest, card, quarantine", "dsc.compiler.engine.driver", "write_artifact_files", "fn"),
     ("release memory", "dsc.compiler.engine.resources", "release_memory", "fn"),
 ]
-SELECT_STEP = DRIVER_STEPS[5]
+SELECT_STEP = DRIVER_STEPS[4]
 
 
 @dataclass
 class TaskStats:
     """What one stage's executor.map calls moved: tasks, and (with --account) pickled bytes each way."""
-    stage: int = 0  # 0: the first stage mapped (read + normalise), 1: the second (render + tokenise)
+    stage: str = ""  # the build stage (progress stage) whose tasks these are (MAPPED)
     tasks: int = 0
     rows_in: int = 0
     bytes_in: int = 0
@@ -126,7 +125,7 @@ def _install_map_counters(stats: dict[str, TaskStats], account: bool, kind: str)
         original = cls.map
 
         def counted_map(self: Any, fn: Any, tasks: Any) -> Any:
-            s = stats.setdefault(fn.__name__, TaskStats(stage=len(stats)))
+            s = stats.setdefault(fn.__name__, TaskStats(stage=MAPPED[fn.__name__]))
 
             def counted(ts: Any) -> Any:
                 for t in ts:
@@ -458,8 +457,9 @@ def stages(run: Run) -> dict[str, float]:
         "read + normalise": ev["read + normalise: done"] - ev["read + normalise: started"],
         "select (global)": ev["render + tokenise: started"] - ev["read + normalise: done"],
         "render + tokenise": ev["render + tokenise: done"] - ev["render + tokenise: started"],
+        "write artifact": ev["write artifact: done"] - ev["render + tokenise: done"],
         "executor stop": stop,
-        "write (gather, shards, manifest, card)": ev["write artifact: done"] - ev["render + tokenise: done"] - stop,
+        "place artifact": ev["build: done"] - ev["write artifact: done"] - stop,
     }
     out["exit"] = run.wall_s - ev["build: done"]
     out["total (spawn to exit)"] = run.wall_s
@@ -483,13 +483,21 @@ def median_driver(runs: list[Run]) -> dict[str, float]:
 
 # --- the scaling estimate -----------------------------------------------------------------------
 
-STAGE_NAMES = ("read + normalise", "render + tokenise")  # the two per-row stages, in the order they are mapped
+# The build's task functions and the stage (progress stage) each runs in; write runs two.
+MAPPED = {"read_piece": "read + normalise", "render_part": "render + tokenise", "route_rows": "write artifact",
+          "write_shard_file": "write artifact"}
+STAGE_NAMES = ("read + normalise", "render + tokenise", "write artifact")  # the stages with tasks, in order
 
 
 def stage_maps(run: Run) -> list[dict[str, Any]]:
-    """The run's TaskStats of stage 1 and stage 3, in that order (zeros for a stage not mapped)."""
-    by_stage = {m["stage"]: m for m in run.child["maps"].values()}
-    return [by_stage.get(i, {"tasks": 0, "task_s": 0.0}) for i in (0, 1)]
+    """The run's TaskStats summed per stage of STAGE_NAMES, in that order (zeros for a stage not mapped)."""
+    out = [{"tasks": 0, "task_s": 0.0, "task_cpu_s": 0.0, "rows_in": 0, "bytes_in": 0, "bytes_out": 0}
+           for _ in STAGE_NAMES]
+    for m in run.child["maps"].values():
+        into = out[STAGE_NAMES.index(m["stage"])]
+        for k in into:
+            into[k] += m.get(k, 0)
+    return out
 
 
 def decompose(ref: list[Run], others: dict[str, tuple[list[Run], int]]) -> dict[str, Any]:
@@ -498,13 +506,13 @@ def decompose(ref: list[Run], others: dict[str, tuple[list[Run], int]]) -> dict[
     s1 = median_stages(ref)
     d1 = median_driver(ref)
     ok = [r for r in ref if not r.error]
-    task_s = [_median([stage_maps(r)[i]["task_s"] for r in ok]) for i in (0, 1)]
+    task_s = [_median([stage_maps(r)[i]["task_s"] for r in ok]) for i in range(len(STAGE_NAMES))]
     parallel = sum(task_s)
     # The same split in CPU seconds, which a machine's other tenants inflate less than wall time.
     cpu_total = _median([r.child["driver_cpu_total_s"] for r in ok])
     cpu_parallel = _median([sum(m.get("task_cpu_s", 0.0) for m in stage_maps(r)) for r in ok])
     total = s1["total (spawn to exit)"]
-    tasks = {STAGE_NAMES[i]: _median([stage_maps(r)[i]["tasks"] for r in ok]) for i in (0, 1)}
+    tasks = {STAGE_NAMES[i]: _median([stage_maps(r)[i]["tasks"] for r in ok]) for i in range(len(STAGE_NAMES))}
     rendered_rows = _median([stage_maps(r)[1].get("rows_in", 0) for r in ok])
     out: dict[str, Any] = {
         "total_w1_s": total, "parallel_s": parallel, "serial_s": total - parallel,
@@ -571,7 +579,7 @@ def project(d: dict[str, Any], ray: dict[str, float], ns: list[int]) -> list[dic
     serial + start + stop + fixed + (parallel + per_task × tasks) / N."""
     serial, parallel, total = d["serial_s"], d["parallel_s"], d["total_w1_s"]
     ray_fixed = ray["start_s"] + ray["stop_s"] + max(0.0, ray["fixed_s"])
-    chunks = d["tasks"][STAGE_NAMES[0]]
+    chunks = d["tasks"][STAGE_NAMES[0]] + d["tasks"][STAGE_NAMES[2]]  # read and write tasks: not per worker
     out = []
     for n in ns:
         ideal = serial + parallel / n
@@ -681,16 +689,21 @@ def data_lines(c: dict[str, Any]) -> list[str]:
     rows = keys["rows"]
     held = sum(v for k, v in keys.items() if k.startswith("keys: ")) + keys["chosen rows' arrays"]
     maps = acc["maps"]
-    by_stage = {m["stage"]: m for m in maps.values()}
-    n1, n3 = by_stage.get(0, {}), by_stage.get(1, {})
+    by_stage: dict[str, dict[str, int]] = {}
+    for m in maps.values():
+        for k in ("bytes_in", "bytes_out"):
+            by_stage.setdefault(m["stage"], {}).setdefault(k, 0)
+            by_stage[m["stage"]][k] += m.get(k, 0)
+    n1, n3, nw = (by_stage.get(name, {}) for name in STAGE_NAMES)
     cache = acc["cache_bytes"]
     return [f"Data per row (accounting run, {rows:,} rows): input {acc['input_bytes'] / rows:,.0f} B; "
-            f"stage 1 tasks sent {n1.get('bytes_in', 0) / rows:,.0f} B, results received "
-            f"{n1.get('bytes_out', 0) / rows:,.0f} B (normalised rows, which the driver writes as the segment); "
-            f"stage 3 tasks sent {n3.get('bytes_in', 0) / rows:,.1f} B, results received "
-            f"{n3.get('bytes_out', 0) / rows:,.1f} B (part paths); selection keys and chosen-row arrays held "
+            f"read tasks sent {n1.get('bytes_in', 0) / rows:,.1f} B, results received "
+            f"{n1.get('bytes_out', 0) / rows:,.1f} B (counts); render tasks sent {n3.get('bytes_in', 0) / rows:,.1f} B, "
+            f"results received {n3.get('bytes_out', 0) / rows:,.1f} B (part paths); write tasks sent "
+            f"{nw.get('bytes_in', 0) / rows:,.1f} B (row numbers and positions), results received "
+            f"{nw.get('bytes_out', 0) / rows:,.1f} B (counts, hashes, card statistics); selection keys and chosen-row arrays held "
             f"{held / rows:,.0f} B ({', '.join(f'{k[6:]} {v / rows:.1f}' for k, v in keys.items() if k.startswith('keys: '))}); "
-            "build cache files (read back to write the shards): "
+            "build cache files (read by the write tasks): "
             + ", ".join(f"{k} {v / rows:,.0f} B" for k, v in cache.items() if v)
             + f"; artifact {acc['artifact_bytes'] / rows:,.0f} B."]
 

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def test_ray_artifact_is_the_local_one(ray_session, spec_name, tokenised_project
 
 
 @pytest.fixture(scope="module")
-def corpus_project(tmp_path_factory) -> Path:
+def corpus_project(tmp_path_factory) -> Iterator[Path]:
     """A generated corpus of 1,500 ReAct rows with 8 repeated tool catalogues."""
     sys.path.insert(0, str(REPO / "bench"))
     try:
@@ -122,7 +123,10 @@ def corpus_project(tmp_path_factory) -> Path:
                     f"filters: [{{crash_once: {root / 'crashed'}}}]\n"
                     "mix:\n  gen: {count: 1200}\ntemplate: chatml\nloss: assistant\n"
                     "split: {validation: 0.1}\noutput: {shard_rows: 400, row_group_rows: 100}\n")
-    return spec
+    yield spec
+    from dsc.spec.registries import FILTERS
+
+    FILTERS.defs.pop("crash_once", None)  # the plugin registered in this process; other tests list the filters
 
 
 # A filter that kills the worker process it runs in, once per build directory: the first time it
