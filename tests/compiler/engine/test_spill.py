@@ -69,6 +69,12 @@ def test_sharded_build_same_bytes_on_one_and_two_workers_whatever_the_task_sizes
     for workers in (1, 2):
         out = build(spec, tmp_path / f"w{workers}", workers=workers, cache=False).out_dir
         assert tree_bytes(out) == reference
+    # big route tasks that spill a few rows at a time (each task writes several files to a bucket)
+    monkeypatch.setattr(spill, "ROUTE_ROWS", 8192)
+    monkeypatch.setattr(spill, "CHUNK_ROWS", 3)
+    monkeypatch.setattr(spill, "ROUTE_FLUSH_BYTES", 1)
+    out = build(spec, tmp_path / "flushes", workers=2, cache=False).out_dir
+    assert tree_bytes(out) == reference
 
 
 def test_a_route_task_run_twice_leaves_the_same_files_and_artifact(tmp_path, monkeypatch, small_tasks):

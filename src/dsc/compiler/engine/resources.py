@@ -19,18 +19,12 @@ def cpu_count() -> int:
 
 
 def release_memory() -> None:
-    """Hand memory freed by a finished stage back to the system (Arrow's pool and the C heap keep
-    it otherwise), so that the next stage's peak does not stack on the last one's."""
-    gc.collect()
-    hand_back_freed()
-
-
-def hand_back_freed() -> None:
-    """What Arrow's pool and the C heap keep of memory already freed goes back to the system:
-    run by a worker after each task, so that a worker that met one huge row does not keep its
-    size while another worker meets the row in the next phase."""
+    """Hand memory freed by a finished stage (or, in a worker, a finished task) back to the
+    system (Arrow's pool and the C heap keep it otherwise), so that the next stage's or task's
+    peak does not stack on the last one's."""
     import ctypes
 
+    gc.collect()
     pa.default_memory_pool().release_unused()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -10,7 +10,7 @@ never the corpus:
    buckets only).
 2. `route_rows` (a task per slice of one source's rows in one rendered part): the artifact rows
    (segment + rendered columns, copies and escaped contents applied), one file per bucket they
-   fall in, `<spill>/<bucket>/<task>.arrows`, placed by rename: a task run twice (a retry) leaves
+   fall in, `<spill>/<bucket>/<task>-<flush>.arrows`, placed by rename: a task run twice (a retry) leaves
    the same files.
 3. `write_shard_file` (a task per shard): its buckets' files in name order, sorted by position,
    written as one parquet shard and placed by rename in the staged artifact; it hands back the
@@ -49,10 +49,11 @@ from dsc.core.hashing import sha256_file
 from dsc.spec.model import Spec
 
 BUCKET_ROWS = 4096  # rows per spill bucket (a few row groups; tens of MB)
-# Rows per route task: a task holds its rows in memory at once, and writes a file to each bucket
-# they fall in (rows come in seeded-hash order, so a small task would write a row or two to every
-# bucket: files would grow with tasks × buckets).
+# Rows per route task: a task writes a file to each bucket its rows fall in (rows come in
+# seeded-hash order, so a small task would write a row or two to every bucket: files would grow
+# with tasks × buckets); it holds at most ROUTE_FLUSH_BYTES of them at a time.
 ROUTE_ROWS = 8192
+ROUTE_FLUSH_BYTES = 48 << 20  # a route task's rows in memory before it writes them to their buckets
 _POS = "__pos"
 SEGMENT_COLUMNS = ["id", "group", "messages", "tools", "meta"]
 
@@ -124,7 +125,7 @@ class RouteTask:
     part_pos: np.ndarray  # ... and in the part
     suffix: np.ndarray  # ... its copy suffix ("" for an original row)
     position: np.ndarray  # ... its output position
-    bucket: np.ndarray  # ... and the bucket that position is in
+    bucket_starts: np.ndarray  # the first output position of every bucket
     spill: Path
     form: RowFormat
 
@@ -152,39 +153,49 @@ def route_tasks(split_rows: dict[str, np.ndarray], layout: Layout, chosen: Selec
                 some = rows[start:start + ROUTE_ROWS]
                 pos = position[some]
                 tasks.append(RouteTask(len(tasks), chosen.sources.segments[s], r.parts[p], seg_row[some],
-                                       r.pos[seg_row[some]], suffix[some], pos,
-                                       np.searchsorted(layout.starts, pos, side="right") - 1, spill, form))
+                                       r.pos[seg_row[some]], suffix[some], pos, layout.starts, spill, form))
     return tasks
 
 
 def route_rows(task: RouteTask) -> dict[int, int]:
-    """A route task: its artifact rows, sorted by output position, one file per bucket they fall
-    in. Returns {bucket: rows written there}."""
+    """A route task: its artifact rows, sorted by output position, into files of the buckets they
+    fall in, `ROUTE_FLUSH_BYTES` of rows at a time (a task's memory is bounded in bytes, not only
+    in rows: tokenised rows with long tool catalogues are tens of KB each). Returns {bucket: rows}."""
     schema = task.form.schema
     ren_columns = [f.name for f in schema if f.name not in SEGMENT_COLUMNS] + ["messages"]
-    tables = []
+    routed: dict[int, int] = {}
+    pending: list[pa.Table] = []
+    flushes = 0
     with task.segment.open_rows(SEGMENT_COLUMNS) as segment, ArrowFile(task.part, ren_columns) as part:
         for a in range(0, len(task.seg_rows), CHUNK_ROWS):  # read a few MB at a time
             z = a + CHUNK_ROWS
-            tables.append(output_table(schema, segment.take(task.seg_rows[a:z]), part.take(task.part_pos[a:z]),
-                                       task.suffix[a:z]))
-    order = np.argsort(task.position, kind="stable")
-    table = pa.concat_tables(tables).append_column(_POS, pa.array(task.position, pa.int64())).take(pa.array(order))
-    bucket = task.bucket[order]
+            rows = output_table(schema, segment.take(task.seg_rows[a:z]), part.take(task.part_pos[a:z]),
+                                task.suffix[a:z])
+            pending.append(rows.append_column(_POS, pa.array(task.position[a:z], pa.int64())))
+            if sum(t.nbytes for t in pending) >= ROUTE_FLUSH_BYTES or z >= len(task.seg_rows):
+                _spill(task, pa.concat_tables(pending), flushes, routed)
+                pending, flushes = [], flushes + 1
+    resources.release_memory()  # a worker's next task (a shard's) must not stack on this one's rows
+    return routed
+
+
+def _spill(task: RouteTask, table: pa.Table, flush: int, routed: dict[int, int]) -> None:
+    """Rows of a route task, sorted by position, one file per bucket, placed by rename (a task run
+    again writes the same names with the same bytes)."""
+    positions = table.column(_POS).to_numpy()
+    order = np.argsort(positions, kind="stable")
+    table = table.take(pa.array(order))
+    bucket = np.searchsorted(task.bucket_starts, positions[order], side="right") - 1
     cuts = (np.flatnonzero(np.diff(bucket)) + 1).tolist()
-    routed: dict[int, int] = {}
     for a, z in zip([0, *cuts], [*cuts, len(bucket)]):
         b = int(bucket[a])
-        path = task.spill / f"{b:06d}" / f"{task.number:06d}.arrows"
+        path = task.spill / f"{b:06d}" / f"{task.number:06d}-{flush:04d}.arrows"
         path.parent.mkdir(exist_ok=True)
         temp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")  # not *.arrows: never read half-written
         with pa.OSFile(str(temp), "wb") as f, pa.ipc.new_stream(f, table.schema, options=IPC_OPTIONS) as w:
             w.write_table(table.slice(a, z - a))
         os.replace(temp, path)
-        routed[b] = z - a
-    del table, tables
-    resources.release_memory()  # a worker's next task (a shard's) must not stack on this one's rows
-    return routed
+        routed[b] = routed.get(b, 0) + z - a
 
 
 @dataclass(frozen=True)
