@@ -62,4 +62,23 @@ def test_merged_shard_counts_equal_one_pass(split_tables, data):
             merged.merge(shard)
     assert merged == serial
     assert _key_order(merged) == _key_order(serial)
-    assert serial.by_weight and serial.group_splits  # the test covers them
+    assert merged.groups_per_split() == serial.groups_per_split() and serial.groups  # groups: compare=False
+    assert merged.shared_groups() == serial.shared_groups()
+    assert serial.by_weight  # the test covers it
+
+
+def test_groups_per_split_and_shared_groups_over_many_batches():
+    """Groups counted once per split however many batches (and compactions) they come in; a group
+    with rows in two splits is shared, and named."""
+    stats = ArtifactStats(tokenised=False)
+    for split in ("train", "validation"):
+        stats.start_split(split)
+    for i in range(200):  # more batches than the compaction threshold
+        stats._add_groups("train", [pa.array([f"g{i % 50}", f"g{(i + 1) % 50}"])])
+    stats._add_groups("validation", [pa.array(["g7", "v1", "v1"]), pa.array(["g49", "v2"])])
+    assert stats.groups_per_split() == {"train": 50, "validation": 4}
+    assert stats.shared_groups() == ["g49", "g7"]
+    other = ArtifactStats(tokenised=False)
+    other._add_groups("validation", [pa.array(["g3"])])
+    stats.merge(other)
+    assert stats.shared_groups() == ["g3", "g49", "g7"] and stats.groups_per_split()["validation"] == 5

@@ -87,8 +87,10 @@ class ArtifactStats:
     # split → loss weight → supervised tokens (chars when not tokenised) of that weight; only for
     # artifacts with loss weights
     by_weight: dict[str, dict[float, int]] = field(default_factory=dict)
-    # group → the splits it has rows in (what decides whether a question leaks across splits)
-    group_splits: dict[str, set[str]] = field(default_factory=dict)
+    # split → the distinct groups of its rows, as Arrow string arrays (one per batch counted, made
+    # distinct again when they pile up): what decides whether a question leaks across splits,
+    # without a Python object per group (a build's driver merges every shard's)
+    groups: dict[str, list[pa.Array]] = field(default_factory=dict, compare=False)
 
     @property
     def unit(self) -> str:
@@ -111,8 +113,7 @@ class ArtifactStats:
         self.splits[split].add(batch.num_rows, int(chars.sum()), int(tokens.sum()))
         self.lengths[split].extend((m["tokens"] if self.tokenised else m["chars"]).tolist())
         if "group" in batch.schema.names:
-            for g in set(batch.column("group").to_pylist()):
-                self.group_splits.setdefault(g, set()).add(split)
+            self._add_groups(split, [pc.unique(batch.column("group"))])
         weighted = weight_counts(batch, self.tokenised)
         if weighted is not None:
             per_weight = self.by_weight.setdefault(split, {})
@@ -136,8 +137,8 @@ class ArtifactStats:
             self.start_split(split)
             self.splits[split].add(tally.rows, tally.supervised_chars, tally.supervised_tokens)
             self.lengths[split].extend(other.lengths[split])
-        for g, splits in other.group_splits.items():
-            self.group_splits.setdefault(g, set()).update(splits)
+        for split, arrays in other.groups.items():
+            self._add_groups(split, arrays)
         for split, weights in other.by_weight.items():
             per_weight = self.by_weight.setdefault(split, {})
             for w, n in weights.items():
@@ -148,17 +149,28 @@ class ArtifactStats:
                 for key, tally in keys.items():
                     per.setdefault(key, Tally()).add(tally.rows, tally.supervised_chars, tally.supervised_tokens)
 
+    _COMPACT_AT = 64  # arrays of a split's groups kept before they are made distinct together
+
+    def _add_groups(self, split: str, arrays: list[pa.Array]) -> None:
+        kept = self.groups.setdefault(split, [])
+        kept.extend(arrays)
+        if len(kept) >= self._COMPACT_AT:
+            kept[:] = [self._distinct(split)]
+
+    def _distinct(self, split: str) -> pa.Array:
+        arrays = self.groups.get(split) or [pa.array([], pa.string())]
+        return pc.unique(pa.concat_arrays([a.cast(pa.string()) for a in arrays]))
+
     def groups_per_split(self) -> dict[str, int]:
-        counts = {s: 0 for s in self.splits}
-        for splits in self.group_splits.values():
-            for s in splits:
-                counts[s] += 1
-        return counts
+        return {s: len(self._distinct(s)) if s in self.groups else 0 for s in self.splits}
 
     def shared_groups(self) -> list[str]:
         """Groups with rows in more than one split, sorted (a question the model trains on and is
         validated on)."""
-        return sorted(g for g, splits in self.group_splits.items() if len(splits) > 1)
+        if len(self.groups) < 2:
+            return []
+        counts = pc.value_counts(pa.concat_arrays([self._distinct(s) for s in self.groups]))
+        return sorted(counts.field("values").filter(pc.greater(counts.field("counts"), 1)).to_pylist())
 
     def has_values(self, dim: str) -> bool:
         """Whether any row carries this attribute (labels and capabilities are optional)."""

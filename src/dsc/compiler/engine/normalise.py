@@ -81,7 +81,7 @@ def read_piece(task: ReadTask) -> PieceResult:
     except OSError as e:
         raise BuildError(f"source '{r.source}': cannot read {r.describe()}: {e.strerror or e}") from None
     piece = writer.close()
-    resources.release_memory()
+    resources.hand_back_freed()
     return piece
 
 

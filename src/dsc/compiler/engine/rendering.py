@@ -104,7 +104,7 @@ def render_part(task: RenderTask) -> str:
     ctx: BuildContext = worker_context()
     with task.segment.open_rows() as segment:
         part = write_part(Path(task.parts_dir), rendered_schema(ctx.tokenizer is not None, ctx.weighted), batches())
-    resources.release_memory()
+    resources.hand_back_freed()
     return str(part)
 
 

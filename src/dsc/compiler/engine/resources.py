@@ -19,12 +19,19 @@ def cpu_count() -> int:
 
 
 def release_memory() -> None:
-    """Hand memory freed by a finished stage (or, in a worker, a finished task) back to the
-    system (Arrow's pool and the C heap keep it otherwise), so that the next stage's or task's
-    peak does not stack on the last one's."""
+    """Hand memory freed by a finished stage back to the system (Arrow's pool and the C heap keep
+    it otherwise), so that the next stage's peak does not stack on the last one's."""
+    gc.collect()
+    hand_back_freed()
+
+
+def hand_back_freed() -> None:
+    """What Arrow's pool and the C heap keep of memory already freed goes back to the system. Run
+    after every task (a worker that met a huge row does not keep its size for the next task); no
+    garbage collection here: a full collection walks the whole heap, which in a large process
+    costs more than a small task."""
     import ctypes
 
-    gc.collect()
     pa.default_memory_pool().release_unused()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -175,7 +175,7 @@ def route_rows(task: RouteTask) -> dict[int, int]:
             if sum(t.nbytes for t in pending) >= ROUTE_FLUSH_BYTES or z >= len(task.seg_rows):
                 _spill(task, pa.concat_tables(pending), flushes, routed)
                 pending, flushes = [], flushes + 1
-    resources.release_memory()  # a worker's next task (a shard's) must not stack on this one's rows
+    resources.hand_back_freed()  # a worker's next task (a shard's) must not stack on this one's rows
     return routed
 
 
@@ -223,7 +223,7 @@ def write_shard_file(task: ShardTask) -> ShardWritten:
     art.write_shard(temp, task.form.schema, _counted(_row_groups(task.shard, task.spill), stats,
                                                           task.shard.split), task.row_group_rows)
     os.replace(temp, final)
-    resources.release_memory()  # as after a route task
+    resources.hand_back_freed()  # as after a route task
     return ShardWritten(task.shard.name, sha256_file(final), stats)
 
 
