@@ -126,4 +126,4 @@ def test_counts_taken_while_writing_equal_the_artifact_read_back(tmp_path):
             t[2] += sum(1 for x in row["labels"] if x != -100)
         assert {k: [v.rows, v.supervised_chars, v.supervised_tokens] for k, v in stats.by["source"][split].items()} \
             == dict(per_source)
-        assert stats.lengths[split] == [len(row["input_ids"]) for row in table]
+        assert list(stats.lengths[split]) == [len(row["input_ids"]) for row in table]

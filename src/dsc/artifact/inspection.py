@@ -8,7 +8,8 @@ Artifacts are opened by the one reader, `dsc.artifact.reader.open_artifact`. (Na
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,8 +83,9 @@ class ArtifactStats:
     splits: dict[str, Tally] = field(default_factory=dict)
     # dimension (source | label | capability) → split → key → tally
     by: dict[str, dict[str, dict[str, Tally]]] = field(default_factory=dict)
-    # split → per-row length, in tokens when tokenised, else in characters
-    lengths: dict[str, list[int]] = field(default_factory=dict)
+    # split → per-row length, in tokens when tokenised, else in characters (8 bytes a row: a
+    # build's driver holds every row's)
+    lengths: dict[str, array[int]] = field(default_factory=dict)
     # split → loss weight → supervised tokens (chars when not tokenised) of that weight; only for
     # artifacts with loss weights
     by_weight: dict[str, dict[float, int]] = field(default_factory=dict)
@@ -102,7 +104,7 @@ class ArtifactStats:
     def start_split(self, split: str) -> None:
         """A split with no rows counted yet (splits appear in the order they are started)."""
         self.splits.setdefault(split, Tally())
-        self.lengths.setdefault(split, [])
+        self.lengths.setdefault(split, array("q"))
 
     def add_batch(self, split: str, batch: pa.RecordBatch) -> None:
         """Count a batch of a split's rows; batches must come in artifact order (row lengths are
@@ -111,7 +113,8 @@ class ArtifactStats:
         m = batch_measures(batch)
         chars, tokens = m["supervised_chars"], m["supervised_tokens"]
         self.splits[split].add(batch.num_rows, int(chars.sum()), int(tokens.sum()))
-        self.lengths[split].extend((m["tokens"] if self.tokenised else m["chars"]).tolist())
+        self.lengths[split].frombytes(np.ascontiguousarray(m["tokens"] if self.tokenised else m["chars"],
+                                                           np.int64).tobytes())
         if "group" in batch.schema.names:
             self._add_groups(split, [pc.unique(batch.column("group"))])
         weighted = weight_counts(batch, self.tokenised)
@@ -308,7 +311,7 @@ def artifact_stats(art: Artifact) -> ArtifactStats:
     return stats
 
 
-def length_summary(values: list[int]) -> dict[str, int]:
+def length_summary(values: Sequence[int]) -> dict[str, int]:
     if not values:
         return {"min": 0, "median": 0, "p95": 0, "max": 0}
     a = np.asarray(values)
