@@ -25,6 +25,7 @@ import os
 import uuid
 import zlib
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -329,6 +330,10 @@ class QuarantineEntry:
     def from_json(cls, d: dict[str, Any]) -> "QuarantineEntry":
         return cls(**d)
 
+    def json_line(self) -> str:
+        """The entry as a line of a segment's (or a piece's) quarantine file."""
+        return json.dumps(self.to_json(), ensure_ascii=False) + "\n"
+
     @classmethod
     def make(cls, source: str, file: str, row: int, stage: str, reason: str, raw: Any, *, bad: bool = True,
              seq: int = 0) -> "QuarantineEntry":
@@ -406,7 +411,12 @@ class SegmentInfo:
 
     def quarantine(self) -> list[QuarantineEntry]:
         with open(self.dir / QUARANTINE_FILE, encoding="utf-8") as f:
-            return [QuarantineEntry.from_json(json.loads(line)) for line in f if line.strip()]
+            return read_quarantine(f)
+
+
+def read_quarantine(lines: Iterable[str]) -> list[QuarantineEntry]:
+    """The entries of a quarantine file's lines (`QuarantineEntry.json_line`)."""
+    return [QuarantineEntry.from_json(json.loads(line)) for line in lines if line.strip()]
 
 
 def _one_chunk(col: pa.ChunkedArray) -> pa.Array:
@@ -469,11 +479,6 @@ class PieceResult:
     size: tuple[int, int]  # (size, crc32) of the rows file
 
 
-def _place(tmp: Path, final: Path) -> None:
-    """Rename a finished file into place (a retried task's file replaces the same bytes)."""
-    os.replace(tmp, final)
-
-
 class PieceWriter:
     """Writes one piece of a source's segment from its normalised chunks, in order (a worker):
     the rows, their keys and the piece's quarantine entries, each renamed into place at `close`."""
@@ -499,7 +504,7 @@ class PieceWriter:
     def add(self, chunk: NormalisedChunk) -> None:
         for before, q in chunk.quarantined:
             q.seq = 2 * (self.n_rows + before)  # before the row produced next (see finish_segment)
-            self._quarantine.write(json.dumps(q.to_json(), ensure_ascii=False) + "\n")
+            self._quarantine.write(q.json_line())
         self.dropped.update(chunk.dropped)
         self.read += chunk.read
         batch = chunk.rows
@@ -532,7 +537,7 @@ class PieceWriter:
         self._keys.close()
         self._quarantine.close()
         for kind in ("keys", "quarantine", "rows"):  # the rows last: a piece whose rows are there is whole
-            _place(self._tmp(kind), self.dir / piece_name(kind, self.index))
+            os.replace(self._tmp(kind), self.dir / piece_name(kind, self.index))  # a retry: the same bytes
         return PieceResult(self.index, self.read, self.n_rows, Piece(piece_name("rows", self.index), self._batch_rows),
                            list(self._classes), self.dropped, size)
 
@@ -558,8 +563,7 @@ def finish_segment(directory: Path, source: str, pieces: list[PieceResult]) -> t
             tables.append(t)
         path = directory / piece_name("quarantine", p.index)
         with open(path, encoding="utf-8") as f:
-            for line in f:
-                q = QuarantineEntry.from_json(json.loads(line))
+            for q in read_quarantine(f):
                 q.seq += 2 * offset
                 quarantined.append(q)
         path.unlink()
@@ -599,7 +603,7 @@ def finish_segment(directory: Path, source: str, pieces: list[PieceResult]) -> t
     sizes[KEYS_FILE] = kw.close()
     qf = ChecksumFile(directory / QUARANTINE_FILE)
     for q in quarantined:
-        qf.write((json.dumps(q.to_json(), ensure_ascii=False) + "\n").encode("utf-8"))
+        qf.write(q.json_line().encode("utf-8"))
     qf.close()
     sizes[QUARANTINE_FILE] = (qf.size, qf.crc)
     dropped: Counter[str] = Counter()

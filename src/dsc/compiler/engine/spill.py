@@ -97,10 +97,11 @@ class Layout:
         start = 0
         for split, rows in split_rows.items():
             n = len(rows)
-            for i, name in enumerate(art.shard_names(split, n, shard_rows)):
-                a, z = start + i * shard_rows, start + min(n, (i + 1) * shard_rows)
-                groups = [(g, min(z, g + row_group_rows)) for g in range(a, z, row_group_rows)]
-                buckets, b0 = [], a
+            cuts = art.shard_row_groups(n, shard_rows, row_group_rows)
+            for name, in_split in zip(art.shard_names(split, n, shard_rows), cuts):
+                groups = [(start + g0, start + g1) for g0, g1 in in_split]
+                z = groups[-1][1] if groups else start  # the shard's end (an empty split: one empty shard)
+                buckets, b0 = [], groups[0][0] if groups else start
                 for g0, g1 in groups:
                     if g1 - b0 > BUCKET_ROWS and g0 > b0:
                         buckets.append(Bucket(len(self.buckets) + len(buckets), b0, g0))

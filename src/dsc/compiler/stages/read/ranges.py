@@ -51,7 +51,6 @@ class InputRange:
     start: int = 0
     end: int = 0
     first_row: int = 0  # index in the file of the range's first row
-    size: int = 0  # bytes, for progress and planning
     hashes: tuple[tuple[str, str], ...] = ()  # kind "source": (file, sha256) of each, not hashed again
 
     def describe(self) -> str:
@@ -81,12 +80,12 @@ def plan_ranges(name: str, spec: SourceSpec, base_dir: Path, sha256: Mapping[str
     for f in files:
         sha, size = sha256[f.display], sizes[f.display]
         if f.type == "jsonl" and size > target:
-            out += [InputRange(name, "lines", f, sha, a, z, row, z - a) for a, z, row in jsonl_ranges(f.path, target)]
+            out += [InputRange(name, "lines", f, sha, a, z, row) for a, z, row in jsonl_ranges(f.path, target)]
         elif f.type == "parquet" and size:
-            out += [InputRange(name, "row_groups", f, sha, a, z, row, n)
-                    for a, z, row, n in parquet_ranges(name, f, target)] or [InputRange(name, "file", f, sha)]
+            out += [InputRange(name, "row_groups", f, sha, a, z, row)
+                    for a, z, row in parquet_ranges(name, f, target)] or [InputRange(name, "file", f, sha)]
         else:
-            out.append(InputRange(name, "file", f, sha, size=size))
+            out.append(InputRange(name, "file", f, sha))
     return out
 
 
@@ -117,19 +116,19 @@ def jsonl_ranges(path: Path, target: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def parquet_ranges(name: str, f: InputFile, target: int) -> list[tuple[int, int, int, int]]:
-    """(first row group, end row group, first row, bytes) of runs of row groups of about
-    `target` bytes (uncompressed, as the footer gives them)."""
+def parquet_ranges(name: str, f: InputFile, target: int) -> list[tuple[int, int, int]]:
+    """(first row group, end row group, first row) of runs of row groups of about `target`
+    bytes (uncompressed, as the footer gives them)."""
     with open_parquet(name, f) as pf:
         meta = pf.metadata
         groups = [(meta.row_group(i).num_rows, meta.row_group(i).total_byte_size) for i in range(meta.num_row_groups)]
-    out: list[tuple[int, int, int, int]] = []
+    out: list[tuple[int, int, int]] = []
     start = row = first_row = size = 0
     for i, (rows, nbytes) in enumerate(groups):
         size += nbytes
         row += rows
         if size >= target or i == len(groups) - 1:
-            out.append((start, i + 1, first_row, size))
+            out.append((start, i + 1, first_row))
             start, first_row, size = i + 1, row, 0
     return out
 

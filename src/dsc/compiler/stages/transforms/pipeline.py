@@ -335,7 +335,6 @@ def check_semantics(loaded: LoadedSpec) -> None:
     spec, base = loaded.spec, loaded.base_dir
     sources = list(spec.sources)
     emitted = [n for n, s in spec.sources.items() if s.lookup is None]
-    lookups = _lookup_keys(spec)
 
     def need_lookup(name: str, loc: tuple[Any, ...]) -> None:
         if name not in spec.sources:

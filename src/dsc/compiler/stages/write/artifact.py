@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,17 @@ def shard_names(split: str, n_rows: int, shard_rows: int) -> list[str]:
     return [f"{DATA_DIR}/{split}-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
 
 
+def shard_row_groups(n_rows: int, shard_rows: int, row_group_rows: int) -> list[list[tuple[int, int]]]:
+    """Each shard's row groups as [start, end) row positions in the split: a shard every
+    `shard_rows` rows, a row group every `row_group_rows` rows from its shard's start (a split
+    with no rows: one shard, no row group)."""
+    shards = []
+    for i in range(len(shard_names("", n_rows, shard_rows))):
+        a, z = i * shard_rows, min(n_rows, (i + 1) * shard_rows)
+        shards.append([(g, min(z, g + row_group_rows)) for g in range(a, z, row_group_rows)])
+    return shards
+
+
 def write_split(out: Path, split: str, rows: Iterable[dict[str, Any]] | Iterable[pa.Table | pa.RecordBatch],
                 n_rows: int, *, tokenized: bool, shard_rows: int, row_group_rows: int,
                 weighted: bool = False, schema: pa.Schema | None = None) -> list[str]:
@@ -101,18 +113,10 @@ def write_split(out: Path, split: str, rows: Iterable[dict[str, Any]] | Iterable
     schema = schema if schema is not None else row_schema(tokenized, weighted)
     names = shard_names(split, n_rows, shard_rows)
     take = _row_taker(iter(rows), schema)
-
-    def row_groups() -> Iterator[pa.Table]:  # one shard's: shard_rows, cut every row_group_rows
-        remaining = shard_rows
-        while remaining > 0:
-            batch = take(min(row_group_rows, remaining))
-            if batch is None:
-                return
-            yield batch
-            remaining -= batch.num_rows
-
-    for name in names:
-        write_shard(out / name, schema, row_groups(), row_group_rows)
+    for name, groups in zip(names, shard_row_groups(n_rows, shard_rows, row_group_rows)):
+        # rows that end early end the split (a shard stops at its last row, as before)
+        write_shard(out / name, schema, takewhile(lambda t: t is not None, (take(z - a) for a, z in groups)),
+                    row_group_rows)
     return names
 
 
