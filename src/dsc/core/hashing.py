@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from dsc.core.canonical import canonical_json
 
@@ -28,19 +28,30 @@ def sha256_text(text: str) -> str:
 def sha256_file(path: Path) -> str:
     # Not cached by (size, mtime): a same-size rewrite within the clock's resolution would
     # keep a stale hash, and the hash is what versions the artifact.
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
+        return sha256_stream(f)
+
+
+def sha256_stream(f: IO[bytes]) -> str:
+    """Of what is left to read of a binary file object (a local file, an fsspec file)."""
+    h = hashlib.sha256()
+    for chunk in iter(lambda: f.read(_CHUNK), b""):
+        h.update(chunk)
     return h.hexdigest()
 
 
 def sha256_files(root: Path, files: Iterable[Path]) -> str:
     """Of a set of files under `root`: each one's relative path and sha256, one line each, in
     the order given (`files_under` gives a stable one)."""
+    return sha256_listing((p.relative_to(root).as_posix(), sha256_file(p)) for p in files)
+
+
+def sha256_listing(entries: Iterable[tuple[str, str]]) -> str:
+    """Of (relative path, sha256) pairs, one line each, in the order given: a directory's hash
+    (wherever its files are stored)."""
     h = hashlib.sha256()
-    for p in files:
-        h.update(f"{p.relative_to(root).as_posix()}\0{sha256_file(p)}\n".encode())
+    for name, sha in entries:
+        h.update(f"{name}\0{sha}\n".encode())
     return h.hexdigest()
 
 

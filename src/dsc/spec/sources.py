@@ -61,7 +61,8 @@ class SourceSpec(Strict):
     type: SourceType | None = Field(
         None, description="File type; inferred from the extension (a directory is a save_to_disk dir: arrow)")
     path: str | list[str] | None = Field(
-        None, description="File(s) or glob pattern(s) relative to the spec; matched files are read sorted")
+        None, description="File(s) or glob pattern(s) relative to the spec, or fsspec URLs (s3://, gs://, "
+        "file://, ...); matched files are read sorted")
     hub: HubSource | None = Field(None, description="A Hugging Face hub dataset pinned to a revision")
     format: str | None = Field(None, description="Registered format that normalises each row (openai, sharegpt, ...)")
     fields: dict[str, str] = Field(

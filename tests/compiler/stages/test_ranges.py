@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dsc.compiler.stages.read.ranges import jsonl_ranges, plan_ranges, read_range
-from dsc.compiler.stages.read.sources import iter_raw_rows
+from dsc.compiler.stages.read.sources import InputFile, iter_raw_rows
 from dsc.spec.sources import SourceSpec
 
 
@@ -64,7 +64,7 @@ def test_jsonl_ranges_read_what_the_whole_file_reads(tmp_path_factory, body, tar
 def test_jsonl_ranges_are_near_the_target(tmp_path):
     path = tmp_path / "big.jsonl"
     path.write_text("".join(json.dumps({"i": i, "pad": "x" * (i % 50)}) + "\n" for i in range(5000)))
-    cuts = jsonl_ranges(path, 10_000)
+    cuts = jsonl_ranges(InputFile(str(path), "big.jsonl", "jsonl"), path.stat().st_size, 10_000)
     assert len(cuts) > 10
     assert all(z - a >= 10_000 for a, z, _ in cuts[:-1]) and all(z - a < 10_100 for a, z, _ in cuts[:-1])
     first_rows = [row for _, _, row in cuts]

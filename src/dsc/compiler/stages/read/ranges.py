@@ -74,13 +74,13 @@ def plan_ranges(name: str, spec: SourceSpec, base_dir: Path, sha256: Mapping[str
     if spec.hub is not None or spec.limit is not None:  # a limit counts rows across files, in order
         return [InputRange(name, "source", hashes=tuple(sorted(sha256.items())))]
     files = resolve_files(spec, base_dir, name)
-    sizes = {f.display: f.path.stat().st_size if f.path.is_file() else 0 for f in files}
+    sizes = {f.display: f.size() if f.type != "arrow" else 0 for f in files}
     target = target_bytes if target_bytes is not None else range_bytes(sum(sizes.values()), workers)
     out: list[InputRange] = []
     for f in files:
         sha, size = sha256[f.display], sizes[f.display]
         if f.type == "jsonl" and size > target:
-            out += [InputRange(name, "lines", f, sha, a, z, row) for a, z, row in jsonl_ranges(f.path, target)]
+            out += [InputRange(name, "lines", f, sha, a, z, row) for a, z, row in jsonl_ranges(f, size, target)]
         elif f.type == "parquet" and size:
             out += [InputRange(name, "row_groups", f, sha, a, z, row)
                     for a, z, row in parquet_ranges(name, f, target)] or [InputRange(name, "file", f, sha)]
@@ -89,14 +89,14 @@ def plan_ranges(name: str, spec: SourceSpec, base_dir: Path, sha256: Mapping[str
     return out
 
 
-def jsonl_ranges(path: Path, target: int) -> list[tuple[int, int, int]]:
-    """(start, end, first line) of newline-aligned byte ranges of about `target` bytes: each cut
-    is just after the first newline at or past a multiple of `target` from the last cut."""
-    size = path.stat().st_size
+def jsonl_ranges(f: InputFile, size: int, target: int) -> list[tuple[int, int, int]]:
+    """(start, end, first line) of newline-aligned byte ranges of about `target` bytes of a file of
+    `size` bytes: each cut is just after the first newline at or past a multiple of `target` from
+    the last cut."""
     out: list[tuple[int, int, int]] = []
     start = start_row = 0
     pos = lines = 0  # the block's offset in the file, and the newlines before it
-    with open(path, "rb") as fh:
+    with f.open() as fh:
         while block := fh.read(_SCAN_BLOCK):
             lo = 0
             while True:

@@ -16,19 +16,22 @@ from __future__ import annotations
 import codecs
 import csv
 import glob
+import io
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from dsc.compiler.stages.read.formats.common import kind
 from dsc.core.canonical import content_hash
 from dsc.core.environment import flags_set
-from dsc.core.errors import BuildError, SpecError, allowed_list
+from dsc.core.errors import BuildError, SpecError, allowed_list, did_you_mean
 from dsc.core.files import files_under
-from dsc.core.hashing import sha256_bytes, sha256_file, sha256_files
+from dsc.core.hashing import sha256_bytes, sha256_file, sha256_files, sha256_listing, sha256_stream
 from dsc.record import MISSING, BadRow, Conversation, Meta, Provenance, get_path
 from dsc.spec.registries import get_format
 from dsc.spec.sources import EXTENSIONS, SOURCE_TYPES, HubSource, SourceSpec
@@ -70,29 +73,97 @@ class RawRow:
         return _parse_jsonl_line(self.source, self.file, self.file_sha256, self.row, self.line)
 
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+
+
+def is_url(path: str) -> bool:
+    """An fsspec URL (`s3://bucket/x.jsonl`, `gs://…`, `file:///…`), read through fsspec; anything
+    else is a local path (relative to the spec's directory)."""
+    return _URL.match(path) is not None
+
+
+def url_filesystem(url: str) -> tuple[Any, str]:
+    """(the fsspec file system of a URL, the path in it). SpecError when the protocol is unknown
+    or its package is not installed."""
+    import fsspec
+
+    protocol = url.split("://", 1)[0].lower()
+    try:
+        return fsspec.core.url_to_fs(url)
+    except ImportError as e:
+        raise SpecError(f"reading {protocol}:// URLs needs a package that is not installed ({e})") from None
+    except ValueError as e:
+        known = fsspec.available_protocols()
+        if protocol not in known:
+            raise SpecError(f"unknown URL protocol '{protocol}://'{did_you_mean(protocol, known)}; fsspec reads "
+                            "local paths and URLs such as s3://, gs://, az://, hf://, http(s)://, file://") from None
+        raise SpecError(f"cannot open '{url}': {e}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class InputFile:
-    path: Path  # absolute
-    display: str  # relative to the spec's directory when the pattern was
+    """One input: a local file or directory (absolute path), or an fsspec URL to one."""
+
+    path: str
+    display: str  # relative to the spec's directory when the pattern was; a URL as fsspec names it
     type: str
 
+    @property
+    def remote(self) -> bool:
+        return is_url(self.path)
 
-def _type_of(path: Path, explicit: str | None) -> str:
-    if path.is_dir():
+    def open(self) -> IO[bytes]:
+        """The file, binary, positioned at its start (an fsspec file seeks and reads in ranges)."""
+        if not self.remote:
+            return open(self.path, "rb")
+        fs, path = url_filesystem(self.path)
+        return fs.open(path, "rb")
+
+    def size(self) -> int:
+        """Bytes: of the file, or of a directory's files."""
+        if not self.remote:
+            p = Path(self.path)
+            return sum(q.stat().st_size for q in _dir_files(p)) if p.is_dir() else p.stat().st_size
+        fs, path = url_filesystem(self.path)
+        return sum(fs.size(q) for _, q in _remote_dir_files(fs, path)) if fs.isdir(path) else fs.size(path)
+
+    def sha256(self) -> str:
+        """The input's hash: a file's, or a directory's (saved `datasets`) over its files."""
+        if not self.remote:
+            p = Path(self.path)
+            return sha256_files(p, _dir_files(p)) if p.is_dir() else sha256_file(p)
+        fs, path = url_filesystem(self.path)
+        if not fs.isdir(path):
+            with fs.open(path, "rb") as f:
+                return sha256_stream(f)
+        entries = []
+        for rel, q in _remote_dir_files(fs, path):
+            with fs.open(q, "rb") as f:
+                entries.append((rel, sha256_stream(f)))
+        return sha256_listing(entries)
+
+
+def _type_of(path: str, is_dir: bool, explicit: str | None) -> str:
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    if is_dir:
         if explicit not in (None, "arrow"):
-            raise SpecError(f"'{path.name}' is a directory, which only `type: arrow` reads")
+            raise SpecError(f"'{name}' is a directory, which only `type: arrow` reads")
         return "arrow"
     if explicit is not None:
         return explicit
-    t = EXTENSIONS.get(path.suffix.lower())
+    t = EXTENSIONS.get(Path(name).suffix.lower())
     if t is None:
-        raise SpecError(f"cannot tell the type of '{path.name}' from its extension; set `type:` to one of "
+        raise SpecError(f"cannot tell the type of '{name}' from its extension; set `type:` to one of "
                         f"{allowed_list(SOURCE_TYPES)}")
     return t
 
 
 def _is_arrow_dir(path: Path) -> bool:
     return path.is_dir() and any((path / m).is_file() for m in (*ARROW_MARKERS, "dataset_dict.json"))
+
+
+def _is_remote_arrow_dir(fs: Any, path: str) -> bool:
+    return fs.isdir(path) and any(fs.isfile(f"{path.rstrip('/')}/{m}") for m in (*ARROW_MARKERS, "dataset_dict.json"))
 
 
 def resolve_files(spec: SourceSpec, base_dir: Path | str, name: str | None = None) -> list[InputFile]:
@@ -103,41 +174,74 @@ def resolve_files(spec: SourceSpec, base_dir: Path | str, name: str | None = Non
     who = f"source '{name}': " if name else ""
     found: dict[str, InputFile] = {}
     for pattern in spec.patterns():
-        if glob.has_magic(pattern):
-            matches = sorted(glob.glob(pattern, root_dir=base, recursive=True))
-            # Plain directories matched by a wide pattern are skipped; save_to_disk dirs are rows.
-            matches = [m for m in matches if not (base / m).is_dir() or _is_arrow_dir(base / m)]
-            if not matches:
-                raise SpecError(f"{who}pattern '{pattern}' matches no file (relative to {base})")
-        else:
-            p = base / pattern
-            if not p.exists():
-                raise SpecError(f"{who}file '{pattern}' does not exist (relative to {base})")
-            if p.is_dir() and not _is_arrow_dir(p):
-                raise SpecError(f"{who}'{pattern}' is a directory but not a `datasets` save_to_disk directory "
-                                f"(it has no {' or '.join(ARROW_MARKERS)})")
-            matches = [pattern]
-        for m in matches:
-            display = Path(os.path.normpath(m)).as_posix()
-            path = (base / m).resolve()
-            try:
-                found.setdefault(display, InputFile(path, display, _type_of(path, spec.type)))
-            except SpecError as e:
-                raise SpecError(who + e.message) from None
+        try:
+            matches = _remote_matches(pattern) if is_url(pattern) else _local_matches(pattern, base)
+            for path, display, is_dir in matches:
+                found.setdefault(display, InputFile(path, display, _type_of(path, is_dir, spec.type)))
+        except SpecError as e:
+            raise SpecError(who + e.message) from None
     return [found[k] for k in sorted(found)]
+
+
+def _local_matches(pattern: str, base: Path) -> list[tuple[str, str, bool]]:
+    """(absolute path, display, is a directory) of what a local pattern names."""
+    if glob.has_magic(pattern):
+        matches = sorted(glob.glob(pattern, root_dir=base, recursive=True))
+        # Plain directories matched by a wide pattern are skipped; save_to_disk dirs are rows.
+        matches = [m for m in matches if not (base / m).is_dir() or _is_arrow_dir(base / m)]
+        if not matches:
+            raise SpecError(f"pattern '{pattern}' matches no file (relative to {base})")
+    else:
+        p = base / pattern
+        if not p.exists():
+            raise SpecError(f"file '{pattern}' does not exist (relative to {base})")
+        if p.is_dir() and not _is_arrow_dir(p):
+            raise SpecError(f"'{pattern}' is a directory but not a `datasets` save_to_disk directory "
+                            f"(it has no {' or '.join(ARROW_MARKERS)})")
+        matches = [pattern]
+    out = []
+    for m in matches:
+        path = (base / m).resolve()
+        out.append((str(path), Path(os.path.normpath(m)).as_posix(), path.is_dir()))
+    return out
+
+
+def _remote_matches(url: str) -> list[tuple[str, str, bool]]:
+    """(URL, display, is a directory) of what a URL or URL pattern names (the URL is both)."""
+    fs, path = url_filesystem(url)
+    try:
+        if glob.has_magic(path):
+            found = sorted(fs.glob(path))
+            found = [p for p in found if not fs.isdir(p) or _is_remote_arrow_dir(fs, p)]
+            if not found:
+                raise SpecError(f"pattern '{url}' matches no file")
+        else:
+            if not fs.exists(path):
+                raise SpecError(f"'{url}' does not exist")
+            if fs.isdir(path) and not _is_remote_arrow_dir(fs, path):
+                raise SpecError(f"'{url}' is a directory but not a `datasets` save_to_disk directory "
+                                f"(it has no {' or '.join(ARROW_MARKERS)})")
+            found = [path]
+    except SpecError:
+        raise
+    except Exception as e:  # noqa: BLE001 — each file system raises its own (auth, network, permissions)
+        raise SpecError(f"cannot list '{url}': {type(e).__name__}: {e}") from None
+    out = []
+    for p in found:
+        u = fs.unstrip_protocol(p)
+        out.append((u, u, fs.isdir(p)))
+    return out
 
 
 def _dir_files(path: Path) -> list[Path]:
     return files_under(path, keep=lambda p: p.name not in UNHASHED_IN_ARROW_DIR)
 
 
-def _sha256(path: Path) -> str:
-    """An input's hash: a file's, or a directory's (saved `datasets`) over its files."""
-    return sha256_files(path, _dir_files(path)) if path.is_dir() else sha256_file(path)
-
-
-def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in _dir_files(path)) if path.is_dir() else path.stat().st_size
+def _remote_dir_files(fs: Any, path: str) -> list[tuple[str, str]]:
+    """(relative path, path) of a remote directory's files, as `_dir_files` picks and orders them."""
+    root = path.rstrip("/") + "/"
+    files = [(p[len(root):], p) for p in fs.find(path) if p.startswith(root)]
+    return sorted((rel, p) for rel, p in files if rel.rsplit("/", 1)[-1] not in UNHASHED_IN_ARROW_DIR)
 
 
 def input_fingerprints(name: str, spec: SourceSpec, base_dir: Path | str) -> list[dict[str, Any]]:
@@ -145,7 +249,7 @@ def input_fingerprints(name: str, spec: SourceSpec, base_dir: Path | str) -> lis
     as `sha256` and no size (the revision pins the content)."""
     if spec.hub is not None:
         return [{"path": spec.hub.display(), "size": None, "sha256": spec.hub.revision}]
-    return [{"path": f.display, "size": _size(f.path), "sha256": _sha256(f.path)}
+    return [{"path": f.display, "size": f.size(), "sha256": f.sha256()}
             for f in resolve_files(spec, base_dir, name)]
 
 
@@ -177,7 +281,7 @@ def read_jsonl_range(name: str, f: InputFile, sha: str, start: int, end: int | N
     """The rows of the lines of a JSONL file in bytes [start, end) (None: to the end); `start`
     is the beginning of line `first_row` (0-based), and `end` the end of a line or of the file,
     so that ranges cut at newlines read every line once (`stages.read.ranges`)."""
-    with open(f.path, "rb") as fh:
+    with f.open() as fh:
         fh.seek(start)
         pos, row = start, first_row
         for raw in fh:
@@ -224,7 +328,7 @@ def _parse_jsonl_line(name: str, display: str, sha: str, row: int, raw: bytes) -
 def _read_json(name: str, f: InputFile, sha: str) -> Iterator[RawRow]:
     import ijson
 
-    with open(f.path, "rb") as fh:
+    with f.open() as fh:
         head = fh.read(4096)
         start = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
         first = head[start:].lstrip()[:1]
@@ -267,7 +371,7 @@ def _read_csv(name: str, f: InputFile, sha: str) -> Iterator[RawRow]:
     if csv.field_size_limit() < _CSV_FIELD_LIMIT:
         csv.field_size_limit(_CSV_FIELD_LIMIT)
     try:
-        with open(f.path, newline="", encoding="utf-8-sig") as fh:
+        with io.TextIOWrapper(f.open(), encoding="utf-8-sig", newline="") as fh:
             reader = csv.reader(fh)
             header = next(reader, None)
             if header is None:
@@ -293,15 +397,20 @@ def _read_parquet(name: str, f: InputFile, sha: str) -> Iterator[RawRow]:
     return read_parquet_row_groups(name, f, sha, None, 0)
 
 
-def open_parquet(name: str, f: InputFile) -> Any:
+@contextmanager
+def open_parquet(name: str, f: InputFile) -> Iterator[Any]:
     """A `pq.ParquetFile` (BuildError, naming the source, when it is not Parquet)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    try:
-        return pq.ParquetFile(f.path)
-    except (pa.ArrowException, OSError) as e:
-        raise BuildError(f"source '{name}': cannot read {f.display} as Parquet: {e}") from None
+    # a local file by its path: Arrow reads it natively, not through a Python file object
+    with f.open() if f.remote else nullcontext(f.path) as source:
+        try:
+            pf = pq.ParquetFile(source)
+        except (pa.ArrowException, OSError) as e:
+            raise BuildError(f"source '{name}': cannot read {f.display} as Parquet: {e}") from None
+        with pf:
+            yield pf
 
 
 def read_parquet_row_groups(name: str, f: InputFile, sha: str, row_groups: list[int] | None,
@@ -320,7 +429,7 @@ def _read_arrow(name: str, f: InputFile, sha: str) -> Iterator[RawRow]:
     import datasets
 
     try:
-        ds = datasets.load_from_disk(str(f.path))  # memory-mapped, never loaded whole
+        ds = datasets.load_from_disk(f.path)  # memory-mapped (a URL: fetched first), never loaded whole
     except Exception as e:  # noqa: BLE001 — datasets raises many types for unreadable dirs
         raise BuildError(f"source '{name}': cannot load {f.display} as a `datasets` save_to_disk "
                          f"directory: {e}") from None
@@ -381,7 +490,7 @@ def _all_rows(name: str, spec: SourceSpec, base: Path, defer_parsing: bool,
         yield from _read_hub(name, spec.hub)
         return
     for f in resolve_files(spec, base, name):
-        yield from read_file(name, f, known_sha256.get(f.display) or _sha256(f.path), defer_parsing=defer_parsing)
+        yield from read_file(name, f, known_sha256.get(f.display) or f.sha256(), defer_parsing=defer_parsing)
 
 
 def read_file(name: str, f: InputFile, sha: str, *, defer_parsing: bool = False) -> Iterator[RawRow]:
