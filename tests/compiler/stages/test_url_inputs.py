@@ -6,6 +6,7 @@ at all, so globbing, sizes, hashes, seeks and ranged reads go through fsspec's A
 with one worker)."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import uuid
@@ -15,6 +16,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 from typer.testing import CliRunner
 
 from dsc.cli.root import app
@@ -190,3 +192,54 @@ def test_cli_names_the_line_of_a_url_it_cannot_read(tmp_path, url, message):
     result = CliRunner().invoke(app, ["build", str(spec), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output
     assert message in result.output and "spec.yaml:6" in result.output and "Traceback" not in result.output
+
+
+class _RangeFile(AbstractBufferedFile):
+    """A file served by byte ranges, as object stores serve them (fsspec's buffered file)."""
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        return self.fs.blobs[self.path][start:end]
+
+    def read(self, length: int = -1) -> bytes:
+        data = super().read(length)
+        self.fs.bytes_read += len(data)
+        return data
+
+
+class _RangeFS(AbstractFileSystem):
+    """An object store in memory whose files are fsspec's AbstractBufferedFile (like s3fs's)."""
+
+    protocol = "rangestore"
+    blobs: dict[str, bytes] = {}
+    bytes_read = 0
+
+    def _open(self, path, mode="rb", block_size=None, **kwargs):
+        return _RangeFile(self, path, mode, block_size=block_size or 5 << 20, size=len(self.blobs[path]))
+
+    def info(self, path, **kwargs):
+        path = self._strip_protocol(path)
+        if path in self.blobs:
+            return {"name": path, "size": len(self.blobs[path]), "type": "file"}
+        raise FileNotFoundError(path)
+
+    def ls(self, path, detail=True, **kwargs):
+        path = self._strip_protocol(path).rstrip("/")
+        found = [self.info(p) for p in sorted(self.blobs) if p.rsplit("/", 1)[0] == path]
+        return found if detail else [f["name"] for f in found]
+
+
+def test_a_remote_jsonl_is_read_in_chunks_not_a_block_per_line():
+    """fsspec's buffered files read (and copy) a whole block for each readline: a 16 MB JSONL
+    of 20k lines would move 100 GB. Reading it must move about its own size."""
+    fsspec.register_implementation("rangestore", _RangeFS, clobber=True)
+    data = ("\n".join(json.dumps({"i": i, "pad": "x" * 800}) for i in range(20_000)) + "\n").encode()
+    _RangeFS.blobs = {"bucket/big.jsonl": data}
+    fs = fsspec.filesystem("rangestore")
+    fs.bytes_read = 0
+    spec = SourceSpec(path="rangestore://bucket/big.jsonl", format="openai")
+    (fp,) = input_fingerprints("s", spec, ".")
+    assert fp["sha256"] == hashlib.sha256(data).hexdigest()
+    fs.bytes_read = 0
+    rows = [raw.data["i"] for raw in iter_raw_rows("s", spec, ".", known_sha256={fp["path"]: fp["sha256"]})]
+    assert rows == list(range(20_000))
+    assert fs.bytes_read <= 2 * len(data)
