@@ -10,8 +10,8 @@ it used:
    all sources (`stages.select.mix`), then split by group hash and order by a seeded id hash.
 3. **render + tokenise** (workers): `engine.rendering` — the selected rows into rendered parts.
 4. **write**: `engine.tally` (counts per split, the quarantine), `engine.spill` (workers route the
-   rows into buckets in output order, then write a shard each), the manifest (`engine.manifest`)
-   and the card.
+   rows into files sorted by output position, then write a shard each), the manifest
+   (`engine.manifest`) and the card.
 
 Segments and rendered parts live in the build cache (`engine.cache`), so a rebuild reads,
 renders and tokenises only what changed; with `cache=False` they live in a temporary directory.
