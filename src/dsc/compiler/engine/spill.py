@@ -44,6 +44,7 @@ from dsc.compiler.engine import resources
 from dsc.compiler.engine.context import BuildContext
 from dsc.compiler.engine.executors.base import Executor
 from dsc.compiler.engine.normalise import CHUNK_ROWS
+from dsc.compiler.engine.progress import Progress
 from dsc.compiler.engine.rendering import RenderedRows, RowsInFlight
 from dsc.compiler.engine.rowfiles import IPC_OPTIONS, ArrowFile, SegmentInfo
 from dsc.compiler.engine.selected import SelectedRows
@@ -307,11 +308,12 @@ def _one_chunk(col: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 def write_rows(tmp: Path, spill_root: Path, spec: Spec, ctx: BuildContext, rows: RowsInFlight, counts: Tally,
-               ex: Executor) -> tuple[dict[str, str], ArtifactStats, dict[str, Any]]:
+               ex: Executor, progress: Progress) -> tuple[dict[str, str], ArtifactStats, dict[str, Any]]:
     """The shards of every split, into the staged artifact `tmp`, by tasks on `ex`: the rows are
     routed into a spill directory under `spill_root` (the rows in flight let go once the route
-    tasks are made: `rows.release()`), then each shard is written from its buckets. ({file:
-    sha256}, the card's counts, the selection report for the manifest).
+    tasks are made: `rows.release()`), then each shard is written from its buckets; progress in
+    two stages, "route rows" (rows) and "write shards" (shards). ({file: sha256}, the card's
+    counts, the selection report for the manifest).
 
     The route files go with the spill when every shard is written, not one by one as shards
     finish: rows come in hash order, so nearly every route file holds rows of every shard."""
@@ -325,6 +327,7 @@ def write_rows(tmp: Path, spill_root: Path, spec: Spec, ctx: BuildContext, rows:
         counts.split_rows.clear()
         routed = np.zeros(len(layout.buckets), np.int64)
         shard_files: list[list[str]] = [[] for _ in layout.shards]  # the route files holding rows of each shard
+        progress.start("route rows", int(layout.sizes.sum()))
         for done in ex.map(route_rows, routes):
             for name, held in done.items():
                 buckets = np.fromiter(held.keys(), np.int64, len(held))
@@ -332,6 +335,8 @@ def write_rows(tmp: Path, spill_root: Path, spec: Spec, ctx: BuildContext, rows:
                 routed[buckets] += n  # a file holds a bucket once
                 for s in np.unique(layout.bucket_shard[buckets]).tolist():
                     shard_files[s].append(name)
+                progress.advance(int(n.sum()))
+        progress.done()
         del routes
         assert np.array_equal(routed, layout.sizes), "every written row is routed once"
 
@@ -341,9 +346,12 @@ def write_rows(tmp: Path, spill_root: Path, spec: Spec, ctx: BuildContext, rows:
         files: dict[str, str] = {}
         shards = [ShardTask(plan, spill, names, tmp, form, spec.output.row_group_rows)
                   for plan, names in zip(layout.shards, shard_files)]
+        progress.start("write shards", len(shards))
         for done in ex.map(write_shard_file, shards):
             files[done.name] = done.sha256
             stats.merge(done.stats)  # in artifact order: the counts of one pass over the rows
+            progress.advance()
+        progress.done()
         # A shard task killed mid-write (then retried) leaves its temporary behind.
         for stray in (tmp / DATA_DIR).glob(".*.tmp"):
             stray.unlink()
