@@ -60,7 +60,7 @@ STAGES: list[tuple[str, str, str, str]] = [
     ("tokenize (encode_arrays)", "dsc.chat.tokenize:RowTokenizer", "encode_arrays", "method"),
     ("render batch → Arrow (render_batch, includes the 3 above)", "dsc.compiler.engine.rendering", "render_batch", "fn"),
     ("rendered part write (write_part)", "dsc.compiler.engine.rendering", "write_part", "fn"),
-    ("route output rows (segments + parts → artifact rows in buckets)", "dsc.compiler.engine.spill",
+    ("route output rows (segments + parts → artifact rows in route files)", "dsc.compiler.engine.spill",
      "route_rows", "fn"),
     ("parquet write (write_shard)", "dsc.compiler.stages.write.artifact", "write_shard", "fn"),
     ("hash outputs (sha256_file)", "dsc.compiler.engine.spill", "sha256_file", "fn"),

@@ -57,6 +57,18 @@ def test_diff_and_plan_report_rows_read(tmp_path):
     assert rec.advanced["read + normalise"] == 30
 
 
+def test_build_reports_the_write_phase_in_rows_routed_then_shards_written(tmp_path):
+    spec = make_project(tmp_path, rows=30, extra="output: {shard_rows: 9}\n")
+    rec = Recorder()
+    build(spec, tmp_path / "out", workers=2, cache=False, progress=rec)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    rows, shards = sum(manifest["counts"]["written"].values()), len(manifest["files"])
+    assert rows == 30 and shards > 1
+    assert rec.stages[-2:] == [("route rows", rows), ("write shards", shards)]
+    assert rec.advanced["route rows"] == rows and rec.advanced["write shards"] == shards
+    assert rec.finished == len(rec.stages)
+
+
 def test_train_callback_reports_steps_loss_and_tokens_per_second():
     rec = Recorder()
     cb = progress_callback(rec)

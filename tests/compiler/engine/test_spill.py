@@ -2,9 +2,11 @@
 depend on neither the bucket layout, the task sizes, the worker count nor a task run twice."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -82,7 +84,7 @@ def test_a_route_task_run_twice_leaves_the_same_files_and_artifact(tmp_path, mon
     reference = tree_bytes(build(spec, tmp_path / "ref", cache=False).out_dir)
     real, runs = spill.route_rows, []
 
-    def retried(task: spill.RouteTask) -> dict[int, int]:
+    def retried(task: spill.RouteTask) -> dict[str, dict[int, int]]:
         """The task, then the task again (a worker died after its files were placed)."""
         first = real(task)
         files = _task_files(task)
@@ -97,10 +99,47 @@ def test_a_route_task_run_twice_leaves_the_same_files_and_artifact(tmp_path, mon
 
 
 def _task_files(task: spill.RouteTask) -> dict[str, bytes]:
-    found = {str(p.relative_to(task.spill)): p.read_bytes() for p in task.spill.rglob("*") if p.is_file()
-             and p.name.startswith(f"{task.number:06d}")}
-    assert found and all(name.endswith(".arrows") for name in found)  # no temporaries left
+    found = {p.name: p.read_bytes() for p in task.spill.iterdir() if p.name.startswith(f"{task.number:06d}-")}
+    assert found and not list(task.spill.glob(".*.tmp"))  # no temporaries left
     return found
+
+
+@pytest.mark.parametrize("flushes", [False, True])
+def test_routing_writes_a_file_per_route_task_flush_not_per_bucket(tmp_path, monkeypatch, flushes):
+    """Rows come in hash order, so each route task touches most buckets: a file per (task,
+    bucket) would make tasks × buckets files; the spill holds one file per (task, flush), a
+    record batch per bucket in bucket order, the buckets named in its footer."""
+    spec = make_project(tmp_path / "p", rows=60, extra=SHARDED)
+    reference = tree_bytes(build(spec, tmp_path / "ref", cache=False).out_dir)
+    monkeypatch.setattr(spill, "BUCKET_ROWS", 5)
+    monkeypatch.setattr(spill, "ROUTE_ROWS", 20)
+    if flushes:  # a file every 3 rows
+        monkeypatch.setattr(spill, "CHUNK_ROWS", 3)
+        monkeypatch.setattr(spill, "ROUTE_FLUSH_BYTES", 1)
+    real_route, real_shard = spill.route_rows, spill.write_shard_file
+    routed: dict[int, tuple[int, dict[str, dict[int, int]]]] = {}  # task: (its rows, what it routed)
+    spilled: dict[str, tuple[list[int], list[int]]] = {}  # after routing, each file: (footer buckets, batch rows)
+
+    def route(task: spill.RouteTask) -> dict[str, dict[int, int]]:
+        routed[task.number] = (len(task.position), real_route(task))
+        return routed[task.number][1]
+
+    def shard(task: spill.ShardTask) -> spill.ShardWritten:
+        for path in [] if spilled else sorted(task.spill.iterdir()):
+            reader = pa.ipc.open_file(str(path))
+            spilled[path.name] = (json.loads(reader.metadata[b"dsc.buckets"]),
+                                  [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)])
+        return real_shard(task)
+
+    monkeypatch.setattr(spill, "route_rows", route)
+    monkeypatch.setattr(spill, "write_shard_file", shard)
+    assert tree_bytes(build(spec, tmp_path / "out", cache=False).out_dir) == reference
+    files = {name: held for t in sorted(routed) for name, held in routed[t][1].items()}
+    assert list(spilled) == list(files) == [f"{t:06d}-{f:04d}.arrow" for t, (rows, _) in sorted(routed.items())
+                                            for f in range(-(-rows // 3) if flushes else 1)]
+    assert spilled == {name: (sorted(held), [held[b] for b in sorted(held)]) for name, held in files.items()}
+    task_buckets = sum(len({b for held in f.values() for b in held}) for _, f in routed.values())
+    assert len(routed) > 1 and task_buckets > 2 * len(routed)  # a file per (task, bucket): several times as many
 
 
 def test_a_failed_shard_task_leaves_no_spill_behind(tmp_path, monkeypatch):

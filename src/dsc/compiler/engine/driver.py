@@ -10,8 +10,8 @@ it used:
    all sources (`stages.select.mix`), then split by group hash and order by a seeded id hash.
 3. **render + tokenise** (workers): `engine.rendering` — the selected rows into rendered parts.
 4. **write**: `engine.tally` (counts per split, the quarantine), `engine.spill` (workers route the
-   rows into buckets in output order, then write a shard each), the manifest (`engine.manifest`)
-   and the card.
+   rows into files sorted by output position, then write a shard each), the manifest
+   (`engine.manifest`) and the card.
 
 Segments and rendered parts live in the build cache (`engine.cache`), so a rebuild reads,
 renders and tokenises only what changed; with `cache=False` they live in a temporary directory.
@@ -97,12 +97,10 @@ def _build_loaded(loaded: LoadedSpec, out: Path, *, executor: ExecutorChoice, pr
                             for name, hit, r in zip(read.names, read.cached, rows.rendered)}
             counts, quarantine = tally_rows(spec, ctx.template, rows, read)
 
-            progress.start("write artifact")
             with art.staged_directory(out) as tmp:
-                files, stats, selection_report = write_rows(tmp, store.tmp, spec, ctx, rows, counts, ex)
+                files, stats, selection_report = write_rows(tmp, store.tmp, spec, ctx, rows, counts, ex, progress)
                 manifest = write_artifact_files(tmp, loaded, ctx, inputs, read, selection_report, counts, quarantine,
                                                 files, stats)
-                progress.done()
                 if before_place is not None:
                     before_place(manifest)
     return BuildResult(out_dir=out, manifest=manifest, quarantined=len(quarantine), written=dict(counts.written),

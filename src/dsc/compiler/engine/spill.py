@@ -9,18 +9,22 @@ never the corpus:
    of consecutive row groups (a bucket never crosses a shard, so a shard is written from its own
    buckets only).
 2. `route_rows` (a task per slice of one source's rows in one rendered part): the artifact rows
-   (segment + rendered columns, copies and escaped contents applied), one file per bucket they
-   fall in, `<spill>/<bucket>/<task>-<flush>.arrows`, placed by rename: a task run twice (a retry) leaves
-   the same files.
-3. `write_shard_file` (a task per shard): its buckets' files in name order, sorted by position,
-   written as one parquet shard and placed by rename in the staged artifact; it hands back the
-   shard's hash and its rows' counts, which the driver merges in artifact order.
+   (segment + rendered columns, copies and escaped contents applied), sorted by output position,
+   one Arrow IPC file per flush, `<spill>/<task>-<flush>.arrow`: a record batch per bucket the
+   rows fall in, in bucket order, the buckets named in the file's footer metadata. Placed by
+   rename: a task run twice (a retry) leaves the same files. (A file per bucket instead would
+   make route tasks × buckets files: rows come in hash order, so every task touches most buckets.)
+3. `write_shard_file` (a task per shard): for each of its buckets, that bucket's batches from the
+   route files holding any of the shard's buckets (the driver names them), in file-name order,
+   sorted by position, written as one parquet shard and placed by rename in the staged artifact;
+   it hands back the shard's hash and its rows' counts, which the driver merges in artifact order.
 
 The spill directory (in the build cache's scratch) and the staged artifact must be visible to
 every worker: the same machine locally, shared storage on a cluster.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -40,6 +44,7 @@ from dsc.compiler.engine import resources
 from dsc.compiler.engine.context import BuildContext
 from dsc.compiler.engine.executors.base import Executor
 from dsc.compiler.engine.normalise import CHUNK_ROWS
+from dsc.compiler.engine.progress import Progress
 from dsc.compiler.engine.rendering import RenderedRows, RowsInFlight
 from dsc.compiler.engine.rowfiles import IPC_OPTIONS, ArrowFile, SegmentInfo
 from dsc.compiler.engine.selected import SelectedRows
@@ -49,12 +54,13 @@ from dsc.core.hashing import sha256_file
 from dsc.spec.model import Spec
 
 BUCKET_ROWS = 4096  # rows per spill bucket (a few row groups; tens of MB)
-# Rows per route task: a task writes a file to each bucket its rows fall in (rows come in
-# seeded-hash order, so a small task would write a row or two to every bucket: files would grow
-# with tasks × buckets); it holds at most ROUTE_FLUSH_BYTES of them at a time.
+# Rows per route task: its rows come in seeded-hash order, spread over most buckets, so a small
+# task would cut its file into batches of a row or two, each read on its own by a shard task; it
+# holds at most ROUTE_FLUSH_BYTES of them at a time.
 ROUTE_ROWS = 8192
-ROUTE_FLUSH_BYTES = 48 << 20  # a route task's rows in memory before it writes them to their buckets
+ROUTE_FLUSH_BYTES = 48 << 20  # a route task's rows in memory before it writes them to a route file
 _POS = "__pos"
+_BUCKETS = b"dsc.buckets"  # a route file's footer key: the bucket of each record batch, in order
 SEGMENT_COLUMNS = ["id", "group", "messages", "tools", "meta"]
 
 
@@ -72,7 +78,7 @@ class RowFormat:
 
 @dataclass(frozen=True)
 class Bucket:
-    number: int  # names its directory in the spill
+    number: int  # its place in the output; route files name the bucket of each batch by it
     start: int  # output positions [start, end), the splits one after another
     end: int
 
@@ -113,13 +119,14 @@ class Layout:
             start += n
         self.starts = np.array([b.start for b in self.buckets], np.int64)
         self.sizes = np.array([b.end - b.start for b in self.buckets], np.int64)
+        self.bucket_shard = np.array([i for i, s in enumerate(self.shards) for _ in s.buckets], np.int64)
 
 
 @dataclass(frozen=True)
 class RouteTask:
     """Rows of one source in one rendered part, in part order, to route into the spill."""
 
-    number: int  # names its files in the buckets
+    number: int  # names its route files
     segment: SegmentInfo
     part: str  # the rendered part
     seg_rows: np.ndarray  # each row's row in the segment
@@ -158,15 +165,15 @@ def route_tasks(split_rows: dict[str, np.ndarray], layout: Layout, chosen: Selec
     return tasks
 
 
-def route_rows(task: RouteTask) -> dict[int, int]:
-    """A route task: its artifact rows, sorted by output position, into files of the buckets they
-    fall in, `ROUTE_FLUSH_BYTES` of rows at a time (a task's memory is bounded in bytes, not only
-    in rows: tokenised rows with long tool catalogues are tens of KB each). Returns {bucket: rows}."""
+def route_rows(task: RouteTask) -> dict[str, dict[int, int]]:
+    """A route task: its artifact rows, sorted by output position, into route files,
+    `ROUTE_FLUSH_BYTES` of rows at a time (a task's memory is bounded in bytes, not only in rows:
+    tokenised rows with long tool catalogues are tens of KB each). Returns {route file: {bucket:
+    rows}}."""
     schema = task.form.schema
     ren_columns = [f.name for f in schema if f.name not in SEGMENT_COLUMNS] + ["messages"]
-    routed: dict[int, int] = {}
+    routed: dict[str, dict[int, int]] = {}
     pending: list[pa.Table] = []
-    flushes = 0
     with task.segment.open_rows(SEGMENT_COLUMNS) as segment, ArrowFile(task.part, ren_columns) as part:
         for a in range(0, len(task.seg_rows), CHUNK_ROWS):  # read a few MB at a time
             z = a + CHUNK_ROWS
@@ -174,35 +181,38 @@ def route_rows(task: RouteTask) -> dict[int, int]:
                                 task.suffix[a:z])
             pending.append(rows.append_column(_POS, pa.array(task.position[a:z], pa.int64())))
             if sum(t.nbytes for t in pending) >= ROUTE_FLUSH_BYTES or z >= len(task.seg_rows):
-                _spill(task, pa.concat_tables(pending), flushes, routed)
-                pending, flushes = [], flushes + 1
+                name = f"{task.number:06d}-{len(routed):04d}.arrow"
+                routed[name] = _write_route_file(task, pa.concat_tables(pending), name)
+                pending = []
     resources.hand_back_freed()  # a worker's next task (a shard's) must not stack on this one's rows
     return routed
 
 
-def _spill(task: RouteTask, table: pa.Table, flush: int, routed: dict[int, int]) -> None:
-    """Rows of a route task, sorted by position, one file per bucket, placed by rename (a task run
-    again writes the same names with the same bytes)."""
+def _write_route_file(task: RouteTask, table: pa.Table, name: str) -> dict[int, int]:
+    """Rows of a route task, sorted by position, a record batch per bucket, placed by rename (a
+    task run again writes the same name with the same bytes). {bucket: rows}."""
     positions = table.column(_POS).to_numpy()
     order = np.argsort(positions, kind="stable")
-    table = table.take(pa.array(order))
+    table = table.take(pa.array(order)).combine_chunks()  # one chunk: a slice is one batch
     bucket = np.searchsorted(task.bucket_starts, positions[order], side="right") - 1
     cuts = (np.flatnonzero(np.diff(bucket)) + 1).tolist()
-    for a, z in zip([0, *cuts], [*cuts, len(bucket)]):
-        b = int(bucket[a])
-        path = task.spill / f"{b:06d}" / f"{task.number:06d}-{flush:04d}.arrows"
-        path.parent.mkdir(exist_ok=True)
-        temp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")  # not *.arrows: never read half-written
-        with pa.OSFile(str(temp), "wb") as f, pa.ipc.new_stream(f, table.schema, options=IPC_OPTIONS) as w:
+    spans = list(zip([0, *cuts], [*cuts, len(bucket)]))
+    held = [int(bucket[a]) for a, _ in spans]
+    path = task.spill / name
+    temp = path.with_name(f".{name}.{uuid.uuid4().hex}.tmp")  # not *.arrow: never taken for a route file
+    with pa.OSFile(str(temp), "wb") as f, pa.ipc.new_file(f, table.schema, options=IPC_OPTIONS,
+                                                          metadata={_BUCKETS: json.dumps(held)}) as w:
+        for a, z in spans:
             w.write_table(table.slice(a, z - a))
-        os.replace(temp, path)
-        routed[b] = routed.get(b, 0) + z - a
+    os.replace(temp, path)
+    return {b: z - a for b, (a, z) in zip(held, spans)}
 
 
 @dataclass(frozen=True)
 class ShardTask:
     shard: ShardPlan
     spill: Path
+    route_files: list[str]  # the route files holding rows of the shard
     out: Path  # the staged artifact
     form: RowFormat
     row_group_rows: int
@@ -221,20 +231,20 @@ def write_shard_file(task: ShardTask) -> ShardWritten:
     stats = ArtifactStats(tokenised=task.form.tokenized)
     final = task.out / task.shard.name
     temp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
-    art.write_shard(temp, task.form.schema, _counted(_row_groups(task.shard, task.spill), stats,
-                                                          task.shard.split), task.row_group_rows)
+    art.write_shard(temp, task.form.schema, _counted(_row_groups(task), stats, task.shard.split),
+                    task.row_group_rows)
     os.replace(temp, final)
     resources.hand_back_freed()  # as after a route task
     return ShardWritten(task.shard.name, sha256_file(final), stats)
 
 
-def _row_groups(shard: ShardPlan, spill: Path) -> Iterator[pa.Table]:
+def _row_groups(task: ShardTask) -> Iterator[pa.Table]:
     """The shard's rows in output order, a row group per table."""
-    groups, g = shard.row_groups, 0
-    for bucket in shard.buckets:
-        # name order, not the order the route tasks finished in: the same table on every run
-        files = sorted((spill / f"{bucket.number:06d}").glob("*.arrows"))
-        table = pa.concat_tables([_read_stream(f) for f in files]).combine_chunks()
+    groups, g = task.shard.row_groups, 0
+    batches = _bucket_batches(task)
+    for bucket in task.shard.buckets:
+        table = pa.Table.from_batches([_read_batch(path, i)
+                                       for path, i in batches.pop(bucket.number)]).combine_chunks()
         order = np.argsort(table.column(_POS).to_numpy(), kind="stable")
         table = table.drop_columns([_POS])
         assert table.num_rows == bucket.end - bucket.start, "every row of a bucket is routed once"
@@ -245,9 +255,24 @@ def _row_groups(shard: ShardPlan, spill: Path) -> Iterator[pa.Table]:
         del table  # before the next bucket is read: one bucket in memory at a time
 
 
-def _read_stream(path: Path) -> pa.Table:
+def _bucket_batches(task: ShardTask) -> dict[int, list[tuple[Path, int]]]:
+    """Where each of the shard's buckets lies: (route file, batch), the files in name order, not
+    the order the route tasks finished in: the same table on every run."""
+    where: dict[int, list[tuple[Path, int]]] = {b.number: [] for b in task.shard.buckets}
+    for name in sorted(task.route_files):
+        path = task.spill / name
+        with pa.OSFile(str(path)) as f:
+            held = json.loads(pa.ipc.open_file(f).metadata[_BUCKETS])
+        for i, b in enumerate(held):
+            if b in where:
+                where[b].append((path, i))
+    return where
+
+
+def _read_batch(path: Path, i: int) -> pa.RecordBatch:
+    # a file at a time, not all kept open: a shard may need a file of every route task
     with pa.OSFile(str(path)) as f:
-        return pa.ipc.open_stream(f).read_all()
+        return pa.ipc.open_file(f).get_batch(i)
 
 
 def _counted(tables: Iterator[pa.Table], stats: ArtifactStats, split: str) -> Iterator[pa.Table]:
@@ -283,11 +308,15 @@ def _one_chunk(col: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 def write_rows(tmp: Path, spill_root: Path, spec: Spec, ctx: BuildContext, rows: RowsInFlight, counts: Tally,
-               ex: Executor) -> tuple[dict[str, str], ArtifactStats, dict[str, Any]]:
+               ex: Executor, progress: Progress) -> tuple[dict[str, str], ArtifactStats, dict[str, Any]]:
     """The shards of every split, into the staged artifact `tmp`, by tasks on `ex`: the rows are
     routed into a spill directory under `spill_root` (the rows in flight let go once the route
-    tasks are made: `rows.release()`), then each shard is written from its buckets. ({file:
-    sha256}, the card's counts, the selection report for the manifest)."""
+    tasks are made: `rows.release()`), then each shard is written from its buckets; progress in
+    two stages, "route rows" (rows) and "write shards" (shards). ({file: sha256}, the card's
+    counts, the selection report for the manifest).
+
+    The route files go with the spill when every shard is written, not one by one as shards
+    finish: rows come in hash order, so nearly every route file holds rows of every shard."""
     form = RowFormat(ctx.tokenizer is not None, ctx.weighted)
     layout = Layout(counts.split_rows, spec.output.shard_rows, spec.output.row_group_rows)
     spill = Path(tempfile.mkdtemp(prefix="spill-", dir=spill_root))
@@ -297,9 +326,17 @@ def write_rows(tmp: Path, spill_root: Path, spec: Spec, ctx: BuildContext, rows:
         rows.release()
         counts.split_rows.clear()
         routed = np.zeros(len(layout.buckets), np.int64)
+        shard_files: list[list[str]] = [[] for _ in layout.shards]  # the route files holding rows of each shard
+        progress.start("route rows", int(layout.sizes.sum()))
         for done in ex.map(route_rows, routes):
-            for b, n in done.items():
-                routed[b] += n
+            for name, held in done.items():
+                buckets = np.fromiter(held.keys(), np.int64, len(held))
+                n = np.fromiter(held.values(), np.int64, len(held))
+                routed[buckets] += n  # a file holds a bucket once
+                for s in np.unique(layout.bucket_shard[buckets]).tolist():
+                    shard_files[s].append(name)
+                progress.advance(int(n.sum()))
+        progress.done()
         del routes
         assert np.array_equal(routed, layout.sizes), "every written row is routed once"
 
@@ -307,13 +344,14 @@ def write_rows(tmp: Path, spill_root: Path, spec: Spec, ctx: BuildContext, rows:
         for name in sorted(counts.written, key=split_sort_key):
             stats.start_split(name)
         files: dict[str, str] = {}
-        shards = [ShardTask(plan, spill, tmp, form, spec.output.row_group_rows) for plan in layout.shards]
-        for task, done in zip(shards, ex.map(write_shard_file, shards)):
+        shards = [ShardTask(plan, spill, names, tmp, form, spec.output.row_group_rows)
+                  for plan, names in zip(layout.shards, shard_files)]
+        progress.start("write shards", len(shards))
+        for done in ex.map(write_shard_file, shards):
             files[done.name] = done.sha256
             stats.merge(done.stats)  # in artifact order: the counts of one pass over the rows
-            # The driver, not the shard task, frees the buckets: a task run again (a retry) finds them.
-            for bucket in task.shard.buckets:
-                shutil.rmtree(spill / f"{bucket.number:06d}")
+            progress.advance()
+        progress.done()
         # A shard task killed mid-write (then retried) leaves its temporary behind.
         for stray in (tmp / DATA_DIR).glob(".*.tmp"):
             stray.unlink()
