@@ -457,9 +457,9 @@ def stages(run: Run) -> dict[str, float]:
         "read + normalise": ev["read + normalise: done"] - ev["read + normalise: started"],
         "select (global)": ev["render + tokenise: started"] - ev["read + normalise: done"],
         "render + tokenise": ev["render + tokenise: done"] - ev["render + tokenise: started"],
-        "write artifact": ev["write shards: done"] - ev["render + tokenise: done"],
+        "write artifact": ev["write manifest and card: done"] - ev["render + tokenise: done"],
         "executor stop": stop,
-        "place artifact": ev["build: done"] - ev["write shards: done"] - stop,  # manifest and card included
+        "place artifact": ev["build: done"] - ev["write manifest and card: done"] - stop,
     }
     out["exit"] = run.wall_s - ev["build: done"]
     out["total (spawn to exit)"] = run.wall_s
@@ -484,7 +484,7 @@ def median_driver(runs: list[Run]) -> dict[str, float]:
 # --- the scaling estimate -----------------------------------------------------------------------
 
 # The build's task functions and the stage each runs in (a progress stage; "write artifact": the
-# progress stages "route rows" and "write shards"); write runs two.
+# progress stages "route rows", "write shards" and "write manifest and card"); write runs two.
 MAPPED = {"read_piece": "read + normalise", "render_part": "render + tokenise", "route_rows": "write artifact",
           "write_shard_file": "write artifact"}
 STAGE_NAMES = ("read + normalise", "render + tokenise", "write artifact")  # the stages with tasks, in order

@@ -64,7 +64,7 @@ def test_build_reports_the_write_phase_in_rows_routed_then_shards_written(tmp_pa
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     rows, shards = sum(manifest["counts"]["written"].values()), len(manifest["files"])
     assert rows == 30 and shards > 1
-    assert rec.stages[-2:] == [("route rows", rows), ("write shards", shards)]
+    assert rec.stages[-3:] == [("route rows", rows), ("write shards", shards), ("write manifest and card", None)]
     assert rec.advanced["route rows"] == rows and rec.advanced["write shards"] == shards
     assert rec.finished == len(rec.stages)
 

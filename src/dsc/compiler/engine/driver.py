@@ -99,8 +99,10 @@ def _build_loaded(loaded: LoadedSpec, out: Path, *, executor: ExecutorChoice, pr
 
             with art.staged_directory(out) as tmp:
                 files, stats, selection_report = write_rows(tmp, store.tmp, spec, ctx, rows, counts, ex, progress)
+                progress.start("write manifest and card")
                 manifest = write_artifact_files(tmp, loaded, ctx, inputs, read, selection_report, counts, quarantine,
                                                 files, stats)
+                progress.done()
                 if before_place is not None:
                     before_place(manifest)
     return BuildResult(out_dir=out, manifest=manifest, quarantined=len(quarantine), written=dict(counts.written),
