@@ -78,7 +78,7 @@ def config_name(kind: str, workers: int) -> str:
 # These only split the serial part; the parallel part is timed at the executor (TaskStats).
 DRIVER_STEPS: list[tuple[str, str, str, str]] = [
     ("setup: template, tokenizer, transforms", "dsc.compiler.engine.driver", "build_context", "fn"),
-    ("setup: hash inputs", "dsc.compiler.engine.driver", "resolve_inputs", "fn"),
+    ("setup: scan inputs (hash, JSONL cuts)", "dsc.compiler.engine.driver", "resolve_inputs", "fn"),
     ("read: plan input ranges", "dsc.compiler.engine.normalise", "plan_ranges", "fn"),
     ("read: merge the pieces' keys", "dsc.compiler.engine.normalise", "finish_segment", "fn"),
     ("select: keys, dedup, mix, split, order", "dsc.compiler.engine.driver", "select_rows", "fn"),

@@ -64,7 +64,7 @@ STAGES: list[tuple[str, str, str, str]] = [
      "route_rows", "fn"),
     ("parquet write (write_shard)", "dsc.compiler.stages.write.artifact", "write_shard", "fn"),
     ("hash outputs (sha256_file)", "dsc.compiler.engine.spill", "sha256_file", "fn"),
-    ("hash inputs (resolve_inputs)", "dsc.compiler.engine.driver", "resolve_inputs", "fn"),
+    ("scan inputs: hash, JSONL cuts (resolve_inputs)", "dsc.compiler.engine.driver", "resolve_inputs", "fn"),
     ("dataset card", "dsc.compiler.engine.driver", "write_card", "fn"),
 ]
 # what a worker runs per chunk: (module, function)

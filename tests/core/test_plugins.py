@@ -159,11 +159,11 @@ def test_plugin_round_trip_through_the_cli(tmp_path, monkeypatch):
 
 
 def stage1_keys(spec_path: Path) -> dict[str, str]:
-    from dsc.compiler.stages.read.sources import resolve_inputs
+    from dsc.compiler.stages.read.ranges import resolve_inputs
     from dsc.compiler.engine.cache import normalised_key
 
     loaded = load_spec(spec_path)
-    inputs = resolve_inputs(loaded)
+    inputs = resolve_inputs(loaded).entries
     return {name: normalised_key(loaded.spec, name, inputs, loaded.base_dir, template=None, tokenizer=None)
             for name in loaded.spec.sources}
 

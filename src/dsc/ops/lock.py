@@ -116,7 +116,7 @@ def resolve_hub_revision(repo_id: str, revision: str) -> str | None:
 
 
 def locked_inputs(loaded: LoadedSpec, inputs: list[dict[str, Any]]) -> list[LockedInput]:
-    """Manifest-style inputs (`dsc.compiler.stages.read.sources.resolve_inputs`) as lock entries."""
+    """Manifest-style inputs (`dsc.compiler.stages.read.ranges.resolve_inputs`) as lock entries."""
     out: list[LockedInput] = []
     for fp in inputs:
         source = loaded.spec.sources.get(fp["source"])
@@ -134,7 +134,7 @@ def current_entry(loaded: LoadedSpec) -> LockEntry:
     """What the spec resolves to now, without building (no artifact version)."""
     from dsc.compiler.engine.context import load_template_and_tokenizer
     from dsc.compiler.engine.manifest import library_versions
-    from dsc.compiler.stages.read.sources import resolve_inputs
+    from dsc.compiler.stages.read.ranges import resolve_inputs
 
     spec, base = loaded.spec, loaded.base_dir
     # Not the whole build context: the transforms (lookup tables, eval sets) are not pinned here.
@@ -143,7 +143,7 @@ def current_entry(loaded: LoadedSpec) -> LockEntry:
                  if spec.tokenize is not None and tok is not None else None)
     plugins = [m.to_dict() for m in manifest_plugins(spec, loaded.plugins, base)]
     return LockEntry(spec_sha256=sha256_text(loaded.text), dsc_version=__version__, libraries=library_versions(),
-                     inputs=locked_inputs(loaded, resolve_inputs(loaded)),
+                     inputs=locked_inputs(loaded, resolve_inputs(loaded).entries),
                      template=LockedRef(ref=spec.template, sha256=template.sha256), tokenizer=tokenizer,
                      plugins=_locked_plugins(plugins))
 

@@ -280,19 +280,16 @@ def test_a_build_reads_each_input_file_once_for_its_hash(tmp_path, monkeypatch):
     """The manifest's input hashes serve the rows' provenance: a multi-GB input is not hashed twice."""
     from collections import Counter
 
-    from dsc.compiler.stages.read import sources
+    from dsc.compiler.stages.read import ranges, sources
 
     split_excerpt(tmp_path)
-    hashed: Counter[str] = Counter()
-    real = sources.sha256_file
-
-    def counting(path):
-        hashed[str(path)] += 1
-        return real(path)
-
-    monkeypatch.setattr(sources, "sha256_file", counting)
+    scanned: Counter[str] = Counter()
+    rehashed: Counter[str] = Counter()
+    scan, sha256_file = ranges.scan_file, sources.sha256_file
+    monkeypatch.setattr(ranges, "scan_file", lambda task: (scanned.update([task.file.display]), scan(task))[1])
+    monkeypatch.setattr(sources, "sha256_file", lambda path: (rehashed.update([str(path)]), sha256_file(path))[1])
     result = build(make_spec(tmp_path), tmp_path / "out", cache=False)
-    assert hashed and set(hashed.values()) == {1}, hashed
+    assert scanned == {"data/a.jsonl": 1, "data/b.jsonl": 1} and not rehashed, (scanned, rehashed)
     shas = {i["sha256"] for i in result.manifest["inputs"]}
     rows = pq.read_table(next((tmp_path / "out" / "data").glob("train-*.parquet"))).column("meta").to_pylist()
     assert {m["provenance"]["file_sha256"] for m in rows} <= shas

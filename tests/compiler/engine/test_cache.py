@@ -171,14 +171,14 @@ def test_one_input_byte_invalidates_only_that_source(project, monkeypatch):
 def test_what_the_keys_cover(project, monkeypatch):
     root, tok = project
     loaded = load_spec(make_project(root, tok))
-    from dsc.compiler.stages.read.sources import resolve_inputs
+    from dsc.compiler.stages.read.ranges import resolve_inputs
     from dsc.chat.templating import load_template
 
     def keys(loaded):
         spec, base = loaded.spec, loaded.base_dir
         template = load_template(spec.template, base)
         tokenizer = RowTokenizer.load(spec.tokenize, base)
-        k1 = normalised_key(spec, "chat", resolve_inputs(loaded), base, template=template, tokenizer=tokenizer)
+        k1 = normalised_key(spec, "chat", resolve_inputs(loaded).entries, base, template=template, tokenizer=tokenizer)
         return k1, rendered_key(spec, k1, template=template, tokenizer=tokenizer)
 
     k1, k3 = keys(loaded)

@@ -17,7 +17,6 @@ from dsc.compiler.engine.executors.base import set_worker_context
 from dsc.compiler.engine.normalise import ReadTask, read_piece
 from dsc.compiler.engine.validation import load_spec
 from dsc.compiler.stages.read import ranges
-from dsc.compiler.stages.read.sources import resolve_inputs
 
 
 def _project(root: Path) -> Path:
@@ -61,8 +60,8 @@ def test_a_range_read_twice_leaves_the_same_piece(tmp_path, monkeypatch):
     spec = _project(tmp_path)
     loaded = load_spec(spec)
     set_worker_context(build_context(loaded))
-    hashes = {i["path"]: i["sha256"] for i in resolve_inputs(loaded)}
-    planned = ranges.plan_ranges("chat", loaded.spec.sources["chat"], loaded.base_dir, hashes, 1, target_bytes=8_000)
+    chat = loaded.spec.sources["chat"]
+    planned = ranges.plan_ranges("chat", chat, ranges.scan_source("chat", chat, loaded.base_dir, target=8_000))
     assert len(planned) > 3
     out = tmp_path / "segment"
     out.mkdir()

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from dsc.cli.root import app
 from dsc.compiler.engine.driver import build
-from dsc.compiler.stages.read.sources import resolve_inputs
+from dsc.compiler.stages.read.ranges import resolve_inputs
 from dsc.core.errors import SpecError
 from dsc.compiler.engine.validation import load_spec
 
@@ -283,7 +283,7 @@ def test_recipes_validate_cleanly():
     for name in names:
         loaded = load_spec(SPECS / f"{name}.yaml")
         assert loaded.spec.name == {"nat": "nat-strategyqa"}.get(name, name)
-        inputs = resolve_inputs(loaded)
+        inputs = resolve_inputs(loaded).entries
         assert {i["source"] for i in inputs} == set(loaded.spec.sources), name
         for i in inputs:
             assert (SPECS / i["path"]).is_file() and len(i["sha256"]) == 64, (name, i)

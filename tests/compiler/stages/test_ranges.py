@@ -2,6 +2,7 @@
 once, with the provenance row a whole-file read gives it, wherever the cuts fall."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsc.compiler.stages.read.ranges import jsonl_ranges, plan_ranges, read_range
+from dsc.compiler.stages.read.ranges import ScanTask, plan_ranges, read_range, scan_file, scan_source
 from dsc.compiler.stages.read.sources import InputFile, iter_raw_rows
 from dsc.spec.sources import SourceSpec
 
@@ -31,8 +32,7 @@ def _whole(name: str, spec: SourceSpec, base: Path) -> list[tuple[str, int, obje
 
 def _ranged(name: str, spec: SourceSpec, base: Path, target: int):
     """(the rows of every range planned with this target, the ranges)"""
-    hashes = {p.relative_to(base).as_posix(): "x" for p in base.rglob("*") if p.is_file()}
-    ranges = plan_ranges(name, spec, base, hashes, workers=1, target_bytes=target)
+    ranges = plan_ranges(name, spec, scan_source(name, spec, base, target=target))
     return [row for r in ranges for row in _rows(read_range(r, spec, base))], ranges
 
 
@@ -64,7 +64,9 @@ def test_jsonl_ranges_read_what_the_whole_file_reads(tmp_path_factory, body, tar
 def test_jsonl_ranges_are_near_the_target(tmp_path):
     path = tmp_path / "big.jsonl"
     path.write_text("".join(json.dumps({"i": i, "pad": "x" * (i % 50)}) + "\n" for i in range(5000)))
-    cuts = jsonl_ranges(InputFile(str(path), "big.jsonl", "jsonl"), path.stat().st_size, 10_000)
+    scanned = scan_file(ScanTask(InputFile(str(path), "big.jsonl", "jsonl"), path.stat().st_size, 10_000))
+    assert scanned.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()  # the same pass hashes it
+    cuts = scanned.lines
     assert len(cuts) > 10
     assert all(z - a >= 10_000 for a, z, _ in cuts[:-1]) and all(z - a < 10_100 for a, z, _ in cuts[:-1])
     first_rows = [row for _, _, row in cuts]
@@ -89,3 +91,49 @@ def test_a_limited_source_is_one_range(tmp_path, extra):
     ranged, ranges = _ranged("s", spec, tmp_path, 10)
     assert [r.kind for r in ranges] == ["source"]
     assert ranged == _whole("s", spec, tmp_path) and len(ranged) == 7
+
+
+def test_every_input_is_scanned_once_by_one_task_on_the_executor(tmp_path, monkeypatch):
+    """The driver hands one task per file to the executor's map; each task reads its file once,
+    for its hash and (a JSONL of an emitted source larger than the range size) its cuts."""
+    from collections import Counter
+
+    from dsc.compiler.stages.read import ranges
+    from dsc.compiler.stages.read.ranges import resolve_inputs
+    from dsc.spec.model import read_spec
+
+    monkeypatch.setattr(ranges, "MIN_RANGE_BYTES", 2_000)
+    (tmp_path / "data").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "data" / f"{name}.jsonl").write_text(
+            "".join(json.dumps({"id": f"{name}{i}", "pad": "x" * 40}) + "\n" for i in range(300)))
+    (tmp_path / "questions.jsonl").write_text("".join(json.dumps({"id": f"a{i}"}) + "\n" for i in range(300)))
+    (tmp_path / "spec.yaml").write_text(
+        "dsc: 1\nname: s\ntemplate: chatml\nsources:\n"
+        "  chat: {path: data/*.jsonl, format: openai}\n"
+        "  questions: {path: questions.jsonl, lookup: id}\n")
+    maps = []
+
+    def recording_map(fn, tasks):
+        tasks = list(tasks)
+        maps.append((fn, tasks))
+        return map(fn, tasks)
+
+    opened: Counter[str] = Counter()
+    real_open = InputFile.open
+    monkeypatch.setattr(InputFile, "open", lambda self: (opened.update([self.display]), real_open(self))[1])
+    inputs = resolve_inputs(read_spec(tmp_path / "spec.yaml"), workers=2, map_fn=recording_map)
+
+    assert [fn for fn, _ in maps] == [scan_file]
+    assert sorted(t.file.display for t in maps[0][1]) == ["data/a.jsonl", "data/b.jsonl", "questions.jsonl"]
+    assert opened == {"data/a.jsonl": 1, "data/b.jsonl": 1, "questions.jsonl": 1}
+    assert [(e["source"], e["path"]) for e in inputs.entries] == [
+        ("chat", "data/a.jsonl"), ("chat", "data/b.jsonl"), ("questions", "questions.jsonl")]
+    for e in inputs.entries:
+        assert e["sha256"] == hashlib.sha256((tmp_path / e["path"]).read_bytes()).hexdigest()
+    chat = inputs.files["chat"]
+    assert all(len(s.lines) > 3 for s in chat)  # cut in the same pass
+    assert inputs.files["questions"][0].lines == ()  # a lookup is read whole, never cut
+    planned = plan_ranges("chat", read_spec(tmp_path / "spec.yaml").spec.sources["chat"], chat)
+    assert [(r.file.display, r.start, r.end, r.first_row) for r in planned] == [
+        (s.file.display, a, z, row) for s in chat for a, z, row in s.lines]

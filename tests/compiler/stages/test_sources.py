@@ -12,8 +12,9 @@ from pydantic import ValidationError
 
 from dsc.core.errors import BuildError, SpecError
 from dsc.record import BadRow
-from dsc.compiler.stages.read.sources import (RawRow, input_fingerprints, iter_raw_rows, load_lookup, normalise_row,
-    resolve_files)
+from dsc.compiler.stages.read.ranges import resolve_inputs, scan_source
+from dsc.compiler.stages.read.sources import RawRow, iter_raw_rows, load_lookup, normalise_row, resolve_files
+from dsc.spec.model import read_spec
 from dsc.spec.sources import SourceSpec
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
@@ -184,10 +185,10 @@ def test_save_to_disk_directory(tmp_path):
     conv = normalise_row(raws[2], "n", spec)
     assert conv.group == "q2" and conv.meta.extra == {"id": "q2", "info": {"reward": True}}
     # The hash covers the data, not state.json (whose fingerprint depends on path and mtime).
-    before = input_fingerprints("n", spec, tmp_path)[0]
+    before = scan_source("n", spec, tmp_path)[0].fingerprint()
     state = tmp_path / "ds" / "state.json"
     state.write_text(state.read_text().replace('"_fingerprint"', '"_fingerprint_x"'))
-    assert input_fingerprints("n", spec, tmp_path)[0]["sha256"] == before["sha256"]
+    assert scan_source("n", spec, tmp_path)[0].sha256 == before["sha256"]
     datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "dd"))
     with pytest.raises(BuildError, match=r"DatasetDict with splits 'train'; point `path` at one split"):
         rows_of(tmp_path, path="dd", format="nat")
@@ -203,7 +204,8 @@ def test_globs_are_sorted_and_deduplicated(tmp_path):
         assert files == sorted(files) and len(set((r.file, r.row) for r in rows)) == len(rows)
     assert [(r.file, r.row) for r in rows] == [("data/a.jsonl", 0), ("data/a.jsonl", 1), ("data/b.jsonl", 0),
                                                ("data/sub/c.jsonl", 0)]
-    fps = input_fingerprints("s", SourceSpec(path=["data/b.jsonl", "data/a.jsonl"], format="openai"), tmp_path)
+    fps = [s.fingerprint() for s in scan_source("s", SourceSpec(path=["data/b.jsonl", "data/a.jsonl"], format="openai"),
+                                                tmp_path)]
     assert [f["path"] for f in fps] == ["data/a.jsonl", "data/b.jsonl"]
     assert fps[0]["size"] == (tmp_path / "data" / "a.jsonl").stat().st_size
     assert fps[0]["sha256"] == hashlib.sha256((tmp_path / "data" / "a.jsonl").read_bytes()).hexdigest()
@@ -239,9 +241,11 @@ def test_hub_source_offline_is_a_clear_build_error(tmp_path):
     msg = str(e.value)
     assert "cannot open hub dataset 'dsc-test/does-not-exist' (revision '0000000000" in msg
     assert "HF_HUB_OFFLINE" in msg
-    fp = input_fingerprints("s", spec, tmp_path)
-    assert fp == [{"path": f"hf://dsc-test/does-not-exist@{'0' * 40}/default/train", "size": None,
-                   "sha256": "0" * 40}]
+    (tmp_path / "spec.yaml").write_text(f"dsc: 1\nname: h\ntemplate: chatml\nsources:\n  s: {{hub: {{id: "
+                                        f"dsc-test/does-not-exist, revision: '{'0' * 40}'}}, format: openai}}\n")
+    assert resolve_inputs(read_spec(tmp_path / "spec.yaml")).entries == [
+        {"source": "s", "path": f"hf://dsc-test/does-not-exist@{'0' * 40}/default/train", "size": None,
+         "sha256": "0" * 40}]
 
 
 def test_hub_rows_carry_the_revision(tmp_path, monkeypatch):

@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 
 from dsc.cli.root import app
 from dsc.compiler.engine.driver import build
-from dsc.compiler.stages.read.ranges import plan_ranges, read_range
-from dsc.compiler.stages.read.sources import input_fingerprints, iter_raw_rows, resolve_files
+from dsc.compiler.stages.read.ranges import plan_ranges, read_range, scan_source
+from dsc.compiler.stages.read.sources import iter_raw_rows, resolve_files
 from dsc.core.errors import SpecError
 from dsc.spec.sources import SourceSpec
 
@@ -125,9 +125,8 @@ def test_ranges_of_a_remote_jsonl_read_what_the_whole_file_reads(memory_root):
     fs.pipe(f"{root}/big.jsonl", ("\n".join(lines) + "\n").encode())
     spec = SourceSpec(path=f"memory://{root}/big.jsonl", format="openai")
     whole = [(r.row, r.data, r.error) for r in iter_raw_rows("s", spec, ".")]
-    (fp,) = input_fingerprints("s", spec, ".")
     for target in (97, 1000, 4096):
-        ranges = plan_ranges("s", spec, Path("."), {fp["path"]: fp["sha256"]}, workers=1, target_bytes=target)
+        ranges = plan_ranges("s", spec, scan_source("s", spec, ".", target=target))
         assert len(ranges) > 1 and {r.kind for r in ranges} == {"lines"}
         got = [(p.row, p.data, p.error) for r in ranges for raw in read_range(r, spec, Path("."))
                if (p := raw.parsed()) is not None]
@@ -138,8 +137,7 @@ def test_a_remote_parquet_is_cut_into_row_group_runs(memory_root):
     fs, root = memory_root
     fs.pipe(f"{root}/t.parquet", parquet_bytes(alpaca_rows(100)))
     spec = SourceSpec(path=f"memory://{root}/t.parquet", format="alpaca")
-    (fp,) = input_fingerprints("s", spec, ".")
-    ranges = plan_ranges("s", spec, Path("."), {fp["path"]: fp["sha256"]}, workers=1, target_bytes=500)
+    ranges = plan_ranges("s", spec, scan_source("s", spec, ".", target=500))
     assert len(ranges) > 1 and {r.kind for r in ranges} == {"row_groups"}
     rows = [raw.data["instruction"] for r in ranges for raw in read_range(r, spec, Path("."))]
     assert rows == [f"question {i}" for i in range(100)]
@@ -154,9 +152,9 @@ def test_a_remote_datasets_directory_has_one_hash_over_its_files(tmp_path, memor
     for p in local.iterdir():
         fs.pipe(f"{root}/ds/{p.name}", p.read_bytes())
     remote = SourceSpec(path=f"memory://{root}/ds", format="alpaca")
-    (fp,) = input_fingerprints("s", remote, ".")
-    (local_fp,) = input_fingerprints("s", SourceSpec(path="ds", format="alpaca"), tmp_path)
-    assert (fp["size"], fp["sha256"]) == (local_fp["size"], local_fp["sha256"])
+    (scanned,) = scan_source("s", remote, ".")
+    (local,) = scan_source("s", SourceSpec(path="ds", format="alpaca"), tmp_path)
+    assert (scanned.size, scanned.sha256) == (local.size, local.sha256)
     assert [r.data["instruction"] for r in iter_raw_rows("s", remote, ".")] == [f"question {i}" for i in range(12)]
 
 
@@ -237,9 +235,10 @@ def test_a_remote_jsonl_is_read_in_chunks_not_a_block_per_line():
     fs = fsspec.filesystem("rangestore")
     fs.bytes_read = 0
     spec = SourceSpec(path="rangestore://bucket/big.jsonl", format="openai")
-    (fp,) = input_fingerprints("s", spec, ".")
-    assert fp["sha256"] == hashlib.sha256(data).hexdigest()
+    (scanned,) = scan_source("s", spec, ".", target=1 << 20)
+    assert scanned.sha256 == hashlib.sha256(data).hexdigest() and len(scanned.lines) > 10
+    assert fs.bytes_read <= 2 * len(data)  # one pass hashes it and finds its cuts
     fs.bytes_read = 0
-    rows = [raw.data["i"] for raw in iter_raw_rows("s", spec, ".", known_sha256={fp["path"]: fp["sha256"]})]
+    rows = [raw.data["i"] for raw in iter_raw_rows("s", spec, ".", known_sha256={scanned.file.display: scanned.sha256})]
     assert rows == list(range(20_000))
     assert fs.bytes_read <= 2 * len(data)

@@ -42,7 +42,7 @@ from dsc.compiler.engine.selected import select_rows
 from dsc.compiler.engine.spill import write_rows
 from dsc.compiler.engine.tally import empty_source_warning, tally_rows
 from dsc.compiler.engine.validation import load_spec
-from dsc.compiler.stages.read.sources import resolve_inputs
+from dsc.compiler.stages.read.ranges import resolve_inputs
 from dsc.compiler.stages.write import artifact as art
 from dsc.core.builds import record_build
 from dsc.spec.model import LoadedSpec, default_out_dir
@@ -84,13 +84,13 @@ def _build_loaded(loaded: LoadedSpec, out: Path, *, executor: ExecutorChoice, pr
                   cache_dir: str | Path | None) -> BuildResult:
     spec = loaded.spec
     ctx = build_context(loaded)
-    inputs = resolve_inputs(loaded)
     with BuildCache.open(cache, cache_dir) as store:
         with open_executor(executor, ctx, ContextRecipe(str(loaded.path))) as ex:
+            inputs = resolve_inputs(loaded, workers=ex.workers, map_fn=ex.map)
             read = normalise_sources(loaded, inputs, store, ex, progress, ctx)
             check_bad_rows(spec, read.quarantine, read.rows_read, "while reading")
             if spec.preference is not None:
-                return write_preference_artifact(loaded, out, ctx, inputs, read, select_rows(spec, read), progress,
+                return write_preference_artifact(loaded, out, ctx, inputs.entries, read, select_rows(spec, read), progress,
                                                  before_place, store)
             rows = render_selected(spec, read, select_rows(spec, read), store, ex, progress, ctx)
             cache_report = {name: SourceCacheReport("hit" if hit else "miss", r.reused, r.computed)
@@ -100,7 +100,7 @@ def _build_loaded(loaded: LoadedSpec, out: Path, *, executor: ExecutorChoice, pr
             with art.staged_directory(out) as tmp:
                 files, stats, selection_report = write_rows(tmp, store.tmp, spec, ctx, rows, counts, ex, progress)
                 progress.start("write manifest and card")
-                manifest = write_artifact_files(tmp, loaded, ctx, inputs, read, selection_report, counts, quarantine,
+                manifest = write_artifact_files(tmp, loaded, ctx, inputs.entries, read, selection_report, counts, quarantine,
                                                 files, stats)
                 progress.done()
                 if before_place is not None:

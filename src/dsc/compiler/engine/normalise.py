@@ -33,7 +33,7 @@ from dsc.compiler.engine.rowfiles import (
     segment_row,
     segment_schema,
 )
-from dsc.compiler.stages.read.ranges import InputRange, plan_ranges, read_range
+from dsc.compiler.stages.read.ranges import InputRange, Inputs, plan_ranges, read_range
 from dsc.compiler.stages.read.sources import RawRow, normalise_row
 from dsc.compiler.stages.select.mix import RowClass, dedup_hash
 from dsc.compiler.stages.transforms.capabilities import supervised_chars
@@ -150,14 +150,14 @@ class NormalisedSources:
         return [name for name in self.names if not self.read_counts.get(name)]
 
 
-def normalise_sources(loaded: LoadedSpec, inputs: list[dict[str, Any]], store: BuildCache, ex: Executor,
+def normalise_sources(loaded: LoadedSpec, inputs: Inputs, store: BuildCache, ex: Executor,
                       progress: Progress, ctx: BuildContext) -> NormalisedSources:
     """Stage 1: read + normalise each emitted source, unless the cache has its segment."""
     spec, base = loaded.spec, loaded.base_dir
     read = NormalisedSources(sorted(spec.emitted_sources()))
     progress.start("read + normalise")
     for name in read.names:
-        key = normalised_key(spec, name, inputs, base, template=ctx.template, tokenizer=ctx.tokenizer)
+        key = normalised_key(spec, name, inputs.entries, base, template=ctx.template, tokenizer=ctx.tokenizer)
         seg = store.normalised(key)
         read.cached.append(seg is not None)
         if seg is None:
@@ -177,11 +177,9 @@ def normalise_sources(loaded: LoadedSpec, inputs: list[dict[str, Any]], store: B
 
 
 def _normalise_source(loaded: LoadedSpec, name: str, key: str, store: BuildCache, ex: Executor,
-                      progress: Progress, inputs: list[dict[str, Any]]) -> SegmentInfo:
-    spec, base = loaded.spec, loaded.base_dir
-    hashed = {i["path"]: i["sha256"] for i in inputs if i["source"] == name}
+                      progress: Progress, inputs: Inputs) -> SegmentInfo:
     with loaded.at("sources", name):
-        ranges = plan_ranges(name, spec.sources[name], base, hashed, ex.workers)
+        ranges = plan_ranges(name, loaded.spec.sources[name], inputs.files.get(name, []))
     with store.new_normalised() as tmp:
         pieces = []
         for piece in ex.map(read_piece, [ReadTask(r, i, str(tmp)) for i, r in enumerate(ranges)]):

@@ -6,16 +6,19 @@ order). Each range knows the index of its first row in its file, so a worker tha
 its rows the provenance (file, row) a serial read would, and the pieces laid end to end are the
 source's rows in read order: the build's bytes never depend on where the cuts fall.
 
-Ranges are planned by the driver with one pass over each JSONL file (counting newlines up to each
-cut, as cheap as the hash the manifest needs) and Parquet's footer; other formats (JSON arrays,
-CSV, `datasets` directories) cannot be entered mid-file and are read whole.
+Every input file is scanned once, by a task (`scan_file`: in parallel across files, on the
+build's executor): its sha256 for the manifest and, for a JSONL file larger than the source's
+range size, the cuts (counting newlines up to each), from the same bytes. The driver then plans
+the ranges from the scans and Parquet footers; other formats (JSON arrays, CSV, `datasets`
+directories) cannot be entered mid-file and are read whole.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from dsc.compiler.stages.read.sources import (
     InputFile,
@@ -27,7 +30,13 @@ from dsc.compiler.stages.read.sources import (
     read_parquet_row_groups,
     resolve_files,
 )
+from dsc.core.errors import BuildError
 from dsc.spec.sources import SourceSpec
+
+if TYPE_CHECKING:
+    from dsc.spec.model import LoadedSpec
+
+MapFn = Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]]
 
 # A range is about a quarter of a worker's share of the source (so that workers finish together),
 # within these bounds: small enough that one task's memory stays flat, large enough that a task's
@@ -68,51 +77,146 @@ def range_bytes(total: int, workers: int) -> int:
     return int(min(MAX_RANGE_BYTES, max(MIN_RANGE_BYTES, total // max(1, 4 * workers))))
 
 
-def plan_ranges(name: str, spec: SourceSpec, base_dir: Path, sha256: Mapping[str, str], workers: int,
-                target_bytes: int | None = None) -> list[InputRange]:
-    """The ranges of a source, in read order. `sha256`: each file's hash (as the manifest has it)."""
-    if spec.hub is not None or spec.limit is not None:  # a limit counts rows across files, in order
-        return [InputRange(name, "source", hashes=tuple(sorted(sha256.items())))]
+# ---------------------------------------------------------------------------------------------
+# Scanning inputs: each file's hash and its JSONL cuts in one pass, a task per file
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScannedFile:
+    """An input file after one pass over its bytes: its size and sha256 and, for a JSONL file
+    larger than the range size it was scanned for, the (start, end, first line) of its ranges."""
+
+    file: InputFile
+    size: int
+    sha256: str
+    target: int | None = None  # the range size the source aims at (None: it is read whole)
+    lines: tuple[tuple[int, int, int], ...] = ()
+
+    def fingerprint(self) -> dict[str, Any]:
+        """As the manifest's `inputs` and `dsc.lock` pin the file."""
+        return {"path": self.file.display, "size": self.size, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class ScanTask:
+    file: InputFile
+    size: int
+    target: int | None
+
+
+def scan_file(task: ScanTask) -> ScannedFile:
+    """A task: hash one input file and, when it is a JSONL file to cut, find its cuts in the same
+    pass (the driver used to read such a file twice; a remote one, downloading it twice)."""
+    f = task.file
+    try:
+        if f.type == "arrow":  # a directory: its hash is over its files
+            return ScannedFile(f, task.size, f.sha256(), task.target)
+        cuts = _LineCuts(task.size, task.target) if f.type == "jsonl" and task.target is not None \
+            and task.size > task.target else None
+        digest = hashlib.sha256()  # of the file's bytes: `core.hashing.sha256_file`'s definition
+        with f.open() as fh:
+            while block := fh.read(_SCAN_BLOCK):
+                digest.update(block)
+                if cuts is not None:
+                    cuts.feed(block)
+    except OSError as e:
+        raise BuildError(f"cannot read {f.display}: {e.strerror or e}") from None
+    return ScannedFile(f, task.size, digest.hexdigest(), task.target, cuts.finish() if cuts is not None else ())
+
+
+class _LineCuts:
+    """Newline-aligned ranges of about `target` bytes, from a file's blocks in order: each cut is
+    just after the first newline at or past `target` bytes from the last cut."""
+
+    def __init__(self, size: int, target: int):
+        self.size, self.target = size, target
+        self.out: list[tuple[int, int, int]] = []
+        self.start = self.start_row = 0  # the open range: its first byte and line
+        self.pos = self.lines = 0  # the next block's offset in the file, and the newlines before it
+
+    def feed(self, block: bytes) -> None:
+        lo = 0
+        while True:
+            want = self.start + self.target  # the next cut is at or after this offset
+            if want > self.pos + len(block):
+                break
+            i = block.find(b"\n", max(want - 1 - self.pos, lo))
+            if i < 0 or self.pos + i + 1 >= self.size:
+                break  # no newline in this block past the mark (or only the file's last one)
+            end = self.pos + i + 1
+            self.out.append((self.start, end, self.start_row))
+            self.start, self.start_row = end, self.lines + block.count(b"\n", 0, i + 1)
+            lo = i + 1
+        self.lines += block.count(b"\n")
+        self.pos += len(block)
+
+    def finish(self) -> tuple[tuple[int, int, int], ...]:
+        return (*self.out, (self.start, self.size, self.start_row))
+
+
+def scan_source(name: str, spec: SourceSpec, base_dir: Path | str, *, target: int | None = None,
+                map_fn: MapFn = map) -> list[ScannedFile]:
+    """Every file of a `path` source, sorted, hashed, and cut for ranges of `target` bytes (None:
+    hashed only). `map_fn` runs the scans (an executor's `map`: in parallel)."""
     files = resolve_files(spec, base_dir, name)
-    sizes = {f.display: f.size() if f.type != "arrow" else 0 for f in files}
-    target = target_bytes if target_bytes is not None else range_bytes(sum(sizes.values()), workers)
+    return list(map_fn(scan_file, [ScanTask(f, f.size(), target) for f in files]))
+
+
+@dataclass
+class Inputs:
+    """Every input of a spec: as the manifest pins them, and each path source's scanned files."""
+
+    entries: list[dict[str, Any]]  # {source, path, size, sha256}, sources by name, files sorted
+    files: dict[str, list[ScannedFile]]
+
+
+def resolve_inputs(loaded: LoadedSpec, *, workers: int | None = None, map_fn: MapFn = map) -> Inputs:
+    """Hash every input the spec reads (the manifest's `inputs`; `dsc.lock` pins them), a task
+    per file on `map_fn`. With `workers`, each emitted source read in ranges also gets its
+    range size and its JSONL cuts (`plan_ranges`), from the same pass over the bytes."""
+    spec, base = loaded.spec, loaded.base_dir
+    emitted = set(spec.emitted_sources())
+    tasks: list[tuple[str, ScanTask]] = []
+    for name in sorted(spec.sources):
+        src = spec.sources[name]
+        if src.hub is not None:
+            continue
+        with loaded.at("sources", name):
+            files = resolve_files(src, base, name)
+        sizes = [f.size() for f in files]
+        target = None
+        if workers is not None and name in emitted and src.limit is None:
+            target = range_bytes(sum(s for f, s in zip(files, sizes) if f.type != "arrow"), workers)
+        tasks += [(name, ScanTask(f, s, target)) for f, s in zip(files, sizes)]
+    scanned: dict[str, list[ScannedFile]] = {}
+    for (name, _), done in zip(tasks, map_fn(scan_file, [t for _, t in tasks])):
+        scanned.setdefault(name, []).append(done)
+    entries: list[dict[str, Any]] = []
+    for name in sorted(spec.sources):
+        hub = spec.sources[name].hub
+        if hub is not None:  # the revision pins the content
+            entries.append({"source": name, "path": hub.display(), "size": None, "sha256": hub.revision})
+        entries += [{"source": name, **s.fingerprint()} for s in scanned.get(name, [])]
+    return Inputs(entries, scanned)
+
+
+def plan_ranges(name: str, spec: SourceSpec, files: list[ScannedFile]) -> list[InputRange]:
+    """The ranges of a source, in read order, from its scanned files (`resolve_inputs` with
+    `workers`). A hub source, a source with a `limit` (it counts rows across files, in order) and
+    one scanned without a range size are one range."""
+    if spec.hub is not None or spec.limit is not None or not files or files[0].target is None:
+        return [InputRange(name, "source", hashes=tuple(sorted((s.file.display, s.sha256) for s in files)))]
     out: list[InputRange] = []
-    for f in files:
-        sha, size = sha256[f.display], sizes[f.display]
-        if f.type == "jsonl" and size > target:
-            out += [InputRange(name, "lines", f, sha, a, z, row) for a, z, row in jsonl_ranges(f, size, target)]
-        elif f.type == "parquet" and size:
+    for s in files:
+        f, sha = s.file, s.sha256
+        if s.lines:
+            out += [InputRange(name, "lines", f, sha, a, z, row) for a, z, row in s.lines]
+        elif f.type == "parquet" and s.size:
             out += [InputRange(name, "row_groups", f, sha, a, z, row)
-                    for a, z, row in parquet_ranges(name, f, target)] or [InputRange(name, "file", f, sha)]
+                    for a, z, row in parquet_ranges(name, f, s.target)] or [InputRange(name, "file", f, sha)]
         else:
             out.append(InputRange(name, "file", f, sha))
-    return out
-
-
-def jsonl_ranges(f: InputFile, size: int, target: int) -> list[tuple[int, int, int]]:
-    """(start, end, first line) of newline-aligned byte ranges of about `target` bytes of a file of
-    `size` bytes: each cut is just after the first newline at or past a multiple of `target` from
-    the last cut."""
-    out: list[tuple[int, int, int]] = []
-    start = start_row = 0
-    pos = lines = 0  # the block's offset in the file, and the newlines before it
-    with f.open() as fh:
-        while block := fh.read(_SCAN_BLOCK):
-            lo = 0
-            while True:
-                want = start + target  # the next cut is at or after this offset
-                if want > pos + len(block):
-                    break
-                i = block.find(b"\n", max(want - 1 - pos, lo))
-                if i < 0 or pos + i + 1 >= size:
-                    break  # no newline in this block past the mark (or only the file's last one)
-                end = pos + i + 1
-                out.append((start, end, start_row))
-                start, start_row = end, lines + block.count(b"\n", 0, i + 1)
-                lo = i + 1
-            lines += block.count(b"\n")
-            pos += len(block)
-    out.append((start, size, start_row))
     return out
 
 

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from dsc.compiler.stages.read.formats.common import kind
 from dsc.core.canonical import content_hash
@@ -35,9 +35,6 @@ from dsc.core.hashing import sha256_bytes, sha256_file, sha256_files, sha256_lis
 from dsc.record import MISSING, BadRow, Conversation, Meta, Provenance, get_path
 from dsc.spec.registries import get_format
 from dsc.spec.sources import EXTENSIONS, SOURCE_TYPES, HubSource, SourceSpec
-
-if TYPE_CHECKING:
-    from dsc.spec.model import LoadedSpec
 
 # Field path of the key of a row in a JSON object-of-rows (`{"key": {...row...}, ...}`).
 KEY_FIELD = "__key__"
@@ -245,27 +242,6 @@ def _remote_dir_files(fs: Any, path: str) -> list[tuple[str, str]]:
     root = path.rstrip("/") + "/"
     files = [(p[len(root):], p) for p in fs.find(path) if p.startswith(root)]
     return sorted((rel, p) for rel, p in files if rel.rsplit("/", 1)[-1] not in UNHASHED_IN_ARROW_DIR)
-
-
-def input_fingerprints(name: str, spec: SourceSpec, base_dir: Path | str) -> list[dict[str, Any]]:
-    """`{path, size, sha256}` per input file, sorted by path; a hub source gives its revision
-    as `sha256` and no size (the revision pins the content)."""
-    if spec.hub is not None:
-        return [{"path": spec.hub.display(), "size": None, "sha256": spec.hub.revision}]
-    return [{"path": f.display, "size": f.size(), "sha256": f.sha256()}
-            for f in resolve_files(spec, base_dir, name)]
-
-
-def resolve_inputs(loaded: LoadedSpec) -> list[dict[str, Any]]:
-    """`{source, path, size, sha256}` of every input the spec reads, in a stable order (the
-    manifest's `inputs`; `dsc.lock` pins them)."""
-    spec, base = loaded.spec, loaded.base_dir
-    inputs: list[dict[str, Any]] = []
-    for name in sorted(spec.sources):
-        with loaded.at("sources", name):
-            for fp in input_fingerprints(name, spec.sources[name], base):
-                inputs.append({"source": name, **fp})
-    return inputs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -510,7 +486,7 @@ def iter_raw_rows(name: str, spec: SourceSpec, base_dir: Path | str, *, defer_pa
 
     `defer_parsing`: JSONL lines come unparsed (`RawRow.parsed()`), for a caller that parses in
     worker processes; not with a `limit` (which counts parsed rows).
-    `known_sha256`: file (as `input_fingerprints` names it) → its sha256, already computed by
+    `known_sha256`: file (as the manifest names it) → its sha256, already computed by
     the caller (the build hashes every input for the manifest): the file is not read twice."""
     if spec.limit == 0:
         return
