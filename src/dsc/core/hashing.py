@@ -7,7 +7,7 @@ definitions must never change (a change re-versions every artifact).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,11 +32,14 @@ def sha256_file(path: Path) -> str:
         return sha256_stream(f)
 
 
-def sha256_stream(f: IO[bytes]) -> str:
-    """Of what is left to read of a binary file object (a local file, an fsspec file)."""
+def sha256_stream(f: IO[bytes], each_block: Callable[[bytes], None] | None = None) -> str:
+    """Of what is left to read of a binary file object (a local file, an fsspec file);
+    `each_block` sees the bytes as they are hashed (one pass serves another use of them)."""
     h = hashlib.sha256()
     for chunk in iter(lambda: f.read(_CHUNK), b""):
         h.update(chunk)
+        if each_block is not None:
+            each_block(chunk)
     return h.hexdigest()
 
 

@@ -43,7 +43,7 @@ MAX_LISTED = 12  # mismatches listed in one error message
 
 class LockedInput(_Strict):
     source: str
-    path: str  # relative to the spec's directory; hf://id@revision/config/split for a hub dataset
+    path: str  # relative to the spec's directory, or a URL; hf://id@revision/config/split for a hub dataset
     size: int | None = None
     sha256: str | None = None  # of the file (of its files, for a save_to_disk directory)
     hub: str | None = None  # hub dataset id

@@ -61,7 +61,8 @@ def test_a_range_read_twice_leaves_the_same_piece(tmp_path, monkeypatch):
     loaded = load_spec(spec)
     set_worker_context(build_context(loaded))
     chat = loaded.spec.sources["chat"]
-    planned = ranges.plan_ranges("chat", chat, ranges.scan_source("chat", chat, loaded.base_dir, target=8_000))
+    scans = [ranges.scan_file(t) for t in ranges.scan_tasks("chat", chat, loaded.base_dir, 1, 8_000)]
+    planned = ranges.plan_ranges("chat", chat, scans)
     assert len(planned) > 3
     out = tmp_path / "segment"
     out.mkdir()

@@ -2,7 +2,6 @@
 depend on neither the bucket layout, the task sizes, the worker count nor a task run twice."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +107,7 @@ def _task_files(task: spill.RouteTask) -> dict[str, bytes]:
 def test_routing_writes_a_file_per_route_task_flush_not_per_bucket(tmp_path, monkeypatch, flushes):
     """Rows come in hash order, so each route task touches most buckets: a file per (task,
     bucket) would make tasks × buckets files; the spill holds one file per (task, flush), a
-    record batch per bucket in bucket order, the buckets named in its footer."""
+    record batch per bucket in bucket order (the task returns which)."""
     spec = make_project(tmp_path / "p", rows=60, extra=SHARDED)
     reference = tree_bytes(build(spec, tmp_path / "ref", cache=False).out_dir)
     monkeypatch.setattr(spill, "BUCKET_ROWS", 5)
@@ -118,7 +117,7 @@ def test_routing_writes_a_file_per_route_task_flush_not_per_bucket(tmp_path, mon
         monkeypatch.setattr(spill, "ROUTE_FLUSH_BYTES", 1)
     real_route, real_shard = spill.route_rows, spill.write_shard_file
     routed: dict[int, tuple[int, dict[str, dict[int, int]]]] = {}  # task: (its rows, what it routed)
-    spilled: dict[str, tuple[list[int], list[int]]] = {}  # after routing, each file: (footer buckets, batch rows)
+    spilled: dict[str, list[int]] = {}  # after routing, each file: its batches' rows
 
     def route(task: spill.RouteTask) -> dict[str, dict[int, int]]:
         routed[task.number] = (len(task.position), real_route(task))
@@ -127,8 +126,7 @@ def test_routing_writes_a_file_per_route_task_flush_not_per_bucket(tmp_path, mon
     def shard(task: spill.ShardTask) -> spill.ShardWritten:
         for path in [] if spilled else sorted(task.spill.iterdir()):
             reader = pa.ipc.open_file(str(path))
-            spilled[path.name] = (json.loads(reader.metadata[b"dsc.buckets"]),
-                                  [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)])
+            spilled[path.name] = [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)]
         return real_shard(task)
 
     monkeypatch.setattr(spill, "route_rows", route)
@@ -137,7 +135,8 @@ def test_routing_writes_a_file_per_route_task_flush_not_per_bucket(tmp_path, mon
     files = {name: held for t in sorted(routed) for name, held in routed[t][1].items()}
     assert list(spilled) == list(files) == [f"{t:06d}-{f:04d}.arrow" for t, (rows, _) in sorted(routed.items())
                                             for f in range(-(-rows // 3) if flushes else 1)]
-    assert spilled == {name: (sorted(held), [held[b] for b in sorted(held)]) for name, held in files.items()}
+    assert all(list(held) == sorted(held) for held in files.values())  # batches in bucket order
+    assert spilled == {name: list(held.values()) for name, held in files.items()}
     task_buckets = sum(len({b for held in f.values() for b in held}) for _, f in routed.values())
     assert len(routed) > 1 and task_buckets > 2 * len(routed)  # a file per (task, bucket): several times as many
 

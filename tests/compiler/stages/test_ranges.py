@@ -12,9 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsc.compiler.stages.read.ranges import ScanTask, plan_ranges, read_range, scan_file, scan_source
+from dsc.compiler.stages.read.ranges import ScanTask, plan_ranges, read_range, scan_file, scan_tasks
 from dsc.compiler.stages.read.sources import InputFile, iter_raw_rows
 from dsc.spec.sources import SourceSpec
+
+
+def scanned(name, spec, base, target=None):
+    """The source's files as the build scans them (cut for ranges of `target` bytes, if given)."""
+    return [scan_file(t) for t in scan_tasks(name, spec, base, 1 if target else None, target)]
 
 
 def _rows(raws) -> list[tuple[str, int, object]]:
@@ -32,7 +37,7 @@ def _whole(name: str, spec: SourceSpec, base: Path) -> list[tuple[str, int, obje
 
 def _ranged(name: str, spec: SourceSpec, base: Path, target: int):
     """(the rows of every range planned with this target, the ranges)"""
-    ranges = plan_ranges(name, spec, scan_source(name, spec, base, target=target))
+    ranges = plan_ranges(name, spec, scanned(name, spec, base, target))
     return [row for r in ranges for row in _rows(read_range(r, spec, base))], ranges
 
 
@@ -64,9 +69,9 @@ def test_jsonl_ranges_read_what_the_whole_file_reads(tmp_path_factory, body, tar
 def test_jsonl_ranges_are_near_the_target(tmp_path):
     path = tmp_path / "big.jsonl"
     path.write_text("".join(json.dumps({"i": i, "pad": "x" * (i % 50)}) + "\n" for i in range(5000)))
-    scanned = scan_file(ScanTask(InputFile(str(path), "big.jsonl", "jsonl"), path.stat().st_size, 10_000))
-    assert scanned.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()  # the same pass hashes it
-    cuts = scanned.lines
+    scan = scan_file(ScanTask("s", InputFile(str(path), "big.jsonl", "jsonl"), path.stat().st_size, 10_000))
+    assert scan.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()  # the same pass hashes it
+    cuts = scan.lines
     assert len(cuts) > 10
     assert all(z - a >= 10_000 for a, z, _ in cuts[:-1]) and all(z - a < 10_100 for a, z, _ in cuts[:-1])
     first_rows = [row for _, _, row in cuts]
@@ -137,3 +142,32 @@ def test_every_input_is_scanned_once_by_one_task_on_the_executor(tmp_path, monke
     planned = plan_ranges("chat", read_spec(tmp_path / "spec.yaml").spec.sources["chat"], chat)
     assert [(r.file.display, r.start, r.end, r.first_row) for r in planned] == [
         (s.file.display, a, z, row) for s in chat for a, z, row in s.lines]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([b"x", b"yy", b"\n", b"zzzz\n", b"\n\n"]), max_size=60), st.integers(1, 40),
+       st.lists(st.integers(1, 17), min_size=1, max_size=10))
+def test_cuts_do_not_depend_on_how_the_bytes_come_in_blocks(parts, target, block_sizes):
+    from dsc.compiler.stages.read.ranges import _LineCuts
+
+    data = b"".join(parts)
+    whole = _LineCuts(len(data), target)
+    whole.feed(data)
+    pieces, at, k = _LineCuts(len(data), target), 0, 0
+    while at < len(data):
+        n = block_sizes[k % len(block_sizes)]
+        pieces.feed(data[at:at + n])
+        at, k = at + n, k + 1
+    assert pieces.finish() == whole.finish()
+
+
+def test_a_file_that_grows_while_it_is_scanned_fails_the_build(tmp_path):
+    from dsc.core.errors import BuildError
+
+    path = tmp_path / "a.jsonl"
+    path.write_text("".join(json.dumps({"i": i}) + "\n" for i in range(100)))
+    listed = path.stat().st_size
+    with path.open("a") as f:  # rows appended after the listing: the cuts would end at the old size
+        f.write(json.dumps({"i": 100}) + "\n")
+    with pytest.raises(BuildError, match=r"source 's': a.jsonl changed while it was read \(\d+ bytes when listed"):
+        scan_file(ScanTask("s", InputFile(str(path), "a.jsonl", "jsonl"), listed, 200))

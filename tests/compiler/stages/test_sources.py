@@ -12,12 +12,17 @@ from pydantic import ValidationError
 
 from dsc.core.errors import BuildError, SpecError
 from dsc.record import BadRow
-from dsc.compiler.stages.read.ranges import resolve_inputs, scan_source
+from dsc.compiler.stages.read.ranges import resolve_inputs, scan_file, scan_tasks
 from dsc.compiler.stages.read.sources import RawRow, iter_raw_rows, load_lookup, normalise_row, resolve_files
 from dsc.spec.model import read_spec
 from dsc.spec.sources import SourceSpec
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+
+
+def scanned(name, spec, base, target=None):
+    """The source's files as the build scans them (cut for ranges of `target` bytes, if given)."""
+    return [scan_file(t) for t in scan_tasks(name, spec, base, 1 if target else None, target)]
 
 
 def chat(i: int, **extra) -> dict:
@@ -185,10 +190,10 @@ def test_save_to_disk_directory(tmp_path):
     conv = normalise_row(raws[2], "n", spec)
     assert conv.group == "q2" and conv.meta.extra == {"id": "q2", "info": {"reward": True}}
     # The hash covers the data, not state.json (whose fingerprint depends on path and mtime).
-    before = scan_source("n", spec, tmp_path)[0].fingerprint()
+    before = scanned("n", spec, tmp_path)[0].fingerprint()
     state = tmp_path / "ds" / "state.json"
     state.write_text(state.read_text().replace('"_fingerprint"', '"_fingerprint_x"'))
-    assert scan_source("n", spec, tmp_path)[0].sha256 == before["sha256"]
+    assert scanned("n", spec, tmp_path)[0].sha256 == before["sha256"]
     datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "dd"))
     with pytest.raises(BuildError, match=r"DatasetDict with splits 'train'; point `path` at one split"):
         rows_of(tmp_path, path="dd", format="nat")
@@ -204,7 +209,7 @@ def test_globs_are_sorted_and_deduplicated(tmp_path):
         assert files == sorted(files) and len(set((r.file, r.row) for r in rows)) == len(rows)
     assert [(r.file, r.row) for r in rows] == [("data/a.jsonl", 0), ("data/a.jsonl", 1), ("data/b.jsonl", 0),
                                                ("data/sub/c.jsonl", 0)]
-    fps = [s.fingerprint() for s in scan_source("s", SourceSpec(path=["data/b.jsonl", "data/a.jsonl"], format="openai"),
+    fps = [s.fingerprint() for s in scanned("s", SourceSpec(path=["data/b.jsonl", "data/a.jsonl"], format="openai"),
                                                 tmp_path)]
     assert [f["path"] for f in fps] == ["data/a.jsonl", "data/b.jsonl"]
     assert fps[0]["size"] == (tmp_path / "data" / "a.jsonl").stat().st_size

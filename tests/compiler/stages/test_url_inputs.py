@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from dsc.cli.root import app
 from dsc.compiler.engine.driver import build
-from dsc.compiler.stages.read.ranges import plan_ranges, read_range, scan_source
+from dsc.compiler.stages.read.ranges import plan_ranges, read_range, scan_file, scan_tasks
 from dsc.compiler.stages.read.sources import iter_raw_rows, resolve_files
 from dsc.core.errors import SpecError
 from dsc.spec.sources import SourceSpec
@@ -45,6 +45,11 @@ loss: assistant
 split: {{validation: 0.2}}
 output: {{shard_rows: 25, row_group_rows: 10}}
 """
+
+
+def scanned(name, spec, base, target=None):
+    """The source's files as the build scans them (cut for ranges of `target` bytes, if given)."""
+    return [scan_file(t) for t in scan_tasks(name, spec, base, 1 if target else None, target)]
 
 
 def alpaca_rows(n: int) -> list[dict]:
@@ -126,7 +131,7 @@ def test_ranges_of_a_remote_jsonl_read_what_the_whole_file_reads(memory_root):
     spec = SourceSpec(path=f"memory://{root}/big.jsonl", format="openai")
     whole = [(r.row, r.data, r.error) for r in iter_raw_rows("s", spec, ".")]
     for target in (97, 1000, 4096):
-        ranges = plan_ranges("s", spec, scan_source("s", spec, ".", target=target))
+        ranges = plan_ranges("s", spec, scanned("s", spec, ".", target))
         assert len(ranges) > 1 and {r.kind for r in ranges} == {"lines"}
         got = [(p.row, p.data, p.error) for r in ranges for raw in read_range(r, spec, Path("."))
                if (p := raw.parsed()) is not None]
@@ -137,7 +142,7 @@ def test_a_remote_parquet_is_cut_into_row_group_runs(memory_root):
     fs, root = memory_root
     fs.pipe(f"{root}/t.parquet", parquet_bytes(alpaca_rows(100)))
     spec = SourceSpec(path=f"memory://{root}/t.parquet", format="alpaca")
-    ranges = plan_ranges("s", spec, scan_source("s", spec, ".", target=500))
+    ranges = plan_ranges("s", spec, scanned("s", spec, ".", 500))
     assert len(ranges) > 1 and {r.kind for r in ranges} == {"row_groups"}
     rows = [raw.data["instruction"] for r in ranges for raw in read_range(r, spec, Path("."))]
     assert rows == [f"question {i}" for i in range(100)]
@@ -152,9 +157,9 @@ def test_a_remote_datasets_directory_has_one_hash_over_its_files(tmp_path, memor
     for p in local.iterdir():
         fs.pipe(f"{root}/ds/{p.name}", p.read_bytes())
     remote = SourceSpec(path=f"memory://{root}/ds", format="alpaca")
-    (scanned,) = scan_source("s", remote, ".")
-    (local,) = scan_source("s", SourceSpec(path="ds", format="alpaca"), tmp_path)
-    assert (scanned.size, scanned.sha256) == (local.size, local.sha256)
+    (scan,) = scanned("s", remote, ".")
+    (local,) = scanned("s", SourceSpec(path="ds", format="alpaca"), tmp_path)
+    assert (scan.size, scan.sha256) == (local.size, local.sha256)
     assert [r.data["instruction"] for r in iter_raw_rows("s", remote, ".")] == [f"question {i}" for i in range(12)]
 
 
@@ -235,10 +240,44 @@ def test_a_remote_jsonl_is_read_in_chunks_not_a_block_per_line():
     fs = fsspec.filesystem("rangestore")
     fs.bytes_read = 0
     spec = SourceSpec(path="rangestore://bucket/big.jsonl", format="openai")
-    (scanned,) = scan_source("s", spec, ".", target=1 << 20)
-    assert scanned.sha256 == hashlib.sha256(data).hexdigest() and len(scanned.lines) > 10
+    (scan,) = scanned("s", spec, ".", 1 << 20)
+    assert scan.sha256 == hashlib.sha256(data).hexdigest() and len(scan.lines) > 10
     assert fs.bytes_read <= 2 * len(data)  # one pass hashes it and finds its cuts
     fs.bytes_read = 0
-    rows = [raw.data["i"] for raw in iter_raw_rows("s", spec, ".", known_sha256={scanned.file.display: scanned.sha256})]
+    rows = [raw.data["i"] for raw in iter_raw_rows("s", spec, ".", known_sha256={scan.file.display: scan.sha256})]
     assert rows == list(range(20_000))
     assert fs.bytes_read <= 2 * len(data)
+
+
+def test_a_store_error_while_reading_is_one_line_naming_the_source(tmp_path):
+    """A remote store raises its own exception types (here not an OSError): still one line."""
+
+    class _Failing(_RangeFile):
+        def _fetch_range(self, start: int, end: int) -> bytes:
+            raise RuntimeError("server hung up")
+
+    class _FailingFS(_RangeFS):
+        protocol = "failingstore"
+
+        def _open(self, path, mode="rb", block_size=None, **kwargs):
+            return _Failing(self, path, mode, block_size=block_size or 5 << 20, size=len(self.blobs[path]))
+
+    fsspec.register_implementation("failingstore", _FailingFS, clobber=True)
+    _FailingFS.blobs = {"bucket/a.jsonl": b'{"x": 1}\n'}
+    local_inputs(tmp_path)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.format(chat="failingstore://bucket/a.jsonl", alpaca="data/c.parquet"))
+    result = CliRunner().invoke(app, ["build", str(spec), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
+    assert "source 'chat': cannot read failingstore://bucket/a.jsonl: RuntimeError: server hung up" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
+def test_a_dangling_link_in_a_glob_is_a_located_spec_error(tmp_path):
+    local_inputs(tmp_path)
+    (tmp_path / "data" / "z.jsonl").symlink_to(tmp_path / "data" / "gone.jsonl")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.format(chat="data/*.jsonl", alpaca="data/c.parquet"))
+    result = CliRunner().invoke(app, ["build", str(spec), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert "spec.yaml:5" in result.output and "gone.jsonl" in result.output and "Traceback" not in result.output

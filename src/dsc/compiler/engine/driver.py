@@ -21,7 +21,7 @@ files.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from dsc.artifact.inspection import ArtifactStats
 from dsc.compiler.engine.cache import BuildCache
 from dsc.compiler.engine.context import build_context
 from dsc.compiler.engine.executors.backends import open_executor
-from dsc.compiler.engine.executors.base import ContextRecipe, ExecutorChoice
+from dsc.compiler.engine.executors.base import ContextRecipe, Executor, ExecutorChoice
 from dsc.compiler.engine.limits import check_bad_rows
 from dsc.compiler.engine.manifest import write_artifact_files
 from dsc.compiler.engine.normalise import normalise_sources
@@ -86,7 +86,7 @@ def _build_loaded(loaded: LoadedSpec, out: Path, *, executor: ExecutorChoice, pr
     ctx = build_context(loaded)
     with BuildCache.open(cache, cache_dir) as store:
         with open_executor(executor, ctx, ContextRecipe(str(loaded.path))) as ex:
-            inputs = resolve_inputs(loaded, workers=ex.workers, map_fn=ex.map)
+            inputs = resolve_inputs(loaded, workers=ex.workers, map_fn=_counted_map(ex, progress, "scan inputs"))
             read = normalise_sources(loaded, inputs, store, ex, progress, ctx)
             check_bad_rows(spec, read.quarantine, read.rows_read, "while reading")
             if spec.preference is not None:
@@ -110,6 +110,19 @@ def _build_loaded(loaded: LoadedSpec, out: Path, *, executor: ExecutorChoice, pr
                        cache=cache_report,
                        cache_dir=store.root if store.persistent else None,
                        tokenizer_paths=ctx.tokenizer.fast_paths() if ctx.tokenizer is not None else None)
+
+
+def _counted_map(ex: Executor, progress: Progress, stage: str) -> Callable[[Callable[[Any], Any], Iterable[Any]],
+                                                                           Iterator[Any]]:
+    """`ex.map` reporting its tasks as a progress stage."""
+    def run(fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:
+        tasks = list(tasks)
+        progress.start(stage, len(tasks))
+        for done in ex.map(fn, tasks):
+            progress.advance()
+            yield done
+        progress.done()
+    return run
 
 
 def _shared_group_warning(stats: ArtifactStats) -> list[str]:

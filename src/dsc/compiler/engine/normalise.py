@@ -37,7 +37,6 @@ from dsc.compiler.stages.read.ranges import InputRange, Inputs, plan_ranges, rea
 from dsc.compiler.stages.read.sources import RawRow, normalise_row
 from dsc.compiler.stages.select.mix import RowClass, dedup_hash
 from dsc.compiler.stages.transforms.capabilities import supervised_chars
-from dsc.core.errors import BuildError
 from dsc.record import BadRow, Conversation
 from dsc.spec.model import LoadedSpec
 
@@ -75,11 +74,8 @@ def read_piece(task: ReadTask) -> PieceResult:
     ctx: BuildContext = worker_context()
     r = task.range
     writer = PieceWriter(Path(task.directory), task.index)
-    try:
-        for chunk in chunks(read_range(r, ctx.spec.sources[r.source], ctx.base_dir), CHUNK_ROWS):
-            writer.add(normalise_chunk(chunk))
-    except OSError as e:
-        raise BuildError(f"source '{r.source}': cannot read {r.describe()}: {e.strerror or e}") from None
+    for chunk in chunks(read_range(r, ctx.spec.sources[r.source], ctx.base_dir), CHUNK_ROWS):
+        writer.add(normalise_chunk(chunk))
     piece = writer.close()
     resources.hand_back_freed()
     return piece

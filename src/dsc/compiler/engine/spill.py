@@ -11,11 +11,11 @@ never the corpus:
 2. `route_rows` (a task per slice of one source's rows in one rendered part): the artifact rows
    (segment + rendered columns, copies and escaped contents applied), sorted by output position,
    one Arrow IPC file per flush, `<spill>/<task>-<flush>.arrow`: a record batch per bucket the
-   rows fall in, in bucket order, the buckets named in the file's footer metadata. Placed by
+   rows fall in, in bucket order; the task returns which buckets, in that order. Placed by
    rename: a task run twice (a retry) leaves the same files. (A file per bucket instead would
    make route tasks × buckets files: rows come in hash order, so every task touches most buckets.)
-3. `write_shard_file` (a task per shard): for each of its buckets, that bucket's batches from the
-   route files holding any of the shard's buckets (the driver names them), in file-name order,
+3. `write_shard_file` (a task per shard): for each of its buckets, that bucket's batches (the
+   driver names each by route file and batch number), in file-name order,
    sorted by position, written as one parquet shard and placed by rename in the staged artifact;
    it hands back the shard's hash and its rows' counts, which the driver merges in artifact order.
 
@@ -24,7 +24,6 @@ every worker: the same machine locally, shared storage on a cluster.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -60,7 +59,6 @@ BUCKET_ROWS = 4096  # rows per spill bucket (a few row groups; tens of MB)
 ROUTE_ROWS = 8192
 ROUTE_FLUSH_BYTES = 48 << 20  # a route task's rows in memory before it writes them to a route file
 _POS = "__pos"
-_BUCKETS = b"dsc.buckets"  # a route file's footer key: the bucket of each record batch, in order
 SEGMENT_COLUMNS = ["id", "group", "messages", "tools", "meta"]
 
 
@@ -169,7 +167,7 @@ def route_rows(task: RouteTask) -> dict[str, dict[int, int]]:
     """A route task: its artifact rows, sorted by output position, into route files,
     `ROUTE_FLUSH_BYTES` of rows at a time (a task's memory is bounded in bytes, not only in rows:
     tokenised rows with long tool catalogues are tens of KB each). Returns {route file: {bucket:
-    rows}}."""
+    rows}}, each file's buckets in the order of its record batches."""
     schema = task.form.schema
     ren_columns = [f.name for f in schema if f.name not in SEGMENT_COLUMNS] + ["messages"]
     routed: dict[str, dict[int, int]] = {}
@@ -190,7 +188,7 @@ def route_rows(task: RouteTask) -> dict[str, dict[int, int]]:
 
 def _write_route_file(task: RouteTask, table: pa.Table, name: str) -> dict[int, int]:
     """Rows of a route task, sorted by position, a record batch per bucket, placed by rename (a
-    task run again writes the same name with the same bytes). {bucket: rows}."""
+    task run again writes the same name with the same bytes). {bucket: rows}, in batch order."""
     positions = table.column(_POS).to_numpy()
     order = np.argsort(positions, kind="stable")
     table = table.take(pa.array(order)).combine_chunks()  # one chunk: a slice is one batch
@@ -200,8 +198,7 @@ def _write_route_file(task: RouteTask, table: pa.Table, name: str) -> dict[int, 
     held = [int(bucket[a]) for a, _ in spans]
     path = task.spill / name
     temp = path.with_name(f".{name}.{uuid.uuid4().hex}.tmp")  # not *.arrow: never taken for a route file
-    with pa.OSFile(str(temp), "wb") as f, pa.ipc.new_file(f, table.schema, options=IPC_OPTIONS,
-                                                          metadata={_BUCKETS: json.dumps(held)}) as w:
+    with pa.OSFile(str(temp), "wb") as f, pa.ipc.new_file(f, table.schema, options=IPC_OPTIONS) as w:
         for a, z in spans:
             w.write_table(table.slice(a, z - a))
     os.replace(temp, path)
@@ -212,7 +209,7 @@ def _write_route_file(task: RouteTask, table: pa.Table, name: str) -> dict[int, 
 class ShardTask:
     shard: ShardPlan
     spill: Path
-    route_files: list[str]  # the route files holding rows of the shard
+    batches: dict[int, list[tuple[str, int]]]  # per bucket of the shard: (route file, record batch)
     out: Path  # the staged artifact
     form: RowFormat
     row_group_rows: int
@@ -241,10 +238,10 @@ def write_shard_file(task: ShardTask) -> ShardWritten:
 def _row_groups(task: ShardTask) -> Iterator[pa.Table]:
     """The shard's rows in output order, a row group per table."""
     groups, g = task.shard.row_groups, 0
-    batches = _bucket_batches(task)
     for bucket in task.shard.buckets:
-        table = pa.Table.from_batches([_read_batch(path, i)
-                                       for path, i in batches.pop(bucket.number)]).combine_chunks()
+        # file-name order, not the order the route tasks finished in: the same table on every run
+        parts = sorted(task.batches[bucket.number])
+        table = pa.Table.from_batches([_read_batch(task.spill / name, i) for name, i in parts]).combine_chunks()
         order = np.argsort(table.column(_POS).to_numpy(), kind="stable")
         table = table.drop_columns([_POS])
         assert table.num_rows == bucket.end - bucket.start, "every row of a bucket is routed once"
@@ -253,20 +250,6 @@ def _row_groups(task: ShardTask) -> Iterator[pa.Table]:
             yield table.take(pa.array(order[a - bucket.start:z - bucket.start]))
             g += 1
         del table  # before the next bucket is read: one bucket in memory at a time
-
-
-def _bucket_batches(task: ShardTask) -> dict[int, list[tuple[Path, int]]]:
-    """Where each of the shard's buckets lies: (route file, batch), the files in name order, not
-    the order the route tasks finished in: the same table on every run."""
-    where: dict[int, list[tuple[Path, int]]] = {b.number: [] for b in task.shard.buckets}
-    for name in sorted(task.route_files):
-        path = task.spill / name
-        with pa.OSFile(str(path)) as f:
-            held = json.loads(pa.ipc.open_file(f).metadata[_BUCKETS])
-        for i, b in enumerate(held):
-            if b in where:
-                where[b].append((path, i))
-    return where
 
 
 def _read_batch(path: Path, i: int) -> pa.RecordBatch:
@@ -326,16 +309,15 @@ def write_rows(tmp: Path, spill_root: Path, spec: Spec, ctx: BuildContext, rows:
         rows.release()
         counts.split_rows.clear()
         routed = np.zeros(len(layout.buckets), np.int64)
-        shard_files: list[list[str]] = [[] for _ in layout.shards]  # the route files holding rows of each shard
+        # per shard, per bucket: its record batches (route file, batch); files × buckets, not rows
+        batches: list[dict[int, list[tuple[str, int]]]] = [{b.number: [] for b in s.buckets} for s in layout.shards]
         progress.start("route rows", int(layout.sizes.sum()))
         for done in ex.map(route_rows, routes):
             for name, held in done.items():
-                buckets = np.fromiter(held.keys(), np.int64, len(held))
-                n = np.fromiter(held.values(), np.int64, len(held))
-                routed[buckets] += n  # a file holds a bucket once
-                for s in np.unique(layout.bucket_shard[buckets]).tolist():
-                    shard_files[s].append(name)
-                progress.advance(int(n.sum()))
+                for i, (b, n) in enumerate(held.items()):
+                    routed[b] += n
+                    batches[layout.bucket_shard[b]][b].append((name, i))
+                progress.advance(sum(held.values()))
         progress.done()
         del routes
         assert np.array_equal(routed, layout.sizes), "every written row is routed once"
@@ -344,8 +326,9 @@ def write_rows(tmp: Path, spill_root: Path, spec: Spec, ctx: BuildContext, rows:
         for name in sorted(counts.written, key=split_sort_key):
             stats.start_split(name)
         files: dict[str, str] = {}
-        shards = [ShardTask(plan, spill, names, tmp, form, spec.output.row_group_rows)
-                  for plan, names in zip(layout.shards, shard_files)]
+        shards = [ShardTask(plan, spill, where, tmp, form, spec.output.row_group_rows)
+                  for plan, where in zip(layout.shards, batches)]
+        del batches
         progress.start("write shards", len(shards))
         for done in ex.map(write_shard_file, shards):
             files[done.name] = done.sha256

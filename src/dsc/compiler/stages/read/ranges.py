@@ -14,7 +14,6 @@ directories) cannot be entered mid-file and are read whole.
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +22,17 @@ from typing import TYPE_CHECKING, Any, Literal
 from dsc.compiler.stages.read.sources import (
     InputFile,
     RawRow,
+    is_url,
     iter_raw_rows,
     open_parquet,
     read_file,
     read_jsonl_range,
+    read_errors,
     read_parquet_row_groups,
     resolve_files,
 )
 from dsc.core.errors import BuildError
+from dsc.core.hashing import sha256_stream
 from dsc.spec.sources import SourceSpec
 
 if TYPE_CHECKING:
@@ -43,7 +45,6 @@ MapFn = Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]]
 # fixed cost (a worker's start on a range, a piece file) stays small against its rows.
 MIN_RANGE_BYTES = 1 << 20
 MAX_RANGE_BYTES = 64 << 20
-_SCAN_BLOCK = 16 << 20
 
 RangeKind = Literal["source", "file", "lines", "row_groups"]
 
@@ -100,29 +101,34 @@ class ScannedFile:
 
 @dataclass(frozen=True)
 class ScanTask:
+    source: str
     file: InputFile
-    size: int
+    size: int  # as listed
     target: int | None
 
 
 def scan_file(task: ScanTask) -> ScannedFile:
-    """A task: hash one input file and, when it is a JSONL file to cut, find its cuts in the same
-    pass (the driver used to read such a file twice; a remote one, downloading it twice)."""
+    """A task: hash one input file and, when it is a JSONL file to cut, find its cuts from the same
+    bytes: one pass over each input (a remote one is downloaded once by the scan)."""
     f = task.file
-    try:
+    with read_errors(task.source, f.display, f.remote):
         if f.type == "arrow":  # a directory: its hash is over its files
             return ScannedFile(f, task.size, f.sha256(), task.target)
         cuts = _LineCuts(task.size, task.target) if f.type == "jsonl" and task.target is not None \
             and task.size > task.target else None
-        digest = hashlib.sha256()  # of the file's bytes: `core.hashing.sha256_file`'s definition
+        seen = [0]
+
+        def each_block(block: bytes) -> None:
+            seen[0] += len(block)
+            if cuts is not None:
+                cuts.feed(block)
+
         with f.open() as fh:
-            while block := fh.read(_SCAN_BLOCK):
-                digest.update(block)
-                if cuts is not None:
-                    cuts.feed(block)
-    except OSError as e:
-        raise BuildError(f"cannot read {f.display}: {e.strerror or e}") from None
-    return ScannedFile(f, task.size, digest.hexdigest(), task.target, cuts.finish() if cuts is not None else ())
+            sha256 = sha256_stream(fh, each_block)
+    if seen[0] != task.size:  # the cuts and the size would not be those of the bytes hashed
+        raise BuildError(f"source '{task.source}': {f.display} changed while it was read ({task.size} bytes "
+                         f"when listed, {seen[0]} read); build again once it is complete")
+    return ScannedFile(f, task.size, sha256, task.target, cuts.finish() if cuts is not None else ())
 
 
 class _LineCuts:
@@ -155,12 +161,17 @@ class _LineCuts:
         return (*self.out, (self.start, self.size, self.start_row))
 
 
-def scan_source(name: str, spec: SourceSpec, base_dir: Path | str, *, target: int | None = None,
-                map_fn: MapFn = map) -> list[ScannedFile]:
-    """Every file of a `path` source, sorted, hashed, and cut for ranges of `target` bytes (None:
-    hashed only). `map_fn` runs the scans (an executor's `map`: in parallel)."""
+def scan_tasks(name: str, spec: SourceSpec, base_dir: Path | str, workers: int | None,
+               target_bytes: int | None = None) -> list[ScanTask]:
+    """A scan per file of a `path` source, sorted. With `workers` and no `limit`, each also
+    finds the cuts for ranges of `target_bytes` (default: `range_bytes` of the source's size)."""
     files = resolve_files(spec, base_dir, name)
-    return list(map_fn(scan_file, [ScanTask(f, f.size(), target) for f in files]))
+    sizes = [f.size() for f in files]
+    target = None
+    if workers is not None and spec.limit is None:
+        total = sum(s for f, s in zip(files, sizes) if f.type != "arrow")
+        target = target_bytes if target_bytes is not None else range_bytes(total, workers)
+    return [ScanTask(name, f, s, target) for f, s in zip(files, sizes)]
 
 
 @dataclass
@@ -177,21 +188,15 @@ def resolve_inputs(loaded: LoadedSpec, *, workers: int | None = None, map_fn: Ma
     range size and its JSONL cuts (`plan_ranges`), from the same pass over the bytes."""
     spec, base = loaded.spec, loaded.base_dir
     emitted = set(spec.emitted_sources())
-    tasks: list[tuple[str, ScanTask]] = []
+    tasks: list[ScanTask] = []
     for name in sorted(spec.sources):
-        src = spec.sources[name]
-        if src.hub is not None:
-            continue
-        with loaded.at("sources", name):
-            files = resolve_files(src, base, name)
-        sizes = [f.size() for f in files]
-        target = None
-        if workers is not None and name in emitted and src.limit is None:
-            target = range_bytes(sum(s for f, s in zip(files, sizes) if f.type != "arrow"), workers)
-        tasks += [(name, ScanTask(f, s, target)) for f, s in zip(files, sizes)]
+        if spec.sources[name].hub is None:
+            with loaded.at("sources", name):
+                tasks += scan_tasks(name, spec.sources[name], base, workers if name in emitted else None)
     scanned: dict[str, list[ScannedFile]] = {}
-    for (name, _), done in zip(tasks, map_fn(scan_file, [t for _, t in tasks])):
-        scanned.setdefault(name, []).append(done)
+    results = list(map_fn(scan_file, tasks))  # one map: the files of every source in parallel
+    for task, done in zip(tasks, results):
+        scanned.setdefault(task.source, []).append(done)
     entries: list[dict[str, Any]] = []
     for name in sorted(spec.sources):
         hub = spec.sources[name].hub
@@ -223,7 +228,7 @@ def plan_ranges(name: str, spec: SourceSpec, files: list[ScannedFile]) -> list[I
 def parquet_ranges(name: str, f: InputFile, target: int) -> list[tuple[int, int, int]]:
     """(first row group, end row group, first row) of runs of row groups of about `target`
     bytes (uncompressed, as the footer gives them)."""
-    with open_parquet(name, f) as pf:
+    with read_errors(name, f.display, f.remote), open_parquet(name, f) as pf:
         meta = pf.metadata
         groups = [(meta.row_group(i).num_rows, meta.row_group(i).total_byte_size) for i in range(meta.num_row_groups)]
     out: list[tuple[int, int, int]] = []
@@ -238,14 +243,17 @@ def parquet_ranges(name: str, f: InputFile, target: int) -> list[tuple[int, int,
 
 
 def read_range(r: InputRange, spec: SourceSpec, base_dir: Path) -> Iterator[RawRow]:
-    """The raw rows of a range, JSONL lines unparsed (`RawRow.parsed()`)."""
-    if r.kind == "source":
-        yield from iter_raw_rows(r.source, spec, base_dir, defer_parsing=True, known_sha256=dict(r.hashes))
-        return
-    assert r.file is not None
-    if r.kind == "lines":
-        yield from read_jsonl_range(r.source, r.file, r.sha256, r.start, r.end, r.first_row)
-    elif r.kind == "row_groups":
-        yield from read_parquet_row_groups(r.source, r.file, r.sha256, list(range(r.start, r.end)), r.first_row)
-    else:
-        yield from read_file(r.source, r.file, r.sha256, defer_parsing=True)
+    """The raw rows of a range, JSONL lines unparsed (`RawRow.parsed()`). A read that fails is a
+    BuildError naming the range (what the caller does with the rows is not covered)."""
+    remote = r.file.remote if r.file is not None else any(is_url(p) for p in spec.patterns())
+    with read_errors(r.source, r.describe(), remote):
+        if r.kind == "source":
+            yield from iter_raw_rows(r.source, spec, base_dir, defer_parsing=True, known_sha256=dict(r.hashes))
+            return
+        assert r.file is not None
+        if r.kind == "lines":
+            yield from read_jsonl_range(r.source, r.file, r.sha256, r.start, r.end, r.first_row)
+        elif r.kind == "row_groups":
+            yield from read_parquet_row_groups(r.source, r.file, r.sha256, list(range(r.start, r.end)), r.first_row)
+        else:
+            yield from read_file(r.source, r.file, r.sha256, defer_parsing=True)

@@ -20,6 +20,7 @@ import io
 import json
 import os
 import re
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from typing import IO, Any
 from dsc.compiler.stages.read.formats.common import kind
 from dsc.core.canonical import content_hash
 from dsc.core.environment import flags_set
-from dsc.core.errors import BuildError, SpecError, allowed_list, did_you_mean
+from dsc.core.errors import BuildError, DscError, SpecError, allowed_list, did_you_mean
 from dsc.core.files import files_under
 from dsc.core.hashing import sha256_bytes, sha256_file, sha256_files, sha256_listing, sha256_stream
 from dsc.record import MISSING, BadRow, Conversation, Meta, Provenance, get_path
@@ -125,7 +126,10 @@ class InputFile:
             p = Path(self.path)
             return sum(q.stat().st_size for q in _dir_files(p)) if p.is_dir() else p.stat().st_size
         fs, path = url_filesystem(self.path)
-        return sum(fs.size(q) for _, q in _remote_dir_files(fs, path)) if fs.isdir(path) else fs.size(path)
+        info = fs.info(path)
+        if info["type"] == "directory":
+            return sum(_known_size(self, fs.info(q)) for _, q in _remote_dir_files(fs, path))
+        return _known_size(self, info)
 
     def sha256(self) -> str:
         """The input's hash: a file's, or a directory's (saved `datasets`) over its files."""
@@ -141,6 +145,29 @@ class InputFile:
             with fs.open(q, "rb") as f:
                 entries.append((rel, sha256_stream(f)))
         return sha256_listing(entries)
+
+
+def _known_size(f: InputFile, info: dict[str, Any]) -> int:
+    if info.get("size") is None:  # e.g. an HTTP server that sends no Content-Length
+        raise BuildError(f"{f.display}: its store does not say how large it is ({info.get('name')}); "
+                         "the manifest pins every input's size and hash")
+    return int(info["size"])
+
+
+@contextmanager
+def read_errors(source: str, what: str, remote: bool) -> Iterator[None]:
+    """A file that cannot be read ends the build with one line naming the source and the file.
+    A remote store raises its own exception types (aiohttp, cloud SDKs), not only OSError."""
+    try:
+        yield
+    except DscError:
+        raise
+    except OSError as e:
+        raise BuildError(f"source '{source}': cannot read {what}: {e.strerror or e}") from None
+    except Exception as e:  # noqa: BLE001 — only around a remote file's reads (see `remote`)
+        if not remote:
+            raise
+        raise BuildError(f"source '{source}': cannot read {what}: {type(e).__name__}: {e}") from None
 
 
 def _type_of(path: str, is_dir: bool, explicit: str | None) -> str:
@@ -207,30 +234,28 @@ def _local_matches(pattern: str, base: Path) -> list[tuple[str, str, bool]]:
 
 
 def _remote_matches(url: str) -> list[tuple[str, str, bool]]:
-    """(URL, display, is a directory) of what a URL or URL pattern names (the URL is both)."""
-    fs, path = url_filesystem(url)
+    """(URL, display, is a directory) of what a URL or URL pattern names (the URL is both). An
+    http(s) URL is never a pattern: `?` starts its query."""
     try:
-        if glob.has_magic(path):
-            found = sorted(fs.glob(path))
-            found = [p for p in found if not fs.isdir(p) or _is_remote_arrow_dir(fs, p)]
+        fs, path = url_filesystem(url)
+        if glob.has_magic(path) and url.split("://", 1)[0].lower() not in ("http", "https"):
+            found = {p: info["type"] == "directory" for p, info in fs.glob(path, detail=True).items()}
+            found = {p: d for p, d in found.items() if not d or _is_remote_arrow_dir(fs, p)}
             if not found:
                 raise SpecError(f"pattern '{url}' matches no file")
         else:
-            if not fs.exists(path):
-                raise SpecError(f"'{url}' does not exist")
-            if fs.isdir(path) and not _is_remote_arrow_dir(fs, path):
+            try:
+                found = {path: fs.info(path)["type"] == "directory"}
+            except FileNotFoundError:
+                raise SpecError(f"'{url}' does not exist") from None
+            if found[path] and not _is_remote_arrow_dir(fs, path):
                 raise SpecError(f"'{url}' is a directory but not a `datasets` save_to_disk directory "
                                 f"(it has no {' or '.join(ARROW_MARKERS)})")
-            found = [path]
+        return [(fs.unstrip_protocol(p), fs.unstrip_protocol(p), d) for p, d in sorted(found.items())]
     except SpecError:
         raise
     except Exception as e:  # noqa: BLE001 — each file system raises its own (auth, network, permissions)
         raise SpecError(f"cannot list '{url}': {type(e).__name__}: {e}") from None
-    out = []
-    for p in found:
-        u = fs.unstrip_protocol(p)
-        out.append((u, u, fs.isdir(p)))
-    return out
 
 
 def _dir_files(path: Path) -> list[Path]:
@@ -405,10 +430,23 @@ def read_parquet_row_groups(name: str, f: InputFile, sha: str, row_groups: list[
 
 
 def _read_arrow(name: str, f: InputFile, sha: str) -> Iterator[RawRow]:
+    if not f.remote:
+        yield from _read_arrow_dir(name, f, sha, f.path)
+        return
+    # `datasets` would fetch it into a temporary directory that lives as long as the process
+    # (a pool or Ray worker serves many builds): fetch it here, and remove it once read.
+    fs, path = url_filesystem(f.path)
+    with tempfile.TemporaryDirectory(prefix="dsc-input-") as tmp:
+        with read_errors(name, f.display, True):
+            fs.get(path.rstrip("/") + "/", tmp, recursive=True)
+        yield from _read_arrow_dir(name, f, sha, tmp)
+
+
+def _read_arrow_dir(name: str, f: InputFile, sha: str, local: str) -> Iterator[RawRow]:
     import datasets
 
     try:
-        ds = datasets.load_from_disk(f.path)  # memory-mapped (a URL: fetched first), never loaded whole
+        ds = datasets.load_from_disk(local)  # memory-mapped, never loaded whole
     except Exception as e:  # noqa: BLE001 — datasets raises many types for unreadable dirs
         raise BuildError(f"source '{name}': cannot load {f.display} as a `datasets` save_to_disk "
                          f"directory: {e}") from None
