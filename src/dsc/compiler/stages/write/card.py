@@ -253,15 +253,18 @@ def length_chart(stats: ArtifactStats) -> bytes:
     import numpy as np
 
     splits = sorted(stats.lengths, key=split_sort_key)
-    values = [v for s in splits for v in stats.lengths[s]]
-    edges = np.histogram_bin_edges(np.asarray(values or [0]), bins=LENGTH_BINS)
+    # numpy arrays over the lengths' buffers: given a Python sequence, matplotlib makes an array
+    # per value (seconds and hundreds of MB at a million rows)
+    lengths = {s: np.asarray(stats.lengths[s], dtype=np.int64) for s in splits}
+    values = np.concatenate(list(lengths.values())) if lengths else np.zeros(0, np.int64)
+    edges = np.histogram_bin_edges(values if len(values) else np.zeros(1, np.int64), bins=LENGTH_BINS)
 
     def draw(fig) -> None:
         fig.set_size_inches(7.0, 3.2)
         ax = fig.add_subplot()
         for s in splits:
-            ax.hist(stats.lengths[s], bins=edges, histtype="step", linewidth=1.5,
-                    color=SPLIT_COLOURS.get(s, "#7f7f7f"), label=f"{s} ({len(stats.lengths[s])} rows)")
+            ax.hist(lengths[s], bins=edges, histtype="step", linewidth=1.5,
+                    color=SPLIT_COLOURS.get(s, "#7f7f7f"), label=f"{s} ({len(lengths[s])} rows)")
         ax.set_xlabel(f"row length ({stats.unit})")
         ax.set_ylabel("rows")
         ax.legend(fontsize=8)
