@@ -81,12 +81,16 @@ def is_url(path: str) -> bool:
     return _URL.match(path) is not None
 
 
+def _protocol(url: str) -> str:
+    return url.split("://", 1)[0].lower()
+
+
 def url_filesystem(url: str) -> tuple[Any, str]:
     """(the fsspec file system of a URL, the path in it). SpecError when the protocol is unknown
     or its package is not installed."""
     import fsspec
 
-    protocol = url.split("://", 1)[0].lower()
+    protocol = _protocol(url)
     try:
         return fsspec.core.url_to_fs(url)
     except ImportError as e:
@@ -128,7 +132,7 @@ class InputFile:
         fs, path = url_filesystem(self.path)
         info = fs.info(path)
         if info["type"] == "directory":
-            return sum(_known_size(self, fs.info(q)) for _, q in _remote_dir_files(fs, path))
+            return sum(_known_size(self, q_info) for _, _, q_info in _remote_dir_files(fs, path))
         return _known_size(self, info)
 
     def sha256(self) -> str:
@@ -141,7 +145,7 @@ class InputFile:
             with fs.open(path, "rb") as f:
                 return sha256_stream(f)
         entries = []
-        for rel, q in _remote_dir_files(fs, path):
+        for rel, q, _ in _remote_dir_files(fs, path):
             with fs.open(q, "rb") as f:
                 entries.append((rel, sha256_stream(f)))
         return sha256_listing(entries)
@@ -189,8 +193,8 @@ def _is_arrow_dir(path: Path) -> bool:
     return path.is_dir() and any((path / m).is_file() for m in (*ARROW_MARKERS, "dataset_dict.json"))
 
 
-def _is_remote_arrow_dir(fs: Any, path: str) -> bool:
-    return fs.isdir(path) and any(fs.isfile(f"{path.rstrip('/')}/{m}") for m in (*ARROW_MARKERS, "dataset_dict.json"))
+def _has_remote_arrow_markers(fs: Any, directory: str) -> bool:
+    return any(fs.isfile(f"{directory.rstrip('/')}/{m}") for m in (*ARROW_MARKERS, "dataset_dict.json"))
 
 
 def resolve_files(spec: SourceSpec, base_dir: Path | str, name: str | None = None) -> list[InputFile]:
@@ -238,9 +242,9 @@ def _remote_matches(url: str) -> list[tuple[str, str, bool]]:
     http(s) URL is never a pattern: `?` starts its query."""
     try:
         fs, path = url_filesystem(url)
-        if glob.has_magic(path) and url.split("://", 1)[0].lower() not in ("http", "https"):
+        if glob.has_magic(path) and _protocol(url) not in ("http", "https"):
             found = {p: info["type"] == "directory" for p, info in fs.glob(path, detail=True).items()}
-            found = {p: d for p, d in found.items() if not d or _is_remote_arrow_dir(fs, p)}
+            found = {p: d for p, d in found.items() if not d or _has_remote_arrow_markers(fs, p)}
             if not found:
                 raise SpecError(f"pattern '{url}' matches no file")
         else:
@@ -248,7 +252,7 @@ def _remote_matches(url: str) -> list[tuple[str, str, bool]]:
                 found = {path: fs.info(path)["type"] == "directory"}
             except FileNotFoundError:
                 raise SpecError(f"'{url}' does not exist") from None
-            if found[path] and not _is_remote_arrow_dir(fs, path):
+            if found[path] and not _has_remote_arrow_markers(fs, path):
                 raise SpecError(f"'{url}' is a directory but not a `datasets` save_to_disk directory "
                                 f"(it has no {' or '.join(ARROW_MARKERS)})")
         return [(fs.unstrip_protocol(p), fs.unstrip_protocol(p), d) for p, d in sorted(found.items())]
@@ -262,11 +266,12 @@ def _dir_files(path: Path) -> list[Path]:
     return files_under(path, keep=lambda p: p.name not in UNHASHED_IN_ARROW_DIR)
 
 
-def _remote_dir_files(fs: Any, path: str) -> list[tuple[str, str]]:
-    """(relative path, path) of a remote directory's files, as `_dir_files` picks and orders them."""
+def _remote_dir_files(fs: Any, path: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(relative path, path, info) of a remote directory's files, as `_dir_files` picks and orders
+    them: one listing gives their sizes too."""
     root = path.rstrip("/") + "/"
-    files = [(p[len(root):], p) for p in fs.find(path) if p.startswith(root)]
-    return sorted((rel, p) for rel, p in files if rel.rsplit("/", 1)[-1] not in UNHASHED_IN_ARROW_DIR)
+    files = [(p[len(root):], p, info) for p, info in fs.find(path, detail=True).items() if p.startswith(root)]
+    return sorted((f for f in files if f[0].rsplit("/", 1)[-1] not in UNHASHED_IN_ARROW_DIR), key=lambda f: f[0])
 
 
 # ---------------------------------------------------------------------------------------------
