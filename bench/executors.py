@@ -80,15 +80,14 @@ DRIVER_STEPS: list[tuple[str, str, str, str]] = [
     ("setup: template, tokenizer, transforms", "dsc.compiler.engine.driver", "build_context", "fn"),
     ("setup: scan inputs (hash, JSONL cuts)", "dsc.compiler.engine.driver", "resolve_inputs", "fn"),
     ("read: plan input ranges", "dsc.compiler.engine.normalise", "plan_ranges", "fn"),
-    ("read: merge the pieces' keys", "dsc.compiler.engine.normalise", "finish_segment", "fn"),
-    ("select: keys, dedup, mix, split, order", "dsc.compiler.engine.driver", "select_rows", "fn"),
+    ("select: plan, the selected rows' arrays", "dsc.compiler.engine.selecting", "_final_rows", "fn"),
     ("render: read part index", "dsc.compiler.engine.rendering:RenderedRows", "add", "method"),
     ("write: tally", "dsc.compiler.engine.tally", "tally", "fn"),
     ("write: lay out the route tasks", "dsc.compiler.engine.spill", "route_tasks", "fn"),
     ("write: manifest, card, quarantine", "dsc.compiler.engine.driver", "write_artifact_files", "fn"),
     ("release memory", "dsc.compiler.engine.resources", "release_memory", "fn"),
 ]
-SELECT_STEP = DRIVER_STEPS[4]
+SELECT_STEP = ("select", "dsc.compiler.engine.driver", "select_partitioned", "fn")  # wrapped for the accounting
 
 
 @dataclass
@@ -192,15 +191,9 @@ class _Silent:
 
 
 def _key_bytes(chosen: Any) -> dict[str, int]:
-    """Bytes of the per-row selection keys the driver holds (KeyTable) and of the chosen rows' arrays."""
-    t = chosen.sources.table
-    keys = {"ids": t.ids.nbytes, "groups": t.groups.nbytes, "cls": t.cls.nbytes, "dedup": t.dedup.nbytes,
-            "chars": t.chars.nbytes, "tokens": t.tokens.nbytes,
-            "source index + segment row": chosen.sources.source.nbytes + chosen.sources.seg_row.nbytes}
-    chosen_arrays = sum(getattr(chosen, a).nbytes for a in ("split", "order", "src", "seg"))
-    rows = chosen.rows
-    chosen_arrays += sum(v.nbytes for v in vars(rows).values() if hasattr(v, "nbytes"))
-    return {"rows": len(t), **{f"keys: {k}": v for k, v in keys.items()}, "chosen rows' arrays": chosen_arrays}
+    """Bytes of the selected rows' arrays the driver holds (selection keys stay in the tasks)."""
+    arrays = sum(getattr(chosen, a).nbytes for a in ("src", "seg", "suffix", "cls", "split", "order"))
+    return {"rows": len(chosen), "chosen rows' arrays": arrays}
 
 
 def _dir_bytes(path: Path) -> int:
@@ -487,9 +480,13 @@ def median_driver(runs: list[Run]) -> dict[str, float]:
 # progress stages "route rows", "write shards" and "write manifest and card"); write runs two.
 # `scan_file` (an input file's hash and JSONL cuts) is a task too, but this bench's corpus is one
 # file, so its scan is one task on the build's critical path: it counts as serial (stage "").
-MAPPED = {"read_piece": "read + normalise", "render_part": "render + tokenise", "route_rows": "write artifact",
+MAPPED = {"read_piece": "read + normalise", "merge_pieces": "read + normalise",
+          **{f: "select" for f in ("scatter_keys", "dedup_part", "mix_pool_part", "mix_take_part", "caps_pool_part",
+                                   "caps_take_part", "order_part")},
+          "render_part": "render + tokenise", "route_rows": "write artifact",
           "write_shard_file": "write artifact", "scan_file": ""}
-STAGE_NAMES = ("read + normalise", "render + tokenise", "write artifact")  # the stages with tasks, in order
+# the stages with tasks, in order
+STAGE_NAMES = ("read + normalise", "select", "render + tokenise", "write artifact")
 
 
 def stage_maps(run: Run) -> list[dict[str, Any]]:
@@ -584,7 +581,8 @@ def project(d: dict[str, Any], ray: dict[str, float], ns: list[int]) -> list[dic
     serial + start + stop + fixed + (parallel + per_task × tasks) / N."""
     serial, parallel, total = d["serial_s"], d["parallel_s"], d["total_w1_s"]
     ray_fixed = ray["start_s"] + ray["stop_s"] + max(0.0, ray["fixed_s"])
-    chunks = d["tasks"][STAGE_NAMES[0]] + d["tasks"][STAGE_NAMES[2]]  # read and write tasks: not per worker
+    # read, select and write tasks: not per worker
+    chunks = sum(d["tasks"][s] for s in ("read + normalise", "select", "write artifact"))
     out = []
     for n in ns:
         ideal = serial + parallel / n
@@ -699,15 +697,15 @@ def data_lines(c: dict[str, Any]) -> list[str]:
         for k in ("bytes_in", "bytes_out"):
             by_stage.setdefault(m["stage"], {}).setdefault(k, 0)
             by_stage[m["stage"]][k] += m.get(k, 0)
-    n1, n3, nw = (by_stage.get(name, {}) for name in STAGE_NAMES)
+    n1, n3, nw = (by_stage.get(name, {}) for name in ("read + normalise", "render + tokenise", "write artifact"))
     cache = acc["cache_bytes"]
     return [f"Data per row (accounting run, {rows:,} rows): input {acc['input_bytes'] / rows:,.0f} B; "
             f"read tasks sent {n1.get('bytes_in', 0) / rows:,.1f} B, results received "
             f"{n1.get('bytes_out', 0) / rows:,.1f} B (counts); render tasks sent {n3.get('bytes_in', 0) / rows:,.1f} B, "
             f"results received {n3.get('bytes_out', 0) / rows:,.1f} B (part paths); write tasks sent "
             f"{nw.get('bytes_in', 0) / rows:,.1f} B (row numbers and positions), results received "
-            f"{nw.get('bytes_out', 0) / rows:,.1f} B (counts, hashes, card statistics); selection keys and chosen-row arrays held "
-            f"{held / rows:,.0f} B ({', '.join(f'{k[6:]} {v / rows:.1f}' for k, v in keys.items() if k.startswith('keys: '))}); "
+            f"{nw.get('bytes_out', 0) / rows:,.1f} B (counts, hashes, card statistics); the selected rows' arrays held "
+            f"{held / rows:,.0f} B; "
             "build cache files (read by the write tasks): "
             + ", ".join(f"{k} {v / rows:,.0f} B" for k, v in cache.items() if v)
             + f"; artifact {acc['artifact_bytes'] / rows:,.0f} B."]

@@ -53,7 +53,7 @@ def test_diff_and_plan_report_rows_read(tmp_path):
     assert rec.advanced == {"read A": rows, "read B": rows} and rec.finished == 2
     rec = Recorder()
     plan(spec, progress=rec)
-    assert [s for s, _ in rec.stages][:3] == ["scan inputs", "read + normalise", "render + tokenise"]
+    assert [s for s, _ in rec.stages][:4] == ["scan inputs", "read + normalise", "select", "render + tokenise"]
     assert rec.advanced["read + normalise"] == 30
 
 

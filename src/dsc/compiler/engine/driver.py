@@ -6,8 +6,10 @@ it used:
 1. **read + normalise** (per source, in workers): `engine.normalise` — raw rows → normalised
    segments (rows and compact selection keys; `engine.rowfiles`), through the per-row steps of
    `stages.transforms.pipeline`.
-2. **select** (this process): `engine.selected` — dedup, mix, capability ratios over the keys of
-   all sources (`stages.select.mix`), then split by group hash and order by a seeded id hash.
+2. **select** (in workers): `engine.selecting` — dedup, mix, capability ratios over partitions
+   of the selection keys (`stages.select.mix`), then split by group hash and order by a seeded
+   id hash; the driver resolves targets from counts. (A preference build selects in this
+   process: `engine.selected.select_rows`.)
 3. **render + tokenise** (workers): `engine.rendering` — the selected rows into rendered parts.
 4. **write**: `engine.tally` (counts per split, the quarantine), `engine.spill` (workers route the
    rows into files sorted by output position, then write a shard each), the manifest
@@ -39,6 +41,7 @@ from dsc.compiler.engine.rendering import render_selected
 from dsc.compiler.engine.resources import rare_cycle_collection
 from dsc.compiler.engine.result import BuildResult, SourceCacheReport
 from dsc.compiler.engine.selected import select_rows
+from dsc.compiler.engine.selecting import select_partitioned
 from dsc.compiler.engine.spill import write_rows
 from dsc.compiler.engine.tally import empty_source_warning, tally_rows
 from dsc.compiler.engine.validation import load_spec
@@ -92,7 +95,8 @@ def _build_loaded(loaded: LoadedSpec, out: Path, *, executor: ExecutorChoice, pr
             if spec.preference is not None:
                 return write_preference_artifact(loaded, out, ctx, inputs.entries, read, select_rows(spec, read), progress,
                                                  before_place, store)
-            rows = render_selected(spec, read, select_rows(spec, read), store, ex, progress, ctx)
+            chosen = select_partitioned(spec, read, store.tmp, ex, progress)
+            rows = render_selected(spec, read, chosen, store, ex, progress, ctx)
             cache_report = {name: SourceCacheReport("hit" if hit else "miss", r.reused, r.computed)
                             for name, hit, r in zip(read.names, read.cached, rows.rendered)}
             counts, quarantine = tally_rows(spec, ctx.template, rows, read)

@@ -4,8 +4,9 @@ and their compact selection keys, written as a normalised segment (`dsc.compiler
 The driver plans each source's input ranges (`stages.read.ranges`); `read_piece`, run by the
 executor's workers one range per task, reads its range, normalises and transforms it a chunk of
 rows at a time (`normalise_chunk`) and writes the segment's piece for it, returning only counts.
-The driver then merges the pieces' keys (`rowfiles.finish_segment`: in-source exact duplicates
-are found there) and puts the segment in the build cache. Rows never pass through the driver.
+A task per source then merges the pieces' keys (`merge_pieces`: in-source exact duplicates are
+found there) and the driver puts the segment in the build cache. Rows and keys never pass through
+the driver.
 """
 from __future__ import annotations
 
@@ -181,5 +182,22 @@ def _normalise_source(loaded: LoadedSpec, name: str, key: str, store: BuildCache
         for piece in ex.map(read_piece, [ReadTask(r, i, str(tmp)) for i, r in enumerate(ranges)]):
             pieces.append(piece)
             progress.advance(piece.rows_read)
-        _, files = finish_segment(tmp, name, pieces)
+        files = next(iter(ex.map(merge_pieces, [MergeTask(str(tmp), name, pieces)])))
         return store.commit_normalised(tmp, key, files)
+
+
+@dataclass(frozen=True)
+class MergeTask:
+    """A source's pieces, read, to merge into its segment (in `directory`)."""
+
+    directory: str
+    source: str
+    pieces: list[PieceResult]
+
+
+def merge_pieces(task: MergeTask) -> dict[str, tuple[int, int]]:
+    """A worker task: the segment from its pieces (`rowfiles.finish_segment`: the keys of every
+    row of the source, in-source duplicates found); {file: (size, crc32)}."""
+    _, files = finish_segment(Path(task.directory), task.source, task.pieces)
+    resources.hand_back_freed()
+    return files

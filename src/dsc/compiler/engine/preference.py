@@ -97,7 +97,7 @@ def pair_rows(loaded: LoadedSpec, template: Any, chosen: SelectedRows, tokenizer
     (`tokenizer`: the spec's `tokenize:`, whose token columns each row then gets)."""
     spec = loaded.spec
     pref: PreferenceSpec = spec.preference  # type: ignore[assignment]
-    convs = chosen.conversations(np.arange(len(chosen.rows), dtype=np.int64))
+    convs = chosen.conversations(np.arange(len(chosen), dtype=np.int64))
     sel = build_pairs(convs, pref, spec.seed)
     del convs
     if not sel.pairs:
@@ -233,7 +233,7 @@ def write_preference_artifact(loaded: LoadedSpec, out: Path, ctx: Any, inputs: l
     spec = loaded.spec
     progress.start("pair")
     rows = pair_rows(loaded, ctx.template, chosen, ctx.tokenizer if spec.tokenize is not None else None)
-    selection_report = chosen.selection.report
+    selection_report = chosen.report
     del chosen  # the pairs hold what is written: the selected rows go before the write
     counts, stats = tally_pairs(rows)
     quarantine = sorted(read.quarantine + rows.quarantine, key=lambda q: q.sort_key())

@@ -1,10 +1,15 @@
-"""Stage 2 (the build's one global step, in the driver process): dedup, mix and capability
-ratios over the keys of all sources (`mix.select`), then splits and output order
-(`order.final_order`). What it produces, `SelectedRows`, says for every selected row where it
-is (source, segment row, copy suffix), its split and its place in the output."""
+"""Stage 2's result, `SelectedRows`: for every selected row, where it is (source, segment row,
+copy suffix), its class, its split and its place in the output.
+
+Two ways to it, with the same rows in the same output order: `select_partitioned`
+(`engine.selecting`: tasks over partitions of the keys, the driver holding counts; every SFT
+build) and `select_rows` here (the keys of all sources in this process: `mix.select` then
+`order.final_order`; preference builds, which pair the selected rows in this process anyway,
+and the rows' selection order, which pairing reads)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -12,52 +17,42 @@ from dsc.compiler.engine import resources
 from dsc.compiler.engine.normalise import NormalisedSources
 from dsc.compiler.engine.rowfiles import SegmentInfo, read_conversations
 from dsc.compiler.stages.select import mix
-from dsc.compiler.stages.select.mix import KeyTable, Rows, SelectionResult, copy_of
+from dsc.compiler.stages.select.mix import KeyTable, RowClass, copy_of
 from dsc.compiler.stages.select.order import final_order
 from dsc.record import Conversation
 from dsc.spec.model import Spec
 
 
 @dataclass
-class SourceKeys:
-    """The emitted sources' segments and the global key table over them."""
+class SelectedRows:
+    """The selected rows, row i of every array; `order`: the rows in output order."""
 
-    names: list[str]
-    segments: list[SegmentInfo]
-    table: KeyTable
-    source: np.ndarray  # per key: index into names
-    seg_row: np.ndarray  # per key: row number in its source's segment
+    segments: list[SegmentInfo]  # per source (index `src`)
+    classes: list[RowClass]  # index `cls`
+    report: dict[str, Any]  # what selection did, for the manifest
+    src: np.ndarray  # int32 source index
+    seg: np.ndarray  # int64 row number in the source's segment
+    suffix: np.ndarray  # object: copy suffix ("" for an original row, `#2` for its second copy)
+    cls: np.ndarray  # int32 class code
+    split: np.ndarray  # int8 split code
+    order: np.ndarray  # int64
 
-    def conversations(self, src: np.ndarray, seg_row: np.ndarray, suffix: np.ndarray) -> list[Conversation]:
-        """Selected rows as Conversations (copies included), in the order given."""
-        out: list[Conversation | None] = [None] * len(src)
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def conversations(self, at: np.ndarray) -> list[Conversation]:
+        """The selected rows `at` as Conversations (copies made), in the order given."""
+        src, seg_row, suffix = self.src[at], self.seg[at], self.suffix[at]
+        out: list[Conversation | None] = [None] * len(at)
         for s in np.unique(src).tolist():
-            at = np.flatnonzero(src == s)
+            mine = np.flatnonzero(src == s)
             with self.segments[s].open_rows() as f:
-                convs = read_conversations(f, seg_row[at])
-            for i, conv in zip(at.tolist(), convs):
+                convs = read_conversations(f, seg_row[mine])
+            for i, conv in zip(mine.tolist(), convs):
                 for k in suffix[i].split("#")[1:]:
                     conv = copy_of(conv, int(k))
                 out[i] = conv
         return out  # type: ignore[return-value]
-
-
-@dataclass
-class SelectedRows:
-    """The selected rows (`rows`: keys and copy suffixes), where each is, its split and the
-    output order."""
-
-    sources: SourceKeys
-    selection: SelectionResult  # its report goes to the manifest
-    rows: Rows
-    split: np.ndarray  # split code per selected row
-    order: np.ndarray  # selected rows in output order
-    src: np.ndarray  # per selected row: source index
-    seg: np.ndarray  # per selected row: row number in the source's segment
-
-    def conversations(self, at: np.ndarray) -> list[Conversation]:
-        """The selected rows `at` (indices into `rows`) as Conversations."""
-        return self.sources.conversations(self.src[at], self.seg[at], self.rows.suffix[at])
 
 
 def selection_weight(spec: Spec, table: KeyTable) -> np.ndarray | None:
@@ -73,17 +68,18 @@ def selection_weight(spec: Spec, table: KeyTable) -> np.ndarray | None:
 
 
 def select_rows(spec: Spec, read: NormalisedSources) -> SelectedRows:
-    """Stage 2: dedup, mix, capability ratios over keys; split by group hash, order by id hash."""
+    """Stage 2 in this process: dedup, mix, capability ratios over the keys of all sources;
+    split by group hash, order by id hash. The rows are in selection order."""
     keys = [seg.keys() for seg in read.segments]
-    sources = SourceKeys(read.names, read.segments, KeyTable.concat([k for k, _ in keys]),
-                         np.repeat(np.arange(len(read.names), dtype=np.int32), [len(k) for k, _ in keys]),
-                         np.concatenate([r for _, r in keys]) if keys else np.zeros(0, np.int64))
+    table = KeyTable.concat([k for k, _ in keys])
+    source = np.repeat(np.arange(len(read.names), dtype=np.int32), [len(k) for k, _ in keys])
+    seg_row = np.concatenate([r for _, r in keys]) if keys else np.zeros(0, np.int64)
     del keys
-    table = sources.table
     selection = mix.select(table, seed=spec.seed, dedup_rows=spec.dedup, mix=spec.mix,
                            capabilities=spec.capabilities, weight=selection_weight(spec, table))
-    rows: Rows = selection.rows
+    rows = selection.rows
     split, order = final_order(spec, table, rows)
-    chosen = SelectedRows(sources, selection, rows, split, order, sources.source[rows.base], sources.seg_row[rows.base])
+    chosen = SelectedRows(read.segments, table.classes, selection.report, source[rows.base], seg_row[rows.base],
+                          rows.suffix, table.cls[rows.base], split, order)
     resources.release_memory()
     return chosen

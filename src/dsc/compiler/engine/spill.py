@@ -140,13 +140,13 @@ def route_tasks(split_rows: dict[str, np.ndarray], layout: Layout, chosen: Selec
                 rendered: list[RenderedRows], spill: Path, form: RowFormat) -> list[RouteTask]:
     """Every written row in a route task, grouped by source and rendered part, each part's rows in
     order, so that a task reads its segment and its part in order."""
-    position = np.full(len(chosen.rows), -1, np.int64)
+    position = np.full(len(chosen), -1, np.int64)
     at = 0
     for rows in split_rows.values():
         position[rows] = np.arange(at, at + len(rows))
         at += len(rows)
     written = np.flatnonzero(position >= 0)
-    src, seg_row, suffix = chosen.src, chosen.seg, chosen.rows.suffix
+    src, seg_row, suffix = chosen.src, chosen.seg, chosen.suffix
     tasks: list[RouteTask] = []
     for s in np.unique(src[written]).tolist():
         mine = written[src[written] == s]
@@ -158,7 +158,7 @@ def route_tasks(split_rows: dict[str, np.ndarray], layout: Layout, chosen: Selec
             for start in range(0, len(rows), ROUTE_ROWS):
                 some = rows[start:start + ROUTE_ROWS]
                 pos = position[some]
-                tasks.append(RouteTask(len(tasks), chosen.sources.segments[s], r.parts[p], seg_row[some],
+                tasks.append(RouteTask(len(tasks), chosen.segments[s], r.parts[p], seg_row[some],
                                        r.pos[seg_row[some]], suffix[some], pos, layout.starts, spill, form))
     return tasks
 
@@ -305,7 +305,7 @@ def write_rows(tmp: Path, spill_root: Path, spec: Spec, ctx: BuildContext, rows:
     spill = Path(tempfile.mkdtemp(prefix="spill-", dir=spill_root))
     try:
         routes = route_tasks(counts.split_rows, layout, rows.chosen, rows.rendered, spill, form)
-        selection_report = rows.chosen.selection.report
+        selection_report = rows.chosen.report
         rows.release()
         counts.split_rows.clear()
         routed = np.zeros(len(layout.buckets), np.int64)

@@ -69,7 +69,6 @@ def tally(spec: Spec, chosen: SelectedRows, rendered: list[RenderedRows]) -> tup
                          f"{spec.tokenize.max_length} (tokenize.overflow: error; use drop or truncate "
                          f"to build anyway)")
     span_chars, sup_tokens, truncated = per_row("span_chars"), per_row("sup_tokens"), per_row("truncated")
-    table = chosen.sources.table
     any_special = any(r.special for r in rendered)
     t = Tally()
     ordered_split = chosen.split[order]
@@ -87,9 +86,9 @@ def tally(spec: Spec, chosen: SelectedRows, rendered: list[RenderedRows]) -> tup
         t.supervised_chars[name] += int(span_chars[good].sum())
         t.supervised_tokens[name] += int(sup_tokens[good].sum())
         t.truncated += int(truncated[good].sum())
-        classes, counts = np.unique(table.cls[chosen.rows.base[good]], return_counts=True)
+        classes, counts = np.unique(chosen.cls[good], return_counts=True)
         for c, k in zip(classes.tolist(), counts.tolist()):
-            rc = table.classes[c]
+            rc = chosen.classes[c]
             t.per_source[rc.source][name] += k
             t.per_label[str(rc.label)][name] += k
             t.per_capability[str(rc.capability)][name] += k

@@ -208,6 +208,21 @@ def hash_prefixes(keys: Iterable[list[str]], prefix: str, n: int) -> np.ndarray:
     return out
 
 
+def sort_ties(order: np.ndarray, same: np.ndarray, full_keys: Callable[[np.ndarray], list[str]]) -> None:
+    """`order` sorted by 64-bit hash prefixes: where entries tie (`same[i]`: entry i + 1 ties
+    entry i), sort each run by the whole key (`full_keys(run)`: one per entry), stably, in place."""
+    tied = np.flatnonzero(same)
+    if not tied.size:
+        return
+    for s in tied[np.r_[True, np.diff(tied) > 1]].tolist():
+        e = s + 1
+        while e < len(order) and same[e - 1]:
+            e += 1
+        run = order[s:e]
+        keys = full_keys(run)
+        order[s:e] = run[sorted(range(len(run)), key=keys.__getitem__)]
+
+
 def ranked(table: KeyTable, rows: Rows, seed: int, purpose: str) -> Rows:
     """The rows sorted by `rank_key(seed, purpose, id)`: a seeded shuffle."""
     if len(rows) == 0:
@@ -215,17 +230,9 @@ def ranked(table: KeyTable, rows: Rows, seed: int, purpose: str) -> Rows:
     prefix = hash_prefixes(iter_ids(table, rows), f"{seed}\x1f{purpose}\x1f", len(rows))
     order = np.argsort(prefix, kind="stable")
     sp = prefix[order]
-    tied = np.flatnonzero(sp[1:] == sp[:-1])
-    if tied.size:  # equal 64-bit prefixes (or equal ids): order these runs by the full key
-        starts = tied[np.r_[True, np.diff(tied) > 1]]
-        for s in starts:
-            e = s + 1
-            while e < len(sp) and sp[e] == sp[s]:
-                e += 1
-            run = order[s:e]
-            ids = next(iter_ids(table, rows[run]))
-            keys = [rank_key(seed, purpose, i) for i in ids]
-            order[s:e] = run[sorted(range(len(run)), key=keys.__getitem__)]
+    # equal 64-bit prefixes (or equal ids): these runs by the full key
+    sort_ties(order, sp[1:] == sp[:-1],
+              lambda run: [rank_key(seed, purpose, i) for i in next(iter_ids(table, rows[run]))])
     return rows[order]
 
 
@@ -347,111 +354,193 @@ def dedup(table: KeyTable, rows: Rows) -> tuple[Rows, Counter[str]]:
     return rows[keep], removed
 
 
-def apply_mix(table: KeyTable, rows: Rows, mix: dict[str, MixBucket], seed: int) -> tuple[Rows, dict]:
-    selectors = {name: (b.where or Where(source=name)) for name, b in mix.items()}
-    stand_ins = [c.stand_in() for c in table.classes]
-    # each class (so each row) belongs to the first bucket whose selector matches it
-    bucket_of = np.array([next((i for i, w in enumerate(selectors.values()) if w.matches(s)), -1)
-                          for s in stand_ins] + [-1], np.int64)
-    row_bucket = bucket_of[table.cls[rows.base]] if len(rows) else np.zeros(0, np.int64)
-    buckets = {name: rows[row_bucket == i] for i, name in enumerate(mix)}
-    others = rows[row_bucket == -1]
-    report: dict[str, Any] = {}
-    capped: dict[str, Rows] = {}
-    for name, b in mix.items():
-        pool = buckets[name]
-        dropped = 0
-        if b.per_group_max is not None:
-            pool, dropped = _cap_groups(table, pool, b.per_group_max, seed)
-        capped[name] = ranked(table, pool, seed, "mix")
-        report[name] = {"available": len(buckets[name]), "over_group_cap": dropped, "how": b.how() or "all"}
-    selected: dict[str, Rows] = {}
+def bucket_codes(table_classes: Sequence[RowClass], mix: dict[str, MixBucket]) -> np.ndarray:
+    """Per class, the index of the mix bucket its rows belong to (the first whose selector
+    matches; -1: none), with a trailing -1 (index it with class codes)."""
+    selectors = [b.where or Where(source=name) for name, b in mix.items()]
+    return np.array([next((i for i, w in enumerate(selectors) if w.matches(c.stand_in())), -1)
+                     for c in table_classes] + [-1], np.int64)
 
-    def resolve(name: str) -> Rows:
+
+def mix_pool(table: KeyTable, rows: Rows, bucket: MixBucket, seed: int) -> tuple[Rows, int]:
+    """A bucket's rows (in id order) → its pool ranked for taking, and how many rows its group
+    cap dropped."""
+    dropped = 0
+    if bucket.per_group_max is not None:
+        rows, dropped = _cap_groups(table, rows, bucket.per_group_max, seed)
+    return ranked(table, rows, seed, "mix"), dropped
+
+
+def taken(n: int, target: float) -> int:
+    """How many rows `take` returns from n rows of weight 1 for `target`."""
+    return 0 if n == 0 or target <= 0 else _unit_count(target)
+
+
+def plan_mix(mix: dict[str, MixBucket], available: dict[str, int], dropped: dict[str, int],
+             pool: dict[str, int]) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
+    """Each bucket's target from the sizes of the buckets' pools (counts only: the same whether
+    the pools are in one process or in tasks): (targets, rows each selects, the report so far)."""
+    report: dict[str, Any] = {name: {"available": available[name], "over_group_cap": dropped[name],
+                                     "how": b.how() or "all"} for name, b in mix.items()}
+    targets: dict[str, float] = {}
+    selected: dict[str, int] = {}
+
+    def resolve(name: str) -> int:
         if name in selected:
             return selected[name]
-        b, pool = mix[name], capped[name]
+        b, n = mix[name], pool[name]
         how = b.how()
         if how == "count":
             target = float(b.count)
         elif how == "rate":
-            target = float(round(b.rate * len(pool)))
+            target = float(round(b.rate * n))
         elif how == "ratio":
-            target = float(round(b.ratio * len(resolve(b.of))))
-            report[name]["of_selected"] = len(selected[b.of])
+            target = float(round(b.ratio * resolve(b.of)))
+            report[name]["of_selected"] = selected[b.of]
         elif how is None:
-            target = float(len(pool))
+            target = float(n)
         else:
             raise AssertionError("proportions are resolved together")
         report[name]["requested"] = getattr(b, how) if how else None
         report[name]["target"] = int(target)
-        selected[name] = take(pool, target, None)
+        targets[name] = target
+        selected[name] = taken(n, target)
         return selected[name]
 
     props = {n: b.proportion for n, b in mix.items() if b.proportion is not None}
     if props:
-        total = math.floor(min(len(capped[n]) / p for n, p in props.items()) + 1e-9)
-        counts = _largest_remainder(props, total, {n: len(capped[n]) for n in props})
+        total = math.floor(min(pool[n] / p for n, p in props.items()) + 1e-9)
+        counts = _largest_remainder(props, total, {n: pool[n] for n in props})
         for n in props:
-            selected[n] = take(capped[n], counts[n], None)
+            targets[n] = float(counts[n])
+            selected[n] = taken(pool[n], counts[n])
             report[n].update(requested=props[n], target=counts[n])
-        pool_total = sum(len(selected[n]) for n in props)
+        pool_total = sum(selected[n] for n in props)
         for n in props:
-            report[n]["realised"] = round(len(selected[n]) / pool_total, 6) if pool_total else 0.0
+            report[n]["realised"] = round(selected[n] / pool_total, 6) if pool_total else 0.0
     for name in mix:
         resolve(name)
+    return targets, selected, report
+
+
+def finish_mix_report(mix: dict[str, MixBucket], report: dict[str, Any], selected: dict[str, int],
+                      copies: dict[str, int], pool: dict[str, int], unmatched: int) -> dict[str, Any]:
+    """`plan_mix`'s report with what the buckets selected."""
     for name, b in mix.items():
         r = report[name]
-        r["selected"] = len(selected[name])
-        r["copies"] = copy_count(table, selected[name])
+        r["selected"] = selected[name]
+        r["copies"] = copies[name]
         if b.rate is not None:
-            r["realised"] = round(len(selected[name]) / len(capped[name]), 6) if len(capped[name]) else 0.0
+            r["realised"] = round(selected[name] / pool[name], 6) if pool[name] else 0.0
         if b.ratio is not None:
-            base = len(selected[b.of])
-            r["realised"] = round(len(selected[name]) / base, 6) if base else 0.0
-    out = Rows.concat([selected[name] for name in mix] + [others])
-    report["_unmatched_kept"] = len(others)
-    return out, report
+            base = selected[b.of]
+            r["realised"] = round(selected[name] / base, 6) if base else 0.0
+    report["_unmatched_kept"] = unmatched
+    return report
+
+
+def apply_mix(table: KeyTable, rows: Rows, mix: dict[str, MixBucket], seed: int) -> tuple[Rows, dict]:
+    bucket_of = bucket_codes(table.classes, mix)
+    row_bucket = bucket_of[table.cls[rows.base]] if len(rows) else np.zeros(0, np.int64)
+    pools: dict[str, Rows] = {}
+    dropped: dict[str, int] = {}
+    available: dict[str, int] = {}
+    for i, (name, b) in enumerate(mix.items()):
+        mine = rows[row_bucket == i]
+        available[name] = len(mine)
+        pools[name], dropped[name] = mix_pool(table, mine, b, seed)
+    others = rows[row_bucket == -1]
+    sizes = {name: len(p) for name, p in pools.items()}
+    targets, counts, report = plan_mix(mix, available, dropped, sizes)
+    selected = {name: take(pools[name], targets[name], None) for name in mix}
+    assert all(len(selected[n]) == counts[n] for n in mix)
+    finish_mix_report(mix, report, counts, {n: copy_count(table, selected[n]) for n in mix}, sizes, len(others))
+    return Rows.concat([selected[name] for name in mix] + [others]), report
+
+
+def capability_codes(table_classes: Sequence[RowClass], spec: CapabilitiesSpec) -> np.ndarray:
+    """Per class, the index of its capability among those the spec rebalances (-1: untagged or
+    not rebalanced), with a trailing -1."""
+    caps = {c: i for i, c in enumerate(spec.requested())}
+    return np.array([caps.get(c.capability, -1) if c.capability is not None else -1 for c in table_classes]
+                    + [-1], np.int64)
+
+
+def capability_targets(spec: CapabilitiesSpec, avail: dict[str, float]) -> dict[str, float]:
+    """Each rebalanced capability's target, in the spec's measure, from what each has."""
+    requested = spec.requested()
+    if spec.rates is not None:
+        return {c: spec.rates[c] * avail[c] for c in requested}
+    usable = {c: avail[c] / p for c, p in requested.items()}
+    pool = min(usable.values()) if usable else 0.0
+    return {c: requested[c] * pool for c in requested}
+
+
+@dataclass
+class CapabilityTally:
+    """One capability's counts, before and after taking: what its report needs."""
+
+    # Python floats summed in selection order, as the report shows them (no rows: the int 0, as
+    # `sum` gives)
+    available_rows: int = 0
+    available: float = 0
+    max_row: float = 0
+    selected_rows: int = 0
+    selected: float = 0
+
+
+def weights_of(rows: Rows, weight: np.ndarray | None) -> list[float]:
+    """Each row's weight (None: each weighs 1)."""
+    return [1.0] * len(rows) if weight is None else weight[rows.base].tolist()
+
+
+def capability_available(rows: Rows, weight: np.ndarray | None) -> CapabilityTally:
+    w = weights_of(rows, weight)
+    return CapabilityTally(len(rows), sum(w), max(w, default=0))
+
+
+def capability_take(table: KeyTable, rows: Rows, target: float, seed: int, weight: np.ndarray | None,
+                    tally: CapabilityTally) -> Rows:
+    """A capability's rows (in selection order) → those taken for its target, in take order;
+    `tally` gets what they weigh."""
+    chosen = take(ranked(table, rows, seed, "capability"), target, weight)
+    tally.selected_rows, tally.selected = len(chosen), sum(weights_of(chosen, weight))
+    return chosen
+
+
+def capability_report(spec: CapabilitiesSpec, targets: dict[str, float], tallies: dict[str, CapabilityTally],
+                      untagged: int) -> dict[str, Any]:
+    requested = spec.requested()
+    total = sum(tallies[c].selected for c in requested)
+    report: dict[str, Any] = {"measure": spec.measure, "mode": "rates" if spec.rates is not None else "proportions",
+                              "per_capability": {}}
+    for c in requested:
+        t = tallies[c]
+        realised = (t.selected / t.available if t.available else 0.0) if spec.rates is not None else \
+            (t.selected / total if total else 0.0)
+        report["per_capability"][c] = {
+            "requested": requested[c], "realised": round(realised, 6),
+            "available_rows": t.available_rows, "available": t.available,
+            "selected_rows": t.selected_rows, "selected": t.selected,
+            "target": round(targets[c], 3),
+            "max_row": t.max_row,
+        }
+    report["untagged_kept"] = untagged
+    return report
 
 
 def capability_ratios(table: KeyTable, rows: Rows, spec: CapabilitiesSpec, seed: int,
                       weight: np.ndarray | None) -> tuple[Rows, dict]:
     """Rebalance tagged rows by capability; `weight` per KeyTable row (None: each row weighs 1)."""
     requested = spec.requested()
-    caps = {c: i for i, c in enumerate(requested)}
-    cap_of = np.array([caps.get(c.capability, -1) if c.capability is not None else -1 for c in table.classes]
-                      + [-1], np.int64)
+    cap_of = capability_codes(table.classes, spec)
     row_cap = cap_of[table.cls[rows.base]] if len(rows) else np.zeros(0, np.int64)
-    by_cap = {c: rows[row_cap == i] for c, i in caps.items()}
+    by_cap = {c: rows[row_cap == i] for i, c in enumerate(requested)}
     rest = rows[row_cap == -1]
-
-    def weights(rs: Rows) -> list[float]:
-        return [1.0] * len(rs) if weight is None else weight[rs.base].tolist()
-
-    # Python floats summed left to right, as a loop over the rows would (the report shows them)
-    avail = {c: sum(weights(rs)) for c, rs in by_cap.items()}
-    if spec.rates is not None:
-        targets = {c: spec.rates[c] * avail[c] for c in requested}
-    else:
-        usable = {c: avail[c] / p for c, p in requested.items()}
-        pool = min(usable.values()) if usable else 0.0
-        targets = {c: requested[c] * pool for c in requested}
-    chosen = {c: take(ranked(table, by_cap[c], seed, "capability"), targets[c], weight) for c in requested}
-    got = {c: sum(weights(chosen[c])) for c in requested}
-    total = sum(got.values())
-    report: dict[str, Any] = {"measure": spec.measure, "mode": "rates" if spec.rates is not None else "proportions",
-                              "per_capability": {}}
-    for c in requested:
-        realised = (got[c] / avail[c] if avail[c] else 0.0) if spec.rates is not None else \
-            (got[c] / total if total else 0.0)
-        report["per_capability"][c] = {
-            "requested": requested[c], "realised": round(realised, 6),
-            "available_rows": len(by_cap[c]), "available": avail[c],
-            "selected_rows": len(chosen[c]), "selected": got[c],
-            "target": round(targets[c], 3),
-            "max_row": max(weights(by_cap[c]), default=0),
-        }
-    report["untagged_kept"] = len(rest)
+    tallies = {c: capability_available(by_cap[c], weight) for c in requested}
+    targets = capability_targets(spec, {c: t.available for c, t in tallies.items()})
+    chosen = {c: capability_take(table, by_cap[c], targets[c], seed, weight, tallies[c]) for c in requested}
+    report = capability_report(spec, targets, tallies, len(rest))
     return Rows.concat([chosen[c] for c in requested] + [rest]), report
 
 

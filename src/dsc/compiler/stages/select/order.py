@@ -8,7 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from dsc.compiler.stages.select.mix import KeyTable, Rows, hash_prefixes, iter_ids, row_groups
+from dsc.compiler.stages.select.mix import (
+    KeyTable,
+    Rows,
+    hash_prefixes,
+    iter_ids,
+    row_groups,
+    sort_ties,
+)
 from dsc.record import Conversation
 from dsc.spec.model import Spec
 
@@ -40,26 +47,31 @@ def order_key(spec: Spec, conv_id: str) -> str:
     return hashlib.sha256(f"{spec.seed}\x1forder\x1f{conv_id}".encode("utf-8")).hexdigest()
 
 
-def final_order(spec: Spec, table: KeyTable, sel: Rows) -> tuple[np.ndarray, np.ndarray]:
-    """(split code per selected row, the selected rows' positions in output order: split by
-    split, each by `order_key`; equal keys keep selection order)."""
-    n = len(sel)
+def split_codes(spec: Spec, table: KeyTable, sel: Rows) -> np.ndarray:
+    """Each selected row's split code: a seeded hash of its group (a copy has its original's),
+    or of its id."""
     split_keys = row_groups(table, sel) if spec.split.by == "group" else iter_ids(table, sel)
-    u = hash_prefixes(split_keys, f"{spec.seed}\x1fsplit\x1f", n).astype(np.float64) / 2.0**64
-    split = split_code(spec, u)
-    prefix = hash_prefixes(iter_ids(table, sel), f"{spec.seed}\x1forder\x1f", n)
+    u = hash_prefixes(split_keys, f"{spec.seed}\x1fsplit\x1f", len(sel)).astype(np.float64) / 2.0**64
+    return split_code(spec, u)
+
+
+def order_prefixes(spec: Spec, table: KeyTable, sel: Rows) -> np.ndarray:
+    """The first 64 bits of each selected row's `order_key`."""
+    return hash_prefixes(iter_ids(table, sel), f"{spec.seed}\x1forder\x1f", len(sel))
+
+
+def sorted_order(spec: Spec, table: KeyTable, sel: Rows, split: np.ndarray, prefix: np.ndarray) -> np.ndarray:
+    """The selected rows in output order: split by split, each by `order_key`; equal keys keep
+    the order of `sel`."""
     order = np.lexsort((prefix, split))  # stable; split codes are in SPLITS order
     sp, sr = prefix[order], split[order]
-    tied = np.flatnonzero((sp[1:] == sp[:-1]) & (sr[1:] == sr[:-1]))
-    if tied.size:  # equal 64-bit prefixes: order these runs by the whole key (stable)
-        i = 0
-        while i < len(tied):
-            s = e = tied[i]
-            while i < len(tied) and tied[i] == e:
-                e += 1
-                i += 1
-            run = order[s:e + 1]
-            ids = next(iter_ids(table, sel[run]))
-            keys = [order_key(spec, x) for x in ids]
-            order[s:e + 1] = run[sorted(range(len(run)), key=keys.__getitem__)]
-    return split, order
+    # equal 64-bit prefixes: these runs by the whole key (stable)
+    sort_ties(order, (sp[1:] == sp[:-1]) & (sr[1:] == sr[:-1]),
+              lambda run: [order_key(spec, x) for x in next(iter_ids(table, sel[run]))])
+    return order
+
+
+def final_order(spec: Spec, table: KeyTable, sel: Rows) -> tuple[np.ndarray, np.ndarray]:
+    """(split code per selected row, the selected rows' positions in output order)."""
+    split = split_codes(spec, table, sel)
+    return split, sorted_order(spec, table, sel, split, order_prefixes(spec, table, sel))

@@ -1,0 +1,507 @@
+"""Stage 2 as tasks: dedup, mix, capability ratios, split and output order over partitions of
+the selection keys, with the same rows in the same order as `mix.select` + `order.final_order`
+over the keys of all sources in one process (`engine.selected.select_rows`, the definition).
+
+Every step runs one definition (`stages.select.mix` / `order`) over a partition that holds
+every row the step compares with each other, in the order the one-process selection would hand
+them over, so each partition's result is that selection's result restricted to it:
+
+1. **scatter** (a task per source): its segment's keys → the first step's partitions.
+2. **dedup** (`dedup: true`; a task per partition of the dedup hash): rows sorted by (id,
+   source, row), the first of each dedup key kept (the smallest id).
+3. **mix** (a task per bucket, two rounds): the bucket's rows, capped per group and ranked;
+   the driver resolves every bucket's target from the pools' sizes (`mix.plan_mix`, counts
+   only); then each bucket takes its rows (copies past its pool). Rows in no bucket pass on.
+4. **capability ratios** (a task per rebalanced capability, two rounds): what each has (in the
+   spec's measure), the driver's targets (`mix.capability_targets`), then each takes its rows.
+   Untagged rows pass on.
+5. **order** (a task per (split, range of the order hash)): each row's split and order hash
+   are computed as it is routed; a range task sorts its rows (ties: selection order). Ranges
+   are concatenated split by split: the output order.
+
+A row carries its place in the one-process selection order as sort keys: (id, source, row) after
+dedup, the bucket and place in its take before that, the capability and place before that.
+A partition sorts by them before it compares anything, so what it computes (ranks, ties,
+weight sums in Python floats) is what the one-process selection computes.
+
+Rows move between tasks through Arrow IPC files in a scratch directory of the build cache
+(visible to every worker): a task writes one file with a record batch per destination
+partition and returns which; the driver hands each task the batches of its partition and keeps
+counts only, plus, at the end, the selected rows' compact arrays (`SelectedRows`). Files have
+deterministic names and are renamed into place: a task run twice writes the same bytes.
+A bucket or a capability is one task (its memory grows with it); dedup and order partitions grow
+in number with the corpus.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dsc.compiler.engine import resources
+from dsc.compiler.engine.executors.base import Executor, worker_context
+from dsc.compiler.engine.normalise import NormalisedSources
+from dsc.compiler.engine.progress import Progress
+from dsc.compiler.engine.rowfiles import IPC_OPTIONS, SegmentInfo
+from dsc.compiler.engine.selected import SelectedRows, selection_weight
+from dsc.compiler.stages.select import mix
+from dsc.compiler.stages.select.mix import CapabilityTally, KeyTable, RowClass, Rows
+from dsc.compiler.stages.select.order import (
+    SPLITS,
+    order_prefixes,
+    sorted_order,
+    split_codes,
+)
+from dsc.spec.model import Spec
+
+SELECT_TASK_ROWS = 1 << 16  # rows per dedup partition and per order range, about
+
+DEDUP, MIX, CAPS, ORDER = range(4)  # the steps, in the order rows go through them
+STEP_NAMES = ("dedup", "mix", "capabilities", "order")
+
+EXCHANGE_SCHEMA = pa.schema([
+    ("src", pa.int32()),  # source index
+    ("seg", pa.int64()),  # row in the source's segment
+    ("id", pa.string()),
+    ("group", pa.string()),  # null where the group is the id
+    ("cls", pa.int32()),  # class code over all sources
+    ("dedup", pa.uint64()),
+    ("chars", pa.int64()),
+    ("tokens", pa.float64()),
+    ("suffix", pa.string()),  # copy suffix
+    ("b_idx", pa.int32()),  # mix bucket (number of buckets: in none)
+    ("b_pos", pa.int64()),  # place in the bucket's take
+    ("c_idx", pa.int32()),  # rebalanced capability (number of them: untagged)
+    ("c_pos", pa.int64()),  # place in the capability's take
+    ("split", pa.int8()),  # set as a row is routed to its order range
+    ("oprefix", pa.uint64()),  # first 64 bits of its order key, likewise
+])
+# Selection order after each step: what the one-process selection's row list is sorted by
+ORDER_AFTER_DEDUP = ["id", "src", "seg"]
+ORDER_AFTER_MIX = ["b_idx", "b_pos", *ORDER_AFTER_DEDUP]
+ORDER_AFTER_CAPS = ["c_idx", "c_pos", *ORDER_AFTER_MIX]
+FINAL_COLUMNS = ["src", "seg", "suffix", "cls", "split"]
+
+Dest = tuple[int, int]  # (step, partition)
+Batch = tuple[str, int]  # (file name in the exchange directory, record batch)
+
+
+@dataclass(frozen=True)
+class SelectPlan:
+    """What every selection task knows: the steps this spec runs, the partitions, the classes
+    of all sources and which bucket and capability each class belongs to."""
+
+    dir: str  # the exchange directory
+    steps: tuple[int, ...]  # in order; ORDER always last
+    dedup_parts: int
+    order_bits: int  # log2 of the order ranges per split
+    classes: list[RowClass]
+    bucket_of: np.ndarray  # per class code (and a trailing -1): bucket index, -1 none
+    cap_of: np.ndarray  # per class code (and a trailing -1): capability index, -1 none
+    buckets: int
+    caps: int
+
+    def after(self, step: int) -> int:
+        return next(s for s in self.steps if s > step)
+
+
+def _partitions(rows: int, workers: int) -> int:
+    """Partitions for `rows`: enough for every worker, none much above SELECT_TASK_ROWS rows.
+    Bytes never depend on it: a partition holds every row its step compares."""
+    return max(1, min(1024, max(2 * workers, math.ceil(rows / SELECT_TASK_ROWS)))) if rows else 1
+
+
+def make_plan(spec: Spec, read: NormalisedSources, directory: Path, workers: int
+              ) -> tuple[SelectPlan, list[np.ndarray]]:
+    """(the plan, per source: its class codes → codes over all sources). Classes are merged in
+    source order, as `KeyTable.concat` merges them."""
+    codes: dict[RowClass, int] = {}
+    remaps = [np.array([codes.setdefault(c, len(codes)) for c in seg.classes] or [0], np.int32)
+              for seg in read.segments]
+    classes = list(codes)
+    caps = spec.capabilities
+    rebalance = caps is not None and (caps.rates is not None or caps.proportions is not None)
+    steps = tuple(s for s, on in ((DEDUP, spec.dedup), (MIX, bool(spec.mix)), (CAPS, rebalance), (ORDER, True)) if on)
+    n = sum(seg.live for seg in read.segments)
+    parts = _partitions(n, workers)
+    plan = SelectPlan(
+        str(directory), steps, parts, max(0, math.ceil(math.log2(parts))), classes,
+        mix.bucket_codes(classes, spec.mix) if spec.mix else np.full(len(classes) + 1, -1, np.int64),
+        mix.capability_codes(classes, caps) if rebalance else np.full(len(classes) + 1, -1, np.int64),  # type: ignore[arg-type]
+        len(spec.mix or {}), len(caps.requested()) if rebalance else 0)  # type: ignore[union-attr]
+    return plan, remaps
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows between tasks
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sent:
+    """What a task sent on: its batches per destination, and the rows that passed a step by."""
+
+    batches: list[tuple[Dest, str, int, int]] = field(default_factory=list)  # (dest, file, batch, rows)
+    passed: Counter[int] = field(default_factory=Counter)  # step → rows in none of its partitions
+
+
+@dataclass
+class Done:
+    """A selection task's result: what it sent on and its counts."""
+
+    sent: Sent
+    counts: dict[str, Any] = field(default_factory=dict)
+    removed: Counter[str] = field(default_factory=Counter)  # dedup: rows removed, per source
+
+
+def _keys(t: pa.Table, classes: list[RowClass]) -> tuple[KeyTable, Rows]:
+    """The rows of an exchange table as a KeyTable and Rows over it (copy suffixes included)."""
+    def arr(name: str) -> pa.Array:
+        return t.column(name).combine_chunks()
+
+    table = KeyTable(ids=arr("id"), groups=arr("group"), cls=t.column("cls").to_numpy().astype(np.int32),
+                     classes=classes, dedup=t.column("dedup").to_numpy().astype(np.uint64),
+                     chars=t.column("chars").to_numpy().astype(np.int64),
+                     tokens=t.column("tokens").to_numpy().astype(np.float64))
+    rows = Rows.of(np.arange(t.num_rows, dtype=np.int64))
+    has = np.flatnonzero(pc.binary_length(arr("suffix")).to_numpy(zero_copy_only=False) > 0)
+    if has.size:
+        rows.suffix[has] = t.column("suffix").take(pa.array(has)).to_pylist()
+    return table, rows
+
+
+def _with(t: pa.Table, **columns: Any) -> pa.Table:
+    for name, values in columns.items():
+        i = t.schema.get_field_index(name)
+        t = t.set_column(i, EXCHANGE_SCHEMA.field(name), pa.array(values, EXCHANGE_SCHEMA.field(name).type))
+    return t
+
+
+def _sorted(t: pa.Table, keys: list[str]) -> pa.Table:
+    return t.take(pc.sort_indices(t, sort_keys=[(k, "ascending") for k in keys])) if t.num_rows else t
+
+
+def _route(t: pa.Table, step: int, plan: SelectPlan, spec: Spec) -> tuple[dict[Dest, pa.Table], Counter[int]]:
+    """The rows that go to `step` next, by partition; rows in none of its partitions pass on to
+    the step after it (counted)."""
+    out: dict[Dest, pa.Table] = {}
+    passed: Counter[int] = Counter()
+    while t.num_rows:
+        cls = t.column("cls").to_numpy()
+        if step == DEDUP:
+            part = (t.column("dedup").to_numpy() % np.uint64(plan.dedup_parts)).astype(np.int64)
+        elif step in (MIX, CAPS):
+            part = (plan.bucket_of if step == MIX else plan.cap_of)[cls]
+            kept = part >= 0
+            if not kept.all():
+                rest = t.filter(pa.array(~kept))
+                passed[step] += rest.num_rows
+                if step == MIX:
+                    rest = _with(rest, b_idx=np.full(rest.num_rows, plan.buckets, np.int32))
+                else:
+                    rest = _with(rest, c_idx=np.full(rest.num_rows, plan.caps, np.int32))
+                t, part = t.filter(pa.array(kept)), part[kept]
+                _split_by(out, t, step, part)
+                t, step = rest, plan.after(step)
+                continue
+        else:
+            table, rows = _keys(t, plan.classes)
+            split = split_codes(spec, table, rows)
+            prefix = order_prefixes(spec, table, rows)
+            t = _with(t, split=split, oprefix=prefix)
+            ranges = (prefix >> np.uint64(64 - plan.order_bits)).astype(np.int64) if plan.order_bits else 0
+            part = split.astype(np.int64) * (1 << plan.order_bits) + ranges
+        _split_by(out, t, step, part)
+        break
+    return out, passed
+
+
+def _split_by(out: dict[Dest, pa.Table], t: pa.Table, step: int, part: np.ndarray) -> None:
+    if not t.num_rows:
+        return
+    order = np.argsort(part, kind="stable")
+    sorted_parts = part[order]
+    t = t.take(pa.array(order))
+    cuts = np.flatnonzero(np.diff(sorted_parts)) + 1
+    for a, z in zip([0, *cuts.tolist()], [*cuts.tolist(), len(order)]):
+        dest = (step, int(sorted_parts[a]))
+        out[dest] = pa.concat_tables([out[dest], t.slice(a, z - a)]) if dest in out else t.slice(a, z - a)
+
+
+def _send(plan: SelectPlan, name: str, out: dict[Dest, pa.Table], passed: Counter[int]) -> Sent:
+    """The routed rows into one file, `<name>.arrow`, a record batch per destination (in
+    destination order), placed by rename."""
+    sent = Sent(passed=passed)
+    if not out:
+        return sent
+    path = Path(plan.dir) / f"{name}.arrow"
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with pa.OSFile(str(temp), "wb") as f, pa.ipc.new_file(f, EXCHANGE_SCHEMA, options=IPC_OPTIONS) as w:
+        for i, dest in enumerate(sorted(out)):
+            w.write_table(out[dest].combine_chunks(), max_chunksize=max(1, out[dest].num_rows))
+            sent.batches.append((dest, path.name, i, out[dest].num_rows))
+    os.replace(temp, path)
+    return sent
+
+
+def _received(plan: SelectPlan, batches: list[Batch]) -> pa.Table:
+    """A partition's rows from the batches sent to it (in file-name order)."""
+    parts = []
+    for name, i in sorted(batches):
+        with pa.OSFile(str(Path(plan.dir) / name)) as f:
+            parts.append(pa.Table.from_batches([pa.ipc.open_file(f).get_batch(i)]))
+    return pa.concat_tables(parts) if parts else EXCHANGE_SCHEMA.empty_table()
+
+
+def _write_table(path: Path, t: pa.Table) -> None:
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with pa.OSFile(str(temp), "wb") as f, pa.ipc.new_file(f, t.schema, options=IPC_OPTIONS) as w:
+        w.write_table(t)
+    os.replace(temp, path)
+
+
+def _read_table(path: Path) -> pa.Table:
+    with pa.OSFile(str(path)) as f:
+        return pa.ipc.open_file(f).read_all()
+
+
+# ---------------------------------------------------------------------------------------------
+# The tasks
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScatterTask:
+    plan: SelectPlan
+    src: int
+    segment: SegmentInfo
+    remap: np.ndarray  # the segment's class codes → codes over all sources
+
+
+def scatter_keys(task: ScatterTask) -> Done:
+    """A source's selection keys → the first step's partitions."""
+    keys, seg_rows = task.segment.keys()
+    n = len(keys)
+    t = pa.Table.from_arrays([
+        pa.array(np.full(n, task.src, np.int32)), pa.array(seg_rows, pa.int64()), keys.ids, keys.groups,
+        pa.array(task.remap[keys.cls] if n else np.zeros(0, np.int32), pa.int32()), pa.array(keys.dedup, pa.uint64()),
+        pa.array(keys.chars, pa.int64()), pa.array(keys.tokens, pa.float64()), pa.array([""] * n, pa.string()),
+        *(pa.array(np.zeros(n, f.type.to_pandas_dtype()), f.type) for f in list(EXCHANGE_SCHEMA)[9:])],
+        schema=EXCHANGE_SCHEMA)
+    out, passed = _route(t, task.plan.steps[0], task.plan, worker_context().spec)
+    return Done(_send(task.plan, f"scatter-{task.src:05d}", out, passed))
+
+
+@dataclass(frozen=True)
+class PartTask:
+    """A partition of one step; `target` and `tally` (second rounds of mix and capabilities)
+    come from the driver."""
+
+    plan: SelectPlan
+    step: int
+    part: int
+    batches: list[Batch]
+    target: float = 0.0
+    tally: CapabilityTally | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{STEP_NAMES[self.step]}-{self.part:05d}"
+
+    def pool(self) -> Path:
+        return Path(self.plan.dir) / f"pool-{self.name}.arrow"
+
+
+def dedup_part(task: PartTask) -> Done:
+    """Rows sorted as the one-process selection sorts them (by id); the first of each dedup key."""
+    plan = task.plan
+    t = _sorted(_received(plan, task.batches), ORDER_AFTER_DEDUP)
+    _, first = np.unique(t.column("dedup").to_numpy(), return_index=True)
+    keep = np.zeros(t.num_rows, bool)
+    keep[first] = True
+    removed = Counter(plan.classes[c].source for c in t.column("cls").to_numpy()[~keep].tolist())
+    out, passed = _route(t.filter(pa.array(keep)), plan.after(DEDUP), plan, worker_context().spec)
+    return Done(_send(plan, task.name, out, passed), removed=removed)
+
+
+def mix_pool_part(task: PartTask) -> Done:
+    """A bucket's rows (in id order), capped per group and ranked into its pool (kept for the
+    second round); their counts."""
+    spec: Spec = worker_context().spec
+    t = _sorted(_received(task.plan, task.batches), ORDER_AFTER_DEDUP)
+    bucket = list(spec.mix.values())[task.part]  # type: ignore[union-attr]
+    table, rows = _keys(t, task.plan.classes)
+    pool, dropped = mix.mix_pool(table, rows, bucket, spec.seed)
+    _write_table(task.pool(), t.take(pa.array(pool.base)))
+    return Done(Sent(), {"available": t.num_rows, "dropped": dropped, "pool": len(pool)})
+
+
+def mix_take_part(task: PartTask) -> Done:
+    """A bucket's take from its pool for the driver's target (copies past its end)."""
+    plan = task.plan
+    t = _read_table(task.pool())
+    table, rows = _keys(t, plan.classes)
+    chosen = mix.take(rows, task.target, None)
+    out_t = _with(t.take(pa.array(chosen.base)), suffix=chosen.suffix.tolist(),
+                  b_idx=np.full(len(chosen), task.part, np.int32), b_pos=np.arange(len(chosen), dtype=np.int64))
+    out, passed = _route(out_t, plan.after(MIX), plan, worker_context().spec)
+    return Done(_send(plan, f"{task.name}-take", out, passed),
+                {"selected": len(chosen), "copies": mix.copy_count(table, chosen)})
+
+
+def caps_pool_part(task: PartTask) -> Done:
+    """A capability's rows in selection order (kept for the second round) and what they weigh."""
+    spec: Spec = worker_context().spec
+    t = _sorted(_received(task.plan, task.batches), ORDER_AFTER_MIX)
+    _write_table(task.pool(), t)
+    table, rows = _keys(t, task.plan.classes)
+    return Done(Sent(), {"tally": mix.capability_available(rows, selection_weight(spec, table))})
+
+
+def caps_take_part(task: PartTask) -> Done:
+    """A capability's take for the driver's target."""
+    spec: Spec = worker_context().spec
+    plan = task.plan
+    t = _read_table(task.pool())
+    table, rows = _keys(t, plan.classes)
+    tally = task.tally or CapabilityTally()
+    chosen = mix.capability_take(table, rows, task.target, spec.seed, selection_weight(spec, table), tally)
+    out_t = _with(t.take(pa.array(chosen.base)), suffix=chosen.suffix.tolist(),
+                  c_idx=np.full(len(chosen), task.part, np.int32), c_pos=np.arange(len(chosen), dtype=np.int64))
+    out, passed = _route(out_t, ORDER, plan, spec)
+    return Done(_send(plan, f"{task.name}-take", out, passed), {"tally": tally})
+
+
+def order_part(task: PartTask) -> Done:
+    """A range of one split's order hashes, sorted (ties: selection order), written as the
+    final rows of that range."""
+    spec: Spec = worker_context().spec
+    t = _sorted(_received(task.plan, task.batches), ORDER_AFTER_CAPS)
+    table, rows = _keys(t, task.plan.classes)
+    order = sorted_order(spec, table, rows, t.column("split").to_numpy(), t.column("oprefix").to_numpy())
+    _write_table(Path(task.plan.dir) / f"final-{task.part:06d}.arrow", t.take(pa.array(order)).select(FINAL_COLUMNS))
+    return Done(Sent(), {"rows": t.num_rows})
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver
+# ---------------------------------------------------------------------------------------------
+
+
+class _Inbox:
+    """Per destination, the batches sent to it so far (counts, file names)."""
+
+    def __init__(self) -> None:
+        self.batches: dict[Dest, list[Batch]] = {}
+        self.passed: Counter[int] = Counter()
+
+    def add(self, done: Done) -> None:
+        for dest, name, i, _ in done.sent.batches:
+            self.batches.setdefault(dest, []).append((name, i))
+        self.passed.update(done.sent.passed)
+
+    def parts(self, step: int) -> list[int]:
+        return sorted(p for s, p in self.batches if s == step)
+
+
+def select_partitioned(spec: Spec, read: NormalisedSources, scratch: Path, ex: Executor,
+                       progress: Progress) -> SelectedRows:
+    """Stage 2 as tasks on `ex` (a progress stage, "select", counted in tasks); the rows in
+    output order. `scratch`: where the exchange directory goes (every worker must see it)."""
+    directory = Path(tempfile.mkdtemp(prefix="select-", dir=scratch))
+    try:
+        plan, remaps = make_plan(spec, read, directory, ex.workers)
+        inbox = _Inbox()
+        report: dict[str, Any] = {}
+        progress.start("select")
+
+        def run(fn: Any, tasks: Iterable[Any]) -> list[Done]:
+            done = []
+            for d in ex.map(fn, list(tasks)):
+                inbox.add(d)
+                done.append(d)
+                progress.advance()
+            return done
+
+        run(scatter_keys, [ScatterTask(plan, s, seg, remaps[s]) for s, seg in enumerate(read.segments)])
+        if DEDUP in plan.steps:
+            removed: Counter[str] = Counter()
+            for d in run(dedup_part, [PartTask(plan, DEDUP, p, inbox.batches[(DEDUP, p)]) for p in inbox.parts(DEDUP)]):
+                removed.update(d.removed)
+            report["dedup_removed"] = dict(sorted(removed.items()))
+        if MIX in plan.steps:
+            report["mix"] = _mix(spec, plan, inbox, run)
+        if CAPS in plan.steps:
+            report["capabilities"] = _capabilities(spec, plan, inbox, run)
+        parts = inbox.parts(ORDER)
+        run(order_part, [PartTask(plan, ORDER, p, inbox.batches[(ORDER, p)]) for p in parts])
+        progress.done()
+        chosen = _final_rows(plan, parts, read.segments, report)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    resources.release_memory()
+    return chosen
+
+
+def _mix(spec: Spec, plan: SelectPlan, inbox: _Inbox, run: Any) -> dict[str, Any]:
+    buckets = spec.mix or {}
+    names = list(buckets)
+    tasks = {p: PartTask(plan, MIX, p, inbox.batches[(MIX, p)]) for p in inbox.parts(MIX)}
+    counts = {names[t.part]: d.counts for t, d in zip(tasks.values(), run(mix_pool_part, tasks.values()))}
+    empty = {"available": 0, "dropped": 0, "pool": 0}
+    pool = {n: counts.get(n, empty)["pool"] for n in names}
+    targets, selected, report = mix.plan_mix(buckets, {n: counts.get(n, empty)["available"] for n in names},
+                                             {n: counts.get(n, empty)["dropped"] for n in names}, pool)
+    takes = [PartTask(plan, MIX, p, [], target=targets[names[p]]) for p in tasks]
+    copies = {n: 0 for n in names}
+    for t, d in zip(takes, run(mix_take_part, takes)):
+        assert d.counts["selected"] == selected[names[t.part]]
+        copies[names[t.part]] = d.counts["copies"]
+    return mix.finish_mix_report(buckets, report, selected, copies, pool, inbox.passed[MIX])
+
+
+def _capabilities(spec: Spec, plan: SelectPlan, inbox: _Inbox, run: Any) -> dict[str, Any]:
+    caps = spec.capabilities
+    assert caps is not None
+    names = list(caps.requested())
+    tasks = [PartTask(plan, CAPS, p, inbox.batches[(CAPS, p)]) for p in inbox.parts(CAPS)]
+    tallies = {n: CapabilityTally() for n in names}
+    for t, d in zip(tasks, run(caps_pool_part, tasks)):
+        tallies[names[t.part]] = d.counts["tally"]
+    targets = mix.capability_targets(caps, {n: t.available for n, t in tallies.items()})
+    takes = [PartTask(plan, CAPS, t.part, [], target=targets[names[t.part]], tally=tallies[names[t.part]])
+             for t in tasks]
+    for t, d in zip(takes, run(caps_take_part, takes)):
+        tallies[names[t.part]] = d.counts["tally"]
+    return mix.capability_report(caps, targets, tallies, inbox.passed[CAPS])
+
+
+def _final_rows(plan: SelectPlan, parts: list[int], segments: list[SegmentInfo],
+                report: dict[str, Any]) -> SelectedRows:
+    """The order ranges' rows, range after range (split by split): compact arrays in output order."""
+    tables = [_read_table(Path(plan.dir) / f"final-{p:06d}.arrow") for p in parts]
+    t = pa.concat_tables(tables) if tables else EXCHANGE_SCHEMA.empty_table().select(FINAL_COLUMNS)
+    n = t.num_rows
+    suffix = np.empty(n, object)
+    suffix[:] = ""
+    has = np.flatnonzero(pc.binary_length(t.column("suffix")).to_numpy(zero_copy_only=False) > 0) if n else []
+    if len(has):
+        suffix[has] = t.column("suffix").take(pa.array(has)).to_pylist()
+
+    def col(name: str, dtype: Any) -> np.ndarray:
+        return t.column(name).to_numpy().astype(dtype) if n else np.zeros(0, dtype)
+
+    assert len(SPLITS) == 3
+    return SelectedRows(segments, plan.classes, report, col("src", np.int32), col("seg", np.int64), suffix,
+                        col("cls", np.int32), col("split", np.int8), np.arange(n, dtype=np.int64))

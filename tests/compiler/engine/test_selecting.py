@@ -1,0 +1,160 @@
+"""Selection as tasks over partitions (`engine.selecting`) against the definition, the keys of
+all sources in one process (`engine.selected.select_rows`): the same rows, copies, splits and
+output order, and the same report, for every step and however many partitions; a task run twice
+changes nothing; the exchange directory goes."""
+import json
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dsc.compiler.engine import selecting
+from dsc.compiler.engine.executors.local import LocalExecutor
+from dsc.compiler.engine.progress import Progress
+from dsc.compiler.engine.selected import select_rows
+from dsc.compiler.engine.selecting import select_partitioned
+from dsc.compiler.stages.select.mix import KeyTable, RowClass
+from dsc.spec.model import SplitSpec
+from dsc.spec.sections import CapabilitiesSpec, MixBucket
+
+SOURCES = ("s0", "s1", "s2")
+
+
+@dataclass
+class KeysOnly:
+    """A normalised segment as selection sees it: its classes and keys."""
+
+    classes: list[RowClass]
+    table: KeyTable
+    rows: np.ndarray
+
+    @property
+    def live(self) -> int:
+        return len(self.table)
+
+    def keys(self):
+        return self.table, self.rows
+
+
+def segment(source: str, rows: list[tuple]) -> KeysOnly:
+    """rows: (id, group or None, task, capability, dedup, chars, tokens)."""
+    codes: dict[RowClass, int] = {}
+    cls = [codes.setdefault(RowClass(source, task, None, cap, None, None, None, False), len(codes))
+           for _, _, task, cap, *_ in rows]
+    table = KeyTable(ids=pa.array([r[0] for r in rows], pa.string()), groups=pa.array([r[1] for r in rows], pa.string()),
+                     cls=np.array(cls, np.int32), classes=list(codes), dedup=np.array([r[4] for r in rows], np.uint64),
+                     chars=np.array([r[5] for r in rows], np.int64), tokens=np.array([r[6] for r in rows], np.float64))
+    return KeysOnly(list(codes), table, np.arange(len(rows), dtype=np.int64) * 3 + 1)
+
+
+def row_strategy():
+    return st.tuples(st.integers(0, 60).map(lambda i: f"r{i:02d}"), st.sampled_from([None, "g0", "g1", "g2", "g3"]),
+                     st.sampled_from(["a", "b", None]), st.sampled_from(["reasoning", "retrieval", None]),
+                     st.integers(0, 25), st.integers(0, 500), st.sampled_from([float("nan"), 3.0, 17.0, 0.1, 0.7, 1.3]))  # float sums depend on order
+
+
+def source_rows():
+    # ids unique within a source (the read stage removes in-source id duplicates); shared across sources
+    return st.lists(row_strategy(), max_size=40, unique_by=lambda r: r[0])
+
+
+def spec_of(seed, dedup, mix, caps, split):
+    return SimpleNamespace(seed=seed, dedup=dedup, mix={k: MixBucket.model_validate(v) for k, v in mix.items()} or None,
+                           capabilities=CapabilitiesSpec.model_validate(
+                               {"rules": [{"capability": "reasoning"}, {"capability": "retrieval"}], **caps})
+                           if caps is not None else None,
+                           split=SplitSpec.model_validate(split))
+
+
+MIXES = [
+    {},
+    {"s0": {"count": 7}, "s1": {"ratio": 1.5, "of": "s0", "per_group_max": 2}},
+    {"ta": {"where": {"task": "a"}, "rate": 1.7}, "s1": {"count": 50}},  # copies
+    {"s0": {"proportion": 0.6}, "s1": {"proportion": 0.4, "per_group_max": 1}},
+    {"s2": {"per_group_max": 1}},
+]
+CAPS = [None, {"rates": {"reasoning": 1.5, "retrieval": 0.5}},
+        {"proportions": {"reasoning": 0.3, "retrieval": 0.7}, "measure": "chars"},
+        {"rates": {"reasoning": 2.2, "retrieval": 0.6}, "measure": "tokens"}]
+SPLITS = [{"validation": 0.2, "test": 0.1}, {"validation": 0.3, "by": "id"}, {}]
+
+
+def run_both(tmp_path, spec, sources, workers=1, executor=LocalExecutor):
+    read = SimpleNamespace(names=list(SOURCES[:len(sources)]),
+                           segments=[segment(SOURCES[i], rows) for i, rows in enumerate(sources)])
+    expected = select_rows(spec, read)
+    with executor(SimpleNamespace(spec=spec), workers) as ex:
+        got = select_partitioned(spec, read, tmp_path, ex, Progress())
+    return expected, got
+
+
+def assert_same(expected, got):
+    o = expected.order
+    assert got.src.tolist() == expected.src[o].tolist()
+    assert got.seg.tolist() == expected.seg[o].tolist()
+    assert got.suffix.tolist() == expected.suffix[o].tolist()
+    assert got.split.tolist() == expected.split[o].tolist()
+    assert [got.classes[c] for c in got.cls] == [expected.classes[c] for c in expected.cls[o]]
+    assert json.dumps(got.report) == json.dumps(expected.report)  # the same values, floats and key order
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sources=st.lists(source_rows(), min_size=1, max_size=3), seed=st.integers(0, 3), dedup=st.booleans(),
+       mix=st.sampled_from(MIXES), caps=st.sampled_from(CAPS), split=st.sampled_from(SPLITS),
+       task_rows=st.sampled_from([1, 3, 1 << 16]))
+def test_partitioned_selection_is_the_one_process_selection(tmp_path, monkeypatch, sources, seed, dedup, mix, caps,
+                                                            split, task_rows):
+    if mix and any(k.startswith("s") and int(k[1]) >= len(sources) for k in mix):
+        mix = {}  # a bucket named after a source needs that source
+    monkeypatch.setattr(selecting, "SELECT_TASK_ROWS", task_rows)  # 1: a partition per row, nearly
+    expected, got = run_both(tmp_path, spec_of(seed, dedup, mix, caps, split), sources)
+    assert_same(expected, got)
+    assert list(tmp_path.iterdir()) == []  # the exchange directory is gone
+
+
+def some_sources():
+    rng = np.random.default_rng(5)
+    out = []
+    for s in range(3):
+        out.append([(f"r{i:03d}", f"g{rng.integers(0, 30)}" if rng.random() < 0.7 else None,
+                     ["a", "b", None][rng.integers(0, 3)], ["reasoning", "retrieval", None][rng.integers(0, 3)],
+                     int(rng.integers(0, 200)), int(rng.integers(0, 900)), round(float(rng.random()) * 5, 2))
+                    for i in rng.permutation(400)[:250].tolist()])
+    return out
+
+
+@pytest.mark.parametrize("mix,caps", [(MIXES[1], CAPS[1]), (MIXES[2], CAPS[3])])
+def test_in_a_process_pool(tmp_path, monkeypatch, mix, caps):
+    """Also: weights in tokens that are not whole (sums of them depend on the order they are added in)."""
+    monkeypatch.setattr(selecting, "SELECT_TASK_ROWS", 50)
+    expected, got = run_both(tmp_path, spec_of(1, True, mix, caps, SPLITS[0]), some_sources(), workers=2)
+    assert_same(expected, got)
+    assert len(got) > 50
+
+
+class TwiceExecutor(LocalExecutor):
+    """Runs every task twice (a retried or duplicated task), handing back the second result."""
+
+    def map(self, fn, tasks):
+        for t in tasks:
+            fn(t)
+            yield fn(t)
+
+
+def test_a_task_run_twice_changes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(selecting, "SELECT_TASK_ROWS", 40)
+    spec = spec_of(2, True, MIXES[2], CAPS[2], SPLITS[0])
+    expected, got = run_both(tmp_path, spec, some_sources(), executor=TwiceExecutor)
+    assert_same(expected, got)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_partitions_grow_with_the_rows_and_never_change_the_bytes(monkeypatch):
+    assert selecting._partitions(0, 4) == 1
+    assert selecting._partitions(10, 2) == 4
+    assert selecting._partitions(10 * selecting.SELECT_TASK_ROWS, 2) == 10
+    assert selecting._partitions(10 ** 12, 2) == 1024
