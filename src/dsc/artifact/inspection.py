@@ -78,6 +78,29 @@ class Tally:
 
 
 @dataclass
+class GroupCounts:
+    """Distinct groups per split, and the groups with rows in more than one split (sorted)."""
+
+    per_split: dict[str, int] = field(default_factory=dict)
+    shared: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, distinct: dict[str, pa.Array]) -> GroupCounts:
+        """From each split's distinct groups."""
+        shared: list[str] = []
+        if len(distinct) >= 2:
+            counts = pc.value_counts(pa.concat_arrays(list(distinct.values())))
+            shared = sorted(counts.field("values").filter(pc.greater(counts.field("counts"), 1)).to_pylist())
+        return cls({s: len(a) for s, a in distinct.items()}, shared)
+
+    def merge(self, other: GroupCounts) -> None:
+        """Add the counts of groups disjoint from this one's (another partition of them)."""
+        for s, n in other.per_split.items():
+            self.per_split[s] = self.per_split.get(s, 0) + n
+        self.shared = sorted(self.shared + other.shared)
+
+
+@dataclass
 class ArtifactStats:
     tokenised: bool
     splits: dict[str, Tally] = field(default_factory=dict)
@@ -93,6 +116,8 @@ class ArtifactStats:
     # distinct again when they pile up): what decides whether a question leaks across splits,
     # without a Python object per group (a build's driver merges every shard's)
     groups: dict[str, list[pa.Array]] = field(default_factory=dict, compare=False)
+    # what a build counted of its groups in tasks (`engine.spill`), in place of `groups`
+    counted_groups: GroupCounts | None = field(default=None, compare=False)
 
     @property
     def unit(self) -> str:
@@ -164,16 +189,21 @@ class ArtifactStats:
         arrays = self.groups.get(split) or [pa.array([], pa.string())]
         return pc.unique(pa.concat_arrays([a.cast(pa.string()) for a in arrays]))
 
+    def distinct_groups(self) -> dict[str, pa.Array]:
+        """Each split's distinct groups (splits whose rows had a group column)."""
+        return {s: self._distinct(s) for s in self.groups}
+
+    def group_counts(self) -> GroupCounts:
+        return self.counted_groups if self.counted_groups is not None else GroupCounts.of(self.distinct_groups())
+
     def groups_per_split(self) -> dict[str, int]:
-        return {s: len(self._distinct(s)) if s in self.groups else 0 for s in self.splits}
+        per = self.group_counts().per_split
+        return {s: per.get(s, 0) for s in self.splits}
 
     def shared_groups(self) -> list[str]:
         """Groups with rows in more than one split, sorted (a question the model trains on and is
         validated on)."""
-        if len(self.groups) < 2:
-            return []
-        counts = pc.value_counts(pa.concat_arrays([self._distinct(s) for s in self.groups]))
-        return sorted(counts.field("values").filter(pc.greater(counts.field("counts"), 1)).to_pylist())
+        return self.group_counts().shared
 
     def has_values(self, dim: str) -> bool:
         """Whether any row carries this attribute (labels and capabilities are optional)."""

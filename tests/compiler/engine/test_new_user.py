@@ -72,6 +72,33 @@ def test_a_split_by_id_is_reported_as_questions_in_two_splits(tmp_path):
     assert any(f"{len(shared)} groups have rows in two splits" in w for w in result.warnings)
 
 
+def test_groups_counted_by_tasks_are_those_read_back(tmp_path):
+    """The build counts groups per split and those in two splits by tasks over partitions of
+    the groups (several shards, two workers); the card must be the one the artifact gives when
+    read back, and name every question in two splits."""
+    import shutil
+
+    from dsc.artifact.inspection import artifact_stats
+    from dsc.artifact.reader import open_artifact
+    from dsc.compiler.stages.write.card import write_card
+
+    spec = _project(tmp_path, "{validation: 0.3, test: 0.2, by: id}", extra="output: {shard_rows: 13}\n")
+    build(spec, tmp_path / "a", cache=False, workers=2)
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert len(manifest["files"]) > 6
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    write_card(tmp_path / "b", manifest)
+    assert (tmp_path / "a" / "README.md").read_text() == (tmp_path / "b" / "README.md").read_text()
+    stats = artifact_stats(open_artifact(tmp_path / "a"))
+    groups: dict[str, set[str]] = {}
+    for f in sorted((tmp_path / "a" / "data").glob("*.parquet")):
+        for g in pq.read_table(f, columns=["group"]).column("group").to_pylist():
+            groups.setdefault(g, set()).add(f.name.split("-")[0])
+    shared = sorted(g for g, s in groups.items() if len(s) > 1)
+    assert len(shared) > 10 and stats.shared_groups() == shared
+    assert stats.groups_per_split() == {s: sum(s in v for v in groups.values()) for s in ("train", "validation", "test")}
+
+
 def test_group_takes_a_field_path_into_the_messages(tmp_path):
     spec = _project(tmp_path)
     spec.write_text(spec.read_text().replace("format: openai}", "format: openai, group: messages.0.content}"))

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsc.compiler.engine import selecting
+from dsc.compiler.engine import exchange
 from dsc.compiler.engine.executors.local import LocalExecutor
 from dsc.compiler.engine.progress import Progress
 from dsc.compiler.engine.selected import select_rows
@@ -94,9 +94,10 @@ def run_both(tmp_path, spec, sources, workers=1, executor=LocalExecutor):
 
 def assert_same(expected, got):
     o = expected.order
+    assert got.order is None  # the rows come in output order
     assert got.src.tolist() == expected.src[o].tolist()
     assert got.seg.tolist() == expected.seg[o].tolist()
-    assert got.suffix.tolist() == expected.suffix[o].tolist()
+    assert got.suffixes(np.arange(len(got))).tolist() == expected.suffixes(o).tolist()
     assert got.split.tolist() == expected.split[o].tolist()
     assert [got.classes[c] for c in got.cls] == [expected.classes[c] for c in expected.cls[o]]
     assert json.dumps(got.report) == json.dumps(expected.report)  # the same values, floats and key order
@@ -110,7 +111,7 @@ def test_partitioned_selection_is_the_one_process_selection(tmp_path, monkeypatc
                                                             split, task_rows):
     if mix and any(k.startswith("s") and int(k[1]) >= len(sources) for k in mix):
         mix = {}  # a bucket named after a source needs that source
-    monkeypatch.setattr(selecting, "SELECT_TASK_ROWS", task_rows)  # 1: a partition per row, nearly
+    monkeypatch.setattr(exchange, "PARTITION_ROWS", task_rows)  # 1: a partition per row, nearly
     expected, got = run_both(tmp_path, spec_of(seed, dedup, mix, caps, split), sources)
     assert_same(expected, got)
     assert list(tmp_path.iterdir()) == []  # the exchange directory is gone
@@ -130,7 +131,7 @@ def some_sources():
 @pytest.mark.parametrize("mix,caps", [(MIXES[1], CAPS[1]), (MIXES[2], CAPS[3])])
 def test_in_a_process_pool(tmp_path, monkeypatch, mix, caps):
     """Also: weights in tokens that are not whole (sums of them depend on the order they are added in)."""
-    monkeypatch.setattr(selecting, "SELECT_TASK_ROWS", 50)
+    monkeypatch.setattr(exchange, "PARTITION_ROWS", 50)
     expected, got = run_both(tmp_path, spec_of(1, True, mix, caps, SPLITS[0]), some_sources(), workers=2)
     assert_same(expected, got)
     assert len(got) > 50
@@ -146,15 +147,15 @@ class TwiceExecutor(LocalExecutor):
 
 
 def test_a_task_run_twice_changes_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(selecting, "SELECT_TASK_ROWS", 40)
+    monkeypatch.setattr(exchange, "PARTITION_ROWS", 40)
     spec = spec_of(2, True, MIXES[2], CAPS[2], SPLITS[0])
     expected, got = run_both(tmp_path, spec, some_sources(), executor=TwiceExecutor)
     assert_same(expected, got)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_partitions_grow_with_the_rows_and_never_change_the_bytes(monkeypatch):
-    assert selecting._partitions(0, 4) == 1
-    assert selecting._partitions(10, 2) == 4
-    assert selecting._partitions(10 * selecting.SELECT_TASK_ROWS, 2) == 10
-    assert selecting._partitions(10 ** 12, 2) == 1024
+def test_partitions_grow_with_the_rows():
+    assert exchange.partitions(0, 4) == 1
+    assert exchange.partitions(10, 2) == 4
+    assert exchange.partitions(10 * exchange.PARTITION_ROWS, 2) == 10
+    assert exchange.partitions(10 ** 12, 2) == 1024

@@ -281,3 +281,24 @@ def test_a_dangling_link_in_a_glob_is_a_located_spec_error(tmp_path):
     result = CliRunner().invoke(app, ["build", str(spec), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output
     assert "spec.yaml:5" in result.output and "gone.jsonl" in result.output and "Traceback" not in result.output
+
+
+def test_a_remote_globs_files_are_sized_by_its_listing_not_a_request_each(memory_root, monkeypatch):
+    """Sizing the inputs of `s3://bucket/runs/*.jsonl` must not ask the store once per file after
+    the glob's listing gave every size (a serial request per file on the driver)."""
+    fs, root = memory_root
+    for i in range(5):
+        fs.pipe(f"{root}/runs/r{i}.jsonl", (json.dumps({"i": i}) + "\n").encode() * (i + 1))
+    asked: list[str] = []
+    info = type(fs).info
+
+    def counted_info(self, path, **kw):
+        asked.append(path)
+        return info(self, path, **kw)
+
+    monkeypatch.setattr(type(fs), "info", counted_info)
+    spec = SourceSpec(path=f"memory://{root}/runs/*.jsonl", format="openai")
+    tasks = scan_tasks("s", spec, ".", 1)
+    assert [t.size for t in tasks] == [len((json.dumps({"i": i}) + "\n").encode()) * (i + 1) for i in range(5)]
+    assert not [p for p in asked if p.endswith(".jsonl")]
+    assert [scan_file(t).size for t in tasks] == [t.size for t in tasks]  # the scan checks the listed size

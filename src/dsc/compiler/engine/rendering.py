@@ -114,10 +114,11 @@ class RenderedRows:
 
     parts: list[str]
     part: np.ndarray  # int32 per segment row: index into `parts`, -1 not rendered
-    pos: np.ndarray  # int64 row within that part
+    # int32 where int64 would do: a build's driver holds these for every row of every source
+    pos: np.ndarray  # int32 row within that part (a part has at most RENDER_TASK_ROWS)
     status: np.ndarray  # int8
-    span_chars: np.ndarray
-    sup_tokens: np.ndarray
+    span_chars: np.ndarray  # int32 supervised characters (a row's: under 2**31)
+    sup_tokens: np.ndarray  # int32 supervised tokens
     truncated: np.ndarray
     special: dict[int, list[str]] = field(default_factory=dict)  # segment row → control tokens found
     reason: dict[int, str] = field(default_factory=dict)
@@ -127,8 +128,8 @@ class RenderedRows:
 
     @classmethod
     def empty(cls, n: int) -> "RenderedRows":
-        return cls([], np.full(n, -1, np.int32), np.zeros(n, np.int64), np.zeros(n, np.int8),
-                   np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, bool))
+        return cls([], np.full(n, -1, np.int32), np.zeros(n, np.int32), np.zeros(n, np.int8),
+                   np.zeros(n, np.int32), np.zeros(n, np.int32), np.zeros(n, bool))
 
     INDEX_COLUMNS = ["row", "status", "span_chars", "sup_tokens", "truncated", "special", "reason", "n_tokens"]
 

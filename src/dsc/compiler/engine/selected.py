@@ -25,24 +25,51 @@ from dsc.spec.model import Spec
 
 @dataclass
 class SelectedRows:
-    """The selected rows, row i of every array; `order`: the rows in output order."""
+    """The selected rows, row i of every array (a few bytes a row: a build's driver holds them)."""
 
     segments: list[SegmentInfo]  # per source (index `src`)
     classes: list[RowClass]  # index `cls`
     report: dict[str, Any]  # what selection did, for the manifest
     src: np.ndarray  # int32 source index
     seg: np.ndarray  # int64 row number in the source's segment
-    suffix: np.ndarray  # object: copy suffix ("" for an original row, `#2` for its second copy)
+    copies: dict[int, str]  # row → its copy suffix (`#2` for a row's second copy); originals: none
     cls: np.ndarray  # int32 class code
     split: np.ndarray  # int8 split code
-    order: np.ndarray  # int64
+    order: np.ndarray | None  # the rows in output order; None: they are in output order
 
     def __len__(self) -> int:
         return len(self.src)
 
+    def suffixes(self, at: np.ndarray) -> np.ndarray:
+        """The copy suffixes of rows `at` ("" for an original row), as an object array."""
+        out = np.empty(len(at), object)
+        out[:] = ""
+        if self.copies:
+            for i, row in enumerate(at.tolist()):
+                s = self.copies.get(row)
+                if s:
+                    out[i] = s
+        return out
+
+    def in_output_order(self, values: np.ndarray) -> np.ndarray:
+        """A per-row array in output order."""
+        return values if self.order is None else values[self.order]
+
+    def rows_at(self, positions: np.ndarray) -> np.ndarray:
+        """The rows at these output positions."""
+        return positions if self.order is None else self.order[positions]
+
+    def positions(self) -> np.ndarray:
+        """Each row's output position."""
+        if self.order is None:
+            return np.arange(len(self), dtype=np.int64)
+        position = np.empty(len(self.order), np.int64)
+        position[self.order] = np.arange(len(self.order))
+        return position
+
     def conversations(self, at: np.ndarray) -> list[Conversation]:
         """The selected rows `at` as Conversations (copies made), in the order given."""
-        src, seg_row, suffix = self.src[at], self.seg[at], self.suffix[at]
+        src, seg_row, suffix = self.src[at], self.seg[at], self.suffixes(np.asarray(at))
         out: list[Conversation | None] = [None] * len(at)
         for s in np.unique(src).tolist():
             mine = np.flatnonzero(src == s)
@@ -79,7 +106,8 @@ def select_rows(spec: Spec, read: NormalisedSources) -> SelectedRows:
                            capabilities=spec.capabilities, weight=selection_weight(spec, table))
     rows = selection.rows
     split, order = final_order(spec, table, rows)
+    copies = {i: s for i, s in enumerate(rows.suffix.tolist()) if s}
     chosen = SelectedRows(read.segments, table.classes, selection.report, source[rows.base], seg_row[rows.base],
-                          rows.suffix, table.cls[rows.base], split, order)
+                          copies, table.cls[rows.base], split, order)
     resources.release_memory()
     return chosen

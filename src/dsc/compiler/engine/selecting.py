@@ -24,21 +24,16 @@ dedup, the bucket and place in its take before that, the capability and place be
 A partition sorts by them before it compares anything, so what it computes (ranks, ties,
 weight sums in Python floats) is what the one-process selection computes.
 
-Rows move between tasks through Arrow IPC files in a scratch directory of the build cache
-(visible to every worker): a task writes one file with a record batch per destination
-partition and returns which; the driver hands each task the batches of its partition and keeps
-counts only, plus, at the end, the selected rows' compact arrays (`SelectedRows`). Files have
-deterministic names and are renamed into place: a task run twice writes the same bytes.
+Rows move between tasks through files (`engine.exchange`); the driver keeps counts only, plus, at
+the end, the selected rows' compact arrays (`SelectedRows`).
 A bucket or a capability is one task (its memory grows with it); dedup and order partitions grow
 in number with the corpus.
 """
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import tempfile
-import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -49,23 +44,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dsc.compiler.engine import resources
+from dsc.compiler.engine import exchange, resources
+from dsc.compiler.engine.exchange import Batch
 from dsc.compiler.engine.executors.base import Executor, worker_context
 from dsc.compiler.engine.normalise import NormalisedSources
 from dsc.compiler.engine.progress import Progress
-from dsc.compiler.engine.rowfiles import IPC_OPTIONS, SegmentInfo
+from dsc.compiler.engine.rowfiles import SegmentInfo
 from dsc.compiler.engine.selected import SelectedRows, selection_weight
 from dsc.compiler.stages.select import mix
 from dsc.compiler.stages.select.mix import CapabilityTally, KeyTable, RowClass, Rows
 from dsc.compiler.stages.select.order import (
-    SPLITS,
     order_prefixes,
     sorted_order,
     split_codes,
 )
 from dsc.spec.model import Spec
-
-SELECT_TASK_ROWS = 1 << 16  # rows per dedup partition and per order range, about
 
 DEDUP, MIX, CAPS, ORDER = range(4)  # the steps, in the order rows go through them
 STEP_NAMES = ("dedup", "mix", "capabilities", "order")
@@ -94,7 +87,6 @@ ORDER_AFTER_CAPS = ["c_idx", "c_pos", *ORDER_AFTER_MIX]
 FINAL_COLUMNS = ["src", "seg", "suffix", "cls", "split"]
 
 Dest = tuple[int, int]  # (step, partition)
-Batch = tuple[str, int]  # (file name in the exchange directory, record batch)
 
 
 @dataclass(frozen=True)
@@ -116,12 +108,6 @@ class SelectPlan:
         return next(s for s in self.steps if s > step)
 
 
-def _partitions(rows: int, workers: int) -> int:
-    """Partitions for `rows`: enough for every worker, none much above SELECT_TASK_ROWS rows.
-    Bytes never depend on it: a partition holds every row its step compares."""
-    return max(1, min(1024, max(2 * workers, math.ceil(rows / SELECT_TASK_ROWS)))) if rows else 1
-
-
 def make_plan(spec: Spec, read: NormalisedSources, directory: Path, workers: int
               ) -> tuple[SelectPlan, list[np.ndarray]]:
     """(the plan, per source: its class codes → codes over all sources). Classes are merged in
@@ -134,7 +120,7 @@ def make_plan(spec: Spec, read: NormalisedSources, directory: Path, workers: int
     rebalance = caps is not None and (caps.rates is not None or caps.proportions is not None)
     steps = tuple(s for s, on in ((DEDUP, spec.dedup), (MIX, bool(spec.mix)), (CAPS, rebalance), (ORDER, True)) if on)
     n = sum(seg.live for seg in read.segments)
-    parts = _partitions(n, workers)
+    parts = exchange.partitions(n, workers)
     plan = SelectPlan(
         str(directory), steps, parts, max(0, math.ceil(math.log2(parts))), classes,
         mix.bucket_codes(classes, spec.mix) if spec.mix else np.full(len(classes) + 1, -1, np.int64),
@@ -240,40 +226,11 @@ def _split_by(out: dict[Dest, pa.Table], t: pa.Table, step: int, part: np.ndarra
 
 
 def _send(plan: SelectPlan, name: str, out: dict[Dest, pa.Table], passed: Counter[int]) -> Sent:
-    """The routed rows into one file, `<name>.arrow`, a record batch per destination (in
-    destination order), placed by rename."""
-    sent = Sent(passed=passed)
-    if not out:
-        return sent
-    path = Path(plan.dir) / f"{name}.arrow"
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with pa.OSFile(str(temp), "wb") as f, pa.ipc.new_file(f, EXCHANGE_SCHEMA, options=IPC_OPTIONS) as w:
-        for i, dest in enumerate(sorted(out)):
-            w.write_table(out[dest].combine_chunks(), max_chunksize=max(1, out[dest].num_rows))
-            sent.batches.append((dest, path.name, i, out[dest].num_rows))
-    os.replace(temp, path)
-    return sent
+    return Sent(exchange.send(Path(plan.dir), name, out, EXCHANGE_SCHEMA), passed)  # type: ignore[arg-type]
 
 
 def _received(plan: SelectPlan, batches: list[Batch]) -> pa.Table:
-    """A partition's rows from the batches sent to it (in file-name order)."""
-    parts = []
-    for name, i in sorted(batches):
-        with pa.OSFile(str(Path(plan.dir) / name)) as f:
-            parts.append(pa.Table.from_batches([pa.ipc.open_file(f).get_batch(i)]))
-    return pa.concat_tables(parts) if parts else EXCHANGE_SCHEMA.empty_table()
-
-
-def _write_table(path: Path, t: pa.Table) -> None:
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with pa.OSFile(str(temp), "wb") as f, pa.ipc.new_file(f, t.schema, options=IPC_OPTIONS) as w:
-        w.write_table(t)
-    os.replace(temp, path)
-
-
-def _read_table(path: Path) -> pa.Table:
-    with pa.OSFile(str(path)) as f:
-        return pa.ipc.open_file(f).read_all()
+    return exchange.received(Path(plan.dir), batches, EXCHANGE_SCHEMA)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,14 +300,14 @@ def mix_pool_part(task: PartTask) -> Done:
     bucket = list(spec.mix.values())[task.part]  # type: ignore[union-attr]
     table, rows = _keys(t, task.plan.classes)
     pool, dropped = mix.mix_pool(table, rows, bucket, spec.seed)
-    _write_table(task.pool(), t.take(pa.array(pool.base)))
+    exchange.write_table(task.pool(), t.take(pa.array(pool.base)))
     return Done(Sent(), {"available": t.num_rows, "dropped": dropped, "pool": len(pool)})
 
 
 def mix_take_part(task: PartTask) -> Done:
     """A bucket's take from its pool for the driver's target (copies past its end)."""
     plan = task.plan
-    t = _read_table(task.pool())
+    t = exchange.read_table(task.pool())
     table, rows = _keys(t, plan.classes)
     chosen = mix.take(rows, task.target, None)
     out_t = _with(t.take(pa.array(chosen.base)), suffix=chosen.suffix.tolist(),
@@ -364,7 +321,7 @@ def caps_pool_part(task: PartTask) -> Done:
     """A capability's rows in selection order (kept for the second round) and what they weigh."""
     spec: Spec = worker_context().spec
     t = _sorted(_received(task.plan, task.batches), ORDER_AFTER_MIX)
-    _write_table(task.pool(), t)
+    exchange.write_table(task.pool(), t)
     table, rows = _keys(t, task.plan.classes)
     return Done(Sent(), {"tally": mix.capability_available(rows, selection_weight(spec, table))})
 
@@ -373,7 +330,7 @@ def caps_take_part(task: PartTask) -> Done:
     """A capability's take for the driver's target."""
     spec: Spec = worker_context().spec
     plan = task.plan
-    t = _read_table(task.pool())
+    t = exchange.read_table(task.pool())
     table, rows = _keys(t, plan.classes)
     tally = task.tally or CapabilityTally()
     chosen = mix.capability_take(table, rows, task.target, spec.seed, selection_weight(spec, table), tally)
@@ -390,7 +347,7 @@ def order_part(task: PartTask) -> Done:
     t = _sorted(_received(task.plan, task.batches), ORDER_AFTER_CAPS)
     table, rows = _keys(t, task.plan.classes)
     order = sorted_order(spec, table, rows, t.column("split").to_numpy(), t.column("oprefix").to_numpy())
-    _write_table(Path(task.plan.dir) / f"final-{task.part:06d}.arrow", t.take(pa.array(order)).select(FINAL_COLUMNS))
+    exchange.write_table(Path(task.plan.dir) / f"final-{task.part:06d}.arrow", t.take(pa.array(order)).select(FINAL_COLUMNS))
     return Done(Sent(), {"rows": t.num_rows})
 
 
@@ -445,9 +402,9 @@ def select_partitioned(spec: Spec, read: NormalisedSources, scratch: Path, ex: E
         if CAPS in plan.steps:
             report["capabilities"] = _capabilities(spec, plan, inbox, run)
         parts = inbox.parts(ORDER)
-        run(order_part, [PartTask(plan, ORDER, p, inbox.batches[(ORDER, p)]) for p in parts])
+        done = run(order_part, [PartTask(plan, ORDER, p, inbox.batches[(ORDER, p)]) for p in parts])
         progress.done()
-        chosen = _final_rows(plan, parts, read.segments, report)
+        chosen = _final_rows(plan, {p: d.counts["rows"] for p, d in zip(parts, done)}, read.segments, report)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     resources.release_memory()
@@ -487,21 +444,21 @@ def _capabilities(spec: Spec, plan: SelectPlan, inbox: _Inbox, run: Any) -> dict
     return mix.capability_report(caps, targets, tallies, inbox.passed[CAPS])
 
 
-def _final_rows(plan: SelectPlan, parts: list[int], segments: list[SegmentInfo],
+def _final_rows(plan: SelectPlan, sizes: dict[int, int], segments: list[SegmentInfo],
                 report: dict[str, Any]) -> SelectedRows:
-    """The order ranges' rows, range after range (split by split): compact arrays in output order."""
-    tables = [_read_table(Path(plan.dir) / f"final-{p:06d}.arrow") for p in parts]
-    t = pa.concat_tables(tables) if tables else EXCHANGE_SCHEMA.empty_table().select(FINAL_COLUMNS)
-    n = t.num_rows
-    suffix = np.empty(n, object)
-    suffix[:] = ""
-    has = np.flatnonzero(pc.binary_length(t.column("suffix")).to_numpy(zero_copy_only=False) > 0) if n else []
-    if len(has):
-        suffix[has] = t.column("suffix").take(pa.array(has)).to_pylist()
-
-    def col(name: str, dtype: Any) -> np.ndarray:
-        return t.column(name).to_numpy().astype(dtype) if n else np.zeros(0, dtype)
-
-    assert len(SPLITS) == 3
-    return SelectedRows(segments, plan.classes, report, col("src", np.int32), col("seg", np.int64), suffix,
-                        col("cls", np.int32), col("split", np.int8), np.arange(n, dtype=np.int64))
+    """The order ranges' rows, range after range (split by split): compact arrays in output
+    order, filled a range at a time."""
+    n = sum(sizes.values())
+    src, seg = np.empty(n, np.int32), np.empty(n, np.int64)
+    cls, split = np.empty(n, np.int32), np.empty(n, np.int8)
+    copies: dict[int, str] = {}
+    at = 0
+    for p, size in sizes.items():
+        t = exchange.read_table(Path(plan.dir) / f"final-{p:06d}.arrow")
+        for name, into in (("src", src), ("seg", seg), ("cls", cls), ("split", split)):
+            into[at:at + size] = t.column(name).to_numpy()
+        suffix = t.column("suffix")
+        for i in np.flatnonzero(pc.binary_length(suffix).to_numpy(zero_copy_only=False) > 0).tolist():
+            copies[at + i] = suffix[i].as_py()
+        at += size
+    return SelectedRows(segments, plan.classes, report, src, seg, copies, cls, split, None)

@@ -17,13 +17,18 @@ never the corpus:
 3. `write_shard_file` (a task per shard): for each of its buckets, that bucket's batches (the
    driver names each by route file and batch number), in file-name order,
    sorted by position, written as one parquet shard and placed by rename in the staged artifact;
-   it hands back the shard's hash and its rows' counts, which the driver merges in artifact order.
+   it hands back the shard's hash and its rows' counts, which the driver merges in artifact order,
+   and sends its distinct groups to partitions of their hash (`engine.exchange`);
+4. `count_groups` (a task per partition of the groups): each split's distinct groups and those
+   with rows in two splits, which the driver adds up for the card (the driver never holds every
+   group: at a million rows they were most of its memory).
 
 The spill directory (in the build cache's scratch) and the staged artifact must be visible to
 every worker: the same machine locally, shared storage on a cluster.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -35,11 +40,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from dsc.artifact.inspection import ArtifactStats
+from dsc.artifact.inspection import ArtifactStats, GroupCounts
 from dsc.artifact.manifest import DATA_DIR
 from dsc.artifact.reader import split_sort_key
-from dsc.compiler.engine import resources
+from dsc.compiler.engine import exchange, resources
 from dsc.compiler.engine.context import BuildContext
 from dsc.compiler.engine.executors.base import Executor
 from dsc.compiler.engine.normalise import CHUNK_ROWS
@@ -146,7 +152,7 @@ def route_tasks(split_rows: dict[str, np.ndarray], layout: Layout, chosen: Selec
         position[rows] = np.arange(at, at + len(rows))
         at += len(rows)
     written = np.flatnonzero(position >= 0)
-    src, seg_row, suffix = chosen.src, chosen.seg, chosen.suffix
+    src, seg_row = chosen.src, chosen.seg
     tasks: list[RouteTask] = []
     for s in np.unique(src[written]).tolist():
         mine = written[src[written] == s]
@@ -159,7 +165,7 @@ def route_tasks(split_rows: dict[str, np.ndarray], layout: Layout, chosen: Selec
                 some = rows[start:start + ROUTE_ROWS]
                 pos = position[some]
                 tasks.append(RouteTask(len(tasks), chosen.segments[s], r.parts[p], seg_row[some],
-                                       r.pos[seg_row[some]], suffix[some], pos, layout.starts, spill, form))
+                                       r.pos[seg_row[some]], chosen.suffixes(some), pos, layout.starts, spill, form))
     return tasks
 
 
@@ -207,32 +213,73 @@ def _write_route_file(task: RouteTask, table: pa.Table, name: str) -> dict[int, 
 
 @dataclass(frozen=True)
 class ShardTask:
+    number: int  # the shard's place in the artifact
     shard: ShardPlan
     spill: Path
     batches: dict[int, list[tuple[str, int]]]  # per bucket of the shard: (route file, record batch)
     out: Path  # the staged artifact
     form: RowFormat
     row_group_rows: int
+    group_parts: int  # partitions of the groups' hash, for counting them (`count_groups`)
 
 
 @dataclass(frozen=True)
 class ShardWritten:
     name: str  # the shard's path in the artifact
     sha256: str
-    stats: ArtifactStats  # the card's counts of its rows, counted as they were written
+    stats: ArtifactStats  # the card's counts of its rows, counted as they were written (not its groups)
+    groups: list[tuple[int, str, int, int]]  # its distinct groups, sent to their partitions
 
 
 def write_shard_file(task: ShardTask) -> ShardWritten:
     """A shard task: the shard from its buckets, written to a temporary name beside it and
-    renamed into place."""
+    renamed into place; its distinct groups go to their partitions (the driver never holds
+    every group)."""
     stats = ArtifactStats(tokenised=task.form.tokenized)
     final = task.out / task.shard.name
     temp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
     art.write_shard(temp, task.form.schema, _counted(_row_groups(task), stats, task.shard.split),
                     task.row_group_rows)
     os.replace(temp, final)
+    groups = send_groups(task.spill, f"groups-{task.number:06d}", stats.distinct_groups(), task.group_parts)
+    stats.groups = {}
     resources.hand_back_freed()  # as after a route task
-    return ShardWritten(task.shard.name, sha256_file(final), stats)
+    return ShardWritten(task.shard.name, sha256_file(final), stats, groups)
+
+
+GROUPS_SCHEMA = pa.schema([("split", pa.string()), ("group", pa.string())])
+
+
+def send_groups(directory: Path, name: str, distinct: dict[str, pa.Array], parts: int
+                ) -> list[tuple[int, str, int, int]]:
+    """Each split's distinct groups, by partition of a hash of the group, into one exchange file."""
+    tables = []
+    for split, groups in distinct.items():
+        part = np.array([0 if g is None else int.from_bytes(hashlib.blake2b(g.encode("utf-8"), digest_size=8).digest(),
+                                                            "big") % parts for g in groups.to_pylist()], np.int64)
+        tables.append(pa.table({"split": pa.array([split] * len(groups), pa.string()),
+                                "group": groups.cast(pa.string()), "part": part}))
+    if not tables:
+        return []
+    t = pa.concat_tables(tables)
+    part = t.column("part").to_numpy()
+    t = t.drop_columns(["part"])
+    out = {int(p): t.filter(pa.array(part == p)) for p in np.unique(part).tolist()}
+    return exchange.send(directory, name, out, GROUPS_SCHEMA)  # type: ignore[arg-type,return-value]
+
+
+@dataclass(frozen=True)
+class GroupTask:
+    directory: Path
+    batches: list[exchange.Batch]  # one partition's
+
+
+def count_groups(task: GroupTask) -> GroupCounts:
+    """A partition of the groups: each split's distinct groups, and those in two splits."""
+    t = exchange.received(task.directory, task.batches, GROUPS_SCHEMA)
+    split = t.column("split")
+    distinct = {s: pc.unique(t.column("group").filter(pc.equal(split, s))) for s in pc.unique(split).to_pylist()}
+    return GroupCounts.of(distinct)
 
 
 def _row_groups(task: ShardTask) -> Iterator[pa.Table]:
@@ -326,14 +373,21 @@ def write_rows(tmp: Path, spill_root: Path, spec: Spec, ctx: BuildContext, rows:
         for name in sorted(counts.written, key=split_sort_key):
             stats.start_split(name)
         files: dict[str, str] = {}
-        shards = [ShardTask(plan, spill, where, tmp, form, spec.output.row_group_rows)
-                  for plan, where in zip(layout.shards, batches)]
+        group_parts = exchange.partitions(int(layout.sizes.sum()), ex.workers)
+        shards = [ShardTask(i, plan, spill, where, tmp, form, spec.output.row_group_rows, group_parts)
+                  for i, (plan, where) in enumerate(zip(layout.shards, batches))]
         del batches
         progress.start("write shards", len(shards))
+        group_batches: dict[int, list[exchange.Batch]] = {}
         for done in ex.map(write_shard_file, shards):
             files[done.name] = done.sha256
             stats.merge(done.stats)  # in artifact order: the counts of one pass over the rows
+            for part, name, i, _ in done.groups:
+                group_batches.setdefault(part, []).append((name, i))
             progress.advance()
+        stats.counted_groups = GroupCounts()
+        for counted in ex.map(count_groups, [GroupTask(spill, b) for _, b in sorted(group_batches.items())]):
+            stats.counted_groups.merge(counted)
         progress.done()
         # A shard task killed mid-write (then retried) leaves its temporary behind.
         for stray in (tmp / DATA_DIR).glob(".*.tmp"):

@@ -58,10 +58,9 @@ def tally(spec: Spec, chosen: SelectedRows, rendered: list[RenderedRows]) -> tup
         return np.concatenate([getattr(r, attr) for r in rendered])[flat] if rendered else np.zeros(0)
 
     status = per_row("status")
-    order = chosen.order
-    error_rows = np.flatnonzero(status[order] == RenderStatus.TOO_LONG_ERROR)
+    error_rows = np.flatnonzero(chosen.in_output_order(status) == RenderStatus.TOO_LONG_ERROR)
     if error_rows.size:
-        i = int(order[error_rows[0]])
+        i = int(chosen.rows_at(error_rows[:1])[0])
         conv = chosen.conversations(np.array([i]))[0]
         prov = conv.meta.provenance
         n_tokens = rendered[int(chosen.src[i])].n_tokens[int(chosen.seg[i])]
@@ -71,9 +70,9 @@ def tally(spec: Spec, chosen: SelectedRows, rendered: list[RenderedRows]) -> tup
     span_chars, sup_tokens, truncated = per_row("span_chars"), per_row("sup_tokens"), per_row("truncated")
     any_special = any(r.special for r in rendered)
     t = Tally()
-    ordered_split = chosen.split[order]
+    ordered_split = chosen.in_output_order(chosen.split)
     for code, name in enumerate(SPLITS):
-        rows = order[ordered_split == code]
+        rows = chosen.rows_at(np.flatnonzero(ordered_split == code))
         if not len(rows):
             continue
         ok = status[rows] == RenderStatus.OK
@@ -106,8 +105,7 @@ def rendering_quarantine(spec: Spec, template: ChatTemplate, chosen: SelectedRow
     if not tally.failed:
         return []
     convs = chosen.conversations(np.array(tally.failed, np.int64))
-    position = np.empty(len(chosen.order), np.int64)
-    position[chosen.order] = np.arange(len(chosen.order))
+    position = chosen.positions()
     out = []
     for i, conv in zip(tally.failed, convs):
         st = int(status[i])

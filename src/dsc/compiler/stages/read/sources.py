@@ -23,7 +23,7 @@ import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -110,6 +110,9 @@ class InputFile:
     path: str
     display: str  # relative to the spec's directory when the pattern was; a URL as fsspec names it
     type: str
+    # a remote file's size as the listing that found it gave it (asking the store again would be
+    # a request per file)
+    listed_size: int | None = field(default=None, compare=False)
 
     @property
     def remote(self) -> bool:
@@ -126,6 +129,8 @@ class InputFile:
 
     def size(self) -> int:
         """Bytes: of the file, or of a directory's files."""
+        if self.listed_size is not None:
+            return self.listed_size
         if not self.remote:
             p = Path(self.path)
             return sum(q.stat().st_size for q in _dir_files(p)) if p.is_dir() else p.stat().st_size
@@ -207,15 +212,16 @@ def resolve_files(spec: SourceSpec, base_dir: Path | str, name: str | None = Non
     for pattern in spec.patterns():
         try:
             matches = _remote_matches(pattern) if is_url(pattern) else _local_matches(pattern, base)
-            for path, display, is_dir in matches:
-                found.setdefault(display, InputFile(path, display, _type_of(path, is_dir, spec.type)))
+            for path, display, is_dir, size in matches:
+                found.setdefault(display, InputFile(path, display, _type_of(path, is_dir, spec.type), size))
         except SpecError as e:
             raise SpecError(who + e.message) from None
     return [found[k] for k in sorted(found)]
 
 
-def _local_matches(pattern: str, base: Path) -> list[tuple[str, str, bool]]:
-    """(absolute path, display, is a directory) of what a local pattern names."""
+def _local_matches(pattern: str, base: Path) -> list[tuple[str, str, bool, None]]:
+    """(absolute path, display, is a directory, None) of what a local pattern names (a local
+    size is a stat away: taken when needed)."""
     if glob.has_magic(pattern):
         matches = sorted(glob.glob(pattern, root_dir=base, recursive=True))
         # Plain directories matched by a wide pattern are skipped; save_to_disk dirs are rows.
@@ -233,29 +239,31 @@ def _local_matches(pattern: str, base: Path) -> list[tuple[str, str, bool]]:
     out = []
     for m in matches:
         path = (base / m).resolve()
-        out.append((str(path), Path(os.path.normpath(m)).as_posix(), path.is_dir()))
+        out.append((str(path), Path(os.path.normpath(m)).as_posix(), path.is_dir(), None))
     return out
 
 
-def _remote_matches(url: str) -> list[tuple[str, str, bool]]:
-    """(URL, display, is a directory) of what a URL or URL pattern names (the URL is both). An
-    http(s) URL is never a pattern: `?` starts its query."""
+def _remote_matches(url: str) -> list[tuple[str, str, bool, int | None]]:
+    """(URL, display, is a directory, a file's size as listed) of what a URL or URL pattern names
+    (the URL is both). An http(s) URL is never a pattern: `?` starts its query."""
     try:
         fs, path = url_filesystem(url)
         if glob.has_magic(path) and _protocol(url) not in ("http", "https"):
-            found = {p: info["type"] == "directory" for p, info in fs.glob(path, detail=True).items()}
-            found = {p: d for p, d in found.items() if not d or _has_remote_arrow_markers(fs, p)}
+            found = fs.glob(path, detail=True)
+            found = {p: info for p, info in found.items()
+                     if info["type"] != "directory" or _has_remote_arrow_markers(fs, p)}
             if not found:
                 raise SpecError(f"pattern '{url}' matches no file")
         else:
             try:
-                found = {path: fs.info(path)["type"] == "directory"}
+                found = {path: fs.info(path)}
             except FileNotFoundError:
                 raise SpecError(f"'{url}' does not exist") from None
-            if found[path] and not _has_remote_arrow_markers(fs, path):
+            if found[path]["type"] == "directory" and not _has_remote_arrow_markers(fs, path):
                 raise SpecError(f"'{url}' is a directory but not a `datasets` save_to_disk directory "
                                 f"(it has no {' or '.join(ARROW_MARKERS)})")
-        return [(fs.unstrip_protocol(p), fs.unstrip_protocol(p), d) for p, d in sorted(found.items())]
+        return [(fs.unstrip_protocol(p), fs.unstrip_protocol(p), info["type"] == "directory",
+                 info.get("size") if info["type"] != "directory" else None) for p, info in sorted(found.items())]
     except SpecError:
         raise
     except Exception as e:  # noqa: BLE001 — each file system raises its own (auth, network, permissions)

@@ -90,6 +90,12 @@ def _weights_section(stats: ArtifactStats, spec: dict[str, Any]) -> list[str]:
             _table(["weight", *splits], rows)]
 
 
+def _in_split_order(per_split: dict[str, Any]) -> dict[str, Any]:
+    """A per-split count as the build made it (train, validation, test), also when read back
+    from manifest.json, whose keys are sorted."""
+    return {k: per_split[k] for k in sorted(per_split, key=split_sort_key)}
+
+
 def _loss_text(loss: Any) -> str:
     return f"`{loss}`" if isinstance(loss, str) else f"`{loss['mode']}` with loss weights (below)"
 
@@ -169,9 +175,11 @@ def card_text(manifest: dict[str, Any], stats: ArtifactStats | None = None) -> s
         "\n".join([
             f"- chat template: `{manifest['template']['ref']}` (sha256 `{manifest['template']['sha256']}`,"
             f" copied to `{TEMPLATE_FILE}`)",
-            f"- loss: {_loss_text(spec['loss'])}; supervised characters per split: {counts['supervised_chars']}",
+            f"- loss: {_loss_text(spec['loss'])}; supervised characters per split: "
+            f"{_in_split_order(counts['supervised_chars'])}",
             (f"- tokenizer: `{tok['ref']}` (sha256 `{tok['sha256']}`), supervised tokens per split: "
-             f"{counts['supervised_tokens']}" if tok else "- not tokenised (text + character loss spans)"),
+             f"{_in_split_order(counts['supervised_tokens'])}" if tok else
+             "- not tokenised (text + character loss spans)"),
         ]),
         "## Source licences",
         "As the spec declares them; the compiled dataset's own licence is in the front matter.",

@@ -1,0 +1,67 @@
+"""Rows between tasks through files (the build cache's scratch, which every worker sees): a task
+writes one Arrow IPC file with a record batch per destination partition and returns which; the
+driver hands each task of the next step the batches of its partition and keeps only counts.
+Files have deterministic names and are renamed into place, and readers take batches in
+file-name order: a task run twice writes the same bytes, and nothing depends on which task
+finished first."""
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from collections.abc import Hashable
+from pathlib import Path
+
+import pyarrow as pa
+
+from dsc.compiler.engine.rowfiles import IPC_OPTIONS
+
+PARTITION_ROWS = 1 << 16  # rows per partition, about
+
+Batch = tuple[str, int]  # (file name in the exchange directory, record batch)
+
+
+def partitions(rows: int, workers: int) -> int:
+    """Partitions for `rows`: enough for every worker, none much above PARTITION_ROWS rows. Bytes
+    never depend on it: a partition holds every row its step compares."""
+    return max(1, min(1024, max(2 * workers, math.ceil(rows / PARTITION_ROWS)))) if rows else 1
+
+
+def send(directory: Path, name: str, out: dict[Hashable, pa.Table], schema: pa.Schema
+         ) -> list[tuple[Hashable, str, int, int]]:
+    """`out`'s tables into one file, `<name>.arrow`, a record batch per destination (in
+    destination order), placed by rename; [(destination, file, batch, rows)]."""
+    if not out:
+        return []
+    path = directory / f"{name}.arrow"
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    sent = []
+    with pa.OSFile(str(temp), "wb") as f, pa.ipc.new_file(f, schema, options=IPC_OPTIONS) as w:
+        for i, dest in enumerate(sorted(out)):  # type: ignore[type-var]
+            table = out[dest].combine_chunks()
+            w.write_table(table, max_chunksize=max(1, table.num_rows))
+            sent.append((dest, path.name, i, table.num_rows))
+    os.replace(temp, path)
+    return sent
+
+
+def received(directory: Path, batches: list[Batch], schema: pa.Schema) -> pa.Table:
+    """A partition's rows from the batches sent to it, in file-name order."""
+    parts = []
+    for name, i in sorted(batches):
+        with pa.OSFile(str(directory / name)) as f:
+            parts.append(pa.Table.from_batches([pa.ipc.open_file(f).get_batch(i)]))
+    return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+def write_table(path: Path, table: pa.Table) -> None:
+    """One task's table, placed by rename."""
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with pa.OSFile(str(temp), "wb") as f, pa.ipc.new_file(f, table.schema, options=IPC_OPTIONS) as w:
+        w.write_table(table)
+    os.replace(temp, path)
+
+
+def read_table(path: Path) -> pa.Table:
+    with pa.OSFile(str(path)) as f:
+        return pa.ipc.open_file(f).read_all()
