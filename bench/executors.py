@@ -192,7 +192,9 @@ class _Silent:
 
 def _key_bytes(chosen: Any) -> dict[str, int]:
     """Bytes of the selected rows' arrays the driver holds (selection keys stay in the tasks)."""
-    arrays = sum(getattr(chosen, a).nbytes for a in ("src", "seg", "suffix", "cls", "split", "order"))
+    arrays = sum(getattr(chosen, a).nbytes for a in ("src", "seg", "cls", "split"))
+    arrays += chosen.order.nbytes if chosen.order is not None else 0
+    arrays += sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in chosen.copies.items())  # copies: sparse
     return {"rows": len(chosen), "chosen rows' arrays": arrays}
 
 
@@ -436,7 +438,8 @@ def check_identity(run: Run, reference: Run | None) -> None:
 
 def stages(run: Run) -> dict[str, float]:
     """Wall seconds per stage of one run, from its progress events (seconds since process start).
-    `select` is the gap between reading and rendering (the driver's global step); `executor stop`
+    `select` is the gap between reading and rendering (its tasks, the driver's targets and the
+    selected rows' arrays); `executor stop`
     (the pool's or Ray's shutdown) falls between rendering and writing, and is taken out of it."""
     ev = {what: t for t, what in run.child["events"]}
     life = run.child["lifecycle_s"]
@@ -448,7 +451,7 @@ def stages(run: Run) -> dict[str, float]:
         "setup (spec, template, tokenizer, inputs)": ev["read + normalise: started"] - run.child["imported_s"] - start,
         "executor start": start,
         "read + normalise": ev["read + normalise: done"] - ev["read + normalise: started"],
-        "select (global)": ev["render + tokenise: started"] - ev["read + normalise: done"],
+        "select": ev["render + tokenise: started"] - ev["read + normalise: done"],
         "render + tokenise": ev["render + tokenise: done"] - ev["render + tokenise: started"],
         "write artifact": ev["write manifest and card: done"] - ev["render + tokenise: done"],
         "executor stop": stop,
@@ -484,7 +487,7 @@ MAPPED = {"read_piece": "read + normalise", "merge_pieces": "read + normalise",
           **{f: "select" for f in ("scatter_keys", "dedup_part", "mix_pool_part", "mix_take_part", "caps_pool_part",
                                    "caps_take_part", "order_part")},
           "render_part": "render + tokenise", "route_rows": "write artifact",
-          "write_shard_file": "write artifact", "scan_file": ""}
+          "write_shard_file": "write artifact", "count_groups": "write artifact", "scan_file": ""}
 # the stages with tasks, in order
 STAGE_NAMES = ("read + normalise", "select", "render + tokenise", "write artifact")
 
@@ -515,7 +518,7 @@ def decompose(ref: list[Run], others: dict[str, tuple[list[Run], int]]) -> dict[
     cpu_parallel = _median([sum(m.get("task_cpu_s", 0.0) for m in stage_maps(r)) for r in ok])
     total = s1["total (spawn to exit)"]
     tasks = {STAGE_NAMES[i]: _median([stage_maps(r)[i]["tasks"] for r in ok]) for i in range(len(STAGE_NAMES))}
-    rendered_rows = _median([stage_maps(r)[1].get("rows_in", 0) for r in ok])
+    rendered_rows = _median([stage_maps(r)[STAGE_NAMES.index("render + tokenise")].get("rows_in", 0) for r in ok])
     out: dict[str, Any] = {
         "total_w1_s": total, "parallel_s": parallel, "serial_s": total - parallel,
         "parallel_by_stage_s": dict(zip(STAGE_NAMES, task_s)),

@@ -7,6 +7,7 @@ Artifacts are opened by the one reader, `dsc.artifact.reader.open_artifact`. (Na
 """
 from __future__ import annotations
 
+import heapq
 import json
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
@@ -97,7 +98,7 @@ class GroupCounts:
         """Add the counts of groups disjoint from this one's (another partition of them)."""
         for s, n in other.per_split.items():
             self.per_split[s] = self.per_split.get(s, 0) + n
-        self.shared = sorted(self.shared + other.shared)
+        self.shared = list(heapq.merge(self.shared, other.shared))  # both sorted
 
 
 @dataclass

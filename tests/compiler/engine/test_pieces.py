@@ -76,6 +76,31 @@ def test_a_range_read_twice_leaves_the_same_piece(tmp_path, monkeypatch):
     assert first.rows > 0 and first.rows_read == first.rows
 
 
+def test_a_merge_run_twice_leaves_the_same_segment(tmp_path, monkeypatch):
+    """A source's pieces are merged by a task (Ray retries one whose worker died): run twice, it
+    reads the same piece files and places the same segment files."""
+    from dsc.compiler.engine.normalise import MergeTask, merge_pieces
+    from dsc.compiler.engine.rowfiles import remove_piece_files
+
+    spec = _project(tmp_path)
+    loaded = load_spec(spec)
+    set_worker_context(build_context(loaded))
+    chat = loaded.spec.sources["chat"]
+    scans = [ranges.scan_file(t) for t in ranges.scan_tasks("chat", chat, loaded.base_dir, 1, 8_000)]
+    out = tmp_path / "segment"
+    out.mkdir()
+    pieces = [read_piece(ReadTask(r, i, str(out))) for i, r in enumerate(ranges.plan_ranges("chat", chat, scans))]
+    task = MergeTask(str(out), "chat", pieces)
+    first = merge_pieces(task)
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert merge_pieces(task) == first
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+    remove_piece_files(out, pieces)
+    assert sorted(p.name for p in out.iterdir()) == sorted(["keys.arrow", "quarantine.jsonl", "segment.json",
+                                                            *(f"rows-{i:06d}.arrow" for i in range(len(pieces)))])
+    assert json.loads((out / "segment.json").read_text())["duplicates"] == 2
+
+
 def test_a_hub_source_is_one_range_read_by_one_task(tmp_path, monkeypatch):
     """A hub dataset streams in order, so one task reads it (on a cluster, a worker: it must
     reach the hub). The hub is offline here: `datasets.load_dataset` serves the excerpt's rows."""

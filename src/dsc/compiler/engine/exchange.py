@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Hashable
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from dsc.compiler.engine.rowfiles import IPC_OPTIONS
@@ -25,6 +26,17 @@ def partitions(rows: int, workers: int) -> int:
     """Partitions for `rows`: enough for every worker, none much above PARTITION_ROWS rows. Bytes
     never depend on it: a partition holds every row its step compares."""
     return max(1, min(1024, max(2 * workers, math.ceil(rows / PARTITION_ROWS)))) if rows else 1
+
+
+def by_partition(table: pa.Table, part: np.ndarray) -> dict[int, pa.Table]:
+    """`table`'s rows by partition (`part`: each row's), each partition's in table order."""
+    if not table.num_rows:
+        return {}
+    order = np.argsort(part, kind="stable")
+    sorted_parts = part[order]
+    table = table.take(pa.array(order))
+    cuts = (np.flatnonzero(np.diff(sorted_parts)) + 1).tolist()
+    return {int(sorted_parts[a]): table.slice(a, z - a) for a, z in zip([0, *cuts], [*cuts, len(order)])}
 
 
 def send(directory: Path, name: str, out: dict[Hashable, pa.Table], schema: pa.Schema

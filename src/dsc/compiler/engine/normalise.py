@@ -31,6 +31,7 @@ from dsc.compiler.engine.rowfiles import (
     SegmentInfo,
     finish_segment,
     id_hash,
+    remove_piece_files,
     segment_row,
     segment_schema,
 )
@@ -182,7 +183,8 @@ def _normalise_source(loaded: LoadedSpec, name: str, key: str, store: BuildCache
         for piece in ex.map(read_piece, [ReadTask(r, i, str(tmp)) for i, r in enumerate(ranges)]):
             pieces.append(piece)
             progress.advance(piece.rows_read)
-        files = next(iter(ex.map(merge_pieces, [MergeTask(str(tmp), name, pieces)])))
+        [files] = list(ex.map(merge_pieces, [MergeTask(str(tmp), name, pieces)]))
+        remove_piece_files(tmp, pieces)
         return store.commit_normalised(tmp, key, files)
 
 

@@ -8,7 +8,8 @@
   `keys.arrow` holds the compact selection keys of the rows kept after in-source exact-duplicate
   removal (`row` numbers the rows across the pieces); `quarantine.jsonl` the source's rejected
   rows; `segment.json` its counts and pieces. A worker writes a piece with its keys and
-  quarantine beside it (`PieceWriter`); the driver merges those small files (`finish_segment`).
+  quarantine beside it (`PieceWriter`); a task per source merges them (`finish_segment`), and
+  the driver removes them once the merge is in place (`remove_piece_files`).
 - **Rendered parts** (stage 3, per source): render + tokenise results per row of a normalised
   segment (`row`), immutable files that later builds add to (see `dsc.compiler.engine.cache`).
 
@@ -545,8 +546,9 @@ class PieceWriter:
 def finish_segment(directory: Path, source: str, pieces: list[PieceResult]) -> tuple[SegmentInfo, dict[str, tuple[int, int]]]:
     """The segment of a source from its pieces (in read order): exact duplicates by id across
     the whole source (the first kept, the others quarantined), `keys.arrow` of the kept rows,
-    the merged quarantine and `segment.json`. The pieces' keys and quarantine files are merged
-    away; returns the segment and {file: (size, crc32)}."""
+    the merged quarantine and `segment.json`, each renamed into place; returns the segment and
+    {file: (size, crc32)}. The pieces' keys and quarantine files stay (`remove_piece_files`),
+    so that a merge run twice (a retried task) merges the same files."""
     pieces = sorted(pieces, key=lambda p: p.index)
     classes: dict[RowClass, int] = {}
     tables, quarantined = [], []
@@ -556,7 +558,6 @@ def finish_segment(directory: Path, source: str, pieces: list[PieceResult]) -> t
         path = directory / piece_name("keys", p.index)
         with pa.OSFile(str(path)) as f:
             t = pa.ipc.open_file(f).read_all()
-        path.unlink()
         if t.num_rows:
             t = t.set_column(t.schema.get_field_index("cls"), "cls",
                              pa.array(remap[t.column("cls").to_numpy()], pa.int32()))
@@ -566,10 +567,7 @@ def finish_segment(directory: Path, source: str, pieces: list[PieceResult]) -> t
             for q in read_quarantine(f):
                 q.seq += 2 * offset
                 quarantined.append(q)
-        path.unlink()
         offset += p.rows
-    for stray in directory.glob(".tmp-*"):  # a task attempt that died before renaming its files
-        stray.unlink()
     keys = pa.concat_tables(tables).combine_chunks() if tables else PIECE_KEYS_SCHEMA.empty_table()
     n = keys.num_rows
     ids = _one_chunk(keys.column("id"))
@@ -594,14 +592,15 @@ def finish_segment(directory: Path, source: str, pieces: list[PieceResult]) -> t
     live = np.flatnonzero(first_of == np.arange(n))
     kept = keys if len(live) == n else keys.take(pa.array(live))
     sizes: dict[str, tuple[int, int]] = {p.piece.name: p.size for p in pieces}
-    kw = ArrowFileWriter(directory / KEYS_FILE, KEYS_SCHEMA)
+    tag = f".merge-{uuid.uuid4().hex}-"  # a merge run twice at once: each writes its own
+    kw = ArrowFileWriter(directory / f"{tag}{KEYS_FILE}", KEYS_SCHEMA)
     kw.write(pa.table({
         "row": pa.array(live, pa.int64()), "id": kept.column("id"), "group": kept.column("group"),
         "cls": kept.column("cls"), "dedup": kept.column("dedup"), "chars": kept.column("chars"),
         "tokens": pa.array(tokens[live], pa.float64()),
     }, schema=KEYS_SCHEMA))
     sizes[KEYS_FILE] = kw.close()
-    qf = ChecksumFile(directory / QUARANTINE_FILE)
+    qf = ChecksumFile(directory / f"{tag}{QUARANTINE_FILE}")
     for q in quarantined:
         qf.write(q.json_line().encode("utf-8"))
     qf.close()
@@ -611,13 +610,25 @@ def finish_segment(directory: Path, source: str, pieces: list[PieceResult]) -> t
         dropped.update(p.dropped)
     info = SegmentInfo(directory, source, sum(p.rows_read for p in pieces), n, int(live.size), int(duplicates.size),
                        dict(sorted(dropped.items())), list(classes), [p.piece for p in pieces])
-    mf = ChecksumFile(directory / META_FILE)
+    mf = ChecksumFile(directory / f"{tag}{META_FILE}")
     mf.write(json.dumps(info.to_json(), sort_keys=True).encode("utf-8"))
     mf.close()
     sizes[META_FILE] = (mf.size, mf.crc)
+    for name in (KEYS_FILE, QUARANTINE_FILE, META_FILE):  # segment.json last: it says the merge is done
+        os.replace(directory / f"{tag}{name}", directory / name)
     return info, sizes
+
+
+def remove_piece_files(directory: Path, pieces: list[PieceResult]) -> None:
+    """After the merge: the pieces' keys and quarantine files (merged into the segment's), and
+    temporaries of task attempts that died before renaming their files."""
+    for p in pieces:
+        for kind in ("keys", "quarantine"):
+            (directory / piece_name(kind, p.index)).unlink(missing_ok=True)
+    for stray in [*directory.glob(".tmp-*"), *directory.glob(".merge-*")]:
+        stray.unlink()
 
 
 __all__ = ["ArrowFile", "ArrowFileWriter", "ChecksumFile", "NormalisedChunk", "PieceResult", "PieceWriter",
            "QuarantineEntry", "RenderStatus", "SegmentInfo", "SegmentRows", "file_crc", "finish_segment",
-           "read_conversations", "rendered_schema", "segment_row", "segment_schema"]
+           "read_conversations", "remove_piece_files", "rendered_schema", "segment_row", "segment_schema"]

@@ -45,10 +45,8 @@ class SelectedRows:
         out = np.empty(len(at), object)
         out[:] = ""
         if self.copies:
-            for i, row in enumerate(at.tolist()):
-                s = self.copies.get(row)
-                if s:
-                    out[i] = s
+            for i in np.flatnonzero(np.isin(at, np.fromiter(self.copies, np.int64, len(self.copies)))).tolist():
+                out[i] = self.copies[int(at[i])]
         return out
 
     def in_output_order(self, values: np.ndarray) -> np.ndarray:

@@ -35,7 +35,7 @@ import math
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,13 +142,31 @@ class Sent:
     passed: Counter[int] = field(default_factory=Counter)  # step → rows in none of its partitions
 
 
+@dataclass(frozen=True)
+class MixPool:
+    """A bucket's rows, what its group cap dropped, and its pool (what it takes from)."""
+
+    available: int = 0
+    dropped: int = 0
+    pool: int = 0
+
+
+@dataclass(frozen=True)
+class MixTaken:
+    selected: int
+    copies: int
+
+
 @dataclass
 class Done:
-    """A selection task's result: what it sent on and its counts."""
+    """A selection task's result: what it sent on, and what it counted."""
 
     sent: Sent
-    counts: dict[str, Any] = field(default_factory=dict)
+    counted: MixPool | MixTaken | CapabilityTally | int | None = None  # the step's count (order: rows)
     removed: Counter[str] = field(default_factory=Counter)  # dedup: rows removed, per source
+
+
+Runner = Callable[[Callable[[Any], Done], Iterable[Any]], list[Done]]
 
 
 def _keys(t: pa.Table, classes: list[RowClass]) -> tuple[KeyTable, Rows]:
@@ -214,15 +232,8 @@ def _route(t: pa.Table, step: int, plan: SelectPlan, spec: Spec) -> tuple[dict[D
 
 
 def _split_by(out: dict[Dest, pa.Table], t: pa.Table, step: int, part: np.ndarray) -> None:
-    if not t.num_rows:
-        return
-    order = np.argsort(part, kind="stable")
-    sorted_parts = part[order]
-    t = t.take(pa.array(order))
-    cuts = np.flatnonzero(np.diff(sorted_parts)) + 1
-    for a, z in zip([0, *cuts.tolist()], [*cuts.tolist(), len(order)]):
-        dest = (step, int(sorted_parts[a]))
-        out[dest] = pa.concat_tables([out[dest], t.slice(a, z - a)]) if dest in out else t.slice(a, z - a)
+    for p, rows in exchange.by_partition(t, part).items():
+        out[(step, p)] = pa.concat_tables([out[(step, p)], rows]) if (step, p) in out else rows
 
 
 def _send(plan: SelectPlan, name: str, out: dict[Dest, pa.Table], passed: Counter[int]) -> Sent:
@@ -284,11 +295,8 @@ def dedup_part(task: PartTask) -> Done:
     """Rows sorted as the one-process selection sorts them (by id); the first of each dedup key."""
     plan = task.plan
     t = _sorted(_received(plan, task.batches), ORDER_AFTER_DEDUP)
-    _, first = np.unique(t.column("dedup").to_numpy(), return_index=True)
-    keep = np.zeros(t.num_rows, bool)
-    keep[first] = True
-    removed = Counter(plan.classes[c].source for c in t.column("cls").to_numpy()[~keep].tolist())
-    out, passed = _route(t.filter(pa.array(keep)), plan.after(DEDUP), plan, worker_context().spec)
+    kept, removed = mix.dedup(*_keys(t, plan.classes))
+    out, passed = _route(t.take(pa.array(kept.base)), plan.after(DEDUP), plan, worker_context().spec)
     return Done(_send(plan, task.name, out, passed), removed=removed)
 
 
@@ -301,7 +309,7 @@ def mix_pool_part(task: PartTask) -> Done:
     table, rows = _keys(t, task.plan.classes)
     pool, dropped = mix.mix_pool(table, rows, bucket, spec.seed)
     exchange.write_table(task.pool(), t.take(pa.array(pool.base)))
-    return Done(Sent(), {"available": t.num_rows, "dropped": dropped, "pool": len(pool)})
+    return Done(Sent(), MixPool(t.num_rows, dropped, len(pool)))
 
 
 def mix_take_part(task: PartTask) -> Done:
@@ -313,8 +321,7 @@ def mix_take_part(task: PartTask) -> Done:
     out_t = _with(t.take(pa.array(chosen.base)), suffix=chosen.suffix.tolist(),
                   b_idx=np.full(len(chosen), task.part, np.int32), b_pos=np.arange(len(chosen), dtype=np.int64))
     out, passed = _route(out_t, plan.after(MIX), plan, worker_context().spec)
-    return Done(_send(plan, f"{task.name}-take", out, passed),
-                {"selected": len(chosen), "copies": mix.copy_count(table, chosen)})
+    return Done(_send(plan, f"{task.name}-take", out, passed), MixTaken(len(chosen), mix.copy_count(table, chosen)))
 
 
 def caps_pool_part(task: PartTask) -> Done:
@@ -323,7 +330,7 @@ def caps_pool_part(task: PartTask) -> Done:
     t = _sorted(_received(task.plan, task.batches), ORDER_AFTER_MIX)
     exchange.write_table(task.pool(), t)
     table, rows = _keys(t, task.plan.classes)
-    return Done(Sent(), {"tally": mix.capability_available(rows, selection_weight(spec, table))})
+    return Done(Sent(), mix.capability_available(rows, selection_weight(spec, table)))
 
 
 def caps_take_part(task: PartTask) -> Done:
@@ -337,7 +344,7 @@ def caps_take_part(task: PartTask) -> Done:
     out_t = _with(t.take(pa.array(chosen.base)), suffix=chosen.suffix.tolist(),
                   c_idx=np.full(len(chosen), task.part, np.int32), c_pos=np.arange(len(chosen), dtype=np.int64))
     out, passed = _route(out_t, ORDER, plan, spec)
-    return Done(_send(plan, f"{task.name}-take", out, passed), {"tally": tally})
+    return Done(_send(plan, f"{task.name}-take", out, passed), tally)
 
 
 def order_part(task: PartTask) -> Done:
@@ -348,7 +355,7 @@ def order_part(task: PartTask) -> Done:
     table, rows = _keys(t, task.plan.classes)
     order = sorted_order(spec, table, rows, t.column("split").to_numpy(), t.column("oprefix").to_numpy())
     exchange.write_table(Path(task.plan.dir) / f"final-{task.part:06d}.arrow", t.take(pa.array(order)).select(FINAL_COLUMNS))
-    return Done(Sent(), {"rows": t.num_rows})
+    return Done(Sent(), t.num_rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,8 +375,11 @@ class _Inbox:
             self.batches.setdefault(dest, []).append((name, i))
         self.passed.update(done.sent.passed)
 
-    def parts(self, step: int) -> list[int]:
-        return sorted(p for s, p in self.batches if s == step)
+    def tasks(self, plan: SelectPlan, step: int) -> list[PartTask]:
+        """A task per partition of `step` that rows were sent to, in partition order; their
+        batches are handed over (the driver keeps no list of them past this)."""
+        return [PartTask(plan, step, p, self.batches.pop((step, p)))
+                for p in sorted(p for s, p in self.batches if s == step)]
 
 
 def select_partitioned(spec: Spec, read: NormalisedSources, scratch: Path, ex: Executor,
@@ -383,7 +393,7 @@ def select_partitioned(spec: Spec, read: NormalisedSources, scratch: Path, ex: E
         report: dict[str, Any] = {}
         progress.start("select")
 
-        def run(fn: Any, tasks: Iterable[Any]) -> list[Done]:
+        def run(fn: Callable[[Any], Done], tasks: Iterable[Any]) -> list[Done]:
             done = []
             for d in ex.map(fn, list(tasks)):
                 inbox.add(d)
@@ -394,53 +404,55 @@ def select_partitioned(spec: Spec, read: NormalisedSources, scratch: Path, ex: E
         run(scatter_keys, [ScatterTask(plan, s, seg, remaps[s]) for s, seg in enumerate(read.segments)])
         if DEDUP in plan.steps:
             removed: Counter[str] = Counter()
-            for d in run(dedup_part, [PartTask(plan, DEDUP, p, inbox.batches[(DEDUP, p)]) for p in inbox.parts(DEDUP)]):
+            for d in run(dedup_part, inbox.tasks(plan, DEDUP)):
                 removed.update(d.removed)
             report["dedup_removed"] = dict(sorted(removed.items()))
         if MIX in plan.steps:
             report["mix"] = _mix(spec, plan, inbox, run)
         if CAPS in plan.steps:
             report["capabilities"] = _capabilities(spec, plan, inbox, run)
-        parts = inbox.parts(ORDER)
-        done = run(order_part, [PartTask(plan, ORDER, p, inbox.batches[(ORDER, p)]) for p in parts])
+        ranges = inbox.tasks(plan, ORDER)
+        done = run(order_part, ranges)
         progress.done()
-        chosen = _final_rows(plan, {p: d.counts["rows"] for p, d in zip(parts, done)}, read.segments, report)
+        chosen = _final_rows(plan, {t.part: d.counted for t, d in zip(ranges, done)}, read.segments, report)  # type: ignore[misc]
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     resources.release_memory()
     return chosen
 
 
-def _mix(spec: Spec, plan: SelectPlan, inbox: _Inbox, run: Any) -> dict[str, Any]:
+def _mix(spec: Spec, plan: SelectPlan, inbox: _Inbox, run: Runner) -> dict[str, Any]:
     buckets = spec.mix or {}
     names = list(buckets)
-    tasks = {p: PartTask(plan, MIX, p, inbox.batches[(MIX, p)]) for p in inbox.parts(MIX)}
-    counts = {names[t.part]: d.counts for t, d in zip(tasks.values(), run(mix_pool_part, tasks.values()))}
-    empty = {"available": 0, "dropped": 0, "pool": 0}
-    pool = {n: counts.get(n, empty)["pool"] for n in names}
-    targets, selected, report = mix.plan_mix(buckets, {n: counts.get(n, empty)["available"] for n in names},
-                                             {n: counts.get(n, empty)["dropped"] for n in names}, pool)
-    takes = [PartTask(plan, MIX, p, [], target=targets[names[p]]) for p in tasks]
+    tasks = inbox.tasks(plan, MIX)
+    pools: dict[str, MixPool] = {n: MixPool() for n in names}  # a bucket no row reached: empty
+    for t, d in zip(tasks, run(mix_pool_part, tasks)):
+        pools[names[t.part]] = d.counted  # type: ignore[assignment]
+    pool = {n: p.pool for n, p in pools.items()}
+    targets, selected, report = mix.plan_mix(buckets, {n: p.available for n, p in pools.items()},
+                                             {n: p.dropped for n, p in pools.items()}, pool)
+    takes = [PartTask(plan, MIX, t.part, [], target=targets[names[t.part]]) for t in tasks]
     copies = {n: 0 for n in names}
     for t, d in zip(takes, run(mix_take_part, takes)):
-        assert d.counts["selected"] == selected[names[t.part]]
-        copies[names[t.part]] = d.counts["copies"]
+        taken: MixTaken = d.counted  # type: ignore[assignment]
+        assert taken.selected == selected[names[t.part]]
+        copies[names[t.part]] = taken.copies
     return mix.finish_mix_report(buckets, report, selected, copies, pool, inbox.passed[MIX])
 
 
-def _capabilities(spec: Spec, plan: SelectPlan, inbox: _Inbox, run: Any) -> dict[str, Any]:
+def _capabilities(spec: Spec, plan: SelectPlan, inbox: _Inbox, run: Runner) -> dict[str, Any]:
     caps = spec.capabilities
     assert caps is not None
     names = list(caps.requested())
-    tasks = [PartTask(plan, CAPS, p, inbox.batches[(CAPS, p)]) for p in inbox.parts(CAPS)]
-    tallies = {n: CapabilityTally() for n in names}
+    tasks = inbox.tasks(plan, CAPS)
+    tallies = {n: CapabilityTally() for n in names}  # a capability no row reached: zeros
     for t, d in zip(tasks, run(caps_pool_part, tasks)):
-        tallies[names[t.part]] = d.counts["tally"]
+        tallies[names[t.part]] = d.counted  # type: ignore[assignment]
     targets = mix.capability_targets(caps, {n: t.available for n, t in tallies.items()})
     takes = [PartTask(plan, CAPS, t.part, [], target=targets[names[t.part]], tally=tallies[names[t.part]])
              for t in tasks]
     for t, d in zip(takes, run(caps_take_part, takes)):
-        tallies[names[t.part]] = d.counts["tally"]
+        tallies[names[t.part]] = d.counted  # type: ignore[assignment]
     return mix.capability_report(caps, targets, tallies, inbox.passed[CAPS])
 
 

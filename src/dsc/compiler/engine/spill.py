@@ -28,7 +28,6 @@ every worker: the same machine locally, shared storage on a cluster.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -51,7 +50,7 @@ from dsc.compiler.engine.executors.base import Executor
 from dsc.compiler.engine.normalise import CHUNK_ROWS
 from dsc.compiler.engine.progress import Progress
 from dsc.compiler.engine.rendering import RenderedRows, RowsInFlight
-from dsc.compiler.engine.rowfiles import IPC_OPTIONS, ArrowFile, SegmentInfo
+from dsc.compiler.engine.rowfiles import IPC_OPTIONS, ArrowFile, SegmentInfo, id_hash
 from dsc.compiler.engine.selected import SelectedRows
 from dsc.compiler.engine.tally import Tally
 from dsc.compiler.stages.write import artifact as art
@@ -253,19 +252,12 @@ GROUPS_SCHEMA = pa.schema([("split", pa.string()), ("group", pa.string())])
 def send_groups(directory: Path, name: str, distinct: dict[str, pa.Array], parts: int
                 ) -> list[tuple[int, str, int, int]]:
     """Each split's distinct groups, by partition of a hash of the group, into one exchange file."""
-    tables = []
-    for split, groups in distinct.items():
-        part = np.array([0 if g is None else int.from_bytes(hashlib.blake2b(g.encode("utf-8"), digest_size=8).digest(),
-                                                            "big") % parts for g in groups.to_pylist()], np.int64)
-        tables.append(pa.table({"split": pa.array([split] * len(groups), pa.string()),
-                                "group": groups.cast(pa.string()), "part": part}))
-    if not tables:
+    if not distinct:
         return []
-    t = pa.concat_tables(tables)
-    part = t.column("part").to_numpy()
-    t = t.drop_columns(["part"])
-    out = {int(p): t.filter(pa.array(part == p)) for p in np.unique(part).tolist()}
-    return exchange.send(directory, name, out, GROUPS_SCHEMA)  # type: ignore[arg-type,return-value]
+    t = pa.concat_tables([pa.table({"split": pa.array([split] * len(groups), pa.string()),
+                                    "group": groups.cast(pa.string())}) for split, groups in distinct.items()])
+    part = np.array([0 if g is None else id_hash(g) % parts for g in t.column("group").to_pylist()], np.int64)
+    return exchange.send(directory, name, exchange.by_partition(t, part), GROUPS_SCHEMA)  # type: ignore[arg-type,return-value]
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""Selection over the whole set of rows (main process): exact dedup, mixing by buckets, then
-capability ratios — all before the train/validation split.
+"""Selection: exact dedup, mixing by buckets, then capability ratios — all before the
+train/validation split. `select` runs it over the keys of all rows at once (the definition);
+the build runs the same functions over partitions of the keys (`engine.selecting`).
 
     mix:
       positive: {count: 500}                          # a bucket named after a source selects its rows
