@@ -106,3 +106,16 @@ def test_stored_json_keeps_key_order_and_hashes_do_not_depend_on_it():
     assert one.template_messages()[1]["tool_calls"] == [
         {"type": "function", "id": "", "function": {"name": "get", "arguments": {"b": 1, "a": 2}}}]
     assert list(one.template_messages()[1]["tool_calls"][0]["function"]["arguments"]) == ["b", "a"]
+
+
+def test_a_huge_string_is_escaped_but_never_remembered():
+    """The escape memo serves repeated long strings (tool catalogues); a 50 MB message must not
+    stay in a worker's memory after its row is done (it would be twice its size there)."""
+    from dsc.core import canonical
+
+    huge = "z" * (canonical._REMEMBERED_MAX_LEN + 1)
+    assert canonical_json({"content": huge}) == json.dumps({"content": huge}, separators=(",", ":"))
+    assert huge not in canonical._escaped_long
+    catalogue = "a tool description " * 50
+    canonical_json({"content": catalogue})
+    assert catalogue in canonical._escaped_long

@@ -50,11 +50,14 @@ _LONG = 256  # strings at least this long have their escaped form remembered
 _escaped_long: dict[str, str] = {}
 _escaped_chars = 0
 _ESCAPED_MAX_CHARS = 4_000_000  # (cleared when full: memory stays bounded, only speed depends on it)
+_REMEMBERED_MAX_LEN = 1 << 18  # longer strings (a 50 MB message) are escaped, never remembered
 
 
 def _escape(text: str) -> str:
     global _escaped_chars
     if len(text) < _LONG:
+        return _escape_plain(text)
+    if len(text) > _REMEMBERED_MAX_LEN:
         return _escape_plain(text)
     hit = _escaped_long.get(text)
     if hit is None:
