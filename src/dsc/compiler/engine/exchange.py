@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 import os
 import uuid
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,15 @@ def by_partition(table: pa.Table, part: np.ndarray) -> dict[int, pa.Table]:
     return {int(sorted_parts[a]): table.slice(a, z - a) for a, z in zip([0, *cuts], [*cuts, len(order)])}
 
 
+@contextmanager
+def placed(path: Path) -> Iterator[pa.NativeFile]:
+    """A file written under a temporary name beside `path`, then renamed to it."""
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with pa.OSFile(str(temp), "wb") as f:
+        yield f
+    os.replace(temp, path)
+
+
 def send(directory: Path, name: str, out: dict[Hashable, pa.Table], schema: pa.Schema
          ) -> list[tuple[Hashable, str, int, int]]:
     """`out`'s tables into one file, `<name>.arrow`, a record batch per destination (in
@@ -46,14 +56,12 @@ def send(directory: Path, name: str, out: dict[Hashable, pa.Table], schema: pa.S
     if not out:
         return []
     path = directory / f"{name}.arrow"
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     sent = []
-    with pa.OSFile(str(temp), "wb") as f, pa.ipc.new_file(f, schema, options=IPC_OPTIONS) as w:
+    with placed(path) as f, pa.ipc.new_file(f, schema, options=IPC_OPTIONS) as w:
         for i, dest in enumerate(sorted(out)):  # type: ignore[type-var]
             table = out[dest].combine_chunks()
             w.write_table(table, max_chunksize=max(1, table.num_rows))
             sent.append((dest, path.name, i, table.num_rows))
-    os.replace(temp, path)
     return sent
 
 
@@ -68,10 +76,8 @@ def received(directory: Path, batches: list[Batch], schema: pa.Schema) -> pa.Tab
 
 def write_table(path: Path, table: pa.Table) -> None:
     """One task's table, placed by rename."""
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with pa.OSFile(str(temp), "wb") as f, pa.ipc.new_file(f, table.schema, options=IPC_OPTIONS) as w:
+    with placed(path) as f, pa.ipc.new_file(f, table.schema, options=IPC_OPTIONS) as w:
         w.write_table(table)
-    os.replace(temp, path)
 
 
 def read_table(path: Path) -> pa.Table:

@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dsc.compiler.stages.select.mix import KeyTable, RowClass
+from dsc.compiler.stages.select.mix import KeyTable, RowClass, merge_classes
 from dsc.compiler.stages.write import artifact as art
 from dsc.core.canonical import canonical_json
 from dsc.record import Conversation
@@ -550,11 +550,10 @@ def finish_segment(directory: Path, source: str, pieces: list[PieceResult]) -> t
     {file: (size, crc32)}. The pieces' keys and quarantine files stay (`remove_piece_files`),
     so that a merge run twice (a retried task) merges the same files."""
     pieces = sorted(pieces, key=lambda p: p.index)
-    classes: dict[RowClass, int] = {}
+    classes, remaps = merge_classes(p.classes for p in pieces)
     tables, quarantined = [], []
     offset = 0
-    for p in pieces:
-        remap = np.array([classes.setdefault(c, len(classes)) for c in p.classes] or [0], np.int32)
+    for p, remap in zip(pieces, remaps):
         path = directory / piece_name("keys", p.index)
         with pa.OSFile(str(path)) as f:
             t = pa.ipc.open_file(f).read_all()
@@ -609,7 +608,7 @@ def finish_segment(directory: Path, source: str, pieces: list[PieceResult]) -> t
     for p in pieces:
         dropped.update(p.dropped)
     info = SegmentInfo(directory, source, sum(p.rows_read for p in pieces), n, int(live.size), int(duplicates.size),
-                       dict(sorted(dropped.items())), list(classes), [p.piece for p in pieces])
+                       dict(sorted(dropped.items())), classes, [p.piece for p in pieces])
     mf = ChecksumFile(directory / f"{tag}{META_FILE}")
     mf.write(json.dumps(info.to_json(), sort_keys=True).encode("utf-8"))
     mf.close()

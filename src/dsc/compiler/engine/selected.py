@@ -35,7 +35,9 @@ class SelectedRows:
     copies: dict[int, str]  # row → its copy suffix (`#2` for a row's second copy); originals: none
     cls: np.ndarray  # int32 class code
     split: np.ndarray  # int8 split code
-    order: np.ndarray | None  # the rows in output order; None: they are in output order
+    # the rows in output order (`select_rows`); None: they are in output order, as the render
+    # and write phases take them (`select_partitioned`)
+    order: np.ndarray | None
 
     def __len__(self) -> int:
         return len(self.src)
@@ -48,22 +50,6 @@ class SelectedRows:
             for i in np.flatnonzero(np.isin(at, np.fromiter(self.copies, np.int64, len(self.copies)))).tolist():
                 out[i] = self.copies[int(at[i])]
         return out
-
-    def in_output_order(self, values: np.ndarray) -> np.ndarray:
-        """A per-row array in output order."""
-        return values if self.order is None else values[self.order]
-
-    def rows_at(self, positions: np.ndarray) -> np.ndarray:
-        """The rows at these output positions."""
-        return positions if self.order is None else self.order[positions]
-
-    def positions(self) -> np.ndarray:
-        """Each row's output position."""
-        if self.order is None:
-            return np.arange(len(self), dtype=np.int64)
-        position = np.empty(len(self.order), np.int64)
-        position[self.order] = np.arange(len(self.order))
-        return position
 
     def conversations(self, at: np.ndarray) -> list[Conversation]:
         """The selected rows `at` as Conversations (copies made), in the order given."""

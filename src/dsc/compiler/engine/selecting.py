@@ -110,12 +110,9 @@ class SelectPlan:
 
 def make_plan(spec: Spec, read: NormalisedSources, directory: Path, workers: int
               ) -> tuple[SelectPlan, list[np.ndarray]]:
-    """(the plan, per source: its class codes → codes over all sources). Classes are merged in
-    source order, as `KeyTable.concat` merges them."""
-    codes: dict[RowClass, int] = {}
-    remaps = [np.array([codes.setdefault(c, len(codes)) for c in seg.classes] or [0], np.int32)
-              for seg in read.segments]
-    classes = list(codes)
+    """(the plan, per source: its class codes → codes over all sources, merged in source order
+    as the one-process selection merges them)."""
+    classes, remaps = mix.merge_classes(seg.classes for seg in read.segments)
     caps = spec.capabilities
     rebalance = caps is not None and (caps.rates is not None or caps.proportions is not None)
     steps = tuple(s for s, on in ((DEDUP, spec.dedup), (MIX, bool(spec.mix)), (CAPS, rebalance), (ORDER, True)) if on)
@@ -179,10 +176,16 @@ def _keys(t: pa.Table, classes: list[RowClass]) -> tuple[KeyTable, Rows]:
                      chars=t.column("chars").to_numpy().astype(np.int64),
                      tokens=t.column("tokens").to_numpy().astype(np.float64))
     rows = Rows.of(np.arange(t.num_rows, dtype=np.int64))
-    has = np.flatnonzero(pc.binary_length(arr("suffix")).to_numpy(zero_copy_only=False) > 0)
-    if has.size:
-        rows.suffix[has] = t.column("suffix").take(pa.array(has)).to_pylist()
+    at, suffixes = _copy_suffixes(t)
+    if suffixes:
+        rows.suffix[at] = suffixes
     return table, rows
+
+
+def _copy_suffixes(t: pa.Table) -> tuple[np.ndarray, list[str]]:
+    """(the rows that are copies, their suffixes): most rows are none, and get no Python string."""
+    at = np.flatnonzero(pc.binary_length(t.column("suffix")).to_numpy() > 0)
+    return at, t.column("suffix").take(pa.array(at)).to_pylist() if at.size else []
 
 
 def _with(t: pa.Table, **columns: Any) -> pa.Table:
@@ -202,11 +205,10 @@ def _route(t: pa.Table, step: int, plan: SelectPlan, spec: Spec) -> tuple[dict[D
     out: dict[Dest, pa.Table] = {}
     passed: Counter[int] = Counter()
     while t.num_rows:
-        cls = t.column("cls").to_numpy()
         if step == DEDUP:
             part = (t.column("dedup").to_numpy() % np.uint64(plan.dedup_parts)).astype(np.int64)
         elif step in (MIX, CAPS):
-            part = (plan.bucket_of if step == MIX else plan.cap_of)[cls]
+            part = (plan.bucket_of if step == MIX else plan.cap_of)[t.column("cls").to_numpy()]
             kept = part >= 0
             if not kept.all():
                 rest = t.filter(pa.array(~kept))
@@ -469,8 +471,7 @@ def _final_rows(plan: SelectPlan, sizes: dict[int, int], segments: list[SegmentI
         t = exchange.read_table(Path(plan.dir) / f"final-{p:06d}.arrow")
         for name, into in (("src", src), ("seg", seg), ("cls", cls), ("split", split)):
             into[at:at + size] = t.column(name).to_numpy()
-        suffix = t.column("suffix")
-        for i in np.flatnonzero(pc.binary_length(suffix).to_numpy(zero_copy_only=False) > 0).tolist():
-            copies[at + i] = suffix[i].as_py()
+        rows, suffixes = _copy_suffixes(t)
+        copies.update(zip((at + rows).tolist(), suffixes))
         at += size
     return SelectedRows(segments, plan.classes, report, src, seg, copies, cls, split, None)

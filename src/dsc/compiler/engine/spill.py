@@ -201,12 +201,9 @@ def _write_route_file(task: RouteTask, table: pa.Table, name: str) -> dict[int, 
     cuts = (np.flatnonzero(np.diff(bucket)) + 1).tolist()
     spans = list(zip([0, *cuts], [*cuts, len(bucket)]))
     held = [int(bucket[a]) for a, _ in spans]
-    path = task.spill / name
-    temp = path.with_name(f".{name}.{uuid.uuid4().hex}.tmp")  # not *.arrow: never taken for a route file
-    with pa.OSFile(str(temp), "wb") as f, pa.ipc.new_file(f, table.schema, options=IPC_OPTIONS) as w:
+    with exchange.placed(task.spill / name) as f, pa.ipc.new_file(f, table.schema, options=IPC_OPTIONS) as w:
         for a, z in spans:
             w.write_table(table.slice(a, z - a))
-    os.replace(temp, path)
     return {b: z - a for b, (a, z) in zip(held, spans)}
 
 

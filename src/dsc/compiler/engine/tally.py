@@ -50,7 +50,8 @@ class Tally:
 
 def tally(spec: Spec, chosen: SelectedRows, rendered: list[RenderedRows]) -> tuple[Tally, np.ndarray]:
     """(the tally, each selected row's RenderStatus); overflow: error fails here, naming the
-    first too-long row in output order."""
+    first too-long row in output order (the selected rows' order: `select_partitioned`'s)."""
+    assert chosen.order is None, "rows in output order"
     offsets = np.cumsum([0] + [len(r.part) for r in rendered])
     flat = offsets[chosen.src] + chosen.seg  # index into the sources' rows laid end to end
 
@@ -58,9 +59,9 @@ def tally(spec: Spec, chosen: SelectedRows, rendered: list[RenderedRows]) -> tup
         return np.concatenate([getattr(r, attr) for r in rendered])[flat] if rendered else np.zeros(0)
 
     status = per_row("status")
-    error_rows = np.flatnonzero(chosen.in_output_order(status) == RenderStatus.TOO_LONG_ERROR)
+    error_rows = np.flatnonzero(status == RenderStatus.TOO_LONG_ERROR)
     if error_rows.size:
-        i = int(chosen.rows_at(error_rows[:1])[0])
+        i = int(error_rows[0])
         conv = chosen.conversations(np.array([i]))[0]
         prov = conv.meta.provenance
         n_tokens = rendered[int(chosen.src[i])].n_tokens[int(chosen.seg[i])]
@@ -70,9 +71,8 @@ def tally(spec: Spec, chosen: SelectedRows, rendered: list[RenderedRows]) -> tup
     span_chars, sup_tokens, truncated = per_row("span_chars"), per_row("sup_tokens"), per_row("truncated")
     any_special = any(r.special for r in rendered)
     t = Tally()
-    ordered_split = chosen.in_output_order(chosen.split)
     for code, name in enumerate(SPLITS):
-        rows = chosen.rows_at(np.flatnonzero(ordered_split == code))
+        rows = np.flatnonzero(chosen.split == code)
         if not len(rows):
             continue
         ok = status[rows] == RenderStatus.OK
@@ -105,12 +105,11 @@ def rendering_quarantine(spec: Spec, template: ChatTemplate, chosen: SelectedRow
     if not tally.failed:
         return []
     convs = chosen.conversations(np.array(tally.failed, np.int64))
-    position = chosen.positions()
     out = []
-    for i, conv in zip(tally.failed, convs):
+    for i, conv in zip(tally.failed, convs):  # a row's number is its output position
         st = int(status[i])
         prov = conv.meta.provenance
-        seq = STAGE3_SEQ + int(position[i])
+        seq = STAGE3_SEQ + i
         if st == RenderStatus.RENDER_FAILED:
             try:
                 conv, _ = apply_special_token_policy(conv, template, spec.special_tokens)

@@ -90,6 +90,15 @@ def dedup_hash(conv: Conversation) -> int:
     return int(dedup_key(conv), 16)
 
 
+def merge_classes(class_lists: Iterable[Sequence[RowClass]]) -> tuple[list[RowClass], list[np.ndarray]]:
+    """The classes of several tables (sources, pieces) as one list, first seen first, and per
+    table its codes' new codes (an int32 array to index with its `cls`)."""
+    codes: dict[RowClass, int] = {}
+    remaps = [np.array([codes.setdefault(c, len(codes)) for c in classes] or [0], np.int32)
+              for classes in class_lists]
+    return list(codes), remaps
+
+
 @dataclass
 class KeyTable:
     """Compact selection keys, one entry per row (row i of every column)."""
@@ -122,15 +131,12 @@ class KeyTable:
         """One table over several (e.g. one per source), classes merged."""
         if len(tables) == 1:
             return tables[0]
-        codes: dict[RowClass, int] = {}
-        remapped = []
-        for t in tables:
-            mapping = np.array([codes.setdefault(c, len(codes)) for c in t.classes] or [0], np.int32)
-            remapped.append(mapping[t.cls] if len(t) else np.zeros(0, np.int32))
+        classes, remaps = merge_classes(t.classes for t in tables)
+        remapped = [remap[t.cls] if len(t) else np.zeros(0, np.int32) for t, remap in zip(tables, remaps)]
         return cls(
             ids=pa.concat_arrays([t.ids for t in tables]) if tables else pa.array([], pa.string()),
             groups=pa.concat_arrays([t.groups for t in tables]) if tables else pa.array([], pa.string()),
-            cls=np.concatenate(remapped) if remapped else np.zeros(0, np.int32), classes=list(codes),
+            cls=np.concatenate(remapped) if remapped else np.zeros(0, np.int32), classes=classes,
             dedup=np.concatenate([t.dedup for t in tables]) if tables else np.zeros(0, np.uint64),
             chars=np.concatenate([t.chars for t in tables]) if tables else np.zeros(0, np.int64),
             tokens=np.concatenate([t.tokens for t in tables]) if tables else np.zeros(0))
