@@ -226,3 +226,41 @@ def test_forked_workers_do_not_keep_the_lock_alive(tmp_path):
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+
+
+CTRL_C_CHILD = """
+import sys, time
+from dsc.compiler.engine import rendering
+from dsc.cli.root import main
+
+real = rendering.render_part
+
+def slow_render_part(task):  # a worker busy rendering when Ctrl-C comes
+    print("rendering", flush=True)
+    time.sleep(8)  # long enough for the signal to come first
+    return real(task)
+
+rendering.render_part = slow_render_part
+sys.argv = ["dsc", "build", sys.argv[1], "--out", sys.argv[2], "--workers", "2", "--no-cache"]
+main()
+"""
+
+
+def test_ctrl_c_during_a_parallel_build_is_one_line_and_replaces_nothing(tmp_path):
+    """The terminal sends SIGINT to the whole process group, pool workers included: the user sees
+    the driver's one line, never a worker's traceback, and the previous artifact stays."""
+    split_excerpt(tmp_path)
+    spec = make_spec(tmp_path)
+    out = tmp_path / "out"
+    build(spec, out)
+    before = tree_bytes(out)
+    spec.write_text(spec.read_text().replace("seed: 7", "seed: 8"))
+    child = subprocess.Popen([sys.executable, "-c", CTRL_C_CHILD, str(spec), str(out)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True,
+                             env={**os.environ, "DSC_NO_PROGRESS": "1"})
+    assert child.stdout.readline().strip() == "rendering"
+    os.killpg(child.pid, signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    assert "interrupted; nothing was replaced" in err and "Traceback" not in err, err
+    assert tree_bytes(out) == before

@@ -3,6 +3,7 @@ machine. Workers inherit the driver's BuildContext by fork, so nothing is loaded
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -30,7 +31,7 @@ class LocalExecutor(Executor):
         if self.workers > 1:
             _settle_lazy_imports()
             mp = multiprocessing.get_context("fork")
-            self.pool = mp.Pool(self.workers, initializer=set_worker_context, initargs=(self.ctx,))
+            self.pool = mp.Pool(self.workers, initializer=_start_worker, initargs=(self.ctx,))
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -51,6 +52,15 @@ class LocalExecutor(Executor):
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+
+
+def _start_worker(ctx: Any) -> None:
+    """A pool worker: the build's context, and Ctrl-C left to the driver. The terminal sends
+    SIGINT to the whole process group; the driver stops the build ("interrupted; nothing was
+    replaced") and terminates the pool, so a worker's own KeyboardInterrupt would only print its
+    traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    set_worker_context(ctx)
 
 
 def _settle_lazy_imports() -> None:
