@@ -80,10 +80,9 @@ DRIVER_STEPS: list[tuple[str, str, str, str]] = [
     ("setup: template, tokenizer, transforms", "dsc.compiler.engine.driver", "build_context", "fn"),
     ("setup: scan inputs (hash, JSONL cuts)", "dsc.compiler.engine.driver", "resolve_inputs", "fn"),
     ("read: plan input ranges", "dsc.compiler.engine.normalise", "plan_ranges", "fn"),
-    ("select: plan, the selected rows' arrays", "dsc.compiler.engine.selecting", "_final_rows", "fn"),
-    ("render: read part index", "dsc.compiler.engine.rendering:RenderedRows", "add", "method"),
-    ("write: tally", "dsc.compiler.engine.tally", "tally", "fn"),
-    ("write: lay out the route tasks", "dsc.compiler.engine.spill", "route_tasks", "fn"),
+    ("select: plan", "dsc.compiler.engine.selecting", "make_plan", "fn"),
+    ("render: list the cached parts", "dsc.compiler.engine.cache:RenderedStore", "parts", "method"),
+    ("write: lay out the shards", "dsc.compiler.engine.spill:Layout", "__init__", "method"),
     ("write: manifest, card, quarantine", "dsc.compiler.engine.driver", "write_artifact_files", "fn"),
     ("release memory", "dsc.compiler.engine.resources", "release_memory", "fn"),
 ]
@@ -149,6 +148,8 @@ def _install_map_counters(stats: dict[str, TaskStats], account: bool, kind: str)
             for out in original(self, run_fn, counted(tasks)):
                 # Set at every result: the consumer may stop asking once it has them all (zip).
                 s.wall_s = base + time.perf_counter() - t0
+                if isinstance(getattr(out, "rows", None), int):  # a render block's selected rows
+                    s.rows_in += out.rows
                 if account:
                     s.bytes_out += _sized(out)
                 yield out
@@ -191,11 +192,9 @@ class _Silent:
 
 
 def _key_bytes(chosen: Any) -> dict[str, int]:
-    """Bytes of the selected rows' arrays the driver holds (selection keys stay in the tasks)."""
-    arrays = sum(getattr(chosen, a).nbytes for a in ("src", "seg", "cls", "split"))
-    arrays += chosen.order.nbytes if chosen.order is not None else 0
-    arrays += sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in chosen.copies.items())  # copies: sparse
-    return {"rows": len(chosen), "chosen rows' arrays": arrays}
+    """Bytes the driver holds for the selected rows once selection is done: the render blocks'
+    batch lists (the rows themselves stay in the exchange files)."""
+    return {"rows": chosen.rows, "batch lists after selection": len(pickle.dumps(chosen.to_render))}
 
 
 def _dir_bytes(path: Path) -> int:
@@ -439,7 +438,7 @@ def check_identity(run: Run, reference: Run | None) -> None:
 def stages(run: Run) -> dict[str, float]:
     """Wall seconds per stage of one run, from its progress events (seconds since process start).
     `select` is the gap between reading and rendering (its tasks, the driver's targets and the
-    selected rows' arrays); `executor stop`
+    plan); `executor stop`
     (the pool's or Ray's shutdown) falls between rendering and writing, and is taken out of it."""
     ev = {what: t for t, what in run.child["events"]}
     life = run.child["lifecycle_s"]
@@ -480,13 +479,13 @@ def median_driver(runs: list[Run]) -> dict[str, float]:
 # --- the scaling estimate -----------------------------------------------------------------------
 
 # The build's task functions and the stage each runs in (a progress stage; "write artifact": the
-# progress stages "route rows", "write shards" and "write manifest and card"); write runs two.
+# progress stages "tally", "route rows", "write shards" and "write manifest and card").
 # `scan_file` (an input file's hash and JSONL cuts) is a task too, but this bench's corpus is one
 # file, so its scan is one task on the build's critical path: it counts as serial (stage "").
 MAPPED = {"read_piece": "read + normalise", "merge_pieces": "read + normalise",
           **{f: "select" for f in ("scatter_keys", "dedup_part", "mix_pool_part", "mix_take_part", "caps_pool_part",
                                    "caps_take_part", "order_part")},
-          "render_part": "render + tokenise", "route_rows": "write artifact",
+          "render_block": "render + tokenise", "tally_range": "write artifact", "route_rows": "write artifact",
           "write_shard_file": "write artifact", "count_groups": "write artifact", "scan_file": ""}
 # the stages with tasks, in order
 STAGE_NAMES = ("read + normalise", "select", "render + tokenise", "write artifact")
@@ -573,10 +572,11 @@ def marginal(small: dict[str, Any], large: dict[str, Any], rows_small: int, rows
 
 
 def render_tasks(rows: int, workers: int) -> int:
-    """How many render tasks the build makes for `rows` rows on `workers` workers (its own rule)."""
-    from dsc.compiler.engine.rendering import render_task_rows
+    """How many render tasks (blocks) the build makes for a segment of `rows` rows on `workers`
+    workers (its own rule)."""
+    from dsc.compiler.engine.rendering import render_block_rows
 
-    return math.ceil(rows / render_task_rows(rows, workers)) if rows > 0 else 0
+    return math.ceil(rows / render_block_rows(rows, workers)) if rows > 0 else 0
 
 
 def project(d: dict[str, Any], ray: dict[str, float], ns: list[int]) -> list[dict[str, float]]:
@@ -693,7 +693,7 @@ def data_lines(c: dict[str, Any]) -> list[str]:
         return ["(no accounting run)"]
     keys = acc["keys_bytes"]
     rows = keys["rows"]
-    held = sum(v for k, v in keys.items() if k.startswith("keys: ")) + keys["chosen rows' arrays"]
+    held = keys["batch lists after selection"]
     maps = acc["maps"]
     by_stage: dict[str, dict[str, int]] = {}
     for m in maps.values():
@@ -707,8 +707,8 @@ def data_lines(c: dict[str, Any]) -> list[str]:
             f"{n1.get('bytes_out', 0) / rows:,.1f} B (counts); render tasks sent {n3.get('bytes_in', 0) / rows:,.1f} B, "
             f"results received {n3.get('bytes_out', 0) / rows:,.1f} B (part paths); write tasks sent "
             f"{nw.get('bytes_in', 0) / rows:,.1f} B (row numbers and positions), results received "
-            f"{nw.get('bytes_out', 0) / rows:,.1f} B (counts, hashes, card statistics); the selected rows' arrays held "
-            f"{held / rows:,.0f} B; "
+            f"{nw.get('bytes_out', 0) / rows:,.1f} B (counts, hashes, card statistics); the driver holds after selection "
+            f"{held / rows:,.1f} B (batch lists); "
             "build cache files (read by the write tasks): "
             + ", ".join(f"{k} {v / rows:,.0f} B" for k, v in cache.items() if v)
             + f"; artifact {acc['artifact_bytes'] / rows:,.0f} B."]

@@ -178,7 +178,7 @@ def test_cli_build_timings_name_every_stage_in_order(tmp_path):
         if len(parts) != 2 or not parts[0].replace(".", "").isdigit():
             break
         events.append((float(parts[0]), parts[1]))
-    stages = ["scan inputs", "read + normalise", "select", "render + tokenise", "route rows", "write shards"]
+    stages = ["scan inputs", "read + normalise", "select", "render + tokenise", "tally", "route rows", "write shards"]
     expected = [f"{s}: {e}" for s in stages for e in ("started", "first rows", "done")]
     expected += ["write manifest and card: started", "write manifest and card: done"]  # no rows to count
     assert [what for _, what in events] == expected + ["artifact in place"]

@@ -113,7 +113,7 @@ def rebuild_setup(tmp_path_factory):
 
 def kill_points(calls: list[list[str]]) -> list[int]:
     """20 seeded call numbers: the swap's own calls, 4 while the staged artifact is written, 2 after
-    the exchange, one in each of reading, selecting, rendering and writing shards, the rest
+    the exchange, one in each of reading, selecting, rendering, tallying and writing shards, the rest
     uniform over the rebuild."""
     rng = random.Random(SEED)
     swap = [i + 1 for i, (name, _) in enumerate(calls) if name in SWAP_FUNCTIONS]
@@ -121,7 +121,7 @@ def kill_points(calls: list[list[str]]) -> list[int]:
     last_calls = list(range(max(swap) + 1, len(calls) + 1))  # after the exchange, cleaning up
     chosen = (set(swap) | set(rng.sample(staging, min(4, len(staging))))
               | set(rng.sample(last_calls, min(2, len(last_calls)))))
-    for stages in (("read + normalise",), ("select",), ("render + tokenise",), WRITE_STAGES):
+    for stages in (("read + normalise",), ("select",), ("render + tokenise",), ("tally",), WRITE_STAGES):
         chosen.add(rng.choice([i + 1 for i, (_, stage) in enumerate(calls) if stage in stages]))
     while len(chosen) < KILLS:
         chosen.add(rng.randrange(1, len(calls) + 1))
@@ -159,7 +159,7 @@ def test_sigkills_anywhere_in_a_rebuild_keep_a_whole_artifact(rebuild_setup):
     # Most kills land before the swap: the previous artifact is what is there, and verifies.
     assert outcomes.count("old") >= KILLS - 4, outcomes
     assert {name for name, _ in (calls[n - 1] for n in points)} >= set(SWAP_FUNCTIONS)
-    assert {"read + normalise", "select", "render + tokenise"} <= set(stages) and set(WRITE_STAGES) & set(stages), stages
+    assert {"read + normalise", "select", "render + tokenise", "tally"} <= set(stages) and set(WRITE_STAGES) & set(stages), stages
     # A killed build never poisons the cache: the caches left by kills in the reading and
     # rendering stages give the same artifact as a cold build. The next build also cleans the
     # killed builds' temporaries up.
@@ -235,10 +235,10 @@ from dsc.cli.root import main
 
 real = rendering.render_part
 
-def slow_render_part(task):  # a worker busy rendering when Ctrl-C comes
+def slow_render_part(*args):  # a worker busy rendering when Ctrl-C comes
     print("rendering", flush=True)
     time.sleep(8)  # long enough for the signal to come first
-    return real(task)
+    return real(*args)
 
 rendering.render_part = slow_render_part
 sys.argv = ["dsc", "build", sys.argv[1], "--out", sys.argv[2], "--workers", "2", "--no-cache"]

@@ -1,13 +1,15 @@
 """Selection as tasks over partitions (`engine.selecting`) against the definition, the keys of
 all sources in one process (`engine.selected.select_rows`): the same rows, copies, splits and
 output order, and the same report, for every step and however many partitions; a task run twice
-changes nothing; the exchange directory goes."""
+changes nothing. The selected rows are read back from what the order step sent the render
+blocks."""
 import json
 from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,7 +18,8 @@ from dsc.compiler.engine import exchange
 from dsc.compiler.engine.executors.local import LocalExecutor
 from dsc.compiler.engine.progress import Progress
 from dsc.compiler.engine.selected import select_rows
-from dsc.compiler.engine.selecting import select_partitioned
+from dsc.compiler.engine.exchange import SegmentBlocks
+from dsc.compiler.engine.selecting import SELECTED_SCHEMA, select_partitioned
 from dsc.compiler.stages.select.mix import KeyTable, RowClass
 from dsc.spec.model import SplitSpec
 from dsc.spec.sections import CapabilitiesSpec, MixBucket
@@ -87,17 +90,36 @@ def run_both(tmp_path, spec, sources, workers=1, executor=LocalExecutor):
     read = SimpleNamespace(names=list(SOURCES[:len(sources)]),
                            segments=[segment(SOURCES[i], rows) for i, rows in enumerate(sources)])
     expected = select_rows(spec, read)
-    with executor(SimpleNamespace(spec=spec), workers) as ex:
-        got = select_partitioned(spec, read, tmp_path, ex, Progress())
+    blocks = SegmentBlocks.of([3 * len(rows) + 1 for rows in sources], [7] * len(sources))  # a row is 3k + 1
+    with executor(SimpleNamespace(spec=spec), workers) as ex, exchange.directory(tmp_path) as directory:
+        chosen = select_partitioned(spec, read, directory, ex, Progress(), blocks)
+        got = sent_to_render(chosen)
     return expected, got
+
+
+def sent_to_render(chosen):
+    """The selected rows as the render blocks receive them, in output order (range, place in it)."""
+    batches = [b for block in chosen.to_render.values() for b in block]
+    t = exchange.received(chosen.directory, batches, SELECTED_SCHEMA)
+    t = t.take(pc.sort_indices(t, sort_keys=[("range", "ascending"), ("pos", "ascending")]))
+    blocks = chosen.render_blocks.block(t.column("src").to_numpy(), t.column("seg").to_numpy())
+    assert all(b in chosen.to_render for b in np.unique(blocks).tolist())  # each row in its own block's batches
+    split_of = {r.part: r.split for r in chosen.ranges}
+    sizes = {r.part: r.rows for r in chosen.ranges}
+    ranges = t.column("range").to_numpy()
+    assert sizes == dict(zip(*np.unique(ranges, return_counts=True))) if len(ranges) else sizes == {}
+    return SimpleNamespace(src=t.column("src").to_numpy(), seg=t.column("seg").to_numpy(),
+                           suffix=t.column("suffix").to_pylist(), cls=t.column("cls").to_numpy(),
+                           split=np.array([split_of[r] for r in ranges.tolist()], np.int8),
+                           classes=chosen.classes, report=chosen.report, rows=chosen.rows)
 
 
 def assert_same(expected, got):
     o = expected.order
-    assert got.order is None  # the rows come in output order
+    assert got.rows == len(o)
     assert got.src.tolist() == expected.src[o].tolist()
     assert got.seg.tolist() == expected.seg[o].tolist()
-    assert got.suffixes(np.arange(len(got))).tolist() == expected.suffixes(o).tolist()
+    assert got.suffix == expected.suffixes(o).tolist()
     assert got.split.tolist() == expected.split[o].tolist()
     assert [got.classes[c] for c in got.cls] == [expected.classes[c] for c in expected.cls[o]]
     assert json.dumps(got.report) == json.dumps(expected.report)  # the same values, floats and key order
@@ -134,7 +156,7 @@ def test_in_a_process_pool(tmp_path, monkeypatch, mix, caps):
     monkeypatch.setattr(exchange, "PARTITION_ROWS", 50)
     expected, got = run_both(tmp_path, spec_of(1, True, mix, caps, SPLITS[0]), some_sources(), workers=2)
     assert_same(expected, got)
-    assert len(got) > 50
+    assert got.rows > 50
 
 
 class TwiceExecutor(LocalExecutor):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -30,10 +29,10 @@ def small_tasks(monkeypatch):
 
 def test_layout_cuts_row_groups_as_write_split_and_buckets_within_shards(tmp_path, monkeypatch):
     monkeypatch.setattr(spill, "BUCKET_ROWS", 5)
-    split_rows = {"train": np.arange(23), "validation": np.arange(23, 30), "test": np.arange(0)}
+    split_rows = {"train": 23, "validation": 7, "test": 0}
     layout = spill.Layout(split_rows, shard_rows=9, row_group_rows=2)
     for split, rows in split_rows.items():
-        names = art.write_split(tmp_path, split, _rows(len(rows)), len(rows), tokenized=False, shard_rows=9,
+        names = art.write_split(tmp_path, split, _rows(rows), rows, tokenized=False, shard_rows=9,
                                 row_group_rows=2)
         plans = [s for s in layout.shards if s.split == split]
         assert [p.name for p in plans] == names
@@ -98,8 +97,8 @@ def test_a_route_task_run_twice_leaves_the_same_files_and_artifact(tmp_path, mon
 
 
 def _task_files(task: spill.RouteTask) -> dict[str, bytes]:
-    found = {p.name: p.read_bytes() for p in task.spill.iterdir() if p.name.startswith(f"{task.number:06d}-")}
-    assert found and not list(task.spill.glob(".*.tmp"))  # no temporaries left
+    found = {p.name: p.read_bytes() for p in task.directory.iterdir() if p.name.startswith(f"route-{task.number:06d}-")}
+    assert found and not list(task.directory.glob(".*.tmp"))  # no temporaries left
     return found
 
 
@@ -120,11 +119,12 @@ def test_routing_writes_a_file_per_route_task_flush_not_per_bucket(tmp_path, mon
     spilled: dict[str, list[int]] = {}  # after routing, each file: its batches' rows
 
     def route(task: spill.RouteTask) -> dict[str, dict[int, int]]:
-        routed[task.number] = (len(task.position), real_route(task))
-        return routed[task.number][1]
+        done = real_route(task)
+        routed[task.number] = (sum(sum(held.values()) for held in done.values()), done)
+        return done
 
     def shard(task: spill.ShardTask) -> spill.ShardWritten:
-        for path in [] if spilled else sorted(task.spill.iterdir()):
+        for path in [] if spilled else sorted(task.directory.glob("route-*")):
             reader = pa.ipc.open_file(str(path))
             spilled[path.name] = [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)]
         return real_shard(task)
@@ -133,7 +133,7 @@ def test_routing_writes_a_file_per_route_task_flush_not_per_bucket(tmp_path, mon
     monkeypatch.setattr(spill, "write_shard_file", shard)
     assert tree_bytes(build(spec, tmp_path / "out", cache=False).out_dir) == reference
     files = {name: held for t in sorted(routed) for name, held in routed[t][1].items()}
-    assert list(spilled) == list(files) == [f"{t:06d}-{f:04d}.arrow" for t, (rows, _) in sorted(routed.items())
+    assert list(spilled) == list(files) == [f"route-{t:06d}-{f:04d}.arrow" for t, (rows, _) in sorted(routed.items())
                                             for f in range(-(-rows // 3) if flushes else 1)]
     assert all(list(held) == sorted(held) for held in files.values())  # batches in bucket order
     assert spilled == {name: list(held.values()) for name, held in files.items()}

@@ -1,7 +1,7 @@
 """The incremental build cache: normalised segments and rendered rows, per source.
 
     <cache dir>/v<CACHE_FORMAT>/normalised/<key>/   rows-NNNNNN.arrow… keys.arrow quarantine.jsonl segment.json entry.json
-    <cache dir>/v<CACHE_FORMAT>/rendered/<key>/parts/part-<uuid>-<size>-<crc32>.arrow
+    <cache dir>/v<CACHE_FORMAT>/rendered/<key>/parts/part-<first row>-<last row>-<uuid>-<size>-<crc32>.arrow
     <cache dir>/v<CACHE_FORMAT>/tmp/                 entries being written
 
 (`cache_root`; a directory of another format, left by an older dsc, is never read: `dsc cache
@@ -43,6 +43,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
@@ -64,8 +65,9 @@ if TYPE_CHECKING:
     from dsc.chat.templating import ChatTemplate
     from dsc.chat.tokenize import RowTokenizer
 
-# 3: a segment's rows are pieces, one per input range, written by the workers that read them.
-CACHE_FORMAT = 3
+# 4: a rendered part's name carries its first and last row (a render task reads only the parts
+# that may hold rows of its block).
+CACHE_FORMAT = 4
 ENTRY_FILE = "entry.json"
 NORMALISED = "normalised"
 RENDERED = "rendered"
@@ -333,12 +335,12 @@ class RenderedStore:
         self.dir = parts_dir
         self.cache = cache
 
-    def parts(self) -> list[Path]:
+    def parts(self) -> list["RenderedPart"]:
         """The sound parts, in name order (a corrupt one is deleted: its rows are rendered again)."""
         out = []
         for p in sorted(self.dir.glob("part-*.arrow")):
             try:
-                _, _, size, crc = p.stem.rsplit("-", 3)
+                _, first, last, _, size, crc = p.stem.split("-")
                 if p.stat().st_size != int(size) or file_crc(p) != int(crc, 16):
                     raise ValueError("checksum")
             except (OSError, ValueError):
@@ -347,13 +349,22 @@ class RenderedStore:
                 except OSError:
                     pass
                 continue
-            out.append(p)
+            out.append(RenderedPart(p.name, int(first), int(last)))
         return out
 
 
-def write_part(parts_dir: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch | pa.Table]) -> Path:
-    """Write a part file atomically (run by workers); its name carries its size and CRC-32."""
-    name = uuid.uuid4().hex
+@dataclass(frozen=True)
+class RenderedPart:
+    name: str  # in its store's directory
+    first: int  # its first and last segment row (a part's rows ascend)
+    last: int
+
+
+def write_part(parts_dir: Path, schema: pa.Schema, rows: tuple[int, int],
+               batches: Iterable[pa.RecordBatch | pa.Table]) -> Path:
+    """Write a part file atomically (run by workers); its name carries its first and last row
+    (`rows`), its size and CRC-32."""
+    name = f"{rows[0]:012d}-{rows[1]:012d}-{uuid.uuid4().hex}"
     tmp = parts_dir / f".tmp-{name}.arrow"
     writer = ArrowFileWriter(tmp, schema)
     try:
@@ -371,5 +382,5 @@ def write_part(parts_dir: Path, schema: pa.Schema, batches: Iterable[pa.RecordBa
     return final
 
 
-__all__ = ["BuildCache", "RenderedStore", "default_cache_dir", "normalised_key", "referenced_files",
+__all__ = ["BuildCache", "RenderedPart", "RenderedStore", "default_cache_dir", "normalised_key", "referenced_files",
            "rendered_key", "write_part"]

@@ -1,19 +1,22 @@
 """The compiler driver: spec → sources → records → selection → render → artifact, as a recipe.
 
-Phases, each over data on disk, never over a whole corpus in memory, each handing back the memory
-it used:
+Phases, each a set of tasks over data on disk, never over a whole corpus in memory; between them
+rows move through files in the build's exchange directory (`engine.exchange`), and the driver
+keeps counts:
 
-1. **read + normalise** (per source, in workers): `engine.normalise` — raw rows → normalised
-   segments (rows and compact selection keys; `engine.rowfiles`), through the per-row steps of
+1. **read + normalise** (per input range): `engine.normalise` — raw rows → normalised segments
+   (rows and compact selection keys; `engine.rowfiles`), through the per-row steps of
    `stages.transforms.pipeline`.
-2. **select** (in workers): `engine.selecting` — dedup, mix, capability ratios over partitions
-   of the selection keys (`stages.select.mix`), then split by group hash and order by a seeded
-   id hash; the driver resolves targets from counts. (A preference build selects in this
-   process: `engine.selected.select_rows`.)
-3. **render + tokenise** (workers): `engine.rendering` — the selected rows into rendered parts.
-4. **write**: `engine.tally` (counts per split, the quarantine), `engine.spill` (workers route the
-   rows into files sorted by output position, then write a shard each), the manifest
-   (`engine.manifest`) and the card.
+2. **select**: `engine.selecting` — dedup, mix, capability ratios over partitions of the
+   selection keys (`stages.select.mix`), then split by group hash and order by a seeded id hash
+   in ranges of the output order; the driver resolves targets from counts. (A preference build
+   selects in this process: `engine.selected.select_rows`.)
+3. **render + tokenise** (per block of a segment's rows): `engine.rendering` — the selected
+   rows into rendered parts, or found in the cache.
+4. **tally** (per range of the output order): `engine.tally` — what rendering kept, the counts
+   per split, the quarantine; each range's first output position.
+5. **write**: `engine.spill` (route blocks put the rows into files sorted by output position,
+   then a task per shard writes it), the manifest (`engine.manifest`) and the card.
 
 Segments and rendered parts live in the build cache (`engine.cache`), so a rebuild reads,
 renders and tokenises only what changed; with `cache=False` they live in a temporary directory.
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from dsc.artifact.inspection import ArtifactStats
+from dsc.compiler.engine import exchange
 from dsc.compiler.engine.cache import BuildCache
 from dsc.compiler.engine.context import build_context
 from dsc.compiler.engine.executors.backends import open_executor
@@ -37,12 +41,12 @@ from dsc.compiler.engine.manifest import write_artifact_files
 from dsc.compiler.engine.normalise import normalise_sources
 from dsc.compiler.engine.preference import write_preference_artifact
 from dsc.compiler.engine.progress import Progress
-from dsc.compiler.engine.rendering import render_selected
+from dsc.compiler.engine.rendering import render_blocks, render_selected
 from dsc.compiler.engine.resources import rare_cycle_collection
 from dsc.compiler.engine.result import BuildResult, SourceCacheReport
 from dsc.compiler.engine.selected import select_rows
 from dsc.compiler.engine.selecting import select_partitioned
-from dsc.compiler.engine.spill import write_rows
+from dsc.compiler.engine.spill import route_blocks, write_rows
 from dsc.compiler.engine.tally import empty_source_warning, tally_rows
 from dsc.compiler.engine.validation import load_spec
 from dsc.compiler.stages.read.ranges import resolve_inputs
@@ -95,20 +99,25 @@ def _build_loaded(loaded: LoadedSpec, out: Path, *, executor: ExecutorChoice, pr
             if spec.preference is not None:
                 return write_preference_artifact(loaded, out, ctx, inputs.entries, read, select_rows(spec, read), progress,
                                                  before_place, store)
-            chosen = select_partitioned(spec, read, store.tmp, ex, progress)
-            rows = render_selected(spec, read, chosen, store, ex, progress, ctx)
-            cache_report = {name: SourceCacheReport("hit" if hit else "miss", r.reused, r.computed)
-                            for name, hit, r in zip(read.names, read.cached, rows.rendered)}
-            counts, quarantine = tally_rows(spec, ctx.template, rows, read)
+            with exchange.directory(store.tmp) as directory:
+                chosen = select_partitioned(spec, read, directory, ex, progress, render_blocks(read.segments, ex.workers))
+                rendered = render_selected(spec, read, chosen, store, ex, progress, ctx)
+                cache_report = {name: SourceCacheReport("hit" if hit else "miss", reused, computed)
+                                for name, hit, reused, computed in zip(read.names, read.cached, rendered.reused,
+                                                                        rendered.computed)}
+                blocks = route_blocks(read.segments)
+                tallied = tally_rows(spec, read, chosen, rendered, blocks, ex, progress)
+                counts, quarantine = tallied.counts, tallied.quarantine
 
-            with art.staged_directory(out) as tmp:
-                files, stats, selection_report = write_rows(tmp, store.tmp, spec, ctx, rows, counts, ex, progress)
-                progress.start("write manifest and card")
-                manifest = write_artifact_files(tmp, loaded, ctx, inputs.entries, read, selection_report, counts, quarantine,
-                                                files, stats)
-                progress.done()
-                if before_place is not None:
-                    before_place(manifest)
+                with art.staged_directory(out) as tmp:
+                    files, stats = write_rows(tmp, spec, ctx, read.segments, rendered.parts_dirs, tallied, blocks,
+                                              directory, ex, progress)
+                    progress.start("write manifest and card")
+                    manifest = write_artifact_files(tmp, loaded, ctx, inputs.entries, read, chosen.report, counts,
+                                                    quarantine, files, stats)
+                    progress.done()
+                    if before_place is not None:
+                        before_place(manifest)
     return BuildResult(out_dir=out, manifest=manifest, quarantined=len(quarantine), written=dict(counts.written),
                        warnings=[*counts.special_token_warning(spec), *empty_source_warning(read), *_shared_group_warning(stats)],
                        cache=cache_report,

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,41 @@ def partitions(rows: int, workers: int) -> int:
     """Partitions for `rows`: enough for every worker, none much above PARTITION_ROWS rows. Bytes
     never depend on it: a partition holds every row its step compares."""
     return max(1, min(1024, max(2 * workers, math.ceil(rows / PARTITION_ROWS)))) if rows else 1
+
+
+@contextmanager
+def directory(scratch: Path) -> Iterator[Path]:
+    """A build's exchange directory under `scratch` (every worker must see it), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="exchange-", dir=scratch))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class SegmentBlocks:
+    """Partitions of every source's segment rows into blocks of consecutive rows, numbered
+    source after source: a task per block reads one segment's rows in order."""
+
+    size: np.ndarray  # int64 per source: rows per block
+    base: np.ndarray  # int64 per source: its first block's number; then the number of blocks
+
+    @classmethod
+    def of(cls, rows: list[int], size: list[int]) -> "SegmentBlocks":
+        counts = [max(1, math.ceil(n / b)) for n, b in zip(rows, size)]
+        return cls(np.array(size, np.int64), np.cumsum([0, *counts]).astype(np.int64))
+
+    def __len__(self) -> int:
+        return int(self.base[-1])
+
+    def block(self, src: np.ndarray, seg: np.ndarray) -> np.ndarray:
+        """The block of each (source, segment row)."""
+        src = np.asarray(src, np.int64)
+        return self.base[src] + np.asarray(seg, np.int64) // self.size[src]
+
+    def source(self, block: int) -> int:
+        return int(np.searchsorted(self.base, block, side="right") - 1)
 
 
 def by_partition(table: pa.Table, part: np.ndarray) -> dict[int, pa.Table]:

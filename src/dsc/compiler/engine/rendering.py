@@ -1,44 +1,45 @@
 """Stage 3: the selected rows → rendered parts (special-token policy, rendering with loss
-spans, then tokenisation when the spec tokenises).
+spans, then tokenisation when the spec tokenises), as a task per render block (a run of
+consecutive rows of one source's segment).
 
-`render_part` is the per-row work, run by the executor's workers over a range of one segment's
-rows; `render_selected` runs it for the selected rows the build cache has no rendered result
-for and gathers every source's results (`RenderedRows`) from its rendered parts.
+A block's task receives the selected rows the order step sent it (`selecting.Selection`), finds
+the rows the build cache has rendered already (parts whose names cover the block's rows), renders
+the others into a new part, and sends every selected row's render result, with where its
+rendered columns are, to its range of the output order (`engine.tally`). The driver keeps counts.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from dsc.chat.render import apply_special_token_policy, render
-from dsc.compiler.engine import resources
-from dsc.compiler.engine.cache import BuildCache, rendered_key, write_part
+from dsc.compiler.engine import exchange, resources
+from dsc.compiler.engine.cache import BuildCache, RenderedPart, rendered_key, write_part
+from dsc.compiler.engine.exchange import Batch, SegmentBlocks
 from dsc.compiler.engine.executors.base import Executor, worker_context
 from dsc.compiler.engine.normalise import CHUNK_ROWS, NormalisedSources
 from dsc.compiler.engine.progress import Progress
 from dsc.compiler.engine.rowfiles import ArrowFile, RenderStatus, SegmentInfo, read_conversations, rendered_schema
-from dsc.compiler.engine.selected import SelectedRows
+from dsc.compiler.engine.selecting import SELECTED_SCHEMA, Selection
 from dsc.record import BadRow, Conversation
 from dsc.spec.model import Spec
 
 if TYPE_CHECKING:
     from dsc.compiler.engine.context import BuildContext
 
-RENDER_TASK_ROWS = 4096  # most rows per render task (one rendered part file)
+RENDER_TASK_ROWS = 4096  # most segment rows per render block (one rendered part file)
 
-
-@dataclass
-class RenderTask:
-    segment: SegmentInfo  # a normalised segment
-    rows: np.ndarray  # row numbers in it, ascending
-    parts_dir: str  # the rendered store to add a part to
+# What a render block sends each selected row's output range: the row (as selected), where its
+# rendered columns are (part file, row in it) and what rendering found
+RESULT_COLUMNS = ["status", "span_chars", "sup_tokens", "truncated", "special", "reason", "n_tokens"]
+RENDERED_SCHEMA = pa.schema([*SELECTED_SCHEMA, pa.field("part", pa.string()), pa.field("part_pos", pa.int32()),
+                             *(rendered_schema(False).field(c) for c in RESULT_COLUMNS)])
 
 
 def render_batch(rows: np.ndarray, convs: list[Conversation]) -> pa.RecordBatch:
@@ -94,120 +95,131 @@ def render_batch(rows: np.ndarray, convs: list[Conversation]) -> pa.RecordBatch:
                                        else data[f.name] for f in schema], schema=schema)
 
 
-def render_part(task: RenderTask) -> str:
-    """A worker task: render (and tokenise) rows of a segment into a new rendered part; returns its path."""
-    def batches() -> Iterator[pa.RecordBatch]:
-        for start in range(0, len(task.rows), CHUNK_ROWS):
-            rows = task.rows[start:start + CHUNK_ROWS]
-            yield render_batch(rows, read_conversations(segment, rows))
-
-    ctx: BuildContext = worker_context()
-    with task.segment.open_rows() as segment:
-        part = write_part(Path(task.parts_dir), rendered_schema(ctx.tokenizer is not None, ctx.weighted), batches())
-    resources.hand_back_freed()
-    return str(part)
-
-
-@dataclass
-class RenderedRows:
-    """Render results of one source's segment rows, gathered from its rendered parts."""
-
-    parts: list[str]
-    part: np.ndarray  # int32 per segment row: index into `parts`, -1 not rendered
-    # int32 where int64 would do: a build's driver holds these for every row of every source
-    pos: np.ndarray  # int32 row within that part (a part has at most RENDER_TASK_ROWS)
-    status: np.ndarray  # int8
-    span_chars: np.ndarray  # int32 supervised characters (a row's: under 2**31)
-    sup_tokens: np.ndarray  # int32 supervised tokens
-    truncated: np.ndarray
-    special: dict[int, list[str]] = field(default_factory=dict)  # segment row → control tokens found
-    reason: dict[int, str] = field(default_factory=dict)
-    n_tokens: dict[int, int] = field(default_factory=dict)
-    reused: int = 0  # selected rows whose results came from the cache
-    computed: int = 0  # selected rows rendered (and tokenised) by this build
-
-    @classmethod
-    def empty(cls, n: int) -> "RenderedRows":
-        return cls([], np.full(n, -1, np.int32), np.zeros(n, np.int32), np.zeros(n, np.int8),
-                   np.zeros(n, np.int32), np.zeros(n, np.int32), np.zeros(n, bool))
-
-    INDEX_COLUMNS = ["row", "status", "span_chars", "sup_tokens", "truncated", "special", "reason", "n_tokens"]
-
-    def add(self, path: str) -> None:
-        with ArrowFile(path, self.INDEX_COLUMNS) as f:
-            t = f.read_all()
-        rows = t.column("row").to_numpy()
-        new = self.part[rows] < 0  # a row two parts hold is the same row: keep the first
-        if not new.any():
-            return
-        index = len(self.parts)
-        self.parts.append(path)
-        at = np.flatnonzero(new)
-        r = rows[at]
-        self.part[r], self.pos[r] = index, at
-        self.status[r] = t.column("status").to_numpy()[at]
-        self.span_chars[r] = t.column("span_chars").to_numpy()[at]
-        self.sup_tokens[r] = t.column("sup_tokens").to_numpy()[at]
-        self.truncated[r] = t.column("truncated").to_numpy(zero_copy_only=False)[at]
-        lengths = pc.list_value_length(t.column("special")).to_numpy(zero_copy_only=False)
-        for i in np.flatnonzero(new & (lengths > 0)).tolist():
-            self.special[int(rows[i])] = t.column("special")[i].as_py()
-        for name, target in (("reason", self.reason), ("n_tokens", self.n_tokens)):
-            c = t.column(name)
-            if c.null_count < len(c):
-                valid = c.is_valid().to_numpy(zero_copy_only=False)
-                for i in np.flatnonzero(new & valid).tolist():
-                    target[int(rows[i])] = c[i].as_py()
-
-
-@dataclass
-class RowsInFlight:
-    """What a build holds in memory between selecting and writing: the selected rows and every
-    source's render results. `release()` lets both go once the rows are spilled in output order
-    (past that point only counts are needed)."""
-
-    chosen: SelectedRows
-    rendered: list[RenderedRows]
-
-    def release(self) -> None:
-        del self.chosen, self.rendered
-        resources.release_memory()
-
-
-def render_task_rows(rows: int, workers: int) -> int:
-    """Rows per render task: about four tasks per worker, so that workers finish together
-    (one task more or less is a quarter of a worker's share), within [CHUNK_ROWS, RENDER_TASK_ROWS]."""
+def render_block_rows(rows: int, workers: int) -> int:
+    """Rows per render block of a segment of `rows`: about four blocks per worker, so that workers
+    finish together (a block more or less is a quarter of a worker's share), within
+    [CHUNK_ROWS, RENDER_TASK_ROWS]."""
     return int(min(RENDER_TASK_ROWS, max(CHUNK_ROWS, math.ceil(rows / (4 * workers)))))
 
 
-def render_selected(spec: Spec, read: NormalisedSources, chosen: SelectedRows, store: BuildCache, ex: Executor,
-                    progress: Progress, ctx: BuildContext) -> RowsInFlight:
-    """Stage 3: render + tokenise the selected rows the cache does not have; the selected rows
-    with every source's results, gathered from its rendered parts."""
-    rendered: list[RenderedRows] = []
-    tasks: list[RenderTask] = []
-    task_source: list[int] = []
-    for s, seg in enumerate(read.segments):
-        rstore = store.rendered(rendered_key(spec, read.keys[s], template=ctx.template, tokenizer=ctx.tokenizer))
-        r = RenderedRows.empty(seg.rows)
-        for p in rstore.parts():
-            r.add(str(p))
-        rendered.append(r)
-        need = np.unique(chosen.seg[chosen.src == s])
-        missing = need[r.part[need] < 0]
-        r.reused, r.computed = int(len(need) - len(missing)), int(len(missing))
-        size = render_task_rows(len(missing), ex.workers)
-        for start in range(0, len(missing), size):
-            tasks.append(RenderTask(seg, missing[start:start + size], str(rstore.dir)))
-            task_source.append(s)
+def render_blocks(segments: list[SegmentInfo], workers: int) -> SegmentBlocks:
+    return SegmentBlocks.of([seg.rows for seg in segments], [render_block_rows(seg.rows, workers) for seg in segments])
+
+
+@dataclass(frozen=True)
+class RenderTask:
+    directory: Path  # the build's exchange
+    block: int
+    batches: list[Batch]  # the selected rows sent to the block
+    segment: SegmentInfo  # its source's normalised segment
+    parts_dir: str  # its source's rendered store
+    cached: list[str]  # the store's parts that may hold rows of the block, in name order
+
+
+@dataclass(frozen=True)
+class RenderDone:
+    sent: list[tuple[int, str, int, int]]  # (output range, file, batch, rows)
+    rows: int  # selected rows (copies included) the block received
+    reused: int  # distinct segment rows whose results the cache had
+    computed: int  # ... rendered (and tokenised) here
+
+
+def render_block(task: RenderTask) -> RenderDone:
+    """A render block: its selected rows' results, from the cache or rendered into a new part,
+    sent to their ranges of the output order."""
+    t = exchange.received(task.directory, task.batches, SELECTED_SCHEMA)
+    seg = t.column("seg").to_numpy()
+    need = np.unique(seg)
+    parts: list[str] = []
+    part_of, pos_of = np.full(len(need), -1, np.int32), np.zeros(len(need), np.int32)
+    for name in task.cached:  # a row two parts hold is the same row: the first is read
+        with ArrowFile(Path(task.parts_dir) / name, ["row"]) as f:
+            held = f.read_all().column("row").to_numpy()
+        at = np.minimum(np.searchsorted(need, held), len(need) - 1)
+        new = (need[at] == held) & (part_of[at] < 0)
+        if new.any():
+            part_of[at[new]], pos_of[at[new]] = len(parts), np.flatnonzero(new)
+            parts.append(name)
+    missing = np.flatnonzero(part_of < 0)
+    if missing.size:
+        parts.append(render_part(task.segment, need[missing], Path(task.parts_dir)).name)
+        part_of[missing], pos_of[missing] = len(parts) - 1, np.arange(missing.size)
+    k = np.searchsorted(need, seg)
+    row_part, row_pos = part_of[k], pos_of[k]
+    results = _results(Path(task.parts_dir), parts, row_part, row_pos)
+    out = pa.table([*t.columns, pa.array([parts[i] for i in row_part.tolist()], pa.string()),
+                    pa.array(row_pos, pa.int32()), *(results.column(c) for c in RESULT_COLUMNS)], schema=RENDERED_SCHEMA)
+    by_range = exchange.by_partition(out, t.column("range").to_numpy().astype(np.int64))
+    sent = exchange.send(task.directory, f"render-{task.block:06d}", by_range, RENDERED_SCHEMA)  # type: ignore[arg-type]
+    resources.hand_back_freed()
+    return RenderDone(sent, t.num_rows, int(len(need) - missing.size), int(missing.size))  # type: ignore[arg-type]
+
+
+def _results(parts_dir: Path, parts: list[str], part: np.ndarray, pos: np.ndarray) -> pa.Table:
+    """The render results of rows (`part`, `pos`: where each is), in the order given; each part
+    is read once."""
+    by_part = np.argsort(part, kind="stable")
+    pieces = []
+    for p in np.unique(part).tolist():
+        rows = by_part[part[by_part] == p]
+        with ArrowFile(parts_dir / parts[p], RESULT_COLUMNS) as f:
+            pieces.append(f.take(pos[rows]))
+    table = pa.concat_tables(pieces)
+    return table.take(pa.array(np.argsort(by_part, kind="stable"))) if pieces else table
+
+
+def render_part(segment: SegmentInfo, rows: np.ndarray, parts_dir: Path) -> Path:
+    """Render (and tokenise) rows of a segment (ascending) into a new rendered part."""
+    def batches() -> Iterator[pa.RecordBatch]:
+        for start in range(0, len(rows), CHUNK_ROWS):
+            some = rows[start:start + CHUNK_ROWS]
+            yield render_batch(some, read_conversations(f, some))
+
+    ctx: BuildContext = worker_context()
+    with segment.open_rows() as f:
+        return write_part(parts_dir, rendered_schema(ctx.tokenizer is not None, ctx.weighted),
+                          (int(rows[0]), int(rows[-1])), batches())
+
+
+@dataclass
+class RenderedRanges:
+    """Stage 3's result: per range of the output order (its partition), the batches of its rows'
+    render results; per source, what the cache had and what was rendered."""
+
+    to_tally: dict[int, list[Batch]]
+    parts_dirs: list[str]  # per source: its rendered store
+    reused: list[int]  # per source: distinct selected rows whose results came from the cache
+    computed: list[int]  # ... rendered (and tokenised) by this build
+
+
+def render_selected(spec: Spec, read: NormalisedSources, chosen: Selection, store: BuildCache, ex: Executor,
+                    progress: Progress, ctx: BuildContext) -> RenderedRanges:
+    """Stage 3: a task per render block holding selected rows (a progress stage, "render +
+    tokenise", counted in selected rows)."""
+    blocks = chosen.render_blocks
+    stores = [store.rendered(rendered_key(spec, read.keys[s], template=ctx.template, tokenizer=ctx.tokenizer))
+              for s in range(len(read.segments))]
+    cached: list[list[RenderedPart]] = [rs.parts() for rs in stores]
+    tasks = []
+    for b, batches in chosen.to_render.items():
+        s = blocks.source(b)
+        first = (b - int(blocks.base[s])) * int(blocks.size[s])
+        last = first + int(blocks.size[s]) - 1
+        tasks.append(RenderTask(chosen.directory, b, batches, read.segments[s], str(stores[s].dir),
+                                [p.name for p in cached[s] if p.first <= last and p.last >= first]))
+    chosen.to_render = {}
     if ex.parallel and tasks:  # this process only waits while workers render
         from dsc.compiler.stages.write.card import preload_in_background
 
         preload_in_background()
-    progress.start("render + tokenise", sum(len(t.rows) for t in tasks))
-    for t, s, part in zip(tasks, task_source, ex.map(render_part, tasks)):
-        rendered[s].add(part)
-        progress.advance(len(t.rows))
+    result = RenderedRanges({}, [str(rs.dir) for rs in stores], [0] * len(stores), [0] * len(stores))
+    progress.start("render + tokenise", chosen.rows)
+    for t, done in zip(tasks, ex.map(render_block, tasks)):
+        s = blocks.source(t.block)
+        result.reused[s] += done.reused
+        result.computed[s] += done.computed
+        for r, name, i, _ in done.sent:
+            result.to_tally.setdefault(r, []).append((name, i))
+        progress.advance(done.rows)
     progress.done()
-    resources.release_memory()
-    return RowsInFlight(chosen, rendered)
+    return result

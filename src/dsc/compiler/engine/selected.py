@@ -1,11 +1,10 @@
-"""Stage 2's result, `SelectedRows`: for every selected row, where it is (source, segment row,
-copy suffix), its class, its split and its place in the output.
+"""Stage 2 in one process, `select_rows`: the keys of all sources → `SelectedRows`, for every
+selected row where it is (source, segment row, copy suffix), its class, its split and its place
+in the output (`mix.select` then `order.final_order`).
 
-Two ways to it, with the same rows in the same output order: `select_partitioned`
-(`engine.selecting`: tasks over partitions of the keys, the driver holding counts; every SFT
-build) and `select_rows` here (the keys of all sources in this process: `mix.select` then
-`order.final_order`; preference builds, which pair the selected rows in this process anyway,
-and the rows' selection order, which pairing reads)."""
+It is the definition that selection as tasks (`engine.selecting`, every SFT build) reproduces
+partition by partition, and what preference builds use: they pair the selected rows in this
+process anyway, and pairing reads the rows' selection order."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from dsc.spec.model import Spec
 
 @dataclass
 class SelectedRows:
-    """The selected rows, row i of every array (a few bytes a row: a build's driver holds them)."""
+    """The selected rows, row i of every array, in selection order."""
 
     segments: list[SegmentInfo]  # per source (index `src`)
     classes: list[RowClass]  # index `cls`
@@ -35,9 +34,7 @@ class SelectedRows:
     copies: dict[int, str]  # row → its copy suffix (`#2` for a row's second copy); originals: none
     cls: np.ndarray  # int32 class code
     split: np.ndarray  # int8 split code
-    # the rows in output order (`select_rows`); None: they are in output order, as the render
-    # and write phases take them (`select_partitioned`)
-    order: np.ndarray | None
+    order: np.ndarray  # the rows in output order
 
     def __len__(self) -> int:
         return len(self.src)
@@ -53,17 +50,22 @@ class SelectedRows:
 
     def conversations(self, at: np.ndarray) -> list[Conversation]:
         """The selected rows `at` as Conversations (copies made), in the order given."""
-        src, seg_row, suffix = self.src[at], self.seg[at], self.suffixes(np.asarray(at))
-        out: list[Conversation | None] = [None] * len(at)
-        for s in np.unique(src).tolist():
-            mine = np.flatnonzero(src == s)
-            with self.segments[s].open_rows() as f:
-                convs = read_conversations(f, seg_row[mine])
-            for i, conv in zip(mine.tolist(), convs):
-                for k in suffix[i].split("#")[1:]:
-                    conv = copy_of(conv, int(k))
-                out[i] = conv
-        return out  # type: ignore[return-value]
+        return selected_conversations(self.segments, self.src[at], self.seg[at], self.suffixes(np.asarray(at)))
+
+
+def selected_conversations(segments: list[SegmentInfo], src: np.ndarray, seg_row: np.ndarray,
+                           suffix: np.ndarray) -> list[Conversation]:
+    """Selected rows (source, segment row, copy suffix) as Conversations, copies made, in the order given."""
+    out: list[Conversation | None] = [None] * len(src)
+    for s in np.unique(src).tolist():
+        mine = np.flatnonzero(src == s)
+        with segments[s].open_rows() as f:
+            convs = read_conversations(f, seg_row[mine])
+        for i, conv in zip(mine.tolist(), convs):
+            for k in str(suffix[i]).split("#")[1:]:
+                conv = copy_of(conv, int(k))
+            out[i] = conv
+    return out  # type: ignore[return-value]
 
 
 def selection_weight(spec: Spec, table: KeyTable) -> np.ndarray | None:

@@ -24,16 +24,15 @@ dedup, the bucket and place in its take before that, the capability and place be
 A partition sorts by them before it compares anything, so what it computes (ranks, ties,
 weight sums in Python floats) is what the one-process selection computes.
 
-Rows move between tasks through files (`engine.exchange`); the driver keeps counts only, plus, at
-the end, the selected rows' compact arrays (`SelectedRows`).
+Rows move between tasks through files (`engine.exchange`); the driver keeps counts only. The
+order step sends the selected rows, each with its range and place in it, on to the render
+blocks (`Selection`): no step after selection gathers the rows in one process either.
 A bucket or a capability is one task (its memory grows with it); dedup and order partitions grow
 in number with the corpus.
 """
 from __future__ import annotations
 
 import math
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -44,13 +43,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dsc.compiler.engine import exchange, resources
-from dsc.compiler.engine.exchange import Batch
+from dsc.compiler.engine import exchange
+from dsc.compiler.engine.exchange import Batch, SegmentBlocks
 from dsc.compiler.engine.executors.base import Executor, worker_context
 from dsc.compiler.engine.normalise import NormalisedSources
 from dsc.compiler.engine.progress import Progress
 from dsc.compiler.engine.rowfiles import SegmentInfo
-from dsc.compiler.engine.selected import SelectedRows, selection_weight
+from dsc.compiler.engine.selected import selection_weight
 from dsc.compiler.stages.select import mix
 from dsc.compiler.stages.select.mix import CapabilityTally, KeyTable, RowClass, Rows
 from dsc.compiler.stages.select.order import (
@@ -60,8 +59,8 @@ from dsc.compiler.stages.select.order import (
 )
 from dsc.spec.model import Spec
 
-DEDUP, MIX, CAPS, ORDER = range(4)  # the steps, in the order rows go through them
-STEP_NAMES = ("dedup", "mix", "capabilities", "order")
+DEDUP, MIX, CAPS, ORDER, RENDER = range(5)  # the steps, in the order rows go through them
+STEP_NAMES = ("dedup", "mix", "capabilities", "order")  # RENDER: `engine.rendering`'s blocks
 
 EXCHANGE_SCHEMA = pa.schema([
     ("src", pa.int32()),  # source index
@@ -84,7 +83,10 @@ EXCHANGE_SCHEMA = pa.schema([
 ORDER_AFTER_DEDUP = ["id", "src", "seg"]
 ORDER_AFTER_MIX = ["b_idx", "b_pos", *ORDER_AFTER_DEDUP]
 ORDER_AFTER_CAPS = ["c_idx", "c_pos", *ORDER_AFTER_MIX]
-FINAL_COLUMNS = ["src", "seg", "suffix", "cls", "split"]
+# The selected rows as the order step sends them to the render blocks: each row's range of the
+# output order and place in it
+SELECTED_SCHEMA = pa.schema([("src", pa.int32()), ("seg", pa.int64()), ("suffix", pa.string()), ("cls", pa.int32()),
+                             ("range", pa.int32()), ("pos", pa.int64())])
 
 Dest = tuple[int, int]  # (step, partition)
 
@@ -103,12 +105,13 @@ class SelectPlan:
     cap_of: np.ndarray  # per class code (and a trailing -1): capability index, -1 none
     buckets: int
     caps: int
+    render_blocks: SegmentBlocks  # where the order step sends the selected rows
 
     def after(self, step: int) -> int:
         return next(s for s in self.steps if s > step)
 
 
-def make_plan(spec: Spec, read: NormalisedSources, directory: Path, workers: int
+def make_plan(spec: Spec, read: NormalisedSources, directory: Path, workers: int, render_blocks: SegmentBlocks
               ) -> tuple[SelectPlan, list[np.ndarray]]:
     """(the plan, per source: its class codes → codes over all sources, merged in source order
     as the one-process selection merges them)."""
@@ -122,7 +125,7 @@ def make_plan(spec: Spec, read: NormalisedSources, directory: Path, workers: int
         str(directory), steps, parts, max(0, math.ceil(math.log2(parts))), classes,
         mix.bucket_codes(classes, spec.mix) if spec.mix else np.full(len(classes) + 1, -1, np.int64),
         mix.capability_codes(classes, caps) if rebalance else np.full(len(classes) + 1, -1, np.int64),  # type: ignore[arg-type]
-        len(spec.mix or {}), len(caps.requested()) if rebalance else 0)  # type: ignore[union-attr]
+        len(spec.mix or {}), len(caps.requested()) if rebalance else 0, render_blocks)  # type: ignore[union-attr]
     return plan, remaps
 
 
@@ -350,14 +353,21 @@ def caps_take_part(task: PartTask) -> Done:
 
 
 def order_part(task: PartTask) -> Done:
-    """A range of one split's order hashes, sorted (ties: selection order), written as the
-    final rows of that range."""
+    """A range of one split's order hashes, sorted (ties: selection order): the selected rows of
+    that range of the output, each with its place in it, sent to the render blocks."""
     spec: Spec = worker_context().spec
-    t = _sorted(_received(task.plan, task.batches), ORDER_AFTER_CAPS)
-    table, rows = _keys(t, task.plan.classes)
+    plan = task.plan
+    t = _sorted(_received(plan, task.batches), ORDER_AFTER_CAPS)
+    table, rows = _keys(t, plan.classes)
     order = sorted_order(spec, table, rows, t.column("split").to_numpy(), t.column("oprefix").to_numpy())
-    exchange.write_table(Path(task.plan.dir) / f"final-{task.part:06d}.arrow", t.take(pa.array(order)).select(FINAL_COLUMNS))
-    return Done(Sent(), t.num_rows)
+    t = t.take(pa.array(order))
+    out = pa.table([t.column("src"), t.column("seg"), t.column("suffix"), t.column("cls"),
+                    pa.array(np.full(t.num_rows, task.part, np.int32)), pa.array(np.arange(t.num_rows), pa.int64())],
+                   schema=SELECTED_SCHEMA)
+    blocks = plan.render_blocks.block(t.column("src").to_numpy(), t.column("seg").to_numpy())
+    sent = exchange.send(Path(plan.dir), task.name, {(RENDER, b): rows for b, rows in exchange.by_partition(out, blocks).items()},
+                         SELECTED_SCHEMA)
+    return Done(Sent(sent), t.num_rows)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,43 +394,68 @@ class _Inbox:
                 for p in sorted(p for s, p in self.batches if s == step)]
 
 
-def select_partitioned(spec: Spec, read: NormalisedSources, scratch: Path, ex: Executor,
-                       progress: Progress) -> SelectedRows:
-    """Stage 2 as tasks on `ex` (a progress stage, "select", counted in tasks); the rows in
-    output order. `scratch`: where the exchange directory goes (every worker must see it)."""
-    directory = Path(tempfile.mkdtemp(prefix="select-", dir=scratch))
-    try:
-        plan, remaps = make_plan(spec, read, directory, ex.workers)
-        inbox = _Inbox()
-        report: dict[str, Any] = {}
-        progress.start("select")
+@dataclass(frozen=True)
+class SelectedRange:
+    """A range of the output order: one split's rows whose order hash falls in it."""
 
-        def run(fn: Callable[[Any], Done], tasks: Iterable[Any]) -> list[Done]:
-            done = []
-            for d in ex.map(fn, list(tasks)):
-                inbox.add(d)
-                done.append(d)
-                progress.advance()
-            return done
+    part: int  # its order partition: split << order_bits | range
+    split: int  # split code
+    rows: int  # selected rows in it
+    before: int  # selected rows in the ranges before it
 
-        run(scatter_keys, [ScatterTask(plan, s, seg, remaps[s]) for s, seg in enumerate(read.segments)])
-        if DEDUP in plan.steps:
-            removed: Counter[str] = Counter()
-            for d in run(dedup_part, inbox.tasks(plan, DEDUP)):
-                removed.update(d.removed)
-            report["dedup_removed"] = dict(sorted(removed.items()))
-        if MIX in plan.steps:
-            report["mix"] = _mix(spec, plan, inbox, run)
-        if CAPS in plan.steps:
-            report["capabilities"] = _capabilities(spec, plan, inbox, run)
-        ranges = inbox.tasks(plan, ORDER)
-        done = run(order_part, ranges)
-        progress.done()
-        chosen = _final_rows(plan, {t.part: d.counted for t, d in zip(ranges, done)}, read.segments, report)  # type: ignore[misc]
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-    resources.release_memory()
-    return chosen
+
+@dataclass
+class Selection:
+    """Stage 2's result as its tasks left it: the selected rows in the exchange directory, sent
+    on to the render blocks; the driver holds counts."""
+
+    directory: Path
+    classes: list[RowClass]
+    report: dict[str, Any]  # what selection did, for the manifest
+    ranges: list[SelectedRange]  # in output order
+    render_blocks: SegmentBlocks
+    to_render: dict[int, list[Batch]]  # per render block holding selected rows: its batches
+
+    @property
+    def rows(self) -> int:
+        return sum(r.rows for r in self.ranges)
+
+
+def select_partitioned(spec: Spec, read: NormalisedSources, directory: Path, ex: Executor, progress: Progress,
+                       render_blocks: SegmentBlocks) -> Selection:
+    """Stage 2 as tasks on `ex` (a progress stage, "select", counted in tasks), its files in the
+    build's exchange `directory` (every worker must see it)."""
+    plan, remaps = make_plan(spec, read, directory, ex.workers, render_blocks)
+    inbox = _Inbox()
+    report: dict[str, Any] = {}
+    progress.start("select")
+
+    def run(fn: Callable[[Any], Done], tasks: Iterable[Any]) -> list[Done]:
+        done = []
+        for d in ex.map(fn, list(tasks)):
+            inbox.add(d)
+            done.append(d)
+            progress.advance()
+        return done
+
+    run(scatter_keys, [ScatterTask(plan, s, seg, remaps[s]) for s, seg in enumerate(read.segments)])
+    if DEDUP in plan.steps:
+        removed: Counter[str] = Counter()
+        for d in run(dedup_part, inbox.tasks(plan, DEDUP)):
+            removed.update(d.removed)
+        report["dedup_removed"] = dict(sorted(removed.items()))
+    if MIX in plan.steps:
+        report["mix"] = _mix(spec, plan, inbox, run)
+    if CAPS in plan.steps:
+        report["capabilities"] = _capabilities(spec, plan, inbox, run)
+    orders = inbox.tasks(plan, ORDER)
+    ranges, before = [], 0
+    for t, d in zip(orders, run(order_part, orders)):
+        ranges.append(SelectedRange(t.part, t.part >> plan.order_bits, d.counted, before))  # type: ignore[arg-type]
+        before += d.counted  # type: ignore[operator]
+    progress.done()
+    to_render = {p: inbox.batches.pop((RENDER, p)) for p in sorted(p for s, p in list(inbox.batches) if s == RENDER)}
+    return Selection(directory, plan.classes, report, ranges, render_blocks, to_render)
 
 
 def _mix(spec: Spec, plan: SelectPlan, inbox: _Inbox, run: Runner) -> dict[str, Any]:
@@ -456,22 +491,3 @@ def _capabilities(spec: Spec, plan: SelectPlan, inbox: _Inbox, run: Runner) -> d
     for t, d in zip(takes, run(caps_take_part, takes)):
         tallies[names[t.part]] = d.counted  # type: ignore[assignment]
     return mix.capability_report(caps, targets, tallies, inbox.passed[CAPS])
-
-
-def _final_rows(plan: SelectPlan, sizes: dict[int, int], segments: list[SegmentInfo],
-                report: dict[str, Any]) -> SelectedRows:
-    """The order ranges' rows, range after range (split by split): compact arrays in output
-    order, filled a range at a time."""
-    n = sum(sizes.values())
-    src, seg = np.empty(n, np.int32), np.empty(n, np.int64)
-    cls, split = np.empty(n, np.int32), np.empty(n, np.int8)
-    copies: dict[int, str] = {}
-    at = 0
-    for p, size in sizes.items():
-        t = exchange.read_table(Path(plan.dir) / f"final-{p:06d}.arrow")
-        for name, into in (("src", src), ("seg", seg), ("cls", cls), ("split", split)):
-            into[at:at + size] = t.column(name).to_numpy()
-        rows, suffixes = _copy_suffixes(t)
-        copies.update(zip((at + rows).tolist(), suffixes))
-        at += size
-    return SelectedRows(segments, plan.classes, report, src, seg, copies, cls, split, None)

@@ -8,12 +8,15 @@ never the corpus:
 1. `Layout` (driver): each shard's row groups, cut as `write_split` cuts them, and spill buckets
    of consecutive row groups (a bucket never crosses a shard, so a shard is written from its own
    buckets only).
-2. `route_rows` (a task per slice of one source's rows in one rendered part): the artifact rows
-   (segment + rendered columns, copies and escaped contents applied), sorted by output position,
-   one Arrow IPC file per flush, `<spill>/<task>-<flush>.arrow`: a record batch per bucket the
-   rows fall in, in bucket order; the task returns which buckets, in that order. Placed by
-   rename: a task run twice (a retry) leaves the same files. (A file per bucket instead would
-   make route tasks × buckets files: rows come in hash order, so every task touches most buckets.)
+2. `route_rows` (a task per route block: consecutive rows of one source's segment): the written
+   rows the ranges sent it (`engine.tally`), each at its output position (its range's first
+   position, from the driver, plus its rank), made into artifact rows (segment + rendered
+   columns, copies and escaped contents applied), read part by part in part order, sorted by
+   output position, one Arrow IPC file per flush, `route-<block>-<flush>.arrow`: a record batch
+   per bucket the rows fall in, in bucket order; the task returns which buckets, in that order.
+   Placed by rename: a task run twice (a retry) leaves the same files. (A file per bucket instead
+   would make route tasks × buckets files: rows come in hash order, so every task touches most
+   buckets.)
 3. `write_shard_file` (a task per shard): for each of its buckets, that bucket's batches (the
    driver names each by route file and batch number), in file-name order,
    sorted by position, written as one parquet shard and placed by rename in the staged artifact;
@@ -23,19 +26,16 @@ never the corpus:
    with rows in two splits, which the driver adds up for the card (the driver never holds every
    group: at a million rows they were most of its memory).
 
-The spill directory (in the build cache's scratch) and the staged artifact must be visible to
-every worker: the same machine locally, shared storage on a cluster.
+The build's exchange directory (in the build cache's scratch) and the staged artifact must be
+visible to every worker: the same machine locally, shared storage on a cluster.
 """
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -45,22 +45,21 @@ from dsc.artifact.inspection import ArtifactStats, GroupCounts
 from dsc.artifact.manifest import DATA_DIR
 from dsc.artifact.reader import split_sort_key
 from dsc.compiler.engine import exchange, resources
+from dsc.compiler.engine.exchange import Batch, SegmentBlocks
 from dsc.compiler.engine.context import BuildContext
 from dsc.compiler.engine.executors.base import Executor
 from dsc.compiler.engine.normalise import CHUNK_ROWS
 from dsc.compiler.engine.progress import Progress
-from dsc.compiler.engine.rendering import RenderedRows, RowsInFlight
 from dsc.compiler.engine.rowfiles import IPC_OPTIONS, ArrowFile, SegmentInfo, id_hash
-from dsc.compiler.engine.selected import SelectedRows
-from dsc.compiler.engine.tally import Tally
+from dsc.compiler.engine.tally import ROUTE_SCHEMA, Tallied
 from dsc.compiler.stages.write import artifact as art
 from dsc.core.hashing import sha256_file
 from dsc.spec.model import Spec
 
 BUCKET_ROWS = 4096  # rows per spill bucket (a few row groups; tens of MB)
-# Rows per route task: its rows come in seeded-hash order, spread over most buckets, so a small
-# task would cut its file into batches of a row or two, each read on its own by a shard task; it
-# holds at most ROUTE_FLUSH_BYTES of them at a time.
+# Segment rows per route block: its rows come in seeded-hash order, spread over most buckets, so
+# a small block would cut its file into batches of a row or two, each read on its own by a shard
+# task; its task holds at most ROUTE_FLUSH_BYTES of them at a time.
 ROUTE_ROWS = 8192
 ROUTE_FLUSH_BYTES = 48 << 20  # a route task's rows in memory before it writes them to a route file
 _POS = "__pos"
@@ -100,12 +99,11 @@ class Layout:
     buckets: consecutive row groups of at most BUCKET_ROWS rows together (or one bigger row
     group), never across a shard, so that a shard task reads its own buckets only."""
 
-    def __init__(self, split_rows: dict[str, np.ndarray], shard_rows: int, row_group_rows: int):
+    def __init__(self, split_rows: dict[str, int], shard_rows: int, row_group_rows: int):
         self.shards: list[ShardPlan] = []
         self.buckets: list[Bucket] = []
         start = 0
-        for split, rows in split_rows.items():
-            n = len(rows)
+        for split, n in split_rows.items():
             cuts = art.shard_row_groups(n, shard_rows, row_group_rows)
             for name, in_split in zip(art.shard_names(split, n, shard_rows), cuts):
                 groups = [(start + g0, start + g1) for g0, g1 in in_split]
@@ -125,47 +123,22 @@ class Layout:
         self.bucket_shard = np.array([i for i, s in enumerate(self.shards) for _ in s.buckets], np.int64)
 
 
+def route_blocks(segments: list[SegmentInfo]) -> SegmentBlocks:
+    return SegmentBlocks.of([seg.rows for seg in segments], [ROUTE_ROWS] * len(segments))
+
+
 @dataclass(frozen=True)
 class RouteTask:
-    """Rows of one source in one rendered part, in part order, to route into the spill."""
+    """A route block's written rows, to route into the spill."""
 
-    number: int  # names its route files
+    number: int  # its block: names its route files
+    directory: Path  # the build's exchange, where route files go too
+    batches: list[Batch]  # its rows, as the ranges sent them
     segment: SegmentInfo
-    part: str  # the rendered part
-    seg_rows: np.ndarray  # each row's row in the segment
-    part_pos: np.ndarray  # ... and in the part
-    suffix: np.ndarray  # ... its copy suffix ("" for an original row)
-    position: np.ndarray  # ... its output position
+    parts_dir: str  # its source's rendered store
+    starts: np.ndarray  # per order range: its first output position
     bucket_starts: np.ndarray  # the first output position of every bucket
-    spill: Path
     form: RowFormat
-
-
-def route_tasks(split_rows: dict[str, np.ndarray], layout: Layout, chosen: SelectedRows,
-                rendered: list[RenderedRows], spill: Path, form: RowFormat) -> list[RouteTask]:
-    """Every written row in a route task, grouped by source and rendered part, each part's rows in
-    order, so that a task reads its segment and its part in order."""
-    position = np.full(len(chosen), -1, np.int64)
-    at = 0
-    for rows in split_rows.values():
-        position[rows] = np.arange(at, at + len(rows))
-        at += len(rows)
-    written = np.flatnonzero(position >= 0)
-    src, seg_row = chosen.src, chosen.seg
-    tasks: list[RouteTask] = []
-    for s in np.unique(src[written]).tolist():
-        mine = written[src[written] == s]
-        r = rendered[s]
-        part = r.part[seg_row[mine]]
-        for p in np.unique(part).tolist():
-            rows = mine[part == p]
-            rows = rows[np.argsort(r.pos[seg_row[rows]], kind="stable")]
-            for start in range(0, len(rows), ROUTE_ROWS):
-                some = rows[start:start + ROUTE_ROWS]
-                pos = position[some]
-                tasks.append(RouteTask(len(tasks), chosen.segments[s], r.parts[p], seg_row[some],
-                                       r.pos[seg_row[some]], chosen.suffixes(some), pos, layout.starts, spill, form))
-    return tasks
 
 
 def route_rows(task: RouteTask) -> dict[str, dict[int, int]]:
@@ -173,20 +146,28 @@ def route_rows(task: RouteTask) -> dict[str, dict[int, int]]:
     `ROUTE_FLUSH_BYTES` of rows at a time (a task's memory is bounded in bytes, not only in rows:
     tokenised rows with long tool catalogues are tens of KB each). Returns {route file: {bucket:
     rows}}, each file's buckets in the order of its record batches."""
+    t = exchange.received(task.directory, task.batches, ROUTE_SCHEMA)
+    t = t.take(pc.sort_indices(t, sort_keys=[("part", "ascending"), ("part_pos", "ascending")]))  # reads in order
+    position = task.starts[t.column("range").to_numpy()] + t.column("rank").to_numpy()
+    seg_rows, part_pos = t.column("seg").to_numpy(), t.column("part_pos").to_numpy()
+    suffix = t.column("suffix").to_numpy(zero_copy_only=False)
+    part = t.column("part").to_numpy(zero_copy_only=False)
+    runs = [0, *(np.flatnonzero(part[1:] != part[:-1]) + 1).tolist(), len(part)]
     schema = task.form.schema
     ren_columns = [f.name for f in schema if f.name not in SEGMENT_COLUMNS] + ["messages"]
     routed: dict[str, dict[int, int]] = {}
     pending: list[pa.Table] = []
-    with task.segment.open_rows(SEGMENT_COLUMNS) as segment, ArrowFile(task.part, ren_columns) as part:
-        for a in range(0, len(task.seg_rows), CHUNK_ROWS):  # read a few MB at a time
-            z = a + CHUNK_ROWS
-            rows = output_table(schema, segment.take(task.seg_rows[a:z]), part.take(task.part_pos[a:z]),
-                                task.suffix[a:z])
-            pending.append(rows.append_column(_POS, pa.array(task.position[a:z], pa.int64())))
-            if sum(t.nbytes for t in pending) >= ROUTE_FLUSH_BYTES or z >= len(task.seg_rows):
-                name = f"{task.number:06d}-{len(routed):04d}.arrow"
-                routed[name] = _write_route_file(task, pa.concat_tables(pending), name)
-                pending = []
+    with task.segment.open_rows(SEGMENT_COLUMNS) as segment:
+        for r0, r1 in zip(runs, runs[1:]):
+            with ArrowFile(Path(task.parts_dir) / part[r0], ren_columns) as rendered:
+                for a in range(r0, r1, CHUNK_ROWS):  # read a few MB at a time
+                    z = min(a + CHUNK_ROWS, r1)
+                    rows = output_table(schema, segment.take(seg_rows[a:z]), rendered.take(part_pos[a:z]), suffix[a:z])
+                    pending.append(rows.append_column(_POS, pa.array(position[a:z], pa.int64())))
+                    if sum(p.nbytes for p in pending) >= ROUTE_FLUSH_BYTES or z >= len(part):
+                        name = f"route-{task.number:06d}-{len(routed):04d}.arrow"
+                        routed[name] = _write_route_file(task, pa.concat_tables(pending), name)
+                        pending = []
     resources.hand_back_freed()  # a worker's next task (a shard's) must not stack on this one's rows
     return routed
 
@@ -201,7 +182,7 @@ def _write_route_file(task: RouteTask, table: pa.Table, name: str) -> dict[int, 
     cuts = (np.flatnonzero(np.diff(bucket)) + 1).tolist()
     spans = list(zip([0, *cuts], [*cuts, len(bucket)]))
     held = [int(bucket[a]) for a, _ in spans]
-    with exchange.placed(task.spill / name) as f, pa.ipc.new_file(f, table.schema, options=IPC_OPTIONS) as w:
+    with exchange.placed(task.directory / name) as f, pa.ipc.new_file(f, table.schema, options=IPC_OPTIONS) as w:
         for a, z in spans:
             w.write_table(table.slice(a, z - a))
     return {b: z - a for b, (a, z) in zip(held, spans)}
@@ -211,7 +192,7 @@ def _write_route_file(task: RouteTask, table: pa.Table, name: str) -> dict[int, 
 class ShardTask:
     number: int  # the shard's place in the artifact
     shard: ShardPlan
-    spill: Path
+    directory: Path  # the build's exchange
     batches: dict[int, list[tuple[str, int]]]  # per bucket of the shard: (route file, record batch)
     out: Path  # the staged artifact
     form: RowFormat
@@ -237,7 +218,7 @@ def write_shard_file(task: ShardTask) -> ShardWritten:
     art.write_shard(temp, task.form.schema, _counted(_row_groups(task), stats, task.shard.split),
                     task.row_group_rows)
     os.replace(temp, final)
-    groups = send_groups(task.spill, f"groups-{task.number:06d}", stats.distinct_groups(), task.group_parts)
+    groups = send_groups(task.directory, f"groups-{task.number:06d}", stats.distinct_groups(), task.group_parts)
     stats.groups = {}
     resources.hand_back_freed()  # as after a route task
     return ShardWritten(task.shard.name, sha256_file(final), stats, groups)
@@ -277,7 +258,7 @@ def _row_groups(task: ShardTask) -> Iterator[pa.Table]:
     for bucket in task.shard.buckets:
         # file-name order, not the order the route tasks finished in: the same table on every run
         parts = sorted(task.batches[bucket.number])
-        table = pa.Table.from_batches([_read_batch(task.spill / name, i) for name, i in parts]).combine_chunks()
+        table = pa.Table.from_batches([_read_batch(task.directory / name, i) for name, i in parts]).combine_chunks()
         order = np.argsort(table.column(_POS).to_numpy(), kind="stable")
         table = table.drop_columns([_POS])
         assert table.num_rows == bucket.end - bucket.start, "every row of a bucket is routed once"
@@ -326,61 +307,57 @@ def _one_chunk(col: pa.Array | pa.ChunkedArray) -> pa.Array:
     return col
 
 
-def write_rows(tmp: Path, spill_root: Path, spec: Spec, ctx: BuildContext, rows: RowsInFlight, counts: Tally,
-               ex: Executor, progress: Progress) -> tuple[dict[str, str], ArtifactStats, dict[str, Any]]:
-    """The shards of every split, into the staged artifact `tmp`, by tasks on `ex`: the rows are
-    routed into a spill directory under `spill_root` (the rows in flight let go once the route
-    tasks are made: `rows.release()`), then each shard is written from its buckets; progress in
-    two stages, "route rows" (rows) and "write shards" (shards). ({file: sha256}, the card's
-    counts, the selection report for the manifest).
-
-    The route files go with the spill when every shard is written, not one by one as shards
-    finish: rows come in hash order, so nearly every route file holds rows of every shard."""
+def write_rows(tmp: Path, spec: Spec, ctx: BuildContext, read_segments: list[SegmentInfo], parts_dirs: list[str],
+               tallied: Tallied, blocks: SegmentBlocks, directory: Path, ex: Executor, progress: Progress
+               ) -> tuple[dict[str, str], ArtifactStats]:
+    """The shards of every split, into the staged artifact `tmp`, by tasks on `ex`: the written
+    rows are routed into route files in the build's exchange `directory`, then each shard is
+    written from its buckets; progress in two stages, "route rows" (rows) and "write shards"
+    (shards). ({file: sha256}, the card's counts)."""
     form = RowFormat(ctx.tokenizer is not None, ctx.weighted)
-    layout = Layout(counts.split_rows, spec.output.shard_rows, spec.output.row_group_rows)
-    spill = Path(tempfile.mkdtemp(prefix="spill-", dir=spill_root))
-    try:
-        routes = route_tasks(counts.split_rows, layout, rows.chosen, rows.rendered, spill, form)
-        selection_report = rows.chosen.report
-        rows.release()
-        counts.split_rows.clear()
-        routed = np.zeros(len(layout.buckets), np.int64)
-        # per shard, per bucket: its record batches (route file, batch); files × buckets, not rows
-        batches: list[dict[int, list[tuple[str, int]]]] = [{b.number: [] for b in s.buckets} for s in layout.shards]
-        progress.start("route rows", int(layout.sizes.sum()))
-        for done in ex.map(route_rows, routes):
-            for name, held in done.items():
-                for i, (b, n) in enumerate(held.items()):
-                    routed[b] += n
-                    batches[layout.bucket_shard[b]][b].append((name, i))
-                progress.advance(sum(held.values()))
-        progress.done()
-        del routes
-        assert np.array_equal(routed, layout.sizes), "every written row is routed once"
+    counts = tallied.counts
+    layout = Layout(counts.written, spec.output.shard_rows, spec.output.row_group_rows)
+    routes = []
+    for b, batches in sorted(tallied.to_route.items()):
+        s = blocks.source(b)
+        routes.append(RouteTask(b, directory, batches, read_segments[s], parts_dirs[s], tallied.starts,
+                                layout.starts, form))
+    tallied.to_route = {}
+    routed = np.zeros(len(layout.buckets), np.int64)
+    # per shard, per bucket: its record batches (route file, batch); files × buckets, not rows
+    batches_of: list[dict[int, list[tuple[str, int]]]] = [{b.number: [] for b in s.buckets} for s in layout.shards]
+    progress.start("route rows", int(layout.sizes.sum()))
+    for done in ex.map(route_rows, routes):
+        for name, held in done.items():
+            for i, (b, n) in enumerate(held.items()):
+                routed[b] += n
+                batches_of[layout.bucket_shard[b]][b].append((name, i))
+            progress.advance(sum(held.values()))
+    progress.done()
+    del routes
+    assert np.array_equal(routed, layout.sizes), "every written row is routed once"
 
-        stats = ArtifactStats(tokenised=form.tokenized)
-        for name in sorted(counts.written, key=split_sort_key):
-            stats.start_split(name)
-        files: dict[str, str] = {}
-        group_parts = exchange.partitions(int(layout.sizes.sum()), ex.workers)
-        shards = [ShardTask(i, plan, spill, where, tmp, form, spec.output.row_group_rows, group_parts)
-                  for i, (plan, where) in enumerate(zip(layout.shards, batches))]
-        del batches
-        progress.start("write shards", len(shards))
-        group_batches: dict[int, list[exchange.Batch]] = {}
-        for done in ex.map(write_shard_file, shards):
-            files[done.name] = done.sha256
-            stats.merge(done.stats)  # in artifact order: the counts of one pass over the rows
-            for part, name, i, _ in done.groups:
-                group_batches.setdefault(part, []).append((name, i))
-            progress.advance()
-        stats.counted_groups = GroupCounts()
-        for counted in ex.map(count_groups, [GroupTask(spill, b) for _, b in sorted(group_batches.items())]):
-            stats.counted_groups.merge(counted)
-        progress.done()
-        # A shard task killed mid-write (then retried) leaves its temporary behind.
-        for stray in (tmp / DATA_DIR).glob(".*.tmp"):
-            stray.unlink()
-    finally:
-        shutil.rmtree(spill, ignore_errors=True)
-    return files, stats, selection_report
+    stats = ArtifactStats(tokenised=form.tokenized)
+    for name in sorted(counts.written, key=split_sort_key):
+        stats.start_split(name)
+    files: dict[str, str] = {}
+    group_parts = exchange.partitions(int(layout.sizes.sum()), ex.workers)
+    shards = [ShardTask(i, plan, directory, where, tmp, form, spec.output.row_group_rows, group_parts)
+              for i, (plan, where) in enumerate(zip(layout.shards, batches_of))]
+    del batches_of
+    progress.start("write shards", len(shards))
+    group_batches: dict[int, list[exchange.Batch]] = {}
+    for done in ex.map(write_shard_file, shards):
+        files[done.name] = done.sha256
+        stats.merge(done.stats)  # in artifact order: the counts of one pass over the rows
+        for part, name, i, _ in done.groups:
+            group_batches.setdefault(part, []).append((name, i))
+        progress.advance()
+    stats.counted_groups = GroupCounts()
+    for counted in ex.map(count_groups, [GroupTask(directory, b) for _, b in sorted(group_batches.items())]):
+        stats.counted_groups.merge(counted)
+    progress.done()
+    # A shard task killed mid-write (then retried) leaves its temporary behind.
+    for stray in (tmp / DATA_DIR).glob(".*.tmp"):
+        stray.unlink()
+    return files, stats

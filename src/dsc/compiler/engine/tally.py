@@ -1,21 +1,32 @@
-"""What the artifact will hold, before it is written: the rows of each split in output order,
-the counts the manifest reports, and the rows rendering or tokenising rejected (as quarantine
-entries). `tally` also fails a `tokenize.overflow: error` build, naming the first too-long row
-in output order."""
+"""What the artifact will hold, before it is written: per range of the output order, its rows
+that rendering kept (a task each), and the counts the manifest reports, and the rows rendering
+or tokenising rejected (as quarantine entries). A build with `tokenize.overflow: error` fails
+here, naming the first too-long row in output order.
+
+A range's task sends its written rows, with their rank in it, on to the route blocks
+(`engine.spill`); the driver adds up the counts and gives each range its first output position.
+"""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from dsc.chat.render import apply_special_token_policy
-from dsc.chat.templating import ChatTemplate
+from dsc.compiler.engine import exchange
+from dsc.compiler.engine.exchange import Batch, SegmentBlocks
+from dsc.compiler.engine.executors.base import Executor, worker_context
 from dsc.compiler.engine.limits import check_bad_rows
 from dsc.compiler.engine.normalise import NormalisedSources
-from dsc.compiler.engine.rendering import RenderedRows, RowsInFlight
-from dsc.compiler.engine.rowfiles import QuarantineEntry, RenderStatus
-from dsc.compiler.engine.selected import SelectedRows
+from dsc.compiler.engine.progress import Progress
+from dsc.compiler.engine.rendering import RENDERED_SCHEMA, RenderedRanges
+from dsc.compiler.engine.rowfiles import QuarantineEntry, RenderStatus, SegmentInfo
+from dsc.compiler.engine.selected import selected_conversations
+from dsc.compiler.engine.selecting import SelectedRange, Selection
 from dsc.compiler.stages.select.order import SPLITS
 from dsc.core.errors import BuildError
 from dsc.record import BadRow
@@ -23,13 +34,18 @@ from dsc.spec.model import Spec
 
 STAGE3_SEQ = 1 << 50  # rendering quarantines come after every reading one of their source
 
+# A written row as a range sends it to its route block: where it is, and its rank among the
+# range's written rows
+ROUTE_SCHEMA = pa.schema([pa.field(c, RENDERED_SCHEMA.field(c).type) for c in ("src", "seg", "suffix", "part", "part_pos",
+                                                                              "range")]
+                         + [pa.field("rank", pa.int64())])
+
 
 @dataclass
 class Tally:
     """What rendering did to the selected rows, counted per split for the manifest."""
 
-    written: dict[str, int] = field(default_factory=dict)
-    split_rows: dict[str, np.ndarray] = field(default_factory=dict)  # split → selected rows written, in order
+    written: dict[str, int] = field(default_factory=dict)  # per split with selected rows, in split order
     supervised_chars: Counter[str] = field(default_factory=Counter)
     supervised_tokens: Counter[str] = field(default_factory=Counter)
     per_source: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
@@ -37,7 +53,6 @@ class Tally:
     per_capability: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     special_found: Counter[str] = field(default_factory=Counter)
     truncated: int = 0
-    failed: list[int] = field(default_factory=list)  # selected rows rendering rejected, in output order
 
     def special_token_warning(self, spec: Spec) -> list[str]:
         """The warning a build gives when message contents hold special-token strings."""
@@ -48,82 +63,99 @@ class Tally:
                 + f" (special_tokens: {spec.special_tokens.value})"]
 
 
-def tally(spec: Spec, chosen: SelectedRows, rendered: list[RenderedRows]) -> tuple[Tally, np.ndarray]:
-    """(the tally, each selected row's RenderStatus); overflow: error fails here, naming the
-    first too-long row in output order (the selected rows' order: `select_partitioned`'s)."""
-    assert chosen.order is None, "rows in output order"
-    offsets = np.cumsum([0] + [len(r.part) for r in rendered])
-    flat = offsets[chosen.src] + chosen.seg  # index into the sources' rows laid end to end
-
-    def per_row(attr: str) -> np.ndarray:
-        return np.concatenate([getattr(r, attr) for r in rendered])[flat] if rendered else np.zeros(0)
-
-    status = per_row("status")
-    error_rows = np.flatnonzero(status == RenderStatus.TOO_LONG_ERROR)
-    if error_rows.size:
-        i = int(error_rows[0])
-        conv = chosen.conversations(np.array([i]))[0]
-        prov = conv.meta.provenance
-        n_tokens = rendered[int(chosen.src[i])].n_tokens[int(chosen.seg[i])]
-        raise BuildError(f"{prov.file}:{prov.row + 1}: {n_tokens} tokens is more than tokenize.max_length="
-                         f"{spec.tokenize.max_length} (tokenize.overflow: error; use drop or truncate "
-                         f"to build anyway)")
-    span_chars, sup_tokens, truncated = per_row("span_chars"), per_row("sup_tokens"), per_row("truncated")
-    any_special = any(r.special for r in rendered)
-    t = Tally()
-    for code, name in enumerate(SPLITS):
-        rows = np.flatnonzero(chosen.split == code)
-        if not len(rows):
-            continue
-        ok = status[rows] == RenderStatus.OK
-        good = rows[ok]
-        t.failed.extend(rows[~ok].tolist())
-        t.split_rows[name] = good
-        t.written[name] = int(len(good))
-        if not len(good):
-            continue
-        t.supervised_chars[name] += int(span_chars[good].sum())
-        t.supervised_tokens[name] += int(sup_tokens[good].sum())
-        t.truncated += int(truncated[good].sum())
-        classes, counts = np.unique(chosen.cls[good], return_counts=True)
-        for c, k in zip(classes.tolist(), counts.tolist()):
-            rc = chosen.classes[c]
-            t.per_source[rc.source][name] += k
-            t.per_label[str(rc.label)][name] += k
-            t.per_capability[str(rc.capability)][name] += k
-        if any_special:
-            for i in good.tolist():
-                found = rendered[int(chosen.src[i])].special.get(int(chosen.seg[i]))
-                if found:
-                    t.special_found.update(found)
-    return t, status
+@dataclass(frozen=True)
+class TallyTask:
+    directory: Path  # the build's exchange
+    range: SelectedRange
+    batches: list[Batch]  # its rows' render results
+    segments: list[SegmentInfo]
+    route_blocks: SegmentBlocks
 
 
-def rendering_quarantine(spec: Spec, template: ChatTemplate, chosen: SelectedRows, rendered: list[RenderedRows],
-                         tally: Tally, status: np.ndarray) -> list[QuarantineEntry]:
-    """The rows rendering or tokenising rejected, as the quarantine reports them."""
-    if not tally.failed:
+@dataclass
+class RangeTally:
+    """A range's counts (of its written rows), its rejected rows and what it sent on."""
+
+    written: int = 0
+    classes: dict[int, int] = field(default_factory=dict)  # class code → written rows, ascending codes
+    chars: int = 0
+    tokens: int = 0
+    truncated: int = 0
+    special: Counter[str] = field(default_factory=Counter)
+    failed: list[QuarantineEntry] = field(default_factory=list)
+    too_long: str | None = None  # overflow: error: the message naming its first too-long row
+    sent: list[tuple[int, str, int, int]] = field(default_factory=list)  # (route block, file, batch, rows)
+
+
+def tally_range(task: TallyTask) -> RangeTally:
+    """A range of the output order: its rows' render results in order, counted; the rows
+    rendering kept go on to their route blocks, ranked."""
+    t = exchange.received(task.directory, task.batches, RENDERED_SCHEMA)
+    t = t.take(pc.sort_indices(t, sort_keys=[("pos", "ascending")]))
+    assert np.array_equal(t.column("pos").to_numpy(), np.arange(task.range.rows)), "every selected row rendered once"
+    status = t.column("status").to_numpy()
+    ok = status == RenderStatus.OK
+    out = RangeTally(written=int(ok.sum()))
+    errors = np.flatnonzero(status == RenderStatus.TOO_LONG_ERROR)
+    if errors.size:
+        out.too_long = _too_long(task, t.slice(int(errors[0]), 1))
+    good = t.filter(pa.array(ok))
+    if good.num_rows:
+        classes, counts = np.unique(good.column("cls").to_numpy(), return_counts=True)
+        out.classes = dict(zip(classes.tolist(), counts.tolist()))
+        out.chars = int(good.column("span_chars").to_numpy().sum())
+        out.tokens = int(good.column("sup_tokens").to_numpy().sum())
+        out.truncated = int(good.column("truncated").to_numpy(zero_copy_only=False).sum())
+        special = good.column("special")
+        for i in np.flatnonzero(pc.list_value_length(special).to_numpy(zero_copy_only=False) > 0).tolist():
+            out.special.update(special[i].as_py())
+    out.failed = _rejected(task, t.filter(pa.array(~ok)))
+    route = pa.table([good.column(c) for c in ROUTE_SCHEMA.names[:-1]] + [pa.array(np.arange(good.num_rows))],
+                     schema=ROUTE_SCHEMA)
+    blocks = task.route_blocks.block(good.column("src").to_numpy(), good.column("seg").to_numpy())
+    out.sent = exchange.send(task.directory, f"tally-{task.range.part:06d}", exchange.by_partition(route, blocks),  # type: ignore[arg-type]
+                             ROUTE_SCHEMA)
+    return out
+
+
+def _conversations(task: TallyTask, t: pa.Table) -> list:
+    return selected_conversations(task.segments, t.column("src").to_numpy(), t.column("seg").to_numpy(),
+                                  t.column("suffix").to_numpy(zero_copy_only=False))
+
+
+def _too_long(task: TallyTask, row: pa.Table) -> str:
+    prov = _conversations(task, row)[0].meta.provenance
+    spec: Spec = worker_context().spec
+    return (f"{prov.file}:{prov.row + 1}: {row.column('n_tokens')[0].as_py()} tokens is more than "
+            f"tokenize.max_length={spec.tokenize.max_length} (tokenize.overflow: error; use drop or truncate "
+            "to build anyway)")
+
+
+def _rejected(task: TallyTask, failed: pa.Table) -> list[QuarantineEntry]:
+    """The range's rows rendering or tokenising rejected, as the quarantine reports them."""
+    if not failed.num_rows:
         return []
-    convs = chosen.conversations(np.array(tally.failed, np.int64))
+    ctx = worker_context()
+    spec: Spec = ctx.spec
     out = []
-    for i, conv in zip(tally.failed, convs):  # a row's number is its output position
-        st = int(status[i])
+    status, pos, reasons = failed.column("status").to_numpy(), failed.column("pos").to_numpy(), failed.column("reason")
+    for k, conv in enumerate(_conversations(task, failed)):
+        st = int(status[k])
         prov = conv.meta.provenance
-        seq = STAGE3_SEQ + i
+        seq = STAGE3_SEQ + task.range.before + int(pos[k])  # the row's place among the selected rows
         if st == RenderStatus.RENDER_FAILED:
             try:
-                conv, _ = apply_special_token_policy(conv, template, spec.special_tokens)
+                conv, _ = apply_special_token_policy(conv, ctx.template, spec.special_tokens)
             except BadRow:
                 pass  # the policy itself rejected the row: the row as read is reported
-            reason = rendered[int(chosen.src[i])].reason[int(chosen.seg[i])]
-            out.append(QuarantineEntry.make(conv.meta.source, prov.file, prov.row, "render", reason, conv.to_dict(),
-                                            seq=seq))
+            out.append(QuarantineEntry.make(conv.meta.source, prov.file, prov.row, "render", reasons[k].as_py(),
+                                            conv.to_dict(), seq=seq))
         elif st == RenderStatus.TOO_LONG:
             out.append(QuarantineEntry.make(
                 conv.meta.source, prov.file, prov.row, "tokenize",
                 f"longer than tokenize.max_length={spec.tokenize.max_length} tokens (overflow: drop)",
                 {"id": conv.id}, bad=False, seq=seq))
-        else:
+        elif st != RenderStatus.TOO_LONG_ERROR:  # the build fails on those
             out.append(QuarantineEntry.make(conv.meta.source, prov.file, prov.row, "tokenize",
                                             "nothing supervised after truncation", {"id": conv.id}, seq=seq))
     return out
@@ -139,12 +171,63 @@ def empty_source_warning(read: NormalisedSources) -> list[str]:
     return [f"{_empty_text(empty)}: check the files of sources.{empty[0]}.path"] if empty else []
 
 
-def tally_rows(spec: Spec, template: ChatTemplate, rows: RowsInFlight, read: NormalisedSources
-               ) -> tuple[Tally, list[QuarantineEntry]]:
-    """The counts per split and the whole quarantine (reading's and rendering's, in report
-    order); the build fails past `max_bad_rows` or with no train row."""
-    counts, status = tally(spec, rows.chosen, rows.rendered)
-    quarantine = read.quarantine + rendering_quarantine(spec, template, rows.chosen, rows.rendered, counts, status)
+@dataclass
+class Tallied:
+    """The counts, the whole quarantine, and what the write phase needs: per route block the
+    batches of its written rows, and each range's first output position."""
+
+    counts: Tally
+    quarantine: list[QuarantineEntry]
+    to_route: dict[int, list[Batch]]
+    starts: np.ndarray  # int64 per order partition (range): its first row's output position
+
+
+def tally_rows(spec: Spec, read: NormalisedSources, chosen: Selection, rendered: RenderedRanges,
+               route_blocks: SegmentBlocks, ex: Executor, progress: Progress) -> Tallied:
+    """A task per range (a progress stage, "tally", counted in ranges), their counts added up in
+    output order; the build fails past `max_bad_rows`, with a too-long row under overflow:
+    error, or with no train row."""
+    tasks = [TallyTask(chosen.directory, r, rendered.to_tally.pop(r.part, []), read.segments, route_blocks)
+             for r in chosen.ranges]
+    progress.start("tally", len(tasks))
+    counts = Tally()
+    per_split: dict[str, RangeTally] = {}  # a split's ranges added up (the manifest counts per split)
+    starts = np.zeros(max((r.part for r in chosen.ranges), default=0) + 1, np.int64)
+    failed: list[QuarantineEntry] = []
+    to_route: dict[int, list[Batch]] = {}
+    too_long: str | None = None
+    at = 0
+    for task, done in zip(tasks, ex.map(tally_range, tasks)):
+        split = per_split.setdefault(SPLITS[task.range.split], RangeTally())
+        split.written += done.written
+        for c, k in done.classes.items():
+            split.classes[c] = split.classes.get(c, 0) + k
+        split.chars, split.tokens = split.chars + done.chars, split.tokens + done.tokens
+        split.truncated += done.truncated
+        split.special.update(done.special)
+        failed += done.failed
+        too_long = too_long or done.too_long  # ranges come in output order
+        starts[task.range.part], at = at, at + done.written
+        for b, name, i, _ in done.sent:
+            to_route.setdefault(b, []).append((name, i))
+        progress.advance()
+    progress.done()
+    if too_long is not None:
+        raise BuildError(too_long)
+    for name, r in per_split.items():
+        counts.written[name] = r.written
+        if not r.written:
+            continue
+        counts.supervised_chars[name] += r.chars
+        counts.supervised_tokens[name] += r.tokens
+        counts.truncated += r.truncated
+        for c, k in sorted(r.classes.items()):
+            rc = chosen.classes[c]
+            counts.per_source[rc.source][name] += k
+            counts.per_label[str(rc.label)][name] += k
+            counts.per_capability[str(rc.capability)][name] += k
+        counts.special_found.update(r.special)
+    quarantine = read.quarantine + failed
     check_bad_rows(spec, quarantine, read.rows_read, "in total")
     if not counts.written.get("train"):
         empty = read.empty_sources()
@@ -153,4 +236,4 @@ def tally_rows(spec: Spec, template: ChatTemplate, rows: RowsInFlight, read: Nor
         raise BuildError("the build produced no train rows (see quarantine reasons with --out and the summary)"
                          + (f"; {_empty_text(empty)}" if empty else ""))
     quarantine.sort(key=QuarantineEntry.sort_key)
-    return counts, quarantine
+    return Tallied(counts, quarantine, to_route, starts)
