@@ -23,7 +23,7 @@ if os.environ.get("CI") != "true":  # CI installs the `test` extra, which has ra
 import ray  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from artifact_helpers import EXCERPT, make_project, tokenize_block, tree_digest  # noqa: E402
+from artifact_helpers import make_project, tokenize_block, tree_digest  # noqa: E402
 from dsc.cli.root import app  # noqa: E402
 from dsc.compiler.engine.driver import build  # noqa: E402
 from dsc.core.errors import BuildError  # noqa: E402

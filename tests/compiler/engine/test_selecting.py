@@ -19,7 +19,7 @@ from dsc.compiler.engine.executors.local import LocalExecutor
 from dsc.compiler.engine.progress import Progress
 from dsc.compiler.engine.selected import select_rows
 from dsc.compiler.engine.exchange import SegmentBlocks
-from dsc.compiler.engine.selecting import SELECTED_SCHEMA, select_partitioned
+from dsc.compiler.engine.selecting import RENDER, SELECTED_SCHEMA, select_partitioned
 from dsc.compiler.stages.select.mix import KeyTable, RowClass
 from dsc.spec.model import SplitSpec
 from dsc.spec.sections import CapabilitiesSpec, MixBucket
@@ -99,11 +99,14 @@ def run_both(tmp_path, spec, sources, workers=1, executor=LocalExecutor):
 
 def sent_to_render(chosen):
     """The selected rows as the render blocks receive them, in output order (range, place in it)."""
-    batches = [b for block in chosen.to_render.values() for b in block]
-    t = exchange.received(chosen.directory, batches, SELECTED_SCHEMA)
+    got = []
+    for block, rows in chosen.to_render.items():
+        t = exchange.received(chosen.directory, chosen.files, (RENDER, block), SELECTED_SCHEMA)
+        assert t.num_rows == rows
+        assert set(chosen.render_blocks.block(t.column("src").to_numpy(), t.column("seg").to_numpy())) == {block}
+        got.append(t)
+    t = pa.concat_tables(got) if got else SELECTED_SCHEMA.empty_table()
     t = t.take(pc.sort_indices(t, sort_keys=[("range", "ascending"), ("pos", "ascending")]))
-    blocks = chosen.render_blocks.block(t.column("src").to_numpy(), t.column("seg").to_numpy())
-    assert all(b in chosen.to_render for b in np.unique(blocks).tolist())  # each row in its own block's batches
     split_of = {r.part: r.split for r in chosen.ranges}
     sizes = {r.part: r.rows for r in chosen.ranges}
     ranges = t.column("range").to_numpy()

@@ -1,6 +1,8 @@
-"""Rows between tasks through files (the build cache's scratch, which every worker sees): a task
-writes one Arrow IPC file with a record batch per destination partition and returns which; the
-driver hands each task of the next step the batches of its partition and keeps only counts.
+"""Rows between tasks through files (the build's exchange directory, which every worker sees): a
+task writes one Arrow IPC file with a record batch per destination partition, the destinations
+listed in the file's schema metadata, and returns how many rows each got; a task of the next step
+reads its batch from each file the step before wrote. So the driver keeps, per step, the names of
+the files and the rows per destination: counts per task, never per pair of tasks.
 Files have deterministic names and are renamed into place, and readers take batches in
 file-name order: a task run twice writes the same bytes, and nothing depends on which task
 finished first."""
@@ -87,29 +89,86 @@ def placed(path: Path) -> Iterator[pa.NativeFile]:
     os.replace(temp, path)
 
 
-def send(directory: Path, name: str, out: dict[Hashable, pa.Table], schema: pa.Schema
-         ) -> list[tuple[Hashable, str, int, int]]:
+DESTINATIONS = b"dsc.destinations"  # an exchange file's schema metadata: each batch's destination, a line each
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What a task sent: its file (None: nothing) and the rows each destination got."""
+
+    file: str | None
+    rows: dict[Hashable, int]
+
+
+def with_destinations(schema: pa.Schema, destinations: list[Hashable]) -> pa.Schema:
+    """`schema` naming the destination of each record batch of a file, in batch order."""
+    return schema.with_metadata({DESTINATIONS: "\n".join(map(str, destinations)).encode()})
+
+
+def send(directory: Path, name: str, out: dict[Hashable, pa.Table], schema: pa.Schema) -> Sent:
     """`out`'s tables into one file, `<name>.arrow`, a record batch per destination (in
-    destination order), placed by rename; [(destination, file, batch, rows)]."""
+    destination order), placed by rename."""
     if not out:
-        return []
+        return Sent(None, {})
     path = directory / f"{name}.arrow"
-    sent = []
+    dests = sorted(out)  # type: ignore[type-var]
+    rows = {}
+    schema = with_destinations(schema, dests)
     with placed(path) as f, pa.ipc.new_file(f, schema, options=IPC_OPTIONS) as w:
-        for i, dest in enumerate(sorted(out)):  # type: ignore[type-var]
+        for dest in dests:
             table = out[dest].combine_chunks()
-            w.write_table(table, max_chunksize=max(1, table.num_rows))
-            sent.append((dest, path.name, i, table.num_rows))
-    return sent
+            w.write_table(table.replace_schema_metadata(schema.metadata), max_chunksize=max(1, table.num_rows))
+            rows[dest] = table.num_rows
+    return Sent(path.name, rows)
 
 
-def received(directory: Path, batches: list[Batch], schema: pa.Schema) -> pa.Table:
-    """A partition's rows from the batches sent to it, in file-name order."""
-    parts = []
-    for name, i in sorted(batches):
+def find(directory: Path, files: list[str], wanted: list[Hashable]) -> dict[Hashable, list[Batch]]:
+    """Per destination in `wanted`, its batches in `files` (each file lists its destinations), in
+    file-name order."""
+    keys = {str(d): d for d in wanted}
+    out: dict[Hashable, list[Batch]] = {d: [] for d in wanted}
+    for name in sorted(files):
         with pa.OSFile(str(directory / name)) as f:
-            parts.append(pa.Table.from_batches([pa.ipc.open_file(f).get_batch(i)]))
+            dests = pa.ipc.open_file(f).schema.metadata[DESTINATIONS].decode().split("\n")
+        for i, key in enumerate(dests):
+            if key in keys:
+                out[keys[key]].append((name, i))
+    return out
+
+
+def received(directory: Path, files: list[str], dest: Hashable, schema: pa.Schema) -> pa.Table:
+    """A destination's rows from the batches sent to it in `files`, in file-name order."""
+    key = str(dest)
+    parts = []
+    for name in sorted(files):
+        with pa.OSFile(str(directory / name)) as f:
+            reader = pa.ipc.open_file(f)
+            dests = reader.schema.metadata[DESTINATIONS].decode().split("\n")
+            if key in dests:
+                parts.append(pa.Table.from_batches([reader.get_batch(dests.index(key))]).replace_schema_metadata())
     return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+class Mailroom:
+    """The driver's side of the exchange: per step, the files sent to it and the rows each of its
+    partitions got. Destinations are (step, partition), or partitions of the one step `add`
+    names."""
+
+    def __init__(self) -> None:
+        self.files: dict[Hashable, dict[str, None]] = {}  # step → its files, as an ordered set
+        self.rows: dict[tuple[Hashable, int], int] = {}
+
+    def add(self, sent: Sent, step: Hashable = None) -> None:
+        for dest, n in sent.rows.items():
+            key = dest if step is None else (step, dest)
+            self.files.setdefault(key[0], {})[sent.file] = None  # type: ignore[index]
+            self.rows[key] = self.rows.get(key, 0) + n  # type: ignore[index]
+
+    def take(self, step: Hashable = None) -> tuple[list[str], dict[int, int]]:
+        """The step's files, and its partitions that got rows (in partition order) with their
+        rows; the driver keeps neither past this."""
+        parts = {p: self.rows.pop((s, p)) for s, p in sorted(k for k in self.rows if k[0] == step)}  # type: ignore[type-var]
+        return list(self.files.pop(step, {})), parts
 
 
 def write_table(path: Path, table: pa.Table) -> None:

@@ -21,12 +21,12 @@ import pyarrow as pa
 from dsc.chat.render import apply_special_token_policy, render
 from dsc.compiler.engine import exchange, resources
 from dsc.compiler.engine.cache import BuildCache, RenderedPart, rendered_key, write_part
-from dsc.compiler.engine.exchange import Batch, SegmentBlocks
+from dsc.compiler.engine.exchange import SegmentBlocks
 from dsc.compiler.engine.executors.base import Executor, worker_context
 from dsc.compiler.engine.normalise import CHUNK_ROWS, NormalisedSources
 from dsc.compiler.engine.progress import Progress
 from dsc.compiler.engine.rowfiles import ArrowFile, RenderStatus, SegmentInfo, read_conversations, rendered_schema
-from dsc.compiler.engine.selecting import SELECTED_SCHEMA, Selection
+from dsc.compiler.engine.selecting import RENDER, SELECTED_SCHEMA, Selection
 from dsc.record import BadRow, Conversation
 from dsc.spec.model import Spec
 
@@ -110,7 +110,7 @@ def render_blocks(segments: list[SegmentInfo], workers: int) -> SegmentBlocks:
 class RenderTask:
     directory: Path  # the build's exchange
     block: int
-    batches: list[Batch]  # the selected rows sent to the block
+    files: list[str]  # the order step's files (the block's selected rows: a batch in some)
     segment: SegmentInfo  # its source's normalised segment
     parts_dir: str  # its source's rendered store
     cached: list[str]  # the store's parts that may hold rows of the block, in name order
@@ -118,7 +118,7 @@ class RenderTask:
 
 @dataclass(frozen=True)
 class RenderDone:
-    sent: list[tuple[int, str, int, int]]  # (output range, file, batch, rows)
+    sent: exchange.Sent  # to the output ranges
     rows: int  # selected rows (copies included) the block received
     reused: int  # distinct segment rows whose results the cache had
     computed: int  # ... rendered (and tokenised) here
@@ -127,7 +127,7 @@ class RenderDone:
 def render_block(task: RenderTask) -> RenderDone:
     """A render block: its selected rows' results, from the cache or rendered into a new part,
     sent to their ranges of the output order."""
-    t = exchange.received(task.directory, task.batches, SELECTED_SCHEMA)
+    t = exchange.received(task.directory, task.files, (RENDER, task.block), SELECTED_SCHEMA)
     seg = t.column("seg").to_numpy()
     need = np.unique(seg)
     parts: list[str] = []
@@ -152,7 +152,7 @@ def render_block(task: RenderTask) -> RenderDone:
     by_range = exchange.by_partition(out, t.column("range").to_numpy().astype(np.int64))
     sent = exchange.send(task.directory, f"render-{task.block:06d}", by_range, RENDERED_SCHEMA)  # type: ignore[arg-type]
     resources.hand_back_freed()
-    return RenderDone(sent, t.num_rows, int(len(need) - missing.size), int(missing.size))  # type: ignore[arg-type]
+    return RenderDone(sent, t.num_rows, int(len(need) - missing.size), int(missing.size))
 
 
 def _results(parts_dir: Path, parts: list[str], part: np.ndarray, pos: np.ndarray) -> pa.Table:
@@ -183,10 +183,11 @@ def render_part(segment: SegmentInfo, rows: np.ndarray, parts_dir: Path) -> Path
 
 @dataclass
 class RenderedRanges:
-    """Stage 3's result: per range of the output order (its partition), the batches of its rows'
-    render results; per source, what the cache had and what was rendered."""
+    """Stage 3's result: the render blocks' files, and the rows each range of the output order
+    (its partition) got in them; per source, what the cache had and what was rendered."""
 
-    to_tally: dict[int, list[Batch]]
+    files: list[str]
+    to_tally: dict[int, int]
     parts_dirs: list[str]  # per source: its rendered store
     reused: list[int]  # per source: distinct selected rows whose results came from the cache
     computed: list[int]  # ... rendered (and tokenised) by this build
@@ -201,25 +202,25 @@ def render_selected(spec: Spec, read: NormalisedSources, chosen: Selection, stor
               for s in range(len(read.segments))]
     cached: list[list[RenderedPart]] = [rs.parts() for rs in stores]
     tasks = []
-    for b, batches in chosen.to_render.items():
+    for b in chosen.to_render:
         s = blocks.source(b)
         first = (b - int(blocks.base[s])) * int(blocks.size[s])
         last = first + int(blocks.size[s]) - 1
-        tasks.append(RenderTask(chosen.directory, b, batches, read.segments[s], str(stores[s].dir),
+        tasks.append(RenderTask(chosen.directory, b, chosen.files, read.segments[s], str(stores[s].dir),
                                 [p.name for p in cached[s] if p.first <= last and p.last >= first]))
-    chosen.to_render = {}
     if ex.parallel and tasks:  # this process only waits while workers render
         from dsc.compiler.stages.write.card import preload_in_background
 
         preload_in_background()
-    result = RenderedRanges({}, [str(rs.dir) for rs in stores], [0] * len(stores), [0] * len(stores))
+    reused, computed = [0] * len(stores), [0] * len(stores)
+    mail = exchange.Mailroom()
     progress.start("render + tokenise", chosen.rows)
     for t, done in zip(tasks, ex.map(render_block, tasks)):
         s = blocks.source(t.block)
-        result.reused[s] += done.reused
-        result.computed[s] += done.computed
-        for r, name, i, _ in done.sent:
-            result.to_tally.setdefault(r, []).append((name, i))
+        reused[s] += done.reused
+        computed[s] += done.computed
+        mail.add(done.sent, "tally")
         progress.advance(done.rows)
     progress.done()
-    return result
+    files, to_tally = mail.take("tally")
+    return RenderedRanges(files, to_tally, [str(rs.dir) for rs in stores], reused, computed)

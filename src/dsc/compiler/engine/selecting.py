@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dsc.compiler.engine import exchange
-from dsc.compiler.engine.exchange import Batch, SegmentBlocks
+from dsc.compiler.engine.exchange import SegmentBlocks
 from dsc.compiler.engine.executors.base import Executor, worker_context
 from dsc.compiler.engine.normalise import NormalisedSources
 from dsc.compiler.engine.progress import Progress
@@ -134,14 +134,6 @@ def make_plan(spec: Spec, read: NormalisedSources, directory: Path, workers: int
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Sent:
-    """What a task sent on: its batches per destination, and the rows that passed a step by."""
-
-    batches: list[tuple[Dest, str, int, int]] = field(default_factory=list)  # (dest, file, batch, rows)
-    passed: Counter[int] = field(default_factory=Counter)  # step → rows in none of its partitions
-
-
 @dataclass(frozen=True)
 class MixPool:
     """A bucket's rows, what its group cap dropped, and its pool (what it takes from)."""
@@ -161,7 +153,8 @@ class MixTaken:
 class Done:
     """A selection task's result: what it sent on, and what it counted."""
 
-    sent: Sent
+    sent: exchange.Sent
+    passed: Counter[int] = field(default_factory=Counter)  # step → rows in none of its partitions
     counted: MixPool | MixTaken | CapabilityTally | int | None = None  # the step's count (order: rows)
     removed: Counter[str] = field(default_factory=Counter)  # dedup: rows removed, per source
 
@@ -241,12 +234,12 @@ def _split_by(out: dict[Dest, pa.Table], t: pa.Table, step: int, part: np.ndarra
         out[(step, p)] = pa.concat_tables([out[(step, p)], rows]) if (step, p) in out else rows
 
 
-def _send(plan: SelectPlan, name: str, out: dict[Dest, pa.Table], passed: Counter[int]) -> Sent:
-    return Sent(exchange.send(Path(plan.dir), name, out, EXCHANGE_SCHEMA), passed)  # type: ignore[arg-type]
+def _send(plan: SelectPlan, name: str, out: dict[Dest, pa.Table], passed: Counter[int], **counts: Any) -> Done:
+    return Done(exchange.send(Path(plan.dir), name, out, EXCHANGE_SCHEMA), passed, **counts)  # type: ignore[arg-type]
 
 
-def _received(plan: SelectPlan, batches: list[Batch]) -> pa.Table:
-    return exchange.received(Path(plan.dir), batches, EXCHANGE_SCHEMA)
+def _received(task: "PartTask") -> pa.Table:
+    return exchange.received(Path(task.plan.dir), task.files, (task.step, task.part), EXCHANGE_SCHEMA)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,7 +266,7 @@ def scatter_keys(task: ScatterTask) -> Done:
         *(pa.array(np.zeros(n, f.type.to_pandas_dtype()), f.type) for f in list(EXCHANGE_SCHEMA)[9:])],
         schema=EXCHANGE_SCHEMA)
     out, passed = _route(t, task.plan.steps[0], task.plan, worker_context().spec)
-    return Done(_send(task.plan, f"scatter-{task.src:05d}", out, passed))
+    return _send(task.plan, f"scatter-{task.src:05d}", out, passed)
 
 
 @dataclass(frozen=True)
@@ -284,7 +277,7 @@ class PartTask:
     plan: SelectPlan
     step: int
     part: int
-    batches: list[Batch]
+    files: list[str]  # the files sent to the step (the partition's batch in each)
     target: float = 0.0
     tally: CapabilityTally | None = None
 
@@ -299,22 +292,22 @@ class PartTask:
 def dedup_part(task: PartTask) -> Done:
     """Rows sorted as the one-process selection sorts them (by id); the first of each dedup key."""
     plan = task.plan
-    t = _sorted(_received(plan, task.batches), ORDER_AFTER_DEDUP)
+    t = _sorted(_received(task), ORDER_AFTER_DEDUP)
     kept, removed = mix.dedup(*_keys(t, plan.classes))
     out, passed = _route(t.take(pa.array(kept.base)), plan.after(DEDUP), plan, worker_context().spec)
-    return Done(_send(plan, task.name, out, passed), removed=removed)
+    return _send(plan, task.name, out, passed, removed=removed)
 
 
 def mix_pool_part(task: PartTask) -> Done:
     """A bucket's rows (in id order), capped per group and ranked into its pool (kept for the
     second round); their counts."""
     spec: Spec = worker_context().spec
-    t = _sorted(_received(task.plan, task.batches), ORDER_AFTER_DEDUP)
+    t = _sorted(_received(task), ORDER_AFTER_DEDUP)
     bucket = list(spec.mix.values())[task.part]  # type: ignore[union-attr]
     table, rows = _keys(t, task.plan.classes)
     pool, dropped = mix.mix_pool(table, rows, bucket, spec.seed)
     exchange.write_table(task.pool(), t.take(pa.array(pool.base)))
-    return Done(Sent(), MixPool(t.num_rows, dropped, len(pool)))
+    return Done(exchange.Sent(None, {}), counted=MixPool(t.num_rows, dropped, len(pool)))
 
 
 def mix_take_part(task: PartTask) -> Done:
@@ -326,16 +319,16 @@ def mix_take_part(task: PartTask) -> Done:
     out_t = _with(t.take(pa.array(chosen.base)), suffix=chosen.suffix.tolist(),
                   b_idx=np.full(len(chosen), task.part, np.int32), b_pos=np.arange(len(chosen), dtype=np.int64))
     out, passed = _route(out_t, plan.after(MIX), plan, worker_context().spec)
-    return Done(_send(plan, f"{task.name}-take", out, passed), MixTaken(len(chosen), mix.copy_count(table, chosen)))
+    return _send(plan, f"{task.name}-take", out, passed, counted=MixTaken(len(chosen), mix.copy_count(table, chosen)))
 
 
 def caps_pool_part(task: PartTask) -> Done:
     """A capability's rows in selection order (kept for the second round) and what they weigh."""
     spec: Spec = worker_context().spec
-    t = _sorted(_received(task.plan, task.batches), ORDER_AFTER_MIX)
+    t = _sorted(_received(task), ORDER_AFTER_MIX)
     exchange.write_table(task.pool(), t)
     table, rows = _keys(t, task.plan.classes)
-    return Done(Sent(), mix.capability_available(rows, selection_weight(spec, table)))
+    return Done(exchange.Sent(None, {}), counted=mix.capability_available(rows, selection_weight(spec, table)))
 
 
 def caps_take_part(task: PartTask) -> Done:
@@ -349,7 +342,7 @@ def caps_take_part(task: PartTask) -> Done:
     out_t = _with(t.take(pa.array(chosen.base)), suffix=chosen.suffix.tolist(),
                   c_idx=np.full(len(chosen), task.part, np.int32), c_pos=np.arange(len(chosen), dtype=np.int64))
     out, passed = _route(out_t, ORDER, plan, spec)
-    return Done(_send(plan, f"{task.name}-take", out, passed), tally)
+    return _send(plan, f"{task.name}-take", out, passed, counted=tally)
 
 
 def order_part(task: PartTask) -> Done:
@@ -357,7 +350,7 @@ def order_part(task: PartTask) -> Done:
     that range of the output, each with its place in it, sent to the render blocks."""
     spec: Spec = worker_context().spec
     plan = task.plan
-    t = _sorted(_received(plan, task.batches), ORDER_AFTER_CAPS)
+    t = _sorted(_received(task), ORDER_AFTER_CAPS)
     table, rows = _keys(t, plan.classes)
     order = sorted_order(spec, table, rows, t.column("split").to_numpy(), t.column("oprefix").to_numpy())
     t = t.take(pa.array(order))
@@ -367,7 +360,7 @@ def order_part(task: PartTask) -> Done:
     blocks = plan.render_blocks.block(t.column("src").to_numpy(), t.column("seg").to_numpy())
     sent = exchange.send(Path(plan.dir), task.name, {(RENDER, b): rows for b, rows in exchange.by_partition(out, blocks).items()},
                          SELECTED_SCHEMA)
-    return Done(Sent(sent), t.num_rows)  # type: ignore[arg-type]
+    return Done(sent, counted=t.num_rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,22 +369,20 @@ def order_part(task: PartTask) -> Done:
 
 
 class _Inbox:
-    """Per destination, the batches sent to it so far (counts, file names)."""
+    """The files sent to each step, the rows each partition got, the rows each step passed by."""
 
     def __init__(self) -> None:
-        self.batches: dict[Dest, list[Batch]] = {}
+        self.mail = exchange.Mailroom()
         self.passed: Counter[int] = Counter()
 
     def add(self, done: Done) -> None:
-        for dest, name, i, _ in done.sent.batches:
-            self.batches.setdefault(dest, []).append((name, i))
-        self.passed.update(done.sent.passed)
+        self.mail.add(done.sent)
+        self.passed.update(done.passed)
 
     def tasks(self, plan: SelectPlan, step: int) -> list[PartTask]:
-        """A task per partition of `step` that rows were sent to, in partition order; their
-        batches are handed over (the driver keeps no list of them past this)."""
-        return [PartTask(plan, step, p, self.batches.pop((step, p)))
-                for p in sorted(p for s, p in self.batches if s == step)]
+        """A task per partition of `step` that rows were sent to, in partition order."""
+        files, parts = self.mail.take(step)
+        return [PartTask(plan, step, p, files) for p in parts]
 
 
 @dataclass(frozen=True)
@@ -414,7 +405,8 @@ class Selection:
     report: dict[str, Any]  # what selection did, for the manifest
     ranges: list[SelectedRange]  # in output order
     render_blocks: SegmentBlocks
-    to_render: dict[int, list[Batch]]  # per render block holding selected rows: its batches
+    files: list[str]  # the order step's files, a batch per render block it sent rows to
+    to_render: dict[int, int]  # render block → the selected rows sent to it
 
     @property
     def rows(self) -> int:
@@ -454,8 +446,8 @@ def select_partitioned(spec: Spec, read: NormalisedSources, directory: Path, ex:
         ranges.append(SelectedRange(t.part, t.part >> plan.order_bits, d.counted, before))  # type: ignore[arg-type]
         before += d.counted  # type: ignore[operator]
     progress.done()
-    to_render = {p: inbox.batches.pop((RENDER, p)) for p in sorted(p for s, p in list(inbox.batches) if s == RENDER)}
-    return Selection(directory, plan.classes, report, ranges, render_blocks, to_render)
+    files, to_render = inbox.mail.take(RENDER)
+    return Selection(directory, plan.classes, report, ranges, render_blocks, files, to_render)
 
 
 def _mix(spec: Spec, plan: SelectPlan, inbox: _Inbox, run: Runner) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from dsc.artifact.inspection import ArtifactStats, GroupCounts
 from dsc.artifact.manifest import DATA_DIR
 from dsc.artifact.reader import split_sort_key
 from dsc.compiler.engine import exchange, resources
-from dsc.compiler.engine.exchange import Batch, SegmentBlocks
+from dsc.compiler.engine.exchange import SegmentBlocks
 from dsc.compiler.engine.context import BuildContext
 from dsc.compiler.engine.executors.base import Executor
 from dsc.compiler.engine.normalise import CHUNK_ROWS
@@ -133,7 +133,7 @@ class RouteTask:
 
     number: int  # its block: names its route files
     directory: Path  # the build's exchange, where route files go too
-    batches: list[Batch]  # its rows, as the ranges sent them
+    files: list[str]  # the ranges' files (its rows: a batch in some)
     segment: SegmentInfo
     parts_dir: str  # its source's rendered store
     starts: np.ndarray  # per order range: its first output position
@@ -146,7 +146,7 @@ def route_rows(task: RouteTask) -> dict[str, dict[int, int]]:
     `ROUTE_FLUSH_BYTES` of rows at a time (a task's memory is bounded in bytes, not only in rows:
     tokenised rows with long tool catalogues are tens of KB each). Returns {route file: {bucket:
     rows}}, each file's buckets in the order of its record batches."""
-    t = exchange.received(task.directory, task.batches, ROUTE_SCHEMA)
+    t = exchange.received(task.directory, task.files, task.number, ROUTE_SCHEMA)
     t = t.take(pc.sort_indices(t, sort_keys=[("part", "ascending"), ("part_pos", "ascending")]))  # reads in order
     position = task.starts[t.column("range").to_numpy()] + t.column("rank").to_numpy()
     seg_rows, part_pos = t.column("seg").to_numpy(), t.column("part_pos").to_numpy()
@@ -182,7 +182,9 @@ def _write_route_file(task: RouteTask, table: pa.Table, name: str) -> dict[int, 
     cuts = (np.flatnonzero(np.diff(bucket)) + 1).tolist()
     spans = list(zip([0, *cuts], [*cuts, len(bucket)]))
     held = [int(bucket[a]) for a, _ in spans]
-    with exchange.placed(task.directory / name) as f, pa.ipc.new_file(f, table.schema, options=IPC_OPTIONS) as w:
+    schema = exchange.with_destinations(table.schema, held)  # type: ignore[arg-type]
+    table = table.replace_schema_metadata(schema.metadata)
+    with exchange.placed(task.directory / name) as f, pa.ipc.new_file(f, schema, options=IPC_OPTIONS) as w:
         for a, z in spans:
             w.write_table(table.slice(a, z - a))
     return {b: z - a for b, (a, z) in zip(held, spans)}
@@ -193,7 +195,7 @@ class ShardTask:
     number: int  # the shard's place in the artifact
     shard: ShardPlan
     directory: Path  # the build's exchange
-    batches: dict[int, list[tuple[str, int]]]  # per bucket of the shard: (route file, record batch)
+    files: list[str]  # the route files (each bucket of the shard: a batch in some)
     out: Path  # the staged artifact
     form: RowFormat
     row_group_rows: int
@@ -205,7 +207,7 @@ class ShardWritten:
     name: str  # the shard's path in the artifact
     sha256: str
     stats: ArtifactStats  # the card's counts of its rows, counted as they were written (not its groups)
-    groups: list[tuple[int, str, int, int]]  # its distinct groups, sent to their partitions
+    groups: exchange.Sent  # its distinct groups, sent to their partitions
 
 
 def write_shard_file(task: ShardTask) -> ShardWritten:
@@ -227,26 +229,26 @@ def write_shard_file(task: ShardTask) -> ShardWritten:
 GROUPS_SCHEMA = pa.schema([("split", pa.string()), ("group", pa.string())])
 
 
-def send_groups(directory: Path, name: str, distinct: dict[str, pa.Array], parts: int
-                ) -> list[tuple[int, str, int, int]]:
+def send_groups(directory: Path, name: str, distinct: dict[str, pa.Array], parts: int) -> exchange.Sent:
     """Each split's distinct groups, by partition of a hash of the group, into one exchange file."""
     if not distinct:
-        return []
+        return exchange.Sent(None, {})
     t = pa.concat_tables([pa.table({"split": pa.array([split] * len(groups), pa.string()),
                                     "group": groups.cast(pa.string())}) for split, groups in distinct.items()])
     part = np.array([0 if g is None else id_hash(g) % parts for g in t.column("group").to_pylist()], np.int64)
-    return exchange.send(directory, name, exchange.by_partition(t, part), GROUPS_SCHEMA)  # type: ignore[arg-type,return-value]
+    return exchange.send(directory, name, exchange.by_partition(t, part), GROUPS_SCHEMA)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
 class GroupTask:
     directory: Path
-    batches: list[exchange.Batch]  # one partition's
+    files: list[str]  # the shards' group files
+    part: int
 
 
 def count_groups(task: GroupTask) -> GroupCounts:
     """A partition of the groups: each split's distinct groups, and those in two splits."""
-    t = exchange.received(task.directory, task.batches, GROUPS_SCHEMA)
+    t = exchange.received(task.directory, task.files, task.part, GROUPS_SCHEMA)
     split = t.column("split")
     distinct = {s: pc.unique(t.column("group").filter(pc.equal(split, s))) for s in pc.unique(split).to_pylist()}
     return GroupCounts.of(distinct)
@@ -255,9 +257,10 @@ def count_groups(task: GroupTask) -> GroupCounts:
 def _row_groups(task: ShardTask) -> Iterator[pa.Table]:
     """The shard's rows in output order, a row group per table."""
     groups, g = task.shard.row_groups, 0
+    # file-name order, not the order the route tasks finished in: the same table on every run
+    found = exchange.find(task.directory, task.files, [b.number for b in task.shard.buckets])
     for bucket in task.shard.buckets:
-        # file-name order, not the order the route tasks finished in: the same table on every run
-        parts = sorted(task.batches[bucket.number])
+        parts = found.pop(bucket.number)
         table = pa.Table.from_batches([_read_batch(task.directory / name, i) for name, i in parts]).combine_chunks()
         order = np.argsort(table.column(_POS).to_numpy(), kind="stable")
         table = table.drop_columns([_POS])
@@ -318,20 +321,18 @@ def write_rows(tmp: Path, spec: Spec, ctx: BuildContext, read_segments: list[Seg
     counts = tallied.counts
     layout = Layout(counts.written, spec.output.shard_rows, spec.output.row_group_rows)
     routes = []
-    for b, batches in sorted(tallied.to_route.items()):
+    for b in tallied.to_route:
         s = blocks.source(b)
-        routes.append(RouteTask(b, directory, batches, read_segments[s], parts_dirs[s], tallied.starts,
+        routes.append(RouteTask(b, directory, tallied.files, read_segments[s], parts_dirs[s], tallied.starts,
                                 layout.starts, form))
-    tallied.to_route = {}
     routed = np.zeros(len(layout.buckets), np.int64)
-    # per shard, per bucket: its record batches (route file, batch); files × buckets, not rows
-    batches_of: list[dict[int, list[tuple[str, int]]]] = [{b.number: [] for b in s.buckets} for s in layout.shards]
+    route_files: list[str] = []
     progress.start("route rows", int(layout.sizes.sum()))
     for done in ex.map(route_rows, routes):
         for name, held in done.items():
-            for i, (b, n) in enumerate(held.items()):
+            route_files.append(name)
+            for b, n in held.items():
                 routed[b] += n
-                batches_of[layout.bucket_shard[b]][b].append((name, i))
             progress.advance(sum(held.values()))
     progress.done()
     del routes
@@ -342,19 +343,18 @@ def write_rows(tmp: Path, spec: Spec, ctx: BuildContext, read_segments: list[Seg
         stats.start_split(name)
     files: dict[str, str] = {}
     group_parts = exchange.partitions(int(layout.sizes.sum()), ex.workers)
-    shards = [ShardTask(i, plan, directory, where, tmp, form, spec.output.row_group_rows, group_parts)
-              for i, (plan, where) in enumerate(zip(layout.shards, batches_of))]
-    del batches_of
+    shards = [ShardTask(i, plan, directory, route_files, tmp, form, spec.output.row_group_rows, group_parts)
+              for i, plan in enumerate(layout.shards)]
     progress.start("write shards", len(shards))
-    group_batches: dict[int, list[exchange.Batch]] = {}
+    mail = exchange.Mailroom()
     for done in ex.map(write_shard_file, shards):
         files[done.name] = done.sha256
         stats.merge(done.stats)  # in artifact order: the counts of one pass over the rows
-        for part, name, i, _ in done.groups:
-            group_batches.setdefault(part, []).append((name, i))
+        mail.add(done.groups, "groups")
         progress.advance()
     stats.counted_groups = GroupCounts()
-    for counted in ex.map(count_groups, [GroupTask(directory, b) for _, b in sorted(group_batches.items())]):
+    group_files, group_rows = mail.take("groups")
+    for counted in ex.map(count_groups, [GroupTask(directory, group_files, p) for p in group_rows]):
         stats.counted_groups.merge(counted)
     progress.done()
     # A shard task killed mid-write (then retried) leaves its temporary behind.

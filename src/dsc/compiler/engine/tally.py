@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from dsc.chat.render import apply_special_token_policy
 from dsc.compiler.engine import exchange
-from dsc.compiler.engine.exchange import Batch, SegmentBlocks
+from dsc.compiler.engine.exchange import SegmentBlocks
 from dsc.compiler.engine.executors.base import Executor, worker_context
 from dsc.compiler.engine.limits import check_bad_rows
 from dsc.compiler.engine.normalise import NormalisedSources
@@ -67,7 +67,7 @@ class Tally:
 class TallyTask:
     directory: Path  # the build's exchange
     range: SelectedRange
-    batches: list[Batch]  # its rows' render results
+    files: list[str]  # the render blocks' files (its rows' render results: a batch in some)
     segments: list[SegmentInfo]
     route_blocks: SegmentBlocks
 
@@ -84,13 +84,13 @@ class RangeTally:
     special: Counter[str] = field(default_factory=Counter)
     failed: list[QuarantineEntry] = field(default_factory=list)
     too_long: str | None = None  # overflow: error: the message naming its first too-long row
-    sent: list[tuple[int, str, int, int]] = field(default_factory=list)  # (route block, file, batch, rows)
+    sent: exchange.Sent = field(default_factory=lambda: exchange.Sent(None, {}))  # to the route blocks
 
 
 def tally_range(task: TallyTask) -> RangeTally:
     """A range of the output order: its rows' render results in order, counted; the rows
     rendering kept go on to their route blocks, ranked."""
-    t = exchange.received(task.directory, task.batches, RENDERED_SCHEMA)
+    t = exchange.received(task.directory, task.files, task.range.part, RENDERED_SCHEMA)
     t = t.take(pc.sort_indices(t, sort_keys=[("pos", "ascending")]))
     assert np.array_equal(t.column("pos").to_numpy(), np.arange(task.range.rows)), "every selected row rendered once"
     status = t.column("status").to_numpy()
@@ -173,12 +173,13 @@ def empty_source_warning(read: NormalisedSources) -> list[str]:
 
 @dataclass
 class Tallied:
-    """The counts, the whole quarantine, and what the write phase needs: per route block the
-    batches of its written rows, and each range's first output position."""
+    """The counts, the whole quarantine, and what the write phase needs: the ranges' files and
+    the written rows each route block got in them, and each range's first output position."""
 
     counts: Tally
     quarantine: list[QuarantineEntry]
-    to_route: dict[int, list[Batch]]
+    files: list[str]
+    to_route: dict[int, int]
     starts: np.ndarray  # int64 per order partition (range): its first row's output position
 
 
@@ -187,14 +188,14 @@ def tally_rows(spec: Spec, read: NormalisedSources, chosen: Selection, rendered:
     """A task per range (a progress stage, "tally", counted in ranges), their counts added up in
     output order; the build fails past `max_bad_rows`, with a too-long row under overflow:
     error, or with no train row."""
-    tasks = [TallyTask(chosen.directory, r, rendered.to_tally.pop(r.part, []), read.segments, route_blocks)
-             for r in chosen.ranges]
+    assert set(rendered.to_tally) == {r.part for r in chosen.ranges}, "every range's rows rendered"
+    tasks = [TallyTask(chosen.directory, r, rendered.files, read.segments, route_blocks) for r in chosen.ranges]
     progress.start("tally", len(tasks))
     counts = Tally()
     per_split: dict[str, RangeTally] = {}  # a split's ranges added up (the manifest counts per split)
     starts = np.zeros(max((r.part for r in chosen.ranges), default=0) + 1, np.int64)
     failed: list[QuarantineEntry] = []
-    to_route: dict[int, list[Batch]] = {}
+    mail = exchange.Mailroom()
     too_long: str | None = None
     at = 0
     for task, done in zip(tasks, ex.map(tally_range, tasks)):
@@ -208,8 +209,7 @@ def tally_rows(spec: Spec, read: NormalisedSources, chosen: Selection, rendered:
         failed += done.failed
         too_long = too_long or done.too_long  # ranges come in output order
         starts[task.range.part], at = at, at + done.written
-        for b, name, i, _ in done.sent:
-            to_route.setdefault(b, []).append((name, i))
+        mail.add(done.sent, "route")
         progress.advance()
     progress.done()
     if too_long is not None:
@@ -236,4 +236,4 @@ def tally_rows(spec: Spec, read: NormalisedSources, chosen: Selection, rendered:
         raise BuildError("the build produced no train rows (see quarantine reasons with --out and the summary)"
                          + (f"; {_empty_text(empty)}" if empty else ""))
     quarantine.sort(key=QuarantineEntry.sort_key)
-    return Tallied(counts, quarantine, to_route, starts)
+    return Tallied(counts, quarantine, *mail.take("route"), starts)
