@@ -10,7 +10,7 @@ from artifact_helpers import make_project
 
 from dsc.compiler.engine.driver import build
 from dsc.compiler.stages.write.card import LENGTH_CHART, MIX_CHART, card_text, length_chart, mix_chart
-from dsc.artifact.inspection import ArtifactStats, Tally
+from dsc.artifact.inspection import ArtifactStats, LengthCounts, Tally
 
 
 def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
@@ -73,7 +73,7 @@ def test_label_and_capability_mixes_appear_when_rows_carry_them():
         "label": {"train": {"success": Tally(1, 100, 40), "failure": Tally(3, 300, 60)}},
         "capability": {"train": {"(none)": Tally(4, 400, 100)}},
     }
-    stats.lengths = {"train": [10, 20, 30, 40]}
+    stats.lengths = {"train": LengthCounts.of([10, 20, 30, 40])}
     manifest = {"name": "n", "version": "v", "dsc_version": "0", "counts": {
         "written": {"train": 4}, "per_source": {"nat": {"train": 4}}, "read": {"nat": 4}, "quarantined": 0,
         "supervised_chars": {"train": 400}, "supervised_tokens": {"train": 100}},
@@ -126,4 +126,4 @@ def test_counts_taken_while_writing_equal_the_artifact_read_back(tmp_path):
             t[2] += sum(1 for x in row["labels"] if x != -100)
         assert {k: [v.rows, v.supervised_chars, v.supervised_tokens] for k, v in stats.by["source"][split].items()} \
             == dict(per_source)
-        assert list(stats.lengths[split]) == [len(row["input_ids"]) for row in table]
+        assert stats.lengths[split] == LengthCounts.of([len(row["input_ids"]) for row in table])

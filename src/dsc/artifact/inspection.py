@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import heapq
 import json
-from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,14 +101,52 @@ class GroupCounts:
 
 
 @dataclass
+class LengthCounts:
+    """Row lengths as a count per distinct length, ascending: exact percentiles and histograms in
+    memory that grows with the distinct lengths, not with the rows (a build's driver merges every
+    shard's)."""
+
+    values: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @classmethod
+    def of(cls, lengths: Iterable[int] | np.ndarray) -> LengthCounts:
+        values, counts = np.unique(np.asarray(list(lengths) if not isinstance(lengths, np.ndarray) else lengths,
+                                              np.int64), return_counts=True)
+        return cls(values, counts.astype(np.int64))
+
+    def add(self, lengths: np.ndarray) -> None:
+        self.merge(LengthCounts.of(lengths))
+
+    def merge(self, other: LengthCounts) -> None:
+        if not len(other.values):
+            return
+        values, at = np.unique(np.concatenate([self.values, other.values]), return_inverse=True)
+        counts = np.zeros(len(values), np.int64)
+        np.add.at(counts, at, np.concatenate([self.counts, other.counts]))
+        self.values, self.counts = values, counts
+
+    def __len__(self) -> int:
+        return int(self.counts.sum())
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, LengthCounts) and np.array_equal(self.values, other.values)
+                and np.array_equal(self.counts, other.counts))
+
+    def lower_percentile(self, q: float) -> int:
+        """`np.percentile(lengths, q, method="lower")`: the length at rank floor(q / 100 × (n − 1))."""
+        rank = int(np.floor(np.true_divide(q, 100) * (len(self) - 1)))
+        return int(self.values[np.searchsorted(np.cumsum(self.counts), rank, side="right")])
+
+
+@dataclass
 class ArtifactStats:
     tokenised: bool
     splits: dict[str, Tally] = field(default_factory=dict)
     # dimension (source | label | capability) → split → key → tally
     by: dict[str, dict[str, dict[str, Tally]]] = field(default_factory=dict)
-    # split → per-row length, in tokens when tokenised, else in characters (8 bytes a row: a
-    # build's driver holds every row's)
-    lengths: dict[str, array[int]] = field(default_factory=dict)
+    # split → its rows' lengths, in tokens when tokenised, else in characters
+    lengths: dict[str, LengthCounts] = field(default_factory=dict)
     # split → loss weight → supervised tokens (chars when not tokenised) of that weight; only for
     # artifacts with loss weights
     by_weight: dict[str, dict[float, int]] = field(default_factory=dict)
@@ -130,17 +167,16 @@ class ArtifactStats:
     def start_split(self, split: str) -> None:
         """A split with no rows counted yet (splits appear in the order they are started)."""
         self.splits.setdefault(split, Tally())
-        self.lengths.setdefault(split, array("q"))
+        self.lengths.setdefault(split, LengthCounts())
 
     def add_batch(self, split: str, batch: pa.RecordBatch) -> None:
-        """Count a batch of a split's rows; batches must come in artifact order (row lengths are
-        kept in order, and keys appear in the order of their first row)."""
+        """Count a batch of a split's rows; batches must come in artifact order (keys appear in
+        the order of their first row)."""
         self.start_split(split)
         m = batch_measures(batch)
         chars, tokens = m["supervised_chars"], m["supervised_tokens"]
         self.splits[split].add(batch.num_rows, int(chars.sum()), int(tokens.sum()))
-        self.lengths[split].frombytes(np.ascontiguousarray(m["tokens"] if self.tokenised else m["chars"],
-                                                           np.int64).tobytes())
+        self.lengths[split].add(m["tokens"] if self.tokenised else m["chars"])
         if "group" in batch.schema.names:
             self._add_groups(split, [pc.unique(batch.column("group"))])
         weighted = weight_counts(batch, self.tokenised)
@@ -165,7 +201,7 @@ class ArtifactStats:
         for split, tally in other.splits.items():
             self.start_split(split)
             self.splits[split].add(tally.rows, tally.supervised_chars, tally.supervised_tokens)
-            self.lengths[split].extend(other.lengths[split])
+            self.lengths[split].merge(other.lengths[split])
         for split, arrays in other.groups.items():
             self._add_groups(split, arrays)
         for split, weights in other.by_weight.items():
@@ -342,13 +378,12 @@ def artifact_stats(art: Artifact) -> ArtifactStats:
     return stats
 
 
-def length_summary(values: Sequence[int]) -> dict[str, int]:
-    if not values:
+def length_summary(lengths: LengthCounts) -> dict[str, int]:
+    if not len(lengths):
         return {"min": 0, "median": 0, "p95": 0, "max": 0}
-    a = np.asarray(values)
     # "lower" interpolation: an observed length, the same on every numpy version.
-    return {"min": int(a.min()), "median": int(np.percentile(a, 50, method="lower")),
-            "p95": int(np.percentile(a, 95, method="lower")), "max": int(a.max())}
+    return {"min": int(lengths.values[0]), "median": lengths.lower_percentile(50),
+            "p95": lengths.lower_percentile(95), "max": int(lengths.values[-1])}
 
 
 def realised_mix(stats: ArtifactStats, dim: str, split: str = "train") -> list[tuple[str, int, float, int, float]]:

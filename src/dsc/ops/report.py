@@ -433,7 +433,7 @@ def lengths_section(d: ReportData) -> str:
     out.append("</div>")
     rows = []
     for s in d.art.splits:
-        summary = ins.length_summary(d.stats.lengths.get(s, []))
+        summary = ins.length_summary(d.stats.lengths.get(s, ins.LengthCounts()))
         t = d.stats.splits[s]
         rows.append([s, t.rows, summary["median"], summary["p95"], summary["max"], d.stats.supervised(t)])
     out.append(_table(["split", "rows", f"median ({d.stats.unit})", f"p95 ({d.stats.unit})",

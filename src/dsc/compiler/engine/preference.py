@@ -169,6 +169,7 @@ def tally_pairs(rows: PreferenceRows) -> tuple[Tally, ArtifactStats]:
     for split, items in rows.split_rows.items():
         stats.start_split(split)
         t.written[split] = len(items)
+        lengths = []
         for row in items:
             side = rows.sides[row["id"]][0]
             chars = _completion_chars(rows.kind, row)
@@ -176,7 +177,7 @@ def tally_pairs(rows: PreferenceRows) -> tuple[Tally, ArtifactStats]:
             t.supervised_chars[split] += chars
             t.supervised_tokens[split] += sup_tokens
             stats.splits[split].add(1, chars, sup_tokens)
-            stats.lengths[split].append(tokens if tokenised else len(row["prompt_text"]) + chars)
+            lengths.append(tokens if tokenised else len(row["prompt_text"]) + chars)
             keys = {dim: _row_class(rows.kind, row, side, dim) for dim in DIMENSIONS}
             t.per_source[keys["source"]][split] += 1
             t.per_label[keys["label"]][split] += 1
@@ -184,6 +185,7 @@ def tally_pairs(rows: PreferenceRows) -> tuple[Tally, ArtifactStats]:
             for dim in DIMENSIONS:
                 per = stats.by.setdefault(dim, {}).setdefault(split, {})
                 per.setdefault(keys[dim], StatTally()).add(1, chars, sup_tokens)
+        stats.lengths[split].add(np.array(lengths, np.int64))
     return t, stats
 
 

@@ -261,17 +261,16 @@ def length_chart(stats: ArtifactStats) -> bytes:
     import numpy as np
 
     splits = sorted(stats.lengths, key=split_sort_key)
-    # numpy arrays over the lengths' buffers: given a Python sequence, matplotlib makes an array
-    # per value (seconds and hundreds of MB at a million rows)
-    lengths = {s: np.asarray(stats.lengths[s], dtype=np.int64) for s in splits}
-    values = np.concatenate(list(lengths.values())) if lengths else np.zeros(0, np.int64)
+    lengths = {s: stats.lengths[s] for s in splits}
+    # the distinct lengths span what the rows span: the same bins
+    values = np.concatenate([c.values for c in lengths.values()]) if lengths else np.zeros(0, np.int64)
     edges = np.histogram_bin_edges(values if len(values) else np.zeros(1, np.int64), bins=LENGTH_BINS)
 
     def draw(fig) -> None:
         fig.set_size_inches(7.0, 3.2)
         ax = fig.add_subplot()
         for s in splits:
-            ax.hist(lengths[s], bins=edges, histtype="step", linewidth=1.5,
+            ax.hist(lengths[s].values, bins=edges, weights=lengths[s].counts, histtype="step", linewidth=1.5,
                     color=SPLIT_COLOURS.get(s, "#7f7f7f"), label=f"{s} ({len(lengths[s])} rows)")
         ax.set_xlabel(f"row length ({stats.unit})")
         ax.set_ylabel("rows")
