@@ -40,11 +40,14 @@ def test_a_task_reads_its_batch_from_every_file_in_name_order_and_the_driver_kee
     for dest in range(partitions):
         expected = pa.concat_tables([t.filter(pa.array(part == dest)) for t, part in
                                      (_sent(p, partitions) for p in range(producers))])
-        got = exchange.received(tmp_path, files, dest, SCHEMA)
+        got = exchange.received(tmp_path, files, dest, SCHEMA, rows[dest])
         assert got.equals(expected) and rows[dest] == expected.num_rows  # file-name order
         assert got.schema.metadata is None
     assert list(rows) == list(range(partitions))
-    assert exchange.received(tmp_path, files, partitions + 3, SCHEMA).num_rows == 0
+    assert exchange.received(tmp_path, files, partitions + 3, SCHEMA, 0).num_rows == 0
+    with pytest.raises(RuntimeError, match="lost rows: partition 1 got"):  # a file gone: an error, not fewer rows
+        exchange.received(tmp_path, sorted(files)[1:], 1, SCHEMA, rows[1])
+    assert exchange.received(tmp_path, files, (0, 1), SCHEMA, 0).num_rows == 0  # (step, part): another key
     found = exchange.find(tmp_path, files, [0, partitions + 3])
     assert found[0] == [(f"p-{p:03d}.arrow", 0) for p in range(producers) if p % partitions != 0]
     assert found[partitions + 3] == []
@@ -67,6 +70,14 @@ def test_every_task_of_a_build_run_twice_writes_the_same_bytes(tmp_path, monkeyp
     monkeypatch.setattr("dsc.compiler.engine.executors.local.LocalExecutor", TwiceExecutor)
     out = build(spec, tmp_path / "out", cache=cache, cache_dir=tmp_path / "cache").out_dir
     assert tree_digest(out) == reference
+    if cache:  # a render task run again writes the same part, not a second one
+        monkeypatch.setattr("dsc.compiler.engine.executors.local.LocalExecutor", LocalExecutor)
+        build(spec, tmp_path / "once", cache_dir=tmp_path / "cache-once")
+        assert parts(tmp_path / "cache") == parts(tmp_path / "cache-once") != []
+
+
+def parts(cache: Path) -> list[str]:
+    return sorted(p.name for p in cache.glob("*/rendered/*/parts/*"))
 
 
 def test_a_rendered_part_names_its_first_and_last_row(tmp_path):

@@ -90,9 +90,17 @@ def run_both(tmp_path, spec, sources, workers=1, executor=LocalExecutor):
     read = SimpleNamespace(names=list(SOURCES[:len(sources)]),
                            segments=[segment(SOURCES[i], rows) for i, rows in enumerate(sources)])
     expected = select_rows(spec, read)
-    blocks = SegmentBlocks.of([3 * len(rows) + 1 for rows in sources], [7] * len(sources))  # a row is 3k + 1
+    def blocks(selected):  # blocks of about 5 selected rows (a segment row is 3k + 1)
+        return SegmentBlocks.spread([3 * len(rows) + 1 for rows in sources], selected, [5] * len(sources))
+
     with executor(SimpleNamespace(spec=spec), workers) as ex, exchange.directory(tmp_path) as directory:
         chosen = select_partitioned(spec, read, directory, ex, Progress(), blocks)
+        assert chosen.per_source == [int(sum(got == s)) for s in range(len(sources))
+                                     for got in [np.concatenate([np.zeros(0, np.int32)] + [
+                                         exchange.received(directory, chosen.files, (RENDER, b), SELECTED_SCHEMA, n)
+                                         .column("src").to_numpy() for b, n in chosen.to_render.items()])]]
+        # what is left in the exchange: the order step's files only (each step's go once read)
+        assert sorted(p.name for p in directory.iterdir()) == sorted(chosen.files)
         got = sent_to_render(chosen)
     return expected, got
 
@@ -101,8 +109,7 @@ def sent_to_render(chosen):
     """The selected rows as the render blocks receive them, in output order (range, place in it)."""
     got = []
     for block, rows in chosen.to_render.items():
-        t = exchange.received(chosen.directory, chosen.files, (RENDER, block), SELECTED_SCHEMA)
-        assert t.num_rows == rows
+        t = exchange.received(chosen.directory, chosen.files, (RENDER, block), SELECTED_SCHEMA, rows)
         assert set(chosen.render_blocks.block(t.column("src").to_numpy(), t.column("seg").to_numpy())) == {block}
         got.append(t)
     t = pa.concat_tables(got) if got else SELECTED_SCHEMA.empty_table()

@@ -49,6 +49,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 
 import dsc
@@ -360,12 +361,14 @@ class RenderedPart:
     last: int
 
 
-def write_part(parts_dir: Path, schema: pa.Schema, rows: tuple[int, int],
+def write_part(parts_dir: Path, rows: np.ndarray, schema: pa.Schema,
                batches: Iterable[pa.RecordBatch | pa.Table]) -> Path:
-    """Write a part file atomically (run by workers); its name carries its first and last row
-    (`rows`), its size and CRC-32."""
-    name = f"{rows[0]:012d}-{rows[1]:012d}-{uuid.uuid4().hex}"
-    tmp = parts_dir / f".tmp-{name}.arrow"
+    """Write a part file of `rows` (ascending) atomically (run by workers); its name carries its
+    first and last row, a hash of its rows (a task run twice writes the same part), its size and
+    CRC-32."""
+    digest = hashlib.sha256(np.ascontiguousarray(rows, "<i8").tobytes()).hexdigest()[:16]
+    name = f"{int(rows[0]):012d}-{int(rows[-1]):012d}-{digest}"
+    tmp = parts_dir / f".tmp-{name}-{uuid.uuid4().hex}.arrow"
     writer = ArrowFileWriter(tmp, schema)
     try:
         for b in batches:

@@ -100,12 +100,13 @@ def _build_loaded(loaded: LoadedSpec, out: Path, *, executor: ExecutorChoice, pr
                 return write_preference_artifact(loaded, out, ctx, inputs.entries, read, select_rows(spec, read), progress,
                                                  before_place, store)
             with exchange.directory(store.tmp) as directory:
-                chosen = select_partitioned(spec, read, directory, ex, progress, render_blocks(read.segments, ex.workers))
+                chosen = select_partitioned(spec, read, directory, ex, progress,
+                                            lambda selected: render_blocks(read.segments, ex.workers, selected))
                 rendered = render_selected(spec, read, chosen, store, ex, progress, ctx)
                 cache_report = {name: SourceCacheReport("hit" if hit else "miss", reused, computed)
                                 for name, hit, reused, computed in zip(read.names, read.cached, rendered.reused,
                                                                         rendered.computed)}
-                blocks = route_blocks(read.segments)
+                blocks = route_blocks(read.segments, chosen.per_source)
                 tallied = tally_rows(spec, read, chosen, rendered, blocks, ex, progress)
                 counts, quarantine = tallied.counts, tallied.quarantine
 

@@ -95,15 +95,17 @@ def render_batch(rows: np.ndarray, convs: list[Conversation]) -> pa.RecordBatch:
                                        else data[f.name] for f in schema], schema=schema)
 
 
-def render_block_rows(rows: int, workers: int) -> int:
-    """Rows per render block of a segment of `rows`: about four blocks per worker, so that workers
-    finish together (a block more or less is a quarter of a worker's share), within
-    [CHUNK_ROWS, RENDER_TASK_ROWS]."""
-    return int(min(RENDER_TASK_ROWS, max(CHUNK_ROWS, math.ceil(rows / (4 * workers)))))
+def render_block_rows(selected: int, workers: int) -> int:
+    """Selected rows per render block of a source that has `selected`: about four blocks per
+    worker, so that workers finish together (a block more or less is a quarter of a worker's
+    share), within [CHUNK_ROWS, RENDER_TASK_ROWS]."""
+    return int(min(RENDER_TASK_ROWS, max(CHUNK_ROWS, math.ceil(selected / (4 * workers)))))
 
 
-def render_blocks(segments: list[SegmentInfo], workers: int) -> SegmentBlocks:
-    return SegmentBlocks.of([seg.rows for seg in segments], [render_block_rows(seg.rows, workers) for seg in segments])
+def render_blocks(segments: list[SegmentInfo], workers: int, selected: list[int]) -> SegmentBlocks:
+    """The render blocks for `selected` rows per source."""
+    return SegmentBlocks.spread([seg.rows for seg in segments], selected,
+                                [render_block_rows(k, workers) for k in selected])
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ class RenderTask:
     directory: Path  # the build's exchange
     block: int
     files: list[str]  # the order step's files (the block's selected rows: a batch in some)
+    rows: int  # the selected rows sent to the block
     segment: SegmentInfo  # its source's normalised segment
     parts_dir: str  # its source's rendered store
     cached: list[str]  # the store's parts that may hold rows of the block, in name order
@@ -127,7 +130,7 @@ class RenderDone:
 def render_block(task: RenderTask) -> RenderDone:
     """A render block: its selected rows' results, from the cache or rendered into a new part,
     sent to their ranges of the output order."""
-    t = exchange.received(task.directory, task.files, (RENDER, task.block), SELECTED_SCHEMA)
+    t = exchange.received(task.directory, task.files, (RENDER, task.block), SELECTED_SCHEMA, task.rows)
     seg = t.column("seg").to_numpy()
     need = np.unique(seg)
     parts: list[str] = []
@@ -164,8 +167,7 @@ def _results(parts_dir: Path, parts: list[str], part: np.ndarray, pos: np.ndarra
         rows = by_part[part[by_part] == p]
         with ArrowFile(parts_dir / parts[p], RESULT_COLUMNS) as f:
             pieces.append(f.take(pos[rows]))
-    table = pa.concat_tables(pieces)
-    return table.take(pa.array(np.argsort(by_part, kind="stable"))) if pieces else table
+    return pa.concat_tables(pieces).take(pa.array(np.argsort(by_part, kind="stable")))
 
 
 def render_part(segment: SegmentInfo, rows: np.ndarray, parts_dir: Path) -> Path:
@@ -177,8 +179,23 @@ def render_part(segment: SegmentInfo, rows: np.ndarray, parts_dir: Path) -> Path
 
     ctx: BuildContext = worker_context()
     with segment.open_rows() as f:
-        return write_part(parts_dir, rendered_schema(ctx.tokenizer is not None, ctx.weighted),
-                          (int(rows[0]), int(rows[-1])), batches())
+        return write_part(parts_dir, rows, rendered_schema(ctx.tokenizer is not None, ctx.weighted), batches())
+
+
+class _Overlaps:
+    """A store's parts (in name order: by first row) that overlap ascending runs of rows, each
+    part looked at about once however many blocks there are."""
+
+    def __init__(self, parts: list[RenderedPart]):
+        self.parts, self.next = parts, 0
+        self.open: list[RenderedPart] = []  # parts begun before the last run's end
+
+    def overlapping(self, first: int, last: int) -> list[str]:
+        while self.next < len(self.parts) and self.parts[self.next].first <= last:
+            self.open.append(self.parts[self.next])
+            self.next += 1
+        self.open = [p for p in self.open if p.last >= first]
+        return [p.name for p in self.open]
 
 
 @dataclass
@@ -200,14 +217,13 @@ def render_selected(spec: Spec, read: NormalisedSources, chosen: Selection, stor
     blocks = chosen.render_blocks
     stores = [store.rendered(rendered_key(spec, read.keys[s], template=ctx.template, tokenizer=ctx.tokenizer))
               for s in range(len(read.segments))]
-    cached: list[list[RenderedPart]] = [rs.parts() for rs in stores]
+    cached = [_Overlaps(rs.parts()) for rs in stores]
     tasks = []
-    for b in chosen.to_render:
+    for b, rows in chosen.to_render.items():  # blocks ascend
         s = blocks.source(b)
         first = (b - int(blocks.base[s])) * int(blocks.size[s])
-        last = first + int(blocks.size[s]) - 1
-        tasks.append(RenderTask(chosen.directory, b, chosen.files, read.segments[s], str(stores[s].dir),
-                                [p.name for p in cached[s] if p.first <= last and p.last >= first]))
+        tasks.append(RenderTask(chosen.directory, b, chosen.files, rows, read.segments[s], str(stores[s].dir),
+                                cached[s].overlapping(first, first + int(blocks.size[s]) - 1)))
     if ex.parallel and tasks:  # this process only waits while workers render
         from dsc.compiler.stages.write.card import preload_in_background
 
@@ -222,5 +238,6 @@ def render_selected(spec: Spec, read: NormalisedSources, chosen: Selection, stor
         mail.add(done.sent, "tally")
         progress.advance(done.rows)
     progress.done()
+    exchange.remove(chosen.directory, chosen.files)
     files, to_tally = mail.take("tally")
     return RenderedRanges(files, to_tally, [str(rs.dir) for rs in stores], reused, computed)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -105,13 +105,13 @@ class SelectPlan:
     cap_of: np.ndarray  # per class code (and a trailing -1): capability index, -1 none
     buckets: int
     caps: int
-    render_blocks: SegmentBlocks  # where the order step sends the selected rows
+    render_blocks: SegmentBlocks | None = None  # where the order step sends the selected rows (set before it)
 
     def after(self, step: int) -> int:
         return next(s for s in self.steps if s > step)
 
 
-def make_plan(spec: Spec, read: NormalisedSources, directory: Path, workers: int, render_blocks: SegmentBlocks
+def make_plan(spec: Spec, read: NormalisedSources, directory: Path, workers: int
               ) -> tuple[SelectPlan, list[np.ndarray]]:
     """(the plan, per source: its class codes → codes over all sources, merged in source order
     as the one-process selection merges them)."""
@@ -125,7 +125,7 @@ def make_plan(spec: Spec, read: NormalisedSources, directory: Path, workers: int
         str(directory), steps, parts, max(0, math.ceil(math.log2(parts))), classes,
         mix.bucket_codes(classes, spec.mix) if spec.mix else np.full(len(classes) + 1, -1, np.int64),
         mix.capability_codes(classes, caps) if rebalance else np.full(len(classes) + 1, -1, np.int64),  # type: ignore[arg-type]
-        len(spec.mix or {}), len(caps.requested()) if rebalance else 0, render_blocks)  # type: ignore[union-attr]
+        len(spec.mix or {}), len(caps.requested()) if rebalance else 0)  # type: ignore[union-attr]
     return plan, remaps
 
 
@@ -155,6 +155,7 @@ class Done:
 
     sent: exchange.Sent
     passed: Counter[int] = field(default_factory=Counter)  # step → rows in none of its partitions
+    ordered: Counter[int] = field(default_factory=Counter)  # source → rows sent to the order step
     counted: MixPool | MixTaken | CapabilityTally | int | None = None  # the step's count (order: rows)
     removed: Counter[str] = field(default_factory=Counter)  # dedup: rows removed, per source
 
@@ -235,11 +236,16 @@ def _split_by(out: dict[Dest, pa.Table], t: pa.Table, step: int, part: np.ndarra
 
 
 def _send(plan: SelectPlan, name: str, out: dict[Dest, pa.Table], passed: Counter[int], **counts: Any) -> Done:
-    return Done(exchange.send(Path(plan.dir), name, out, EXCHANGE_SCHEMA), passed, **counts)  # type: ignore[arg-type]
+    ordered: Counter[int] = Counter()
+    for (step, _), t in out.items():
+        if step == ORDER:  # the selected rows per source: how the driver sizes the render blocks
+            src, n = np.unique(t.column("src").to_numpy(), return_counts=True)
+            ordered.update(dict(zip(src.tolist(), n.tolist())))
+    return Done(exchange.send(Path(plan.dir), name, out, EXCHANGE_SCHEMA), passed, ordered, **counts)  # type: ignore[arg-type]
 
 
 def _received(task: "PartTask") -> pa.Table:
-    return exchange.received(Path(task.plan.dir), task.files, (task.step, task.part), EXCHANGE_SCHEMA)
+    return exchange.received(Path(task.plan.dir), task.files, (task.step, task.part), EXCHANGE_SCHEMA, task.rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,7 +283,8 @@ class PartTask:
     plan: SelectPlan
     step: int
     part: int
-    files: list[str]  # the files sent to the step (the partition's batch in each)
+    files: list[str]  # the files sent to the step (the partition's batch in some)
+    rows: int = 0  # the rows sent to the partition
     target: float = 0.0
     tally: CapabilityTally | None = None
 
@@ -357,7 +364,7 @@ def order_part(task: PartTask) -> Done:
     out = pa.table([t.column("src"), t.column("seg"), t.column("suffix"), t.column("cls"),
                     pa.array(np.full(t.num_rows, task.part, np.int32)), pa.array(np.arange(t.num_rows), pa.int64())],
                    schema=SELECTED_SCHEMA)
-    blocks = plan.render_blocks.block(t.column("src").to_numpy(), t.column("seg").to_numpy())
+    blocks = plan.render_blocks.block(t.column("src").to_numpy(), t.column("seg").to_numpy())  # type: ignore[union-attr]
     sent = exchange.send(Path(plan.dir), task.name, {(RENDER, b): rows for b, rows in exchange.by_partition(out, blocks).items()},
                          SELECTED_SCHEMA)
     return Done(sent, counted=t.num_rows)
@@ -369,20 +376,30 @@ def order_part(task: PartTask) -> Done:
 
 
 class _Inbox:
-    """The files sent to each step, the rows each partition got, the rows each step passed by."""
+    """The files sent to each step, the rows each partition got, the rows each step passed by,
+    the rows sent to the order step per source."""
 
-    def __init__(self) -> None:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
         self.mail = exchange.Mailroom()
         self.passed: Counter[int] = Counter()
+        self.ordered: Counter[int] = Counter()
+        self.taken: dict[int, list[str]] = {}
 
     def add(self, done: Done) -> None:
         self.mail.add(done.sent)
         self.passed.update(done.passed)
+        self.ordered.update(done.ordered)
 
     def tasks(self, plan: SelectPlan, step: int) -> list[PartTask]:
         """A task per partition of `step` that rows were sent to, in partition order."""
         files, parts = self.mail.take(step)
-        return [PartTask(plan, step, p, files) for p in parts]
+        self.taken[step] = files
+        return [PartTask(plan, step, p, files, n) for p, n in parts.items()]
+
+    def read(self, step: int) -> None:
+        """`step`'s tasks are done: the files no other step reads go."""
+        exchange.remove(self.directory, self.mail.read(step, self.taken.pop(step, [])))
 
 
 @dataclass(frozen=True)
@@ -407,6 +424,7 @@ class Selection:
     render_blocks: SegmentBlocks
     files: list[str]  # the order step's files, a batch per render block it sent rows to
     to_render: dict[int, int]  # render block → the selected rows sent to it
+    per_source: list[int]  # selected rows per source
 
     @property
     def rows(self) -> int:
@@ -414,11 +432,12 @@ class Selection:
 
 
 def select_partitioned(spec: Spec, read: NormalisedSources, directory: Path, ex: Executor, progress: Progress,
-                       render_blocks: SegmentBlocks) -> Selection:
+                       render_blocks: Callable[[list[int]], SegmentBlocks]) -> Selection:
     """Stage 2 as tasks on `ex` (a progress stage, "select", counted in tasks), its files in the
-    build's exchange `directory` (every worker must see it)."""
-    plan, remaps = make_plan(spec, read, directory, ex.workers, render_blocks)
-    inbox = _Inbox()
+    build's exchange `directory` (every worker must see it). `render_blocks`: the blocks the
+    order step sends the rows to, from the selected rows per source."""
+    plan, remaps = make_plan(spec, read, directory, ex.workers)
+    inbox = _Inbox(directory)
     report: dict[str, Any] = {}
     progress.start("select")
 
@@ -435,19 +454,24 @@ def select_partitioned(spec: Spec, read: NormalisedSources, directory: Path, ex:
         removed: Counter[str] = Counter()
         for d in run(dedup_part, inbox.tasks(plan, DEDUP)):
             removed.update(d.removed)
+        inbox.read(DEDUP)
         report["dedup_removed"] = dict(sorted(removed.items()))
     if MIX in plan.steps:
         report["mix"] = _mix(spec, plan, inbox, run)
     if CAPS in plan.steps:
         report["capabilities"] = _capabilities(spec, plan, inbox, run)
+    per_source = [inbox.ordered[s] for s in range(len(read.segments))]
+    plan = replace(plan, render_blocks=render_blocks(per_source))
     orders = inbox.tasks(plan, ORDER)
     ranges, before = [], 0
     for t, d in zip(orders, run(order_part, orders)):
         ranges.append(SelectedRange(t.part, t.part >> plan.order_bits, d.counted, before))  # type: ignore[arg-type]
         before += d.counted  # type: ignore[operator]
     progress.done()
+    inbox.read(ORDER)
     files, to_render = inbox.mail.take(RENDER)
-    return Selection(directory, plan.classes, report, ranges, render_blocks, files, to_render)
+    return Selection(directory, plan.classes, report, ranges, plan.render_blocks, files, to_render,  # type: ignore[arg-type]
+                     per_source)
 
 
 def _mix(spec: Spec, plan: SelectPlan, inbox: _Inbox, run: Runner) -> dict[str, Any]:
@@ -457,6 +481,7 @@ def _mix(spec: Spec, plan: SelectPlan, inbox: _Inbox, run: Runner) -> dict[str, 
     pools: dict[str, MixPool] = {n: MixPool() for n in names}  # a bucket no row reached: empty
     for t, d in zip(tasks, run(mix_pool_part, tasks)):
         pools[names[t.part]] = d.counted  # type: ignore[assignment]
+    inbox.read(MIX)
     pool = {n: p.pool for n, p in pools.items()}
     targets, selected, report = mix.plan_mix(buckets, {n: p.available for n, p in pools.items()},
                                              {n: p.dropped for n, p in pools.items()}, pool)
@@ -466,6 +491,7 @@ def _mix(spec: Spec, plan: SelectPlan, inbox: _Inbox, run: Runner) -> dict[str, 
         taken: MixTaken = d.counted  # type: ignore[assignment]
         assert taken.selected == selected[names[t.part]]
         copies[names[t.part]] = taken.copies
+    exchange.remove(Path(plan.dir), [t.pool().name for t in takes])
     return mix.finish_mix_report(buckets, report, selected, copies, pool, inbox.passed[MIX])
 
 
@@ -477,9 +503,11 @@ def _capabilities(spec: Spec, plan: SelectPlan, inbox: _Inbox, run: Runner) -> d
     tallies = {n: CapabilityTally() for n in names}  # a capability no row reached: zeros
     for t, d in zip(tasks, run(caps_pool_part, tasks)):
         tallies[names[t.part]] = d.counted  # type: ignore[assignment]
+    inbox.read(CAPS)
     targets = mix.capability_targets(caps, {n: t.available for n, t in tallies.items()})
     takes = [PartTask(plan, CAPS, t.part, [], target=targets[names[t.part]], tally=tallies[names[t.part]])
              for t in tasks]
     for t, d in zip(takes, run(caps_take_part, takes)):
         tallies[names[t.part]] = d.counted  # type: ignore[assignment]
+    exchange.remove(Path(plan.dir), [t.pool().name for t in takes])
     return mix.capability_report(caps, targets, tallies, inbox.passed[CAPS])

@@ -17,8 +17,8 @@ never the corpus:
    Placed by rename: a task run twice (a retry) leaves the same files. (A file per bucket instead
    would make route tasks × buckets files: rows come in hash order, so every task touches most
    buckets.)
-3. `write_shard_file` (a task per shard): for each of its buckets, that bucket's batches (the
-   driver names each by route file and batch number), in file-name order,
+3. `write_shard_file` (a task per shard): for each of its buckets, that bucket's batches (found
+   in the route files: each lists its buckets), in file-name order,
    sorted by position, written as one parquet shard and placed by rename in the staged artifact;
    it hands back the shard's hash and its rows' counts, which the driver merges in artifact order,
    and sends its distinct groups to partitions of their hash (`engine.exchange`);
@@ -50,7 +50,7 @@ from dsc.compiler.engine.context import BuildContext
 from dsc.compiler.engine.executors.base import Executor
 from dsc.compiler.engine.normalise import CHUNK_ROWS
 from dsc.compiler.engine.progress import Progress
-from dsc.compiler.engine.rowfiles import IPC_OPTIONS, ArrowFile, SegmentInfo, id_hash
+from dsc.compiler.engine.rowfiles import ArrowFile, SegmentInfo, id_hash
 from dsc.compiler.engine.tally import ROUTE_SCHEMA, Tallied
 from dsc.compiler.stages.write import artifact as art
 from dsc.core.hashing import sha256_file
@@ -120,11 +120,11 @@ class Layout:
             start += n
         self.starts = np.array([b.start for b in self.buckets], np.int64)
         self.sizes = np.array([b.end - b.start for b in self.buckets], np.int64)
-        self.bucket_shard = np.array([i for i, s in enumerate(self.shards) for _ in s.buckets], np.int64)
 
 
-def route_blocks(segments: list[SegmentInfo]) -> SegmentBlocks:
-    return SegmentBlocks.of([seg.rows for seg in segments], [ROUTE_ROWS] * len(segments))
+def route_blocks(segments: list[SegmentInfo], selected: list[int]) -> SegmentBlocks:
+    """The route blocks for `selected` rows per source (an upper bound of the rows written)."""
+    return SegmentBlocks.spread([seg.rows for seg in segments], selected, [ROUTE_ROWS] * len(segments))
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,7 @@ class RouteTask:
     number: int  # its block: names its route files
     directory: Path  # the build's exchange, where route files go too
     files: list[str]  # the ranges' files (its rows: a batch in some)
+    rows: int  # the written rows sent to the block
     segment: SegmentInfo
     parts_dir: str  # its source's rendered store
     starts: np.ndarray  # per order range: its first output position
@@ -146,7 +147,7 @@ def route_rows(task: RouteTask) -> dict[str, dict[int, int]]:
     `ROUTE_FLUSH_BYTES` of rows at a time (a task's memory is bounded in bytes, not only in rows:
     tokenised rows with long tool catalogues are tens of KB each). Returns {route file: {bucket:
     rows}}, each file's buckets in the order of its record batches."""
-    t = exchange.received(task.directory, task.files, task.number, ROUTE_SCHEMA)
+    t = exchange.received(task.directory, task.files, task.number, ROUTE_SCHEMA, task.rows)
     t = t.take(pc.sort_indices(t, sort_keys=[("part", "ascending"), ("part_pos", "ascending")]))  # reads in order
     position = task.starts[t.column("range").to_numpy()] + t.column("rank").to_numpy()
     seg_rows, part_pos = t.column("seg").to_numpy(), t.column("part_pos").to_numpy()
@@ -165,8 +166,8 @@ def route_rows(task: RouteTask) -> dict[str, dict[int, int]]:
                     rows = output_table(schema, segment.take(seg_rows[a:z]), rendered.take(part_pos[a:z]), suffix[a:z])
                     pending.append(rows.append_column(_POS, pa.array(position[a:z], pa.int64())))
                     if sum(p.nbytes for p in pending) >= ROUTE_FLUSH_BYTES or z >= len(part):
-                        name = f"route-{task.number:06d}-{len(routed):04d}.arrow"
-                        routed[name] = _write_route_file(task, pa.concat_tables(pending), name)
+                        name = f"route-{task.number:06d}-{len(routed):04d}"
+                        routed[f"{name}.arrow"] = _write_route_file(task, pa.concat_tables(pending), name)
                         pending = []
     resources.hand_back_freed()  # a worker's next task (a shard's) must not stack on this one's rows
     return routed
@@ -177,17 +178,9 @@ def _write_route_file(task: RouteTask, table: pa.Table, name: str) -> dict[int, 
     task run again writes the same name with the same bytes). {bucket: rows}, in batch order."""
     positions = table.column(_POS).to_numpy()
     order = np.argsort(positions, kind="stable")
-    table = table.take(pa.array(order)).combine_chunks()  # one chunk: a slice is one batch
     bucket = np.searchsorted(task.bucket_starts, positions[order], side="right") - 1
-    cuts = (np.flatnonzero(np.diff(bucket)) + 1).tolist()
-    spans = list(zip([0, *cuts], [*cuts, len(bucket)]))
-    held = [int(bucket[a]) for a, _ in spans]
-    schema = exchange.with_destinations(table.schema, held)  # type: ignore[arg-type]
-    table = table.replace_schema_metadata(schema.metadata)
-    with exchange.placed(task.directory / name) as f, pa.ipc.new_file(f, schema, options=IPC_OPTIONS) as w:
-        for a, z in spans:
-            w.write_table(table.slice(a, z - a))
-    return {b: z - a for b, (a, z) in zip(held, spans)}
+    sent = exchange.send(task.directory, name, exchange.by_partition(table.take(pa.array(order)), bucket), table.schema)
+    return sent.rows  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -244,11 +237,12 @@ class GroupTask:
     directory: Path
     files: list[str]  # the shards' group files
     part: int
+    rows: int  # the groups sent to it
 
 
 def count_groups(task: GroupTask) -> GroupCounts:
     """A partition of the groups: each split's distinct groups, and those in two splits."""
-    t = exchange.received(task.directory, task.files, task.part, GROUPS_SCHEMA)
+    t = exchange.received(task.directory, task.files, task.part, GROUPS_SCHEMA, task.rows)
     split = t.column("split")
     distinct = {s: pc.unique(t.column("group").filter(pc.equal(split, s))) for s in pc.unique(split).to_pylist()}
     return GroupCounts.of(distinct)
@@ -275,7 +269,7 @@ def _row_groups(task: ShardTask) -> Iterator[pa.Table]:
 def _read_batch(path: Path, i: int) -> pa.RecordBatch:
     # a file at a time, not all kept open: a shard may need a file of every route task
     with pa.OSFile(str(path)) as f:
-        return pa.ipc.open_file(f).get_batch(i)
+        return pa.ipc.open_file(f).get_batch(i).replace_schema_metadata()  # the file's destinations
 
 
 def _counted(tables: Iterator[pa.Table], stats: ArtifactStats, split: str) -> Iterator[pa.Table]:
@@ -321,9 +315,9 @@ def write_rows(tmp: Path, spec: Spec, ctx: BuildContext, read_segments: list[Seg
     counts = tallied.counts
     layout = Layout(counts.written, spec.output.shard_rows, spec.output.row_group_rows)
     routes = []
-    for b in tallied.to_route:
+    for b, rows in tallied.to_route.items():
         s = blocks.source(b)
-        routes.append(RouteTask(b, directory, tallied.files, read_segments[s], parts_dirs[s], tallied.starts,
+        routes.append(RouteTask(b, directory, tallied.files, rows, read_segments[s], parts_dirs[s], tallied.starts,
                                 layout.starts, form))
     routed = np.zeros(len(layout.buckets), np.int64)
     route_files: list[str] = []
@@ -336,6 +330,7 @@ def write_rows(tmp: Path, spec: Spec, ctx: BuildContext, read_segments: list[Seg
             progress.advance(sum(held.values()))
     progress.done()
     del routes
+    exchange.remove(directory, tallied.files)
     assert np.array_equal(routed, layout.sizes), "every written row is routed once"
 
     stats = ArtifactStats(tokenised=form.tokenized)
@@ -354,9 +349,11 @@ def write_rows(tmp: Path, spec: Spec, ctx: BuildContext, read_segments: list[Seg
         progress.advance()
     stats.counted_groups = GroupCounts()
     group_files, group_rows = mail.take("groups")
-    for counted in ex.map(count_groups, [GroupTask(directory, group_files, p) for p in group_rows]):
+    exchange.remove(directory, route_files)
+    for counted in ex.map(count_groups, [GroupTask(directory, group_files, p, n) for p, n in group_rows.items()]):
         stats.counted_groups.merge(counted)
     progress.done()
+    exchange.remove(directory, group_files)
     # A shard task killed mid-write (then retried) leaves its temporary behind.
     for stray in (tmp / DATA_DIR).glob(".*.tmp"):
         stray.unlink()

@@ -29,7 +29,7 @@ from dsc.compiler.engine.selected import selected_conversations
 from dsc.compiler.engine.selecting import SelectedRange, Selection
 from dsc.compiler.stages.select.order import SPLITS
 from dsc.core.errors import BuildError
-from dsc.record import BadRow
+from dsc.record import BadRow, Conversation
 from dsc.spec.model import Spec
 
 STAGE3_SEQ = 1 << 50  # rendering quarantines come after every reading one of their source
@@ -74,7 +74,8 @@ class TallyTask:
 
 @dataclass
 class RangeTally:
-    """A range's counts (of its written rows), its rejected rows and what it sent on."""
+    """A range's counts (of its written rows), its rejected rows and what it sent on; or a
+    split's counts, its ranges' added up."""
 
     written: int = 0
     classes: dict[int, int] = field(default_factory=dict)  # class code → written rows, ascending codes
@@ -86,13 +87,23 @@ class RangeTally:
     too_long: str | None = None  # overflow: error: the message naming its first too-long row
     sent: exchange.Sent = field(default_factory=lambda: exchange.Sent(None, {}))  # to the route blocks
 
+    def add_counts(self, other: RangeTally) -> None:
+        self.written += other.written
+        for c, k in other.classes.items():
+            self.classes[c] = self.classes.get(c, 0) + k
+        self.chars += other.chars
+        self.tokens += other.tokens
+        self.truncated += other.truncated
+        self.special.update(other.special)
+
 
 def tally_range(task: TallyTask) -> RangeTally:
     """A range of the output order: its rows' render results in order, counted; the rows
     rendering kept go on to their route blocks, ranked."""
-    t = exchange.received(task.directory, task.files, task.range.part, RENDERED_SCHEMA)
+    t = exchange.received(task.directory, task.files, task.range.part, RENDERED_SCHEMA, task.range.rows)
     t = t.take(pc.sort_indices(t, sort_keys=[("pos", "ascending")]))
-    assert np.array_equal(t.column("pos").to_numpy(), np.arange(task.range.rows)), "every selected row rendered once"
+    if not np.array_equal(t.column("pos").to_numpy(), np.arange(task.range.rows)):
+        raise RuntimeError(f"range {task.range.part}: a selected row's render result is missing or twice")
     status = t.column("status").to_numpy()
     ok = status == RenderStatus.OK
     out = RangeTally(written=int(ok.sum()))
@@ -118,7 +129,7 @@ def tally_range(task: TallyTask) -> RangeTally:
     return out
 
 
-def _conversations(task: TallyTask, t: pa.Table) -> list:
+def _conversations(task: TallyTask, t: pa.Table) -> list[Conversation]:
     return selected_conversations(task.segments, t.column("src").to_numpy(), t.column("seg").to_numpy(),
                                   t.column("suffix").to_numpy(zero_copy_only=False))
 
@@ -199,19 +210,14 @@ def tally_rows(spec: Spec, read: NormalisedSources, chosen: Selection, rendered:
     too_long: str | None = None
     at = 0
     for task, done in zip(tasks, ex.map(tally_range, tasks)):
-        split = per_split.setdefault(SPLITS[task.range.split], RangeTally())
-        split.written += done.written
-        for c, k in done.classes.items():
-            split.classes[c] = split.classes.get(c, 0) + k
-        split.chars, split.tokens = split.chars + done.chars, split.tokens + done.tokens
-        split.truncated += done.truncated
-        split.special.update(done.special)
+        per_split.setdefault(SPLITS[task.range.split], RangeTally()).add_counts(done)
         failed += done.failed
         too_long = too_long or done.too_long  # ranges come in output order
         starts[task.range.part], at = at, at + done.written
         mail.add(done.sent, "route")
         progress.advance()
     progress.done()
+    exchange.remove(chosen.directory, rendered.files)
     if too_long is not None:
         raise BuildError(too_long)
     for name, r in per_split.items():
