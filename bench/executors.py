@@ -128,7 +128,7 @@ def _install_map_counters(stats: dict[str, TaskStats], account: bool, kind: str)
             def counted(ts: Any) -> Any:
                 for t in ts:
                     s.tasks += 1
-                    s.rows_in += len(t) if isinstance(t, list) else len(getattr(t, "rows", ()))
+                    s.rows_in += len(t) if isinstance(t, list) else 0  # a render block's: from its result
                     if account:
                         s.bytes_in += _sized(t)
                     yield t
