@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsc.compiler.engine import exchange
+from dsc.compiler.engine import exchange, selecting
 from dsc.compiler.engine.executors.local import LocalExecutor
 from dsc.compiler.engine.progress import Progress
 from dsc.compiler.engine.selected import select_rows
@@ -135,15 +135,16 @@ def assert_same(expected, got):
     assert json.dumps(got.report) == json.dumps(expected.report)  # the same values, floats and key order
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sources=st.lists(source_rows(), min_size=1, max_size=3), seed=st.integers(0, 3), dedup=st.booleans(),
        mix=st.sampled_from(MIXES), caps=st.sampled_from(CAPS), split=st.sampled_from(SPLITS),
-       task_rows=st.sampled_from([1, 3, 1 << 16]))
+       task_rows=st.sampled_from([1, 3, 1 << 16]), rank_bits=st.sampled_from([1, 3, selecting.RANK_BITS]))
 def test_partitioned_selection_is_the_one_process_selection(tmp_path, monkeypatch, sources, seed, dedup, mix, caps,
-                                                            split, task_rows):
+                                                            split, task_rows, rank_bits):
     if mix and any(k.startswith("s") and int(k[1]) >= len(sources) for k in mix):
         mix = {}  # a bucket named after a source needs that source
     monkeypatch.setattr(exchange, "PARTITION_ROWS", task_rows)  # 1: a partition per row, nearly
+    monkeypatch.setattr(selecting, "RANK_BITS", rank_bits)  # 1: a mix take ends inside a bin of half its pool
     expected, got = run_both(tmp_path, spec_of(seed, dedup, mix, caps, split), sources)
     assert_same(expected, got)
     assert list(tmp_path.iterdir()) == []  # the exchange directory is gone
@@ -164,6 +165,7 @@ def some_sources():
 def test_in_a_process_pool(tmp_path, monkeypatch, mix, caps):
     """Also: weights in tokens that are not whole (sums of them depend on the order they are added in)."""
     monkeypatch.setattr(exchange, "PARTITION_ROWS", 50)
+    monkeypatch.setattr(selecting, "RANK_BITS", 2)  # mix takes that end inside a bin of many rows
     expected, got = run_both(tmp_path, spec_of(1, True, mix, caps, SPLITS[0]), some_sources(), workers=2)
     assert_same(expected, got)
     assert got.rows > 50
@@ -180,6 +182,7 @@ class TwiceExecutor(LocalExecutor):
 
 def test_a_task_run_twice_changes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(exchange, "PARTITION_ROWS", 40)
+    monkeypatch.setattr(selecting, "RANK_BITS", 2)
     spec = spec_of(2, True, MIXES[2], CAPS[2], SPLITS[0])
     expected, got = run_both(tmp_path, spec, some_sources(), executor=TwiceExecutor)
     assert_same(expected, got)

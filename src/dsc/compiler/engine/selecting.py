@@ -9,9 +9,13 @@ them over, so each partition's result is that selection's result restricted to i
 1. **scatter** (a task per source): its segment's keys → the first step's partitions.
 2. **dedup** (`dedup: true`; a task per partition of the dedup hash): rows sorted by (id,
    source, row), the first of each dedup key kept (the smallest id).
-3. **mix** (a task per bucket, two rounds): the bucket's rows, capped per group and ranked;
-   the driver resolves every bucket's target from the pools' sizes (`mix.plan_mix`, counts
-   only); then each bucket takes its rows (copies past its pool). Rows in no bucket pass on.
+3. **mix** (a task per partition of a bucket's groups, two rounds, then a boundary task per
+   bucket): the partition's rows, capped per group and ranked, with their pool's size and a
+   histogram of its ranks; the driver resolves every bucket's target from the pools' sizes
+   (`mix.plan_mix`, counts only) and where its take ends (whole passes over the pool, copies
+   past the first, then the rank bins taken whole, then some rows of one bin); each partition
+   sends its share on, and the rows of that one bin go to the bucket's boundary task, which
+   takes the first of them in rank order. Rows in no bucket pass on.
 4. **capability ratios** (a task per rebalanced capability, two rounds): what each has (in the
    spec's measure), the driver's targets (`mix.capability_targets`), then each takes its rows.
    Untagged rows pass on.
@@ -20,15 +24,16 @@ them over, so each partition's result is that selection's result restricted to i
    are concatenated split by split: the output order.
 
 A row carries its place in the one-process selection order as sort keys: (id, source, row) after
-dedup, the bucket and place in its take before that, the capability and place before that.
+dedup, the bucket, the pass over its pool and its rank in it before that (a take's order), the
+capability and place in its take before that.
 A partition sorts by them before it compares anything, so what it computes (ranks, ties,
 weight sums in Python floats) is what the one-process selection computes.
 
 Rows move between tasks through files (`engine.exchange`); the driver keeps counts only. The
 order step sends the selected rows, each with its range and place in it, on to the render
 blocks (`Selection`): no step after selection gathers the rows in one process either.
-A bucket or a capability is one task (its memory grows with it); dedup and order partitions grow
-in number with the corpus.
+A capability is one task (its weights are added in selection order, one float after another, so
+its memory grows with it); dedup, mix and order partitions grow in number with the corpus.
 """
 from __future__ import annotations
 
@@ -48,7 +53,7 @@ from dsc.compiler.engine.exchange import SegmentBlocks
 from dsc.compiler.engine.executors.base import Executor, worker_context
 from dsc.compiler.engine.normalise import NormalisedSources
 from dsc.compiler.engine.progress import Progress
-from dsc.compiler.engine.rowfiles import SegmentInfo
+from dsc.compiler.engine.rowfiles import SegmentInfo, id_hash
 from dsc.compiler.engine.selected import selection_weight
 from dsc.compiler.stages.select import mix
 from dsc.compiler.stages.select.mix import CapabilityTally, KeyTable, RowClass, Rows
@@ -59,8 +64,9 @@ from dsc.compiler.stages.select.order import (
 )
 from dsc.spec.model import Spec
 
-DEDUP, MIX, CAPS, ORDER, RENDER = range(5)  # the steps, in the order rows go through them
-STEP_NAMES = ("dedup", "mix", "capabilities", "order")  # RENDER: `engine.rendering`'s blocks
+DEDUP, MIX, CAPS, ORDER, RENDER, MIX_BOUNDARY = range(6)  # the steps, in the order rows go through them
+STEP_NAMES = ("dedup", "mix", "capabilities", "order", "render", "mix-boundary")  # render: `engine.rendering`'s
+RANK_BITS = 12  # a mix pool's rank histogram: 4,096 bins of the rank's first bits
 
 EXCHANGE_SCHEMA = pa.schema([
     ("src", pa.int32()),  # source index
@@ -73,7 +79,8 @@ EXCHANGE_SCHEMA = pa.schema([
     ("tokens", pa.float64()),
     ("suffix", pa.string()),  # copy suffix
     ("b_idx", pa.int32()),  # mix bucket (number of buckets: in none)
-    ("b_pos", pa.int64()),  # place in the bucket's take
+    ("b_pass", pa.int32()),  # the bucket's pass over its pool that took it (copies: past the first)
+    ("b_rank", pa.binary()),  # its rank in the bucket's pool: sha256 of the seeded mix key
     ("c_idx", pa.int32()),  # rebalanced capability (number of them: untagged)
     ("c_pos", pa.int64()),  # place in the capability's take
     ("split", pa.int8()),  # set as a row is routed to its order range
@@ -81,7 +88,7 @@ EXCHANGE_SCHEMA = pa.schema([
 ])
 # Selection order after each step: what the one-process selection's row list is sorted by
 ORDER_AFTER_DEDUP = ["id", "src", "seg"]
-ORDER_AFTER_MIX = ["b_idx", "b_pos", *ORDER_AFTER_DEDUP]
+ORDER_AFTER_MIX = ["b_idx", "b_pass", "b_rank", *ORDER_AFTER_DEDUP]  # a take's order: pass, then rank
 ORDER_AFTER_CAPS = ["c_idx", "c_pos", *ORDER_AFTER_MIX]
 # The selected rows as the order step sends them to the render blocks: each row's range of the
 # output order and place in it
@@ -98,7 +105,7 @@ class SelectPlan:
 
     dir: str  # the exchange directory
     steps: tuple[int, ...]  # in order; ORDER always last
-    dedup_parts: int
+    dedup_parts: int  # partitions of the dedup hash, and of each mix bucket's groups
     order_bits: int  # log2 of the order ranges per split
     classes: list[RowClass]
     bucket_of: np.ndarray  # per class code (and a trailing -1): bucket index, -1 none
@@ -141,6 +148,18 @@ class MixPool:
     available: int = 0
     dropped: int = 0
     pool: int = 0
+    ranks: np.ndarray | None = None  # the pool's rows per bin of the rank's first RANK_BITS bits
+
+
+@dataclass(frozen=True)
+class MixCut:
+    """Where a bucket's take ends (from the pools' rank histograms): whole passes over its pool,
+    then the rows of its last pass ranked in a bin below `bin`, then `more` rows of bin `bin`
+    (in rank order, by the bucket's boundary task)."""
+
+    passes: int
+    bin: int
+    more: int
 
 
 @dataclass(frozen=True)
@@ -206,6 +225,8 @@ def _route(t: pa.Table, step: int, plan: SelectPlan, spec: Spec) -> tuple[dict[D
             part = (t.column("dedup").to_numpy() % np.uint64(plan.dedup_parts)).astype(np.int64)
         elif step in (MIX, CAPS):
             part = (plan.bucket_of if step == MIX else plan.cap_of)[t.column("cls").to_numpy()]
+            if step == MIX:  # a bucket's partitions by group: a group cap sees its group whole
+                part = np.where(part >= 0, part * plan.dedup_parts + _group_hashes(t) % plan.dedup_parts, -1)
             kept = part >= 0
             if not kept.all():
                 rest = t.filter(pa.array(~kept))
@@ -228,6 +249,11 @@ def _route(t: pa.Table, step: int, plan: SelectPlan, spec: Spec) -> tuple[dict[D
         _split_by(out, t, step, part)
         break
     return out, passed
+
+
+def _group_hashes(t: pa.Table) -> np.ndarray:
+    groups = pc.coalesce(t.column("group"), t.column("id")).to_pylist()
+    return np.fromiter((id_hash(g) for g in groups), np.uint64, len(groups)).astype(np.int64) & ((1 << 62) - 1)
 
 
 def _split_by(out: dict[Dest, pa.Table], t: pa.Table, step: int, part: np.ndarray) -> None:
@@ -269,7 +295,8 @@ def scatter_keys(task: ScatterTask) -> Done:
         pa.array(np.full(n, task.src, np.int32)), pa.array(seg_rows, pa.int64()), keys.ids, keys.groups,
         pa.array(task.remap[keys.cls] if n else np.zeros(0, np.int32), pa.int32()), pa.array(keys.dedup, pa.uint64()),
         pa.array(keys.chars, pa.int64()), pa.array(keys.tokens, pa.float64()), pa.array([""] * n, pa.string()),
-        *(pa.array(np.zeros(n, f.type.to_pandas_dtype()), f.type) for f in list(EXCHANGE_SCHEMA)[9:])],
+        *(pa.array([b""] * n, f.type) if f.type == pa.binary() else pa.array(np.zeros(n, f.type.to_pandas_dtype()), f.type)
+          for f in list(EXCHANGE_SCHEMA)[9:])],
         schema=EXCHANGE_SCHEMA)
     out, passed = _route(t, task.plan.steps[0], task.plan, worker_context().spec)
     return _send(task.plan, f"scatter-{task.src:05d}", out, passed)
@@ -287,6 +314,7 @@ class PartTask:
     rows: int = 0  # the rows sent to the partition
     target: float = 0.0
     tally: CapabilityTally | None = None
+    cut: MixCut | None = None
 
     @property
     def name(self) -> str:
@@ -306,27 +334,72 @@ def dedup_part(task: PartTask) -> Done:
 
 
 def mix_pool_part(task: PartTask) -> Done:
-    """A bucket's rows (in id order), capped per group and ranked into its pool (kept for the
-    second round); their counts."""
+    """A partition of a bucket's groups: its rows (in id order), capped per group and ranked into
+    its part of the bucket's pool (kept for the second round); their counts and a histogram of
+    their ranks."""
     spec: Spec = worker_context().spec
     t = _sorted(_received(task), ORDER_AFTER_DEDUP)
-    bucket = list(spec.mix.values())[task.part]  # type: ignore[union-attr]
+    bucket = list(spec.mix.values())[task.part // task.plan.dedup_parts]  # type: ignore[union-attr]
     table, rows = _keys(t, task.plan.classes)
     pool, dropped = mix.mix_pool(table, rows, bucket, spec.seed)
-    exchange.write_table(task.pool(), t.take(pa.array(pool.base)))
-    return Done(exchange.Sent(None, {}), counted=MixPool(t.num_rows, dropped, len(pool)))
+    ranks = mix.rank_digests(table, pool, spec.seed, "mix")
+    t = _with(t.take(pa.array(pool.base)), b_rank=ranks)
+    exchange.write_table(task.pool(), t)
+    hist = np.bincount(_rank_bins(ranks), minlength=1 << RANK_BITS)
+    return Done(exchange.Sent(None, {}), counted=MixPool(len(rows), dropped, len(pool), hist))
+
+
+def _rank_bins(ranks: list[bytes] | pa.Array) -> np.ndarray:
+    first = b"".join(r[:8] for r in (ranks.to_pylist() if isinstance(ranks, pa.Array | pa.ChunkedArray) else ranks))
+    return (np.frombuffer(first, ">u8") >> np.uint64(64 - RANK_BITS)).astype(np.int64)
+
+
+def _passes(rows: Rows, first: int, last: int) -> tuple[Rows, np.ndarray]:
+    """Passes first..last - 1 over `rows` (pass 0: the rows, pass p: their copies `#p+1`) and
+    each row's pass."""
+    taken = [rows if p == 0 else rows.copies(p + 1) for p in range(first, last)]
+    return Rows.concat(taken), np.repeat(np.arange(first, last, dtype=np.int32), len(rows))
+
+
+def _taken_on(plan: SelectPlan, t: pa.Table, chosen: Rows, passes: np.ndarray, bucket: int, to: int
+              ) -> tuple[dict[Dest, pa.Table], Counter[int]]:
+    out_t = _with(t.take(pa.array(chosen.base)), suffix=chosen.suffix.tolist(),
+                  b_idx=np.full(len(chosen), bucket, np.int32), b_pass=passes)
+    return _route(out_t, to, plan, worker_context().spec)
 
 
 def mix_take_part(task: PartTask) -> Done:
-    """A bucket's take from its pool for the driver's target (copies past its end)."""
-    plan = task.plan
+    """A partition's share of its bucket's take, for the driver's cut: its pool rows in every
+    whole pass and in the last pass's bins below the cut; those in the cut's bin go to the
+    bucket's boundary task."""
+    plan, cut = task.plan, task.cut
+    assert cut is not None
+    bucket = task.part // plan.dedup_parts
     t = exchange.read_table(task.pool())
     table, rows = _keys(t, plan.classes)
-    chosen = mix.take(rows, task.target, None)
-    out_t = _with(t.take(pa.array(chosen.base)), suffix=chosen.suffix.tolist(),
-                  b_idx=np.full(len(chosen), task.part, np.int32), b_pos=np.arange(len(chosen), dtype=np.int64))
-    out, passed = _route(out_t, plan.after(MIX), plan, worker_context().spec)
+    bins = _rank_bins(t.column("b_rank"))
+    chosen, passes = _passes(rows, 0, cut.passes)
+    last, last_pass = _passes(rows[bins < cut.bin], cut.passes, cut.passes + 1)
+    chosen, passes = Rows.concat([chosen, last]), np.concatenate([passes, last_pass])
+    out, passed = _taken_on(plan, t, chosen, passes, bucket, plan.after(MIX))
+    if cut.more:
+        edge, edge_pass = _passes(rows[bins == cut.bin], cut.passes, cut.passes + 1)
+        edge_t = _with(t.take(pa.array(edge.base)), suffix=edge.suffix.tolist(),
+                       b_idx=np.full(len(edge), bucket, np.int32), b_pass=edge_pass)
+        if edge_t.num_rows:
+            out[(MIX_BOUNDARY, bucket)] = edge_t
     return _send(plan, f"{task.name}-take", out, passed, counted=MixTaken(len(chosen), mix.copy_count(table, chosen)))
+
+
+def mix_boundary_part(task: PartTask) -> Done:
+    """A bucket's rows in the bin its take ends in, from all its partitions: the first `more` in
+    rank order (ties: id, source, row)."""
+    plan, cut = task.plan, task.cut
+    assert cut is not None
+    t = _sorted(_received(task), ["b_rank", *ORDER_AFTER_DEDUP]).slice(0, cut.more)
+    table, rows = _keys(t, plan.classes)
+    out, passed = _route(t, plan.after(MIX), plan, worker_context().spec)
+    return _send(plan, f"{task.name}-take", out, passed, counted=MixTaken(t.num_rows, mix.copy_count(table, rows)))
 
 
 def caps_pool_part(task: PartTask) -> Done:
@@ -475,24 +548,55 @@ def select_partitioned(spec: Spec, read: NormalisedSources, directory: Path, ex:
 
 
 def _mix(spec: Spec, plan: SelectPlan, inbox: _Inbox, run: Runner) -> dict[str, Any]:
+    """Each bucket as partitions of its groups: their pools' sizes and rank histograms, the
+    driver's targets and where each take ends (`_cut`), each partition's share of the take, and
+    per bucket a boundary task for the rows of the bin the take ends in."""
     buckets = spec.mix or {}
     names = list(buckets)
     tasks = inbox.tasks(plan, MIX)
-    pools: dict[str, MixPool] = {n: MixPool() for n in names}  # a bucket no row reached: empty
+    pools: dict[str, MixPool] = {n: MixPool(ranks=np.zeros(1 << RANK_BITS, np.int64)) for n in names}
     for t, d in zip(tasks, run(mix_pool_part, tasks)):
-        pools[names[t.part]] = d.counted  # type: ignore[assignment]
+        name, got = names[t.part // plan.dedup_parts], d.counted
+        had = pools[name]
+        pools[name] = MixPool(had.available + got.available, had.dropped + got.dropped,  # type: ignore[union-attr]
+                              had.pool + got.pool, had.ranks + got.ranks)  # type: ignore[union-attr,operator]
     inbox.read(MIX)
     pool = {n: p.pool for n, p in pools.items()}
     targets, selected, report = mix.plan_mix(buckets, {n: p.available for n, p in pools.items()},
                                              {n: p.dropped for n, p in pools.items()}, pool)
-    takes = [PartTask(plan, MIX, t.part, [], target=targets[names[t.part]]) for t in tasks]
+    cuts = {n: _cut(pools[n], selected[n]) for n in names}
+    takes = [PartTask(plan, MIX, t.part, [], cut=cuts[names[t.part // plan.dedup_parts]]) for t in tasks]
+    taken = {n: 0 for n in names}
     copies = {n: 0 for n in names}
+
+    def count(name: str, d: Done) -> None:
+        taken[name] += d.counted.selected  # type: ignore[union-attr]
+        copies[name] += d.counted.copies  # type: ignore[union-attr]
+
     for t, d in zip(takes, run(mix_take_part, takes)):
-        taken: MixTaken = d.counted  # type: ignore[assignment]
-        assert taken.selected == selected[names[t.part]]
-        copies[names[t.part]] = taken.copies
+        count(names[t.part // plan.dedup_parts], d)
     exchange.remove(Path(plan.dir), [t.pool().name for t in takes])
+    edges = inbox.tasks(plan, MIX_BOUNDARY)
+    edges = [replace(t, cut=cuts[names[t.part]]) for t in edges]
+    for t, d in zip(edges, run(mix_boundary_part, edges)):
+        count(names[t.part], d)
+    inbox.read(MIX_BOUNDARY)
+    assert taken == selected, (taken, selected)
     return mix.finish_mix_report(buckets, report, selected, copies, pool, inbox.passed[MIX])
+
+
+def _cut(pool: MixPool, selected: int) -> MixCut:
+    """Where a take of `selected` rows from `pool` ends: whole passes, then the bins of the last
+    pass taken whole, then the rows it takes of the next bin."""
+    if not pool.pool:
+        return MixCut(0, 0, 0)
+    passes, rest = divmod(selected, pool.pool)
+    cum = np.cumsum(pool.ranks)  # type: ignore[arg-type]
+    b = int(np.searchsorted(cum, rest, side="left"))  # the first bin that reaches `rest`
+    before = int(cum[b - 1]) if b else 0
+    if rest == 0 or rest - before == int(pool.ranks[b]):  # type: ignore[index]
+        return MixCut(passes, b + 1 if rest else 0, 0)
+    return MixCut(passes, b, rest - before)
 
 
 def _capabilities(spec: Spec, plan: SelectPlan, inbox: _Inbox, run: Runner) -> dict[str, Any]:

@@ -215,6 +215,13 @@ def hash_prefixes(keys: Iterable[list[str]], prefix: str, n: int) -> np.ndarray:
     return out
 
 
+def rank_digests(table: KeyTable, rows: Rows, seed: int, purpose: str) -> list[bytes]:
+    """Each row's whole sha256 of `rank_key`'s seeded key: `ranked`'s order is these bytes, then
+    the id, then the order rows came in (for rows split over tasks, sorted by them again)."""
+    prefix = f"{seed}\x1f{purpose}\x1f"
+    return [hashlib.sha256((prefix + k).encode("utf-8")).digest() for chunk in iter_ids(table, rows) for k in chunk]
+
+
 def sort_ties(order: np.ndarray, same: np.ndarray, full_keys: Callable[[np.ndarray], list[str]]) -> None:
     """`order` sorted by 64-bit hash prefixes: where entries tie (`same[i]`: entry i + 1 ties
     entry i), sort each run by the whole key (`full_keys(run)`: one per entry), stably, in place."""
