@@ -77,6 +77,12 @@ class SegmentBlocks:
     def source(self, block: int) -> int:
         return int(np.searchsorted(self.base, block, side="right") - 1)
 
+    def span(self, block: int) -> tuple[int, int, int]:
+        """(source, first row, last row) of a block."""
+        s = self.source(block)
+        first = (block - int(self.base[s])) * int(self.size[s])
+        return s, first, first + int(self.size[s]) - 1
+
 
 def by_partition(table: pa.Table, part: np.ndarray) -> dict[int, pa.Table]:
     """`table`'s rows by partition (`part`: each row's), each partition's in table order."""

@@ -25,7 +25,14 @@ from dsc.compiler.engine.exchange import SegmentBlocks
 from dsc.compiler.engine.executors.base import Executor, worker_context
 from dsc.compiler.engine.normalise import CHUNK_ROWS, NormalisedSources
 from dsc.compiler.engine.progress import Progress
-from dsc.compiler.engine.rowfiles import ArrowFile, RenderStatus, SegmentInfo, read_conversations, rendered_schema
+from dsc.compiler.engine.rowfiles import (
+    ArrowFile,
+    RenderStatus,
+    SegmentInfo,
+    read_conversations,
+    rendered_schema,
+    take_by_part,
+)
 from dsc.compiler.engine.selecting import RENDER, SELECTED_SCHEMA, Selection
 from dsc.record import BadRow, Conversation
 from dsc.spec.model import Spec
@@ -161,13 +168,11 @@ def render_block(task: RenderTask) -> RenderDone:
 def _results(parts_dir: Path, parts: list[str], part: np.ndarray, pos: np.ndarray) -> pa.Table:
     """The render results of rows (`part`, `pos`: where each is), in the order given; each part
     is read once."""
-    by_part = np.argsort(part, kind="stable")
-    pieces = []
-    for p in np.unique(part).tolist():
-        rows = by_part[part[by_part] == p]
+    def take(p: int, rows: np.ndarray) -> pa.Table:
         with ArrowFile(parts_dir / parts[p], RESULT_COLUMNS) as f:
-            pieces.append(f.take(pos[rows]))
-    return pa.concat_tables(pieces).take(pa.array(np.argsort(by_part, kind="stable")))
+            return f.take(rows)
+
+    return take_by_part(part, pos, take, pa.schema([RENDERED_SCHEMA.field(c) for c in RESULT_COLUMNS]))
 
 
 def render_part(segment: SegmentInfo, rows: np.ndarray, parts_dir: Path) -> Path:
@@ -220,10 +225,9 @@ def render_selected(spec: Spec, read: NormalisedSources, chosen: Selection, stor
     cached = [_Overlaps(rs.parts()) for rs in stores]
     tasks = []
     for b, rows in chosen.to_render.items():  # blocks ascend
-        s = blocks.source(b)
-        first = (b - int(blocks.base[s])) * int(blocks.size[s])
+        s, first, last = blocks.span(b)
         tasks.append(RenderTask(chosen.directory, b, chosen.files, rows, read.segments[s], str(stores[s].dir),
-                                cached[s].overlapping(first, first + int(blocks.size[s]) - 1)))
+                                cached[s].overlapping(first, last)))
     if ex.parallel and tasks:  # this process only waits while workers render
         from dsc.compiler.stages.write.card import preload_in_background
 

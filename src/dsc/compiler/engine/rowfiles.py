@@ -236,24 +236,29 @@ class ArrowFile:
 
 def take_grouped(rows: np.ndarray, starts: np.ndarray, take_part: Any, schema: pa.Schema) -> pa.Table:
     """Rows by number from parts laid end to end (`starts`: each part's first row, then the
-    total), in the order given: `take_part(part, rows within it)` is called once per part
-    holding some, in part order, so that every part is read once and in order."""
+    total), in the order given (`take_by_part`)."""
     rows = np.asarray(rows, np.int64)
     part = np.searchsorted(starts, rows, side="right") - 1
+    return take_by_part(part, rows - starts[part], take_part, schema)
+
+
+def take_by_part(part: np.ndarray, pos: np.ndarray, take_part: Any, schema: pa.Schema) -> pa.Table:
+    """Rows given as (part, row within it), in the order given: `take_part(part, rows within
+    it)` is called once per part holding some, in part order, so that every part is read once
+    and in order."""
     by_part = np.argsort(part, kind="stable")
     sorted_parts = part[by_part]
-    bounds = np.flatnonzero(np.r_[True, sorted_parts[1:] != sorted_parts[:-1], True]) if len(rows) else []
+    bounds = np.flatnonzero(np.r_[True, sorted_parts[1:] != sorted_parts[:-1], True]) if len(part) else []
     pieces = []
     for a, b in zip(bounds[:-1], bounds[1:]):
-        c = int(sorted_parts[a])
-        pieces.append(take_part(c, pa.array(rows[by_part[a:b]] - starts[c])))
+        pieces.append(take_part(int(sorted_parts[a]), np.asarray(pos[by_part[a:b]], np.int64)))
     if not pieces:
         return schema.empty_table()
     table = pa.concat_tables(pieces)  # chunks kept as they are: no second copy of a huge row
     if np.all(by_part[1:] > by_part[:-1]):
         return table
-    inverse = np.empty(len(rows), np.int64)
-    inverse[by_part] = np.arange(len(rows))
+    inverse = np.empty(len(part), np.int64)
+    inverse[by_part] = np.arange(len(part))
     return table.take(pa.array(inverse))
 
 
@@ -285,7 +290,7 @@ class SegmentRows:
 
     def take(self, rows: np.ndarray) -> pa.Table:
         """Rows by number, in the order given, as one table."""
-        return take_grouped(rows, self.starts, lambda i, r: self._piece(i).take(r.to_numpy()), self.schema)
+        return take_grouped(rows, self.starts, lambda i, r: self._piece(i).take(r), self.schema)
 
 
 def read_conversations(segment: SegmentRows, rows: np.ndarray) -> list[Conversation]:
@@ -427,6 +432,11 @@ def _one_chunk(col: pa.ChunkedArray) -> pa.Array:
 def id_hash(row_id: str) -> int:
     """64 bits of a row id's hash: equal ids have equal hashes (the converse is checked)."""
     return int.from_bytes(hashlib.blake2b(row_id.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def id_hashes(values: list[str | None]) -> np.ndarray:
+    """`id_hash` of each value (None: 0), as uint64."""
+    return np.fromiter((0 if v is None else id_hash(v) for v in values), np.uint64, len(values))
 
 
 def _first_with_same_id(ids: pa.Array, hashes: np.ndarray) -> np.ndarray:

@@ -53,7 +53,7 @@ from dsc.compiler.engine.exchange import SegmentBlocks
 from dsc.compiler.engine.executors.base import Executor, worker_context
 from dsc.compiler.engine.normalise import NormalisedSources
 from dsc.compiler.engine.progress import Progress
-from dsc.compiler.engine.rowfiles import SegmentInfo, id_hash
+from dsc.compiler.engine.rowfiles import SegmentInfo, id_hashes
 from dsc.compiler.engine.selected import selection_weight
 from dsc.compiler.stages.select import mix
 from dsc.compiler.stages.select.mix import CapabilityTally, KeyTable, RowClass, Rows
@@ -150,6 +150,10 @@ class MixPool:
     pool: int = 0
     ranks: np.ndarray | None = None  # the pool's rows per bin of the rank's first RANK_BITS bits
 
+    def __add__(self, other: MixPool) -> MixPool:
+        return MixPool(self.available + other.available, self.dropped + other.dropped, self.pool + other.pool,
+                       self.ranks + other.ranks)  # type: ignore[operator]
+
 
 @dataclass(frozen=True)
 class MixCut:
@@ -226,7 +230,7 @@ def _route(t: pa.Table, step: int, plan: SelectPlan, spec: Spec) -> tuple[dict[D
         elif step in (MIX, CAPS):
             part = (plan.bucket_of if step == MIX else plan.cap_of)[t.column("cls").to_numpy()]
             if step == MIX:  # a bucket's partitions by group: a group cap sees its group whole
-                part = np.where(part >= 0, part * plan.dedup_parts + _group_hashes(t) % plan.dedup_parts, -1)
+                part = np.where(part >= 0, part * plan.dedup_parts + _group_parts(t, plan.dedup_parts), -1)
             kept = part >= 0
             if not kept.all():
                 rest = t.filter(pa.array(~kept))
@@ -251,9 +255,10 @@ def _route(t: pa.Table, step: int, plan: SelectPlan, spec: Spec) -> tuple[dict[D
     return out, passed
 
 
-def _group_hashes(t: pa.Table) -> np.ndarray:
-    groups = pc.coalesce(t.column("group"), t.column("id")).to_pylist()
-    return np.fromiter((id_hash(g) for g in groups), np.uint64, len(groups)).astype(np.int64) & ((1 << 62) - 1)
+def _group_parts(t: pa.Table, parts: int) -> np.ndarray:
+    """Each row's partition of `parts` by a hash of its group (its id where it has none)."""
+    groups = id_hashes(pc.coalesce(t.column("group"), t.column("id")).to_pylist())
+    return (groups % np.uint64(parts)).astype(np.int64)
 
 
 def _split_by(out: dict[Dest, pa.Table], t: pa.Table, step: int, part: np.ndarray) -> None:
@@ -349,9 +354,8 @@ def mix_pool_part(task: PartTask) -> Done:
     return Done(exchange.Sent(None, {}), counted=MixPool(len(rows), dropped, len(pool), hist))
 
 
-def _rank_bins(ranks: list[bytes] | pa.Array) -> np.ndarray:
-    first = b"".join(r[:8] for r in (ranks.to_pylist() if isinstance(ranks, pa.Array | pa.ChunkedArray) else ranks))
-    return (np.frombuffer(first, ">u8") >> np.uint64(64 - RANK_BITS)).astype(np.int64)
+def _rank_bins(ranks: list[bytes]) -> np.ndarray:
+    return (np.frombuffer(b"".join(r[:8] for r in ranks), ">u8") >> np.uint64(64 - RANK_BITS)).astype(np.int64)
 
 
 def _passes(rows: Rows, first: int, last: int) -> tuple[Rows, np.ndarray]:
@@ -361,11 +365,10 @@ def _passes(rows: Rows, first: int, last: int) -> tuple[Rows, np.ndarray]:
     return Rows.concat(taken), np.repeat(np.arange(first, last, dtype=np.int32), len(rows))
 
 
-def _taken_on(plan: SelectPlan, t: pa.Table, chosen: Rows, passes: np.ndarray, bucket: int, to: int
-              ) -> tuple[dict[Dest, pa.Table], Counter[int]]:
-    out_t = _with(t.take(pa.array(chosen.base)), suffix=chosen.suffix.tolist(),
-                  b_idx=np.full(len(chosen), bucket, np.int32), b_pass=passes)
-    return _route(out_t, to, plan, worker_context().spec)
+def _taken(t: pa.Table, chosen: Rows, passes: np.ndarray, bucket: int) -> pa.Table:
+    """A bucket's rows `chosen` from its pool `t`, each marked with its pass."""
+    return _with(t.take(pa.array(chosen.base)), suffix=chosen.suffix.tolist(),
+                 b_idx=np.full(len(chosen), bucket, np.int32), b_pass=passes)
 
 
 def mix_take_part(task: PartTask) -> Done:
@@ -377,17 +380,14 @@ def mix_take_part(task: PartTask) -> Done:
     bucket = task.part // plan.dedup_parts
     t = exchange.read_table(task.pool())
     table, rows = _keys(t, plan.classes)
-    bins = _rank_bins(t.column("b_rank"))
+    bins = _rank_bins(t.column("b_rank").to_pylist())
     chosen, passes = _passes(rows, 0, cut.passes)
     last, last_pass = _passes(rows[bins < cut.bin], cut.passes, cut.passes + 1)
     chosen, passes = Rows.concat([chosen, last]), np.concatenate([passes, last_pass])
-    out, passed = _taken_on(plan, t, chosen, passes, bucket, plan.after(MIX))
-    if cut.more:
-        edge, edge_pass = _passes(rows[bins == cut.bin], cut.passes, cut.passes + 1)
-        edge_t = _with(t.take(pa.array(edge.base)), suffix=edge.suffix.tolist(),
-                       b_idx=np.full(len(edge), bucket, np.int32), b_pass=edge_pass)
-        if edge_t.num_rows:
-            out[(MIX_BOUNDARY, bucket)] = edge_t
+    out, passed = _route(_taken(t, chosen, passes, bucket), plan.after(MIX), plan, worker_context().spec)
+    edge, edge_pass = _passes(rows[bins == cut.bin], cut.passes, cut.passes + 1)
+    if cut.more and len(edge):
+        out[(MIX_BOUNDARY, bucket)] = _taken(t, edge, edge_pass, bucket)
     return _send(plan, f"{task.name}-take", out, passed, counted=MixTaken(len(chosen), mix.copy_count(table, chosen)))
 
 
@@ -556,10 +556,8 @@ def _mix(spec: Spec, plan: SelectPlan, inbox: _Inbox, run: Runner) -> dict[str, 
     tasks = inbox.tasks(plan, MIX)
     pools: dict[str, MixPool] = {n: MixPool(ranks=np.zeros(1 << RANK_BITS, np.int64)) for n in names}
     for t, d in zip(tasks, run(mix_pool_part, tasks)):
-        name, got = names[t.part // plan.dedup_parts], d.counted
-        had = pools[name]
-        pools[name] = MixPool(had.available + got.available, had.dropped + got.dropped,  # type: ignore[union-attr]
-                              had.pool + got.pool, had.ranks + got.ranks)  # type: ignore[union-attr,operator]
+        name = names[t.part // plan.dedup_parts]
+        pools[name] = pools[name] + d.counted  # type: ignore[operator]
     inbox.read(MIX)
     pool = {n: p.pool for n, p in pools.items()}
     targets, selected, report = mix.plan_mix(buckets, {n: p.available for n, p in pools.items()},

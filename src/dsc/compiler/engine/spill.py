@@ -50,7 +50,7 @@ from dsc.compiler.engine.context import BuildContext
 from dsc.compiler.engine.executors.base import Executor
 from dsc.compiler.engine.normalise import CHUNK_ROWS
 from dsc.compiler.engine.progress import Progress
-from dsc.compiler.engine.rowfiles import ArrowFile, SegmentInfo, id_hash
+from dsc.compiler.engine.rowfiles import ArrowFile, SegmentInfo, id_hashes
 from dsc.compiler.engine.tally import ROUTE_SCHEMA, Tallied
 from dsc.compiler.stages.write import artifact as art
 from dsc.core.hashing import sha256_file
@@ -228,7 +228,7 @@ def send_groups(directory: Path, name: str, distinct: dict[str, pa.Array], parts
         return exchange.Sent(None, {})
     t = pa.concat_tables([pa.table({"split": pa.array([split] * len(groups), pa.string()),
                                     "group": groups.cast(pa.string())}) for split, groups in distinct.items()])
-    part = np.array([0 if g is None else id_hash(g) % parts for g in t.column("group").to_pylist()], np.int64)
+    part = (id_hashes(t.column("group").to_pylist()) % np.uint64(parts)).astype(np.int64)
     return exchange.send(directory, name, exchange.by_partition(t, part), GROUPS_SCHEMA)  # type: ignore[arg-type]
 
 

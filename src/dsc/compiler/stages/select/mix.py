@@ -209,17 +209,19 @@ def hash_prefixes(keys: Iterable[list[str]], prefix: str, n: int) -> np.ndarray:
     out = np.empty(n, np.uint64)
     at = 0
     for chunk in keys:
-        digests = b"".join(hashlib.sha256((prefix + k).encode("utf-8")).digest()[:8] for k in chunk)
-        out[at:at + len(chunk)] = np.frombuffer(digests, ">u8")
+        out[at:at + len(chunk)] = np.frombuffer(b"".join(d[:8] for d in _seeded_digests(chunk, prefix)), ">u8")
         at += len(chunk)
     return out
+
+
+def _seeded_digests(keys: list[str], prefix: str) -> list[bytes]:
+    return [hashlib.sha256((prefix + k).encode("utf-8")).digest() for k in keys]
 
 
 def rank_digests(table: KeyTable, rows: Rows, seed: int, purpose: str) -> list[bytes]:
     """Each row's whole sha256 of `rank_key`'s seeded key: `ranked`'s order is these bytes, then
     the id, then the order rows came in (for rows split over tasks, sorted by them again)."""
-    prefix = f"{seed}\x1f{purpose}\x1f"
-    return [hashlib.sha256((prefix + k).encode("utf-8")).digest() for chunk in iter_ids(table, rows) for k in chunk]
+    return [d for chunk in iter_ids(table, rows) for d in _seeded_digests(chunk, f"{seed}\x1f{purpose}\x1f")]
 
 
 def sort_ties(order: np.ndarray, same: np.ndarray, full_keys: Callable[[np.ndarray], list[str]]) -> None:
